@@ -1,0 +1,3 @@
+from stnexp.cli import main
+
+main()

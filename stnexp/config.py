@@ -1,0 +1,372 @@
+"""The experiment config: YAML -> typed, validated, frozen pydantic models, loaded once.
+
+Every key is declared here with its default and a description; the README's config reference and
+`stnexp config schema` are generated from these declarations, so this is the one place to document a key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stnexp.errors import UserError
+
+# Each preset is a full set of distortion ranges; a variant may name one and override any range.
+PRESETS: dict[str, dict[str, Any]] = {
+    "plain": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": 0.0},
+    "rotated": {"canvas": 28, "rotation": (-90.0, 90.0), "scale": (1.0, 1.0), "translation": 0.0},
+    "rts": {"canvas": 42, "rotation": (-45.0, 45.0), "scale": (0.7, 1.2), "translation": "fit"},
+    "translated": {"canvas": 42, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": "fit"},
+    "scaled": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.7, 1.2), "translation": 0.0},
+}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _range(value: Any, positive: bool) -> tuple[float, float]:
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+    if ok:
+        lo, hi = float(value[0]), float(value[1])
+        ok = lo <= hi and (lo > 0 or not positive)
+    if not ok:
+        shown = json.dumps(list(value)) if isinstance(value, (list, tuple)) else repr(value)
+        rule = "0 < min <= max" if positive else "min <= max"
+        raise ValueError(f"expected [min, max] with {rule}, got {shown}")
+    return lo, hi
+
+
+class VariantConfig(Strict):
+    """One distorted-MNIST variant: a preset, or ranges, or a preset with some ranges overridden."""
+
+    preset: Optional[str] = Field(None, description=f"start from a named preset: {', '.join(PRESETS)}; a variant named like a preset uses it by default")
+    canvas: int = Field(28, ge=8, le=512, description="side of the square output image in pixels (MNIST digits are 28x28)")
+    rotation: tuple[float, float] = Field((0.0, 0.0), description="[min, max] rotation in degrees, drawn uniformly")
+    scale: tuple[float, float] = Field((1.0, 1.0), description="[min, max] scale factor of the digit, drawn uniformly")
+    translation: Union[Literal["fit"], float] = Field(
+        0.0, description="max shift of the digit's centre in px along each axis (uniform), or `fit`: anywhere the distorted digit stays inside the canvas"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") is not None:
+            name = data["preset"]
+            if name not in PRESETS:
+                hint = _did_you_mean(str(name), PRESETS)
+                raise ValueError(f"preset: unknown preset {name!r}{hint} (choose from {', '.join(PRESETS)})")
+            data = {**PRESETS[name], **data}
+        return data
+
+    @field_validator("rotation", mode="before")
+    @classmethod
+    def _rotation(cls, v: Any) -> tuple[float, float]:
+        return _range(v, positive=False)
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale(cls, v: Any) -> tuple[float, float]:
+        return _range(v, positive=True)
+
+    @field_validator("translation", mode="before")
+    @classmethod
+    def _translation(cls, v: Any) -> Any:
+        if v == "fit" or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0):
+            return v
+        raise ValueError(f"expected a shift >= 0 in px or 'fit', got {v!r}")
+
+
+class DataConfig(Strict):
+    root: Optional[Path] = Field(None, description="folder holding the four MNIST-format IDX files (gzip or raw); empty = the MNIST copy bundled in the package")
+    download: bool = Field(False, description="fetch MNIST into `root` through torchvision when the files are missing (needs the network)")
+    train_size: int = Field(50000, ge=1, description="training digits: the first `train_size` of the 60,000")
+    val_size: int = Field(10000, ge=0, description="validation digits: the last `val_size` of the 60,000, distorted once; they pick the best checkpoint")
+    resample_train: bool = Field(True, description="draw new distortions of the training digits every epoch (false: once)")
+    variants: dict[str, Optional[VariantConfig]] = Field(
+        default_factory=lambda: {"rts": VariantConfig(preset="rts")},
+        description="distorted variants by name: `NAME: {preset, canvas, rotation, scale, translation}`",
+    )
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _variants(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        if not v:
+            raise ValueError("at least one variant is needed")
+        out = {}
+        for name, spec in v.items():
+            if not isinstance(name, str) or not NAME.match(name):
+                raise ValueError(f"variant name {name!r} must be letters, digits, '_', '.' or '-'")
+            spec = {} if spec is None else spec
+            if isinstance(spec, dict) and "preset" not in spec and name in PRESETS:
+                spec = {**spec, "preset": name}
+            out[name] = spec
+        return out
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "DataConfig":
+        if self.train_size + self.val_size > 60000 and self.root is None:
+            raise ValueError(f"train_size + val_size must be at most 60000 (MNIST's training set), got {self.train_size} + {self.val_size}")
+        return self
+
+
+class CNNConfig(Strict):
+    arch: Literal["cnn"] = Field(description="`cnn`: conv 9x9 -> ReLU -> pool 2 -> conv 7x7 -> ReLU -> pool 2 -> linear")
+    channels: tuple[int, int] = Field((32, 64), description="output channels of the two conv layers")
+    norm: Literal["none", "batch"] = Field("none", description="normalisation after each conv: none | batch")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
+
+
+class STNConfig(Strict):
+    arch: Literal["stn-cnn"] = Field(description="`stn-cnn`: a spatial transformer in front of (or inside) the same CNN")
+    channels: tuple[int, int] = Field((32, 64), description="output channels of the two conv layers")
+    norm: Literal["none", "batch"] = Field("none", description="normalisation after each conv: none | batch")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
+    transform: Literal["affine", "attention", "similarity", "translation", "rotation"] = Field(
+        "affine", description="what theta may do: affine (6 params), attention (scale + shift, 3), similarity (rotation + scale + shift, 4), translation (2), rotation (1)"
+    )
+    out_size: Optional[int] = Field(None, ge=4, le=512, description="side of the sampler's output grid; empty = the size of what it transforms")
+    at: Literal["input", "conv1"] = Field("input", description="what the transformer warps: `input` (the image) or `conv1` (feature maps after the first conv block)")
+    loc_lr_scale: float = Field(1.0, gt=0.0, description="learning-rate multiplier for the localisation net's parameters")
+
+
+ModelConfig = Annotated[Union[CNNConfig, STNConfig], Field(discriminator="arch")]
+
+
+class TrainConfig(Strict):
+    epochs: Optional[int] = Field(None, ge=1, description="passes over the training digits (default 10 when `iterations` is not set)")
+    iterations: Optional[int] = Field(None, ge=1, description="optimizer steps instead of `epochs` (the paper: 150000)")
+    batch_size: int = Field(256, ge=1, description="images per step, the same batch for every model")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="sgd | adam | adamw")
+    lr: float = Field(0.01, gt=0.0, description="base learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum (ignored by adam/adamw)")
+    weight_decay: float = Field(0.0, ge=0.0, description="weight decay")
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = Field("constant", description="learning-rate schedule: constant | step | cosine | onecycle")
+    every: Optional[int] = Field(None, ge=1, description="`step` schedule: multiply the lr by `gamma` every this many epochs (iterations when `iterations` is set)")
+    gamma: float = Field(0.1, gt=0.0, description="`step` schedule: the factor")
+    warmup: int = Field(0, ge=0, description="linear warm-up length, in epochs (iterations when `iterations` is set)")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the cross-entropy loss")
+    amp: Literal["auto", "off", "bf16"] = Field("auto", description="mixed precision: auto (bf16 on CUDA, fp32 on CPU) | off | bf16; theta, grid and sampling always run in fp32")
+    compile: bool = Field(False, description="compile the models with torch.compile (in place, checkpoint keys unchanged)")
+    eval_every: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
+    deterministic: bool = Field(False, description="ask torch for deterministic kernels (CPU runs are reproducible anyway; CUDA grid_sample backward is not)")
+
+    @model_validator(mode="after")
+    def _length(self) -> "TrainConfig":
+        if self.epochs is not None and self.iterations is not None:
+            raise ValueError("set `epochs` or `iterations`, not both")
+        if self.schedule == "step" and self.every is None:
+            raise ValueError("schedule `step` needs `every`")
+        return self
+
+
+def _default_models() -> dict[str, Any]:
+    return {"cnn": CNNConfig(arch="cnn"), "st-cnn": STNConfig(arch="stn-cnn")}
+
+
+class Config(Strict):
+    name: str = Field("run", description="experiment name: runs go to `<out>/<name>/<timestamp>/`")
+    seeds: list[int] = Field([0], min_length=1, description="seeds; each variant is trained once per seed, tables show mean +- std")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps (auto: cuda when available, else cpu)")
+    out: Path = Field(Path("runs"), description="folder under which run directories are made")
+    data: DataConfig = Field(default_factory=DataConfig, description="digits and their distortions")
+    models: dict[str, ModelConfig] = Field(default_factory=_default_models, description="models trained side by side: `NAME: {arch, ...}`")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="training recipe, shared by all models")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError(f"must be letters, digits, '_', '.' or '-', got {v!r}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+|mps", v):
+            raise ValueError(f"expected auto | cpu | cuda | cuda:N | mps, got {v!r}")
+        return v
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            if not v:
+                raise ValueError("at least one model is needed")
+            for name in v:
+                if not isinstance(name, str) or not NAME.match(name):
+                    raise ValueError(f"model name {name!r} must be letters, digits, '_', '.' or '-'")
+        return v
+
+    def variant(self, name: str) -> VariantConfig:
+        return self.data.variants[name] or VariantConfig()
+
+    def digest(self) -> str:
+        """A hash of the resolved config: checkpoints carry it so resuming under another config is caught."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (['a', 'b', 'c'], value parsed as YAML)."""
+    if "=" not in item:
+        raise UserError(f"--set {item}: expected key.path=value")
+    key, _, text = item.partition("=")
+    path = key.strip().split(".")
+    if not all(path):
+        raise UserError(f"--set {item}: empty key in {key!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {item}: value is not valid YAML ({str(e).splitlines()[0]})") from None
+    return path, value
+
+
+def apply_sets(raw: dict, sets: list[str]) -> dict:
+    for item in sets:
+        path, value = parse_set(item)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {item}: {'.'.join(path[: i + 1])} is not a mapping")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise UserError(f"{path}: YAML syntax error at {where}: {e.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not readable as YAML: {e}") from None
+    if raw is None:
+        raise UserError(f"{path}: the config is empty")
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a config must be a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def load(path: Path, sets: list[str] = ()) -> Config:
+    """Read, override (`--set`) and validate a config; UserError lists every problem, one per line."""
+    raw = apply_sets(read_yaml(path), list(sets))
+    raw.setdefault("name", Path(path).stem)
+    return validate(raw)
+
+
+def validate(raw: dict) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise UserError("\n".join(_describe(err) for err in e.errors())) from None
+
+
+def _describe(err: dict) -> str:
+    loc = _clean_loc(err["loc"])
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        fields = _fields_at(Config, err["loc"][:-1])
+        return f"{'.'.join(loc)}: unknown key{_did_you_mean(loc[-1], fields)}"
+    if kind == "union_tag_invalid":
+        return f"{'.'.join(loc + ['arch'])}: unknown arch {err['ctx']['tag']!r} (choose from cnn, stn-cnn)"
+    if kind == "union_tag_not_found":
+        return f"{'.'.join(loc + ['arch'])}: missing (choose from cnn, stn-cnn)"
+    if kind == "literal_error":
+        return f"{'.'.join(loc)}: expected {err['ctx']['expected']}, got {err['input']!r}"
+    msg = msg.removeprefix("Value error, ")
+    if msg.startswith("preset: "):  # raised by the preset validator, which sees the whole variant
+        loc, msg = loc + ["preset"], msg.removeprefix("preset: ")
+    got = "" if kind.startswith("value_error") or "input" not in err or isinstance(err["input"], dict) else f", got {err['input']!r}"
+    return f"{'.'.join(loc) or '(config)'}: {msg[0].lower() + msg[1:]}{got}"
+
+
+def _clean_loc(loc: tuple) -> list[str]:
+    # Pydantic puts the discriminator's value in the path (models.x.stn-cnn.transform); users never wrote it.
+    out = []
+    for i, part in enumerate(loc):
+        if i >= 2 and loc[0] == "models" and i == 2 and part in ("cnn", "stn-cnn"):
+            continue
+        out.append(str(part))
+    return out
+
+
+def _fields_at(model: type, loc: tuple) -> list[str]:
+    """The keys allowed at a location of the config, for 'did you mean'."""
+    node: Any = model
+    for part in loc:
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            if part in node.model_fields:
+                node = node.model_fields[part].annotation
+            else:
+                return []
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]
+        elif isinstance(node, list):  # a union of models, chosen by tag
+            node = next((m for m in node if part in typing.get_args(m.model_fields["arch"].annotation)), node[0])
+            node = _unwrap(node)
+            if part in ("cnn", "stn-cnn"):
+                continue
+            node = node.model_fields[part].annotation if part in node.model_fields else None
+    node = _unwrap(node)
+    if isinstance(node, list):
+        return sorted({f for m in node for f in m.model_fields})
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    return []
+
+
+def _unwrap(node: Any) -> Any:
+    while True:
+        origin = typing.get_origin(node)
+        if origin is Annotated:
+            node = typing.get_args(node)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(node) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            if len(args) == 1:
+                node = args[0]
+            elif models and len(models) == len(args):
+                return models
+            else:
+                return node
+        else:
+            return node
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def schema() -> dict:
+    return Config.model_json_schema()
+
+
+def dump(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

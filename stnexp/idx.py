@@ -1,0 +1,74 @@
+"""The IDX file format of MNIST and its relatives: read (gzip or raw) with every check, and write.
+
+Readers check the magic number, the dimensions against the file length and, when given, the MD5 of the
+uncompressed content, and raise UserError naming the file and what was wrong.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+# IDX type codes -> numpy dtypes (big-endian on disk).
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
+
+
+def read_bytes(path: Path) -> bytes:
+    """The uncompressed content of an IDX file, gzip or raw (told apart by the gzip magic bytes)."""
+    from stnexp.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            return gzip.decompress(raw)
+        return raw
+    except (EOFError, OSError, zlib.error) as e:
+        raise UserError(f"{path}: corrupt or truncated gzip data ({e})") from None
+
+
+def parse(content: bytes, path: Path | str = "<bytes>", md5: str | None = None) -> np.ndarray:
+    """Decode IDX content into an array; checks magic, dimensions, length and optionally the MD5."""
+    from stnexp.errors import UserError
+
+    if len(content) < 4 or content[0] != 0 or content[1] != 0 or content[2] not in _DTYPES:
+        raise UserError(f"{path}: not an IDX file (bad magic number {content[:4].hex() or 'empty'})")
+    dtype = np.dtype(_DTYPES[content[2]])
+    ndim = content[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(content) < header:
+        raise UserError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(content) != expected:
+        what = "truncated" if len(content) < expected else "has trailing bytes"
+        raise UserError(f"{path}: {what}: dimensions {'x'.join(map(str, shape))} need {expected} bytes, file has {len(content)}")
+    if md5 is not None:
+        got = hashlib.md5(content).hexdigest()
+        if got != md5:
+            raise UserError(f"{path}: corrupt: MD5 of the uncompressed content is {got}, expected {md5}")
+    return np.frombuffer(content, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+
+
+def read(path: Path, md5: str | None = None) -> np.ndarray:
+    """Read one IDX file (gzip or raw) into a numpy array."""
+    return parse(read_bytes(path), path, md5)
+
+
+def write(path: Path, array: np.ndarray, compress: bool | None = None) -> None:
+    """Write a uint8/int8 array as IDX; gzip when the name ends in .gz (or compress=True)."""
+    array = np.ascontiguousarray(array)
+    code = _CODES[array.dtype]
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    content = header + array.tobytes()
+    path = Path(path)
+    if compress if compress is not None else path.suffix == ".gz":
+        content = gzip.compress(content, mtime=0)
+    path.write_bytes(content)
