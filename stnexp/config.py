@@ -215,9 +215,15 @@ class Config(Strict):
     def variant(self, name: str) -> VariantConfig:
         return self.data.variants[name] or VariantConfig()
 
+    def results_view(self) -> dict:
+        """The part of the config that decides results (not where the run goes or which device runs it)."""
+        d = self.model_dump(mode="json", exclude={"device", "out", "name"})
+        d["train"].pop("compile")
+        return d
+
     def digest(self) -> str:
-        """A hash of the resolved config: checkpoints carry it so resuming under another config is caught."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        """A hash of results_view(): checkpoints carry it, so resuming under another config is caught."""
+        return hashlib.sha256(json.dumps(self.results_view(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- loading

@@ -112,3 +112,38 @@ class Stream:
             else:
                 params = sample(gen, self.spec, self.boxes[idx])
                 yield distort(self.digits[idx], params, self.spec.canvas), y
+
+
+@dataclass(frozen=True)
+class Split:
+    """The undistorted digits on the device, uint8, split into train / validation / test."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def split(data, device: torch.device) -> Split:
+    """Load the digits (bundled or `data.root`) and move them to the device once (MNIST is 47 MB as uint8)."""
+    from stnexp import mnist
+    from stnexp.errors import UserError
+
+    d = mnist.load(data.root, data.download)
+    n = len(d.train_images)
+    if data.train_size + data.val_size > n:
+        raise UserError(f"data.train_size + data.val_size = {data.train_size + data.val_size} but the training files hold {n} digits")
+    if d.train_images.shape[1:] != (IN_SIZE, IN_SIZE):
+        raise UserError(f"data.root: images are {d.train_images.shape[1]}x{d.train_images.shape[2]}, expected 28x28")
+
+    def t(a):
+        return torch.from_numpy(a.copy()).to(device)
+
+    x, y = t(d.train_images), t(d.train_labels).long()
+    return Split(
+        x[: data.train_size], y[: data.train_size],
+        x[n - data.val_size :], y[n - data.val_size :],
+        t(d.test_images), t(d.test_labels).long(),
+    )

@@ -1,0 +1,184 @@
+"""The `stnexp` command: parse, load the config, call one function, print. torch is imported inside the
+commands, so `stnexp --help` stays fast."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Spatial Transformer Networks vs CNNs on distorted MNIST: train side by side, evaluate, look.",
+)
+config_app = typer.Typer(no_args_is_help=True, help="Show the resolved config or its JSON Schema.")
+app.add_typer(config_app, name="config")
+
+SET = typer.Option(None, "--set", help="override a config key: key.path=value (value parsed as YAML); repeatable")
+
+
+def _fail(lines: str, code: int) -> None:
+    for line in str(lines).splitlines():
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn, log_path: Optional[Path] = None):
+    """Run a command body: bad input -> exit 2 with its one-line messages; anything unexpected -> exit 1
+    with a one-line summary, the traceback going to train.log (or shown with STNEXP_DEBUG=1)."""
+    from stnexp.errors import UserError
+
+    try:
+        return fn()
+    except UserError as e:
+        _fail(str(e), 2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130)
+    except typer.Exit:
+        raise
+    except Exception as e:  # the last line of defence: no traceback on the terminal
+        import logging
+        import traceback
+
+        if os.environ.get("STNEXP_DEBUG"):
+            raise
+        log = logging.getLogger("stnexp")
+        log.debug("unexpected error:\n" + traceback.format_exc())
+        where = " (traceback in train.log)" if any(isinstance(h, logging.FileHandler) for h in log.handlers) else " (set STNEXP_DEBUG=1 for the traceback)"
+        _fail(f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{where}", 1)
+
+
+def _config(path: Path, sets: Optional[List[str]]):
+    from stnexp import config
+
+    return config.load(path, sets or [])
+
+
+@app.command()
+def train(
+    config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"),
+    set_: Optional[List[str]] = SET,
+    device: Optional[str] = typer.Option(None, "--device", help="override `device`: auto | cpu | cuda | cuda:N | mps"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default <out>/<name>/<timestamp>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out (default: the newest run of this config) from its last checkpoints"),
+    force: bool = typer.Option(False, "--force", help="overwrite a non-empty --out"),
+):
+    """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
+
+    def body():
+        import threading
+
+        from stnexp import checkpoints, config, device as dev, runs, training
+
+        sets = list(set_ or []) + ([f"device={device}"] if device else [])
+        cfg = _config(config_file, sets)
+        torch_device = dev.resolve(cfg.device)
+        run = runs.prepare(cfg, out, resume, force)
+        log = runs.logger(run)
+        log.debug("command: " + " ".join(sys.argv))
+        if not resume:
+            checkpoints.atomic_text(run / "config.yaml", config.dump(cfg))
+        runs.write_env(run, torch_device)
+        log.info(f"run directory: {run}")
+        stop = threading.Event()
+        previous = training.install_sigint(stop)
+        try:
+            training.train(cfg, run, torch_device, log, stop)
+        except training.Interrupted:
+            log.warning(f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out {run}")
+            raise typer.Exit(130)
+        finally:
+            import signal
+
+            signal.signal(signal.SIGINT, previous)
+
+    _guard(body)
+
+
+@app.command("eval")
+def eval_(
+    source: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="a run directory or one checkpoint file"),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", help="test on this variant (the run's or a preset); repeatable"),
+    images: Optional[Path] = typer.Option(None, "--images", help="external test images: IDX file, uint8 N x H x W (gzip or raw)"),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="external test labels: IDX file, N labels"),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="which checkpoints of a run: best | last"),
+    out: Optional[Path] = typer.Option(None, "--out", help="where eval.{md,csv,json} go (default: the run directory)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default auto)"),
+):
+    """Score trained models on their test sets, on other variants, or on an external IDX test set."""
+
+    def body():
+        from stnexp import device as dev, evaluation, reporting, runs
+        from stnexp.errors import UserError
+
+        if checkpoint not in ("best", "last"):
+            raise UserError(f"--checkpoint: expected best or last, got {checkpoint!r}")
+        if device is not None:
+            from stnexp.config import Config
+
+            Config._device(device)  # same rule as the config key
+        torch_device = dev.resolve(device or "auto")
+        log = runs.logger()
+        rows = evaluation.score_run(source, list(variant or []), images, labels, [checkpoint], torch_device, log)
+        where = out or (source if source.is_dir() else source.parent.parent.parent)
+        try:
+            Path(where).mkdir(parents=True, exist_ok=True)
+            md = reporting.eval_markdown(rows)
+            reporting.write(Path(where), "eval", rows, md, reporting.EVAL_FIELDS)
+        except OSError as e:
+            raise UserError(f"--out {where}: not writable ({e.strerror or e})") from None
+        typer.echo(md)
+        typer.echo(f"wrote {Path(where) / 'eval.md'}")
+
+    _guard(body)
+
+
+@app.command()
+def preview(
+    config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the PNGs (default <out>/<name>/preview)"),
+    n: int = typer.Option(64, "--n", min=1, max=1024, help="digits per picture"),
+    set_: Optional[List[str]] = SET,
+):
+    """Write one PNG per variant: test digits beside their distorted versions."""
+
+    def body():
+        from stnexp import preview as pv
+
+        cfg = _config(config_file, set_)
+        for path in pv.write(cfg, out, n):
+            typer.echo(str(path))
+
+    _guard(body)
+
+
+@config_app.command("show")
+def config_show(config_file: Path = typer.Argument(..., metavar="CFG"), set_: Optional[List[str]] = SET):
+    """Print the resolved config (defaults and presets filled in, --set applied)."""
+
+    def body():
+        from stnexp import config
+
+        typer.echo(config.dump(_config(config_file, set_)), nl=False)
+
+    _guard(body)
+
+
+@config_app.command("schema")
+def config_schema():
+    """Print the config's JSON Schema (for editor validation of YAML configs)."""
+    import json
+
+    from stnexp import config
+
+    typer.echo(json.dumps(config.schema(), indent=2))
+
+
+def main() -> None:
+    app()

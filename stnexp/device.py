@@ -1,0 +1,53 @@
+"""Which device and which precision a run uses, decided once and checked up front."""
+
+from __future__ import annotations
+
+import torch
+
+from stnexp.errors import UserError
+
+
+def resolve(name: str) -> torch.device:
+    """`auto | cpu | cuda | cuda:N | mps` -> a torch.device that exists on this machine."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device: {name} requested but CUDA is not available on this machine")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"device: {name} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("device: mps requested but MPS is not available on this machine")
+    return torch.device(name)
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `train.amp`, or None for fp32. `auto` takes bf16 where it is measured faster:
+    on CUDA (tensor cores); on CPU fp32 (see scripts/bench.py: the small convs gain little from bf16 there)."""
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return cpu_name()
+    return device.type
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

@@ -1,0 +1,81 @@
+"""Result tables: a Table-1-style Markdown table (models by rows, variants by columns, test error in %,
+mean +- std over seeds) and the same results in long form as CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+from stnexp.checkpoints import atomic_text
+
+RESULT_FIELDS = ["variant", "model", "seed", "checkpoint", "accuracy", "error", "n_test", "params", "train_seconds", "status"]
+EVAL_FIELDS = ["variant", "model", "seed", "checkpoint", "tested_on", "accuracy", "error", "n_test", "params"]
+
+
+def cell(errors: list[float]) -> str:
+    if not errors:
+        return "-"
+    if len(errors) == 1:
+        return f"{errors[0]:.2f}"
+    return f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
+
+
+def table(rows: list[dict], row_key: str, col_key: str, title: str) -> str:
+    """Markdown table of mean +- std test error (%) over seeds; diverged models are named as such."""
+    models = list(dict.fromkeys(r["model"] if row_key == "model" else (r["variant"], r["model"]) for r in rows))
+    cols = list(dict.fromkeys(r[col_key] for r in rows))
+    lines = [f"**{title}** (test error %, mean ± std over seeds)", ""]
+    first = "model" if row_key == "model" else "trained on / model"
+    lines.append(f"| {first} | params | " + " | ".join(cols) + " |")
+    lines.append("|---|---:|" + "---:|" * len(cols))
+    for m in models:
+        mine = [r for r in rows if (r["model"] if row_key == "model" else (r["variant"], r["model"])) == m]
+        params = sorted({r["params"] for r in mine})
+        label = m if isinstance(m, str) else f"{m[0]} / {m[1]}"
+        shown_params = f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}-{params[-1]:,}"
+        cells = []
+        for c in cols:
+            here = [r for r in mine if r[col_key] == c]
+            ok = [r["error"] for r in here if r.get("status", "ok") == "ok"]
+            bad = [r["status"] for r in here if r.get("status", "ok") != "ok"]
+            text = cell(ok)
+            if bad:
+                text = bad[0] if not ok else f"{text} ({len(bad)} diverged)"
+            cells.append(text)
+        lines.append(f"| {label} | {shown_params} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown(rows: list[dict], partial: bool = False) -> str:
+    best = [r for r in rows if r["checkpoint"] == "best"]
+    last = [r for r in rows if r["checkpoint"] == "last"]
+    note = " (partial: the run was interrupted)" if partial else ""
+    out = table(best, "model", "variant", f"Best checkpoint by validation accuracy{note}")
+    if last:
+        out += "\n" + table(last, "model", "variant", "Last checkpoint")
+    return out
+
+
+def eval_markdown(rows: list[dict]) -> str:
+    parts = []
+    for kind in dict.fromkeys(r["checkpoint"] for r in rows):
+        mine = [r for r in rows if r["checkpoint"] == kind]
+        parts.append(table(mine, "trained", "tested_on", f"{kind} checkpoints: trained on (rows) vs tested on (columns)"))
+    return "\n".join(parts)
+
+
+def to_csv(rows: list[dict], fields: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write(run: Path, stem: str, rows: list[dict], markdown: str, fields: list[str]) -> None:
+    atomic_text(run / f"{stem}.md", markdown)
+    atomic_text(run / f"{stem}.csv", to_csv(rows, fields))
+    atomic_text(run / f"{stem}.json", json.dumps(rows, indent=2) + "\n")

@@ -1,0 +1,180 @@
+"""The run directory: where every file of a run goes, making or reusing it safely, env.json and train.log.
+
+    <out>/<name>/<YYYYmmdd-HHMMSS>/   (or --out DIR)
+        config.yaml  env.json  train.log  metrics.csv  results.{md,csv,json}  eval.{md,csv,json}
+        checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
+        stn/<variant>-<model>-s<seed>.png
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stnexp.errors import UserError
+
+OWN_FILES = ["config.yaml", "env.json", "train.log", "metrics.csv", "results.md", "results.csv", "results.json", "eval.md", "eval.csv", "eval.json"]
+OWN_DIRS = ["checkpoints", "stn"]
+
+
+def checkpoint_path(run: Path, variant: str, model: str, seed: int, kind: str) -> Path:
+    return run / "checkpoints" / variant / f"{model}-s{seed}-{kind}.pt"
+
+
+def stn_picture_path(run: Path, variant: str, model: str, seed: int) -> Path:
+    return run / "stn" / f"{variant}-{model}-s{seed}.png"
+
+
+def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Path:
+    """The run directory for `stnexp train`: new, resumed (config must match) or overwritten (--force)."""
+    from stnexp import config as C
+
+    if resume and force:
+        raise UserError("--resume and --force exclude each other")
+    if out is None:
+        base = Path(cfg.out) / cfg.name
+        if resume:
+            runs = sorted(p for p in base.glob("*") if (p / "config.yaml").is_file()) if base.is_dir() else []
+            if not runs:
+                raise UserError(f"--resume: no run of {cfg.name!r} under {base}; name one with --out")
+            out = runs[-1]
+        else:
+            out = base / time.strftime("%Y%m%d-%H%M%S")
+            while out.exists():
+                time.sleep(1)
+                out = base / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    non_empty = out.is_dir() and any(out.iterdir())
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise UserError(f"--resume: {out} holds no run to resume (no config.yaml)")
+        old = C.load(out / "config.yaml")
+        if old.digest() != cfg.digest():
+            diff = _differences(old.results_view(), cfg.results_view())
+            raise UserError(f"--resume: the config differs from the run's in {', '.join(diff[:5])}; resume with the same config")
+    elif non_empty:
+        if not force:
+            raise UserError(f"--out {out}: not empty; pass --resume to continue that run or --force to overwrite it")
+        for name in OWN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for name in OWN_DIRS:
+            shutil.rmtree(out / name, ignore_errors=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
+    return out
+
+
+def _differences(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def write_env(run: Path, device) -> None:
+    import torch
+    import torchvision
+
+    import stnexp
+    from stnexp import checkpoints
+    from stnexp.device import describe
+
+    env = {
+        "stnexp": stnexp.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": describe(device),
+        "cpu": describe(torch.device("cpu")),
+        "threads": torch.get_num_threads(),
+        "git_commit": _git_commit(),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    checkpoints.atomic_text(run / "env.json", json.dumps(env, indent=2) + "\n")
+
+
+def _git_commit() -> str | None:
+    src = Path(__file__).resolve().parent.parent
+    if not (src / ".git").exists():
+        return None
+    try:
+        return subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class _TqdmHandler(logging.Handler):
+    """Console output that does not tear the progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr if record.levelno >= logging.WARNING else sys.stdout)
+
+
+def logger(run: Path | None = None, quiet: bool = False) -> logging.Logger:
+    """The 'stnexp' logger: messages to the terminal, and with `run` everything (tracebacks too) to train.log."""
+    log = logging.getLogger("stnexp")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    if not quiet:
+        console = _TqdmHandler()
+        console.setLevel(logging.INFO)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
+    if run is not None:
+        f = logging.FileHandler(run / "train.log")
+        f.setLevel(logging.DEBUG)
+        f.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(f)
+    logging.captureWarnings(True)
+    warnings_log = logging.getLogger("py.warnings")
+    warnings_log.handlers = [h for h in log.handlers if isinstance(h, logging.FileHandler)]
+    warnings_log.propagate = False
+    return log
+
+
+def find_checkpoints(source: Path, which: list[str]) -> list[Path]:
+    """Checkpoints of a run directory (best and/or last), or the one checkpoint file given."""
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise UserError(f"{source}: no such run directory or checkpoint")
+    return sorted(p for kind in which for p in (source / "checkpoints").glob(f"*/*-{kind}.pt"))
+
+
+def model_from_checkpoint(ck: dict, path: Path):
+    """Rebuild the model a checkpoint was made by and load its weights; a mismatch says what differs."""
+    from stnexp import config as C
+    from stnexp import models
+
+    cfg = C.validate(ck["config"])
+    try:
+        mcfg = cfg.models[ck["model_name"]]
+        model = models.build(mcfg, ck["in_size"])
+        model.load_state_dict(ck["model"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise UserError(f"{path}: weights do not fit the model its config describes ({str(e).splitlines()[0][:200]})") from None
+    return model
