@@ -160,7 +160,7 @@ class TrainConfig(Strict):
     gamma: float = Field(0.1, gt=0.0, description="`step` schedule: the factor")
     warmup: int = Field(0, ge=0, description="linear warm-up length, in epochs (iterations when `iterations` is set)")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the cross-entropy loss")
-    amp: Literal["auto", "off", "bf16"] = Field("auto", description="mixed precision: auto (bf16 on CUDA, fp32 on CPU) | off | bf16; theta, grid and sampling always run in fp32")
+    amp: Literal["auto", "off", "bf16"] = Field("auto", description="mixed precision: auto (bf16 on CUDA and on CPUs with AMX, else fp32) | off | bf16; theta, grid and sampling always run in fp32")
     compile: bool = Field(False, description="compile the models with torch.compile (in place, checkpoint keys unchanged)")
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
     deterministic: bool = Field(False, description="ask torch for deterministic kernels (CPU runs are reproducible anyway; CUDA grid_sample backward is not)")

@@ -56,7 +56,7 @@ def score_run(source: Path, variants: list[str], images: Path | None, labels: Pa
     for path in found:
         ck = checkpoints.load(path)
         cfg = config.validate(ck["config"])
-        model = runs.model_from_checkpoint(ck, path).to(device)
+        model = runs.model_from_checkpoint(ck, path, device)
         dtype = autocast_dtype(cfg.train.amp, device)
         base = dict(variant=ck["variant"], model=ck["model_name"], seed=ck["seed"], checkpoint=ck["kind"], params=models.n_params(model))
         if external is not None:

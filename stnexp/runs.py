@@ -165,10 +165,13 @@ def find_checkpoints(source: Path, which: list[str]) -> list[Path]:
     return sorted(p for kind in which for p in (source / "checkpoints").glob(f"*/*-{kind}.pt"))
 
 
-def model_from_checkpoint(ck: dict, path: Path):
+def model_from_checkpoint(ck: dict, path: Path, device):
     """Rebuild the model a checkpoint was made by and load its weights; a mismatch says what differs."""
+    import torch
+
     from stnexp import config as C
     from stnexp import models
+    from stnexp.device import channels_last
 
     cfg = C.validate(ck["config"])
     try:
@@ -177,4 +180,6 @@ def model_from_checkpoint(ck: dict, path: Path):
         model.load_state_dict(ck["model"])
     except (KeyError, RuntimeError, ValueError) as e:
         raise UserError(f"{path}: weights do not fit the model its config describes ({str(e).splitlines()[0][:200]})") from None
-    return model
+    if channels_last(device):  # the same memory layout as in training, so scores match it exactly
+        model = model.to(memory_format=torch.channels_last)
+    return model.to(device)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from stnexp import checkpoints, evaluation, models, pictures, reporting, runs, seeds, variants
 from stnexp.config import Config
-from stnexp.device import autocast_dtype, describe
+from stnexp.device import autocast_dtype, channels_last, describe
 from stnexp.errors import UserError
 
 METRIC_FIELDS = ["variant", "seed", "model", "epoch", "step", "train_loss", "train_acc", "val_acc", "lr", "seconds", "images_per_s"]
@@ -91,6 +91,8 @@ def build_member(cfg: Config, name: str, in_size: int, seed: int, steps_per_epoc
     mcfg = cfg.models[name]
     torch.manual_seed(seeds.derive(seed, "init", name))
     model = models.build(mcfg, in_size).to(device)
+    if channels_last(device):
+        model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(cfg, model, getattr(mcfg, "loc_lr_scale", 1.0))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps_per_epoch, total))
     m = Member(name, model, opt, sched, dropout=mcfg.dropout > 0)
@@ -365,7 +367,7 @@ def score(cfg: Config, run: Path, split, device, dtype, log) -> list[dict]:
                     if test is None:
                         test = variants.fixed(split.test_x, split.test_y, spec, seed, vname, "test")
                     ck = checkpoints.load(path)
-                    model = runs.model_from_checkpoint(ck, path).to(device)
+                    model = runs.model_from_checkpoint(ck, path, device)
                     acc = evaluation.correct(model, test.images, test.labels, dtype) / len(test.labels)
                     status = f"diverged at epoch {ck['diverged']}" if ck["diverged"] else "ok"
                     rows.append({

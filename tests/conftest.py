@@ -1,0 +1,19 @@
+import pytest
+
+TINY = ["data.train_size=512", "data.val_size=256", "train.epochs=2", "train.batch_size=128", "device=cpu"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One tiny trained run (CNN + ST-CNN on RTS), shared by the tests that only read it."""
+    from typer.testing import CliRunner
+
+    from stnexp.cli import app
+
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    args = ["train", "configs/smoke.yaml", "--out", str(out)]
+    for s in TINY:
+        args += ["--set", s]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out

@@ -1,0 +1,133 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from stnexp import idx, mnist
+from stnexp.cli import app
+
+from conftest import TINY
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
+    for name in ("config.yaml", "env.json", "metrics.csv", "results.md", "results.csv", "results.json", "train.log"):
+        assert (tiny_run / name).is_file(), name
+    for model in ("cnn", "st-cnn"):
+        for kind in ("best", "last"):
+            assert (tiny_run / "checkpoints" / "rts" / f"{model}-s0-{kind}.pt").is_file()
+    png = (tiny_run / "stn" / "rts-st-cnn-s0.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tiny_run / "stn" / "rts-cnn-s0.png").exists()
+    rows = json.loads((tiny_run / "results.json").read_text())
+    assert {(r["model"], r["checkpoint"]) for r in rows} == {(m, k) for m in ("cnn", "st-cnn") for k in ("best", "last")}
+    for r in rows:
+        assert r["n_test"] == 10000 and abs(r["error"] - 100 * (1 - r["accuracy"])) < 1e-9 and r["status"] == "ok"
+    md = (tiny_run / "results.md").read_text()
+    assert "| cnn | 119,050 |" in md and "| st-cnn |" in md
+    metrics = (tiny_run / "metrics.csv").read_text().splitlines()
+    assert metrics[0].startswith("variant,seed,model,epoch,step,train_loss,train_acc,val_acc,lr,seconds,images_per_s")
+    assert len(metrics) == 1 + 2 * 2  # two models, two epochs
+    env = json.loads((tiny_run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+
+
+def test_eval_reproduces_results_json_exactly(tiny_run, tmp_path):
+    for kind in ("best", "last"):
+        r = invoke("eval", tiny_run, "--checkpoint", kind, "--out", tmp_path / kind)
+        assert r.exit_code == 0, r.output
+        got = {(e["model"], e["seed"]): e["accuracy"] for e in json.loads((tmp_path / kind / "eval.json").read_text())}
+        want = {(e["model"], e["seed"]): e["accuracy"] for e in json.loads((tiny_run / "results.json").read_text()) if e["checkpoint"] == kind}
+        assert got == want
+
+
+def test_eval_of_one_checkpoint_on_other_variants(tiny_run, tmp_path):
+    ck = tiny_run / "checkpoints" / "rts" / "st-cnn-s0-best.pt"
+    r = invoke("eval", ck, "--variant", "rts", "--variant", "translated", "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "eval.json").read_text())
+    assert [row["tested_on"] for row in rows] == ["rts", "translated"]
+    assert "translated" in r.output
+
+
+def test_eval_refuses_a_variant_with_another_canvas(tiny_run):
+    r = invoke("eval", tiny_run, "--variant", "rotated")
+    assert r.exit_code == 2 and "canvas is 28x28 but" in r.output and "takes 42x42" in r.output
+
+
+def test_external_idx_eval_scores_the_set_as_is(tiny_run, tmp_path):
+    from stnexp import config, variants
+
+    d = mnist.load()
+    x = torch.from_numpy(d.test_images[:300].copy())
+    y = torch.from_numpy(d.test_labels[:300].copy())
+    s = variants.fixed(x, y, config.VariantConfig(preset="rts"), 5, "ext", "test")
+    idx.write(tmp_path / "img.gz", (s.images[:, 0] * 255).round().to(torch.uint8).numpy())
+    idx.write(tmp_path / "lab.gz", d.test_labels[:300])
+    r = invoke("eval", tiny_run, "--images", tmp_path / "img.gz", "--labels", tmp_path / "lab.gz", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "o" / "eval.json").read_text())
+    assert len(rows) == 2 and all(row["n_test"] == 300 for row in rows)
+    # a 28x28 set does not fit models trained on 42x42 canvases
+    idx.write(tmp_path / "small.gz", d.test_images[:10])
+    idx.write(tmp_path / "small-lab.gz", d.test_labels[:10])
+    r = invoke("eval", tiny_run, "--images", tmp_path / "small.gz", "--labels", tmp_path / "small-lab.gz")
+    assert r.exit_code == 2 and "images are 28x28" in r.output and "takes 42x42" in r.output
+    idx.write(tmp_path / "lab9.gz", d.test_labels[:9])
+    r = invoke("eval", tiny_run, "--images", tmp_path / "small.gz", "--labels", tmp_path / "lab9.gz")
+    assert r.exit_code == 2 and "9 labels for 10 images" in r.output
+
+
+def test_non_empty_out_is_refused_without_resume_or_force(tiny_run):
+    r = invoke("train", "configs/smoke.yaml", "--out", tiny_run)
+    assert r.exit_code == 2 and "not empty" in r.output and "--resume" in r.output
+
+
+def test_force_overwrites_only_a_run(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.md").write_text("old")
+    (out / "mine.txt").write_text("keep me")
+    args = ["train", "configs/smoke.yaml", "--out", out, "--force"]
+    for s in TINY + ["train.epochs=1", "data.train_size=256"]:
+        args += ["--set", s]
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    assert (out / "mine.txt").read_text() == "keep me" and "old" not in (out / "results.md").read_text()
+
+
+def test_preview_writes_one_png_per_variant(tmp_path):
+    r = invoke("preview", "configs/rts.yaml", "--out", tmp_path, "--n", 16, "--set", "data.variants.r={preset: rotated}")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.png", "rts.png"]
+    assert str(tmp_path / "rts.png") in r.output
+
+
+def test_config_show_applies_set_and_schema_is_json():
+    r = invoke("config", "show", "configs/smoke.yaml", "--set", "train.lr=0.125")
+    assert r.exit_code == 0 and "lr: 0.125" in r.output
+    r = invoke("config", "schema")
+    assert r.exit_code == 0 and json.loads(r.output)["title"] == "Config"
+
+
+def test_misspelt_key_exits_2_naming_it(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\ntrian: {epochs: 1}\n")
+    r = invoke("preview", p)
+    assert r.exit_code == 2
+    assert r.output.strip() == "error: trian: unknown key (did you mean 'train'?)"
+
+
+def test_unavailable_device_exits_2(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = invoke("train", "configs/smoke.yaml", "--device", "cuda", "--out", tmp_path / "x")
+    assert r.exit_code == 2 and "CUDA is not available" in r.output
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,106 @@
+import pytest
+
+from stnexp import config
+from stnexp.errors import UserError
+
+
+def write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def problems(tmp_path, text, sets=()):
+    with pytest.raises(UserError) as e:
+        config.load(write(tmp_path, text), list(sets))
+    return str(e.value).splitlines()
+
+
+def test_defaults_fill_a_minimal_config(tmp_path):
+    cfg = config.load(write(tmp_path, "seeds: [1]\n"))
+    assert cfg.name == "c" and cfg.data.train_size == 50000 and cfg.train.batch_size == 256
+    assert cfg.variant("rts").canvas == 42 and set(cfg.models) == {"cnn", "st-cnn"}
+
+
+def test_a_variant_named_like_a_preset_uses_it_and_can_override_ranges(tmp_path):
+    cfg = config.load(write(tmp_path, "data: {variants: {rotated: null, mine: {preset: rts, scale: [0.5, 1.0]}}}\n"))
+    assert cfg.variant("rotated").rotation == (-90.0, 90.0)
+    mine = cfg.variant("mine")
+    assert mine.scale == (0.5, 1.0) and mine.rotation == (-45.0, 45.0) and mine.translation == "fit"
+
+
+def test_config_is_frozen(tmp_path):
+    cfg = config.load(write(tmp_path, "seeds: [1]\n"))
+    with pytest.raises(Exception):
+        cfg.seeds = [2]
+
+
+def test_unknown_key_names_the_key_and_suggests(tmp_path):
+    assert problems(tmp_path, "data: {trian_size: 5}\n") == ["data.trian_size: unknown key (did you mean 'train_size'?)"]
+
+
+def test_inverted_range_names_the_key_path(tmp_path):
+    text = "data: {variants: {rts: {scale: [1.2, 0.7]}}}\n"
+    assert problems(tmp_path, text) == ["data.variants.rts.scale: expected [min, max] with 0 < min <= max, got [1.2, 0.7]"]
+
+
+def test_wrong_type_and_out_of_range_name_their_keys(tmp_path):
+    lines = problems(tmp_path, "train: {lr: fast, batch_size: 0}\n")
+    assert any(line.startswith("train.lr: ") for line in lines)
+    assert any(line.startswith("train.batch_size: input should be greater than or equal to 1") for line in lines)
+
+
+def test_unknown_preset_arch_transform_optimizer_schedule(tmp_path):
+    assert problems(tmp_path, "data: {variants: {a: {preset: rtz}}}")[0].startswith("data.variants.a.preset: unknown preset 'rtz' (did you mean 'rts'?)")
+    assert problems(tmp_path, "models: {m: {arch: resnet}}")[0].startswith("models.m.arch: unknown arch 'resnet'")
+    assert problems(tmp_path, "models: {m: {arch: stn-cnn, transform: tps}}")[0].startswith("models.m.transform: expected 'affine'")
+    assert problems(tmp_path, "train: {optimizer: lbfgs}")[0].startswith("train.optimizer: expected 'sgd'")
+    assert problems(tmp_path, "train: {schedule: poly}")[0].startswith("train.schedule: expected 'constant'")
+
+
+def test_empty_models_and_variants_are_refused(tmp_path):
+    assert problems(tmp_path, "models: {}")[0] == "models: at least one model is needed"
+    assert problems(tmp_path, "data: {variants: {}}")[0] == "data.variants: at least one variant is needed"
+
+
+def test_yaml_syntax_error_gives_line_and_column(tmp_path):
+    (line,) = problems(tmp_path, "name: x\ndata: {train_size: 5\n")
+    assert "YAML syntax error at line 3, column 1" in line
+
+
+def test_empty_file_non_mapping_and_missing_file(tmp_path):
+    assert problems(tmp_path, "") == [f"{tmp_path / 'c.yaml'}: the config is empty"]
+    assert "must be a mapping" in problems(tmp_path, "- a\n- b\n")[0]
+    with pytest.raises(UserError, match="config file not found"):
+        config.load(tmp_path / "none.yaml")
+
+
+def test_every_problem_gets_its_own_line(tmp_path):
+    assert len(problems(tmp_path, "nam: x\ntrain: {lr: -1}\n")) == 2
+
+
+def test_set_overrides_any_key_with_a_yaml_value(tmp_path):
+    p = write(tmp_path, "seeds: [1]\n")
+    cfg = config.load(p, ["train.lr=0.5", "seeds=[3, 4]", "data.variants.rts.rotation=[-10, 10]", "models.c={arch: cnn}"])
+    assert cfg.train.lr == 0.5 and cfg.seeds == [3, 4] and cfg.variant("rts").rotation == (-10.0, 10.0)
+    assert set(cfg.models) == {"c"} or "c" in cfg.models
+
+
+def test_set_without_equals_or_with_unknown_path_is_refused(tmp_path):
+    p = write(tmp_path, "seeds: [1]\n")
+    with pytest.raises(UserError, match=r"--set train.lr: expected key.path=value"):
+        config.load(p, ["train.lr"])
+    with pytest.raises(UserError, match=r"train.lrr: unknown key \(did you mean 'lr'\?\)"):
+        config.load(p, ["train.lrr=1"])
+
+
+def test_epochs_and_iterations_exclude_each_other(tmp_path):
+    assert problems(tmp_path, "train: {epochs: 1, iterations: 5}") == ["train: set `epochs` or `iterations`, not both"]
+
+
+def test_schema_documents_every_key():
+    s = config.schema()
+    assert "TrainConfig" in s["$defs"]
+    for model in (config.Config, config.DataConfig, config.TrainConfig, config.VariantConfig, config.CNNConfig, config.STNConfig):
+        for name, f in model.model_fields.items():
+            assert f.description, f"{model.__name__}.{name} has no description"

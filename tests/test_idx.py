@@ -1,0 +1,73 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from stnexp import idx, mnist
+from stnexp.errors import UserError
+
+
+def test_round_trip_gzip_and_raw(tmp_path):
+    a = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    for name in ("a.gz", "a.idx"):
+        idx.write(tmp_path / name, a)
+        assert np.array_equal(idx.read(tmp_path / name), a)
+
+
+def test_bundled_mnist_loads_with_known_label_counts():
+    d = mnist.load()
+    assert d.train_images.shape == (60000, 28, 28) and d.test_images.shape == (10000, 28, 28)
+    assert np.bincount(d.train_labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert np.bincount(d.test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(UserError, match="nothere.gz: file not found"):
+        idx.read(tmp_path / "nothere.gz")
+
+
+def test_truncated_file_says_truncated(tmp_path):
+    idx.write(tmp_path / "a.idx", np.zeros((4, 3, 3), np.uint8))
+    (tmp_path / "a.idx").write_bytes((tmp_path / "a.idx").read_bytes()[:-5])
+    with pytest.raises(UserError, match=r"a.idx: truncated: dimensions 4x3x3 need 52 bytes, file has 47"):
+        idx.read(tmp_path / "a.idx")
+
+
+def test_truncated_gzip_is_reported(tmp_path):
+    idx.write(tmp_path / "a.gz", np.zeros((40, 28, 28), np.uint8))
+    raw = (tmp_path / "a.gz").read_bytes()
+    (tmp_path / "a.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(UserError, match="a.gz: corrupt or truncated gzip"):
+        idx.read(tmp_path / "a.gz")
+
+
+def test_bad_magic_is_not_an_idx_file(tmp_path):
+    (tmp_path / "x").write_bytes(b"hello world, not idx")
+    with pytest.raises(UserError, match="x: not an IDX file"):
+        idx.read(tmp_path / "x")
+
+
+def test_md5_mismatch_is_corrupt(tmp_path):
+    idx.write(tmp_path / "a.gz", np.zeros((2, 2), np.uint8))
+    with pytest.raises(UserError, match="corrupt: MD5"):
+        idx.read(tmp_path / "a.gz", md5="0" * 32)
+
+
+def test_data_root_with_raw_files_loads(tmp_path):
+    d = mnist.load()
+    idx.write(tmp_path / "train-images-idx3-ubyte", d.train_images[:100])
+    idx.write(tmp_path / "train-labels-idx1-ubyte", d.train_labels[:100])
+    idx.write(tmp_path / "t10k-images-idx3-ubyte.gz", d.test_images[:10])
+    idx.write(tmp_path / "t10k-labels-idx1-ubyte.gz", d.test_labels[:10])
+    e = mnist.load(tmp_path)
+    assert np.array_equal(e.train_images, d.train_images[:100]) and len(e.test_labels) == 10
+
+
+def test_data_root_with_label_count_mismatch_is_refused(tmp_path):
+    d = mnist.load()
+    idx.write(tmp_path / "train-images-idx3-ubyte.gz", d.train_images[:100])
+    idx.write(tmp_path / "train-labels-idx1-ubyte.gz", d.train_labels[:99])
+    idx.write(tmp_path / "t10k-images-idx3-ubyte.gz", d.test_images[:10])
+    idx.write(tmp_path / "t10k-labels-idx1-ubyte.gz", d.test_labels[:10])
+    with pytest.raises(UserError, match="100 images but 99 labels"):
+        mnist.load(tmp_path)
