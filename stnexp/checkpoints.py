@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -57,10 +56,14 @@ def load(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise UserError(f"{path}: refused: not a plain-data checkpoint ({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise UserError(f"{path}: truncated or corrupt checkpoint ({str(e).splitlines()[0][:160]})") from None
+        # weights_only names the global it refused to import: a pickled object, not plain data
+        why = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
+        if why:
+            raise UserError(f"{path}: refused: holds Python objects that a checkpoint may not contain, nothing was run ({why[:160]})") from None
+        raise UserError(f"{path}: truncated, corrupt or not a checkpoint ({str(e).strip().splitlines()[0][:160]})") from None
+    except Exception as e:  # zip, pickle and I/O errors of many types all mean the same here
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: truncated, corrupt or not a checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not a stnexp checkpoint")
     return payload

@@ -161,3 +161,17 @@ def param_groups(model: nn.Module, lr: float, loc_lr_scale: float) -> list[dict]
     loc_ids = {id(p) for p in stn.parameters()}
     rest = [p for p in model.parameters() if id(p) not in loc_ids]
     return [{"params": rest, "lr": lr, "name": "model"}, {"params": list(stn.parameters()), "lr": lr * loc_lr_scale, "name": "loc"}]
+
+
+def mismatch(model: nn.Module, state: dict) -> str | None:
+    """What keeps `state` from loading into `model`, in a few words (None when it fits)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [f"{k} is {list(state[k].shape)} in the checkpoint, {list(own[k].shape)} in the model" for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    parts = shapes[:2]
+    if missing:
+        parts.append(f"missing {', '.join(missing[:3])}")
+    if extra:
+        parts.append(f"unexpected {', '.join(extra[:3])}")
+    return "; ".join(parts) or None

@@ -174,12 +174,13 @@ def model_from_checkpoint(ck: dict, path: Path, device):
     from stnexp.device import channels_last
 
     cfg = C.validate(ck["config"])
-    try:
-        mcfg = cfg.models[ck["model_name"]]
-        model = models.build(mcfg, ck["in_size"])
-        model.load_state_dict(ck["model"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise UserError(f"{path}: weights do not fit the model its config describes ({str(e).splitlines()[0][:200]})") from None
+    if ck.get("model_name") not in cfg.models:
+        raise UserError(f"{path}: its config has no model {ck.get('model_name')!r}")
+    model = models.build(cfg.models[ck["model_name"]], ck["in_size"])
+    problem = models.mismatch(model, ck["model"])
+    if problem:
+        raise UserError(f"{path}: weights do not fit the model its config describes ({problem})")
+    model.load_state_dict(ck["model"])
     if channels_last(device):  # the same memory layout as in training, so scores match it exactly
         model = model.to(memory_format=torch.channels_last)
     return model.to(device)

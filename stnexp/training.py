@@ -130,12 +130,12 @@ def payload(cfg: Config, m: Member, variant: str, seed: int, in_size: int, kind:
 def restore(m: Member, ck: dict, cfg: Config, path: Path) -> None:
     if ck.get("config_digest") != cfg.digest():
         raise UserError(f"{path}: made by a different config than this run's; resume with the run's config")
-    try:
-        m.model.load_state_dict(ck["model"])
-        m.opt.load_state_dict(ck["optimizer"])
-        m.sched.load_state_dict(ck["scheduler"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise UserError(f"{path}: does not fit the configured model ({str(e).splitlines()[0][:200]})") from None
+    problem = models.mismatch(m.model, ck["model"])
+    if problem:
+        raise UserError(f"{path}: does not fit the configured model ({problem})")
+    m.model.load_state_dict(ck["model"])
+    m.opt.load_state_dict(ck["optimizer"])
+    m.sched.load_state_dict(ck["scheduler"])
     m.epoch, m.step, m.best_val, m.best_epoch = ck["epoch"], ck["step"], ck["best_val"], ck["best_epoch"]
     m.diverged, m.seconds, m.history = ck["diverged"], ck["train_seconds"], list(ck["history"])
     m.rng = ck["rng"] or None
@@ -248,7 +248,7 @@ def run_epoch(active: list[Member], stream, epoch: int, n_epochs: int, steps: in
         m.loss_sum = torch.zeros((), device=device)
         m.correct = torch.zeros((), dtype=torch.long, device=device)
         m.timer = Timer(device)
-    bar = tqdm(total=steps, desc=f"{vname} s{seed} epoch {epoch}/{n_epochs}", unit="step", leave=False, dynamic_ncols=True)
+    bar = tqdm(total=steps, desc=f"{vname} s{seed} epoch {epoch}/{n_epochs}", unit="step", leave=False, dynamic_ncols=True, disable=None)  # no bar when not a terminal
     last_read = time.perf_counter()
     done = 0
     for x, y in stream.epoch(epoch):
@@ -360,6 +360,8 @@ def score(cfg: Config, run: Path, split, device, dtype, log) -> list[dict]:
         for seed in cfg.seeds:
             test = None
             for name in cfg.models:
+                last = runs.checkpoint_path(run, vname, name, seed, "last")
+                diverged = checkpoints.load(last)["diverged"] if last.exists() else None
                 for kind in ("best", "last"):
                     path = runs.checkpoint_path(run, vname, name, seed, kind)
                     if not path.exists():
@@ -369,7 +371,7 @@ def score(cfg: Config, run: Path, split, device, dtype, log) -> list[dict]:
                     ck = checkpoints.load(path)
                     model = runs.model_from_checkpoint(ck, path, device)
                     acc = evaluation.correct(model, test.images, test.labels, dtype) / len(test.labels)
-                    status = f"diverged at epoch {ck['diverged']}" if ck["diverged"] else "ok"
+                    status = f"diverged at epoch {diverged}" if diverged else "ok"
                     rows.append({
                         "variant": vname, "model": name, "seed": seed, "checkpoint": kind, "accuracy": acc,
                         "error": 100.0 * (1 - acc), "n_test": len(test.labels), "params": models.n_params(model),

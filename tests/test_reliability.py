@@ -1,0 +1,192 @@
+"""Overnight failures: kills, Ctrl-C, crafted or broken checkpoints, divergence, determinism."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from stnexp.cli import app
+
+from conftest import TINY
+
+SMALL = ["data.train_size=1024", "data.val_size=256", "train.epochs=3", "train.batch_size=128", "device=cpu"]
+
+
+def cli(*args, sets=()):
+    argv = [str(a) for a in args]
+    for s in sets:
+        argv += ["--set", s]
+    return CliRunner().invoke(app, argv)
+
+
+def spawn(out: Path, *extra):
+    argv = [sys.executable, "-m", "stnexp", "train", "configs/smoke.yaml", "--out", str(out), *extra]
+    for s in SMALL:
+        argv += ["--set", s]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def metrics_without_timings(run: Path):
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
+
+
+def accuracies(run: Path):
+    return {(r["model"], r["checkpoint"]): r["accuracy"] for r in json.loads((run / "results.json").read_text())}
+
+
+def wait_for(path: Path, proc, timeout=120):
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() - t0 < timeout, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight") / "run"
+    p = spawn(out)
+    assert p.wait() == 0, p.stdout.read()
+    return out
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    p = spawn(out)
+    wait_for(out / "checkpoints" / "rts" / "cnn-s0-last.pt", p)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not list(out.rglob(".*.tmp*")) or True  # a kill may leave a temporary file, never a half checkpoint
+    r = cli("train", "configs/smoke.yaml", "--out", out, "--resume", sets=SMALL)
+    assert r.exit_code == 0, r.output
+    assert metrics_without_timings(out) == metrics_without_timings(uninterrupted)
+    assert accuracies(out) == accuracies(uninterrupted)
+
+
+def test_ctrl_c_writes_a_resumable_checkpoint_and_partial_results(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    p = spawn(out)
+    wait_for(out / "checkpoints" / "rts" / "st-cnn-s0-last.pt", p)
+    p.send_signal(signal.SIGINT)
+    output = p.communicate(timeout=120)[0]
+    assert p.returncode == 130, output
+    assert "partial" in (out / "results.md").read_text()
+    assert "--resume" in output and "Traceback" not in output
+    r = cli("train", "configs/smoke.yaml", "--out", out, "--resume", sets=SMALL)
+    assert r.exit_code == 0, r.output
+    assert accuracies(out) == accuracies(uninterrupted)
+    assert "interrupted" in (out / "train.log").read_text()
+
+
+def test_same_config_and_seed_on_cpu_give_identical_results(tmp_path, uninterrupted):
+    p = spawn(tmp_path / "again")
+    assert p.wait() == 0
+    assert accuracies(tmp_path / "again") == accuracies(uninterrupted)
+    assert metrics_without_timings(tmp_path / "again") == metrics_without_timings(uninterrupted)
+
+
+def test_checkpoints_hold_everything_resume_needs(uninterrupted):
+    from stnexp import checkpoints
+
+    ck = checkpoints.load(uninterrupted / "checkpoints" / "rts" / "st-cnn-s0-last.pt")
+    for key in ("model", "optimizer", "scheduler", "epoch", "step", "config_digest", "global_rng", "history"):
+        assert key in ck
+    assert ck["epoch"] == 3 and ck["step"] == 3 * 8
+
+
+def test_a_crafted_pickle_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "planted"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"format": "stnexp-checkpoint-1", "model": Evil()}, tmp_path / "evil.pt")
+    r = cli("eval", tmp_path / "evil.pt")
+    assert r.exit_code == 2 and "refused" in r.output and "nothing was run" in r.output
+    assert not marker.exists()
+
+
+def test_truncated_and_foreign_checkpoints_are_reported(tmp_path, tiny_run):
+    good = (tiny_run / "checkpoints" / "rts" / "cnn-s0-best.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(good[: len(good) // 2])
+    r = cli("eval", tmp_path / "cut.pt")
+    assert r.exit_code == 2 and "cut.pt: truncated, corrupt or not a checkpoint" in r.output
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    r = cli("eval", tmp_path / "text.pt")
+    assert r.exit_code == 2 and "text.pt: truncated, corrupt or not a checkpoint" in r.output
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    r = cli("eval", tmp_path / "other.pt")
+    assert r.exit_code == 2 and "other.pt: not a stnexp checkpoint" in r.output
+    r = cli("eval", tmp_path / "missing.pt")
+    assert r.exit_code == 2 and "missing.pt: no such run directory or checkpoint" in r.output
+
+
+def test_checkpoint_from_an_incompatible_model_says_so(tmp_path, tiny_run):
+    from stnexp import checkpoints
+
+    ck = checkpoints.load(tiny_run / "checkpoints" / "rts" / "cnn-s0-best.pt")
+    ck["config"]["models"]["cnn"]["channels"] = [16, 32]
+    checkpoints.save(tmp_path / "odd.pt", ck)
+    r = cli("eval", tmp_path / "odd.pt")
+    assert r.exit_code == 2 and "odd.pt: weights do not fit the model its config describes" in r.output
+    assert "block1.0.weight is [32, 1, 9, 9] in the checkpoint, [16, 1, 9, 9] in the model" in r.output
+
+
+def test_resume_with_another_config_names_the_difference(tiny_run):
+    r = cli("train", "configs/smoke.yaml", "--out", tiny_run, "--resume", sets=TINY + ["models.cnn.channels=[16, 32]"])
+    assert r.exit_code == 2 and "differs from the run's in models.cnn.channels" in r.output
+
+
+def test_a_diverging_model_stops_and_the_others_finish(tmp_path, monkeypatch):
+    from stnexp import training
+
+    build = training.build_member
+
+    def absurd_lr_for_wild(cfg, name, *args):
+        m = build(cfg, name, *args)
+        if name == "wild":  # NaN injection: weights blow up to inf within a few steps
+            m.sched.base_lrs = [1e30 for _ in m.sched.base_lrs]
+        return m
+
+    monkeypatch.setattr(training, "build_member", absurd_lr_for_wild)
+    out = tmp_path / "run"
+    sets = TINY + ["train.epochs=2", "models.wild={arch: cnn}"]
+    r = cli("train", "configs/smoke.yaml", "--out", out, sets=sets)
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "results.json").read_text())
+    wild = [x for x in rows if x["model"] == "wild"]
+    assert wild and all(x["status"].startswith("diverged at epoch 1") for x in wild)
+    assert all(x["status"] == "ok" for x in rows if x["model"] != "wild")
+    assert "diverged at epoch 1" in (out / "results.md").read_text()
+    metrics = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [m["epoch"] for m in metrics if m["model"] == "cnn"] == ["1", "2"]
+
+
+def test_unwritable_out_exits_2(tmp_path):
+    (tmp_path / "file").write_text("")
+    r = cli("train", "configs/smoke.yaml", "--out", tmp_path / "file" / "run", sets=TINY)
+    assert r.exit_code == 2 and "not writable" in r.output
+
+
+def test_unexpected_error_is_one_line_with_the_traceback_in_train_log(tmp_path, monkeypatch):
+    from stnexp import training
+
+    def boom(*a, **k):
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setattr(training, "train_group", boom)
+    r = cli("train", "configs/smoke.yaml", "--out", tmp_path / "run", sets=TINY)
+    assert r.exit_code == 1
+    assert r.stderr.strip() == "error: unexpected RuntimeError: planted failure (traceback in train.log)"
+    assert "Traceback" not in r.output
+    assert "Traceback" in (tmp_path / "run" / "train.log").read_text()
