@@ -179,7 +179,7 @@ def _default_models() -> dict[str, Any]:
 
 
 class Config(Strict):
-    name: str = Field("run", description="experiment name: runs go to `<out>/<name>/<timestamp>/`")
+    name: str = Field("run", description="experiment name (default: the config file's name without .yaml): runs go to `<out>/<name>/<timestamp>/`")
     seeds: list[int] = Field([0], min_length=1, description="seeds; each variant is trained once per seed, tables show mean +- std")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps (auto: cuda when available, else cpu)")
     out: Path = Field(Path("runs"), description="folder under which run directories are made")
