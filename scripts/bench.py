@@ -130,6 +130,7 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"])
     ap.add_argument("--compile", action="store_true", help="compile the models in (b), as train.compile: true")
+    ap.add_argument("--no-cuda-graphs", action="store_true", help="eager steps in (b) on CUDA (train.cuda_graphs: false)")
     ap.add_argument("--skip-conventional", action="store_true", help="measure (b) only")
     args = ap.parse_args()
 
@@ -138,7 +139,7 @@ def main():
         "device": str(device),
         "data": {"train_size": args.n, "val_size": 0, "variants": {"rts": None}},
         "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "stn-cnn"}},
-        "train": {"batch_size": args.batch, "amp": args.amp, "compile": args.compile, "lr": 0.01},
+        "train": {"batch_size": args.batch, "amp": args.amp, "compile": args.compile, "lr": 0.01, "cuda_graphs": not args.no_cuda_graphs},
     })
     print(f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
           + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
@@ -170,7 +171,8 @@ def main():
     sync(device)
     eval_rate = len(members) * len(test.labels) / (time.perf_counter() - t0)
 
-    print(f"settings (b): precision {'bf16 autocast' if dtype else 'fp32'}, channels_last {dev.channels_last(device)}, compile {args.compile}")
+    graphs = device.type == "cuda" and not args.no_cuda_graphs
+    print(f"settings (b): precision {'bf16 autocast' if dtype else 'fp32'}, channels_last {dev.channels_last(device)}, compile {args.compile}, cuda graphs {graphs}")
     print(f"distortion generator alone: {gen_rate:,.0f} images/s")
     print(f"evaluation (inference mode, batch {evaluation.BATCH}): {eval_rate:,.0f} images/s per model")
     print()

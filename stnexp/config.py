@@ -162,6 +162,7 @@ class TrainConfig(Strict):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the cross-entropy loss")
     amp: Literal["auto", "off", "bf16"] = Field("auto", description="mixed precision: auto (bf16 on CUDA and on CPUs with AMX, else fp32) | off | bf16; theta, grid and sampling always run in fp32")
     compile: bool = Field(False, description="compile the models with torch.compile (in place, checkpoint keys unchanged)")
+    cuda_graphs: bool = Field(True, description="on CUDA, capture each model's whole training step as a CUDA graph and replay it (models without dropout); the tiny nets are launch-bound")
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
     deterministic: bool = Field(False, description="ask torch for deterministic kernels (CPU runs are reproducible anyway; CUDA grid_sample backward is not)")
 
@@ -218,7 +219,8 @@ class Config(Strict):
     def results_view(self) -> dict:
         """The part of the config that decides results (not where the run goes or which device runs it)."""
         d = self.model_dump(mode="json", exclude={"device", "out", "name"})
-        d["train"].pop("compile")
+        for how in ("compile", "cuda_graphs"):  # how fast, not what is computed
+            d["train"].pop(how)
         return d
 
     def digest(self) -> str:

@@ -53,6 +53,7 @@ class Member:
     seconds: float = 0.0
     history: list = field(default_factory=list)
     rng: dict | None = None
+    graph: "GraphedStep | None" = None
 
 
 def lr_factor(cfg: Config, steps_per_epoch: int, total: int):
@@ -81,10 +82,13 @@ def lr_factor(cfg: Config, steps_per_epoch: int, total: int):
 def make_optimizer(cfg: Config, model: nn.Module, loc_lr_scale: float) -> torch.optim.Optimizer:
     t = cfg.train
     groups = models.param_groups(model, t.lr, loc_lr_scale)
+    # on CUDA: one fused kernel per step instead of a handful per parameter, and capturable in a graph
+    cuda = next(model.parameters()).device.type == "cuda"
+    extra = {"fused": True} if cuda else {}
     if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, **extra)
     cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=t.lr, weight_decay=t.weight_decay)
+    return cls(groups, lr=t.lr, weight_decay=t.weight_decay, **({"fused": True, "capturable": True} if cuda else {}))
 
 
 def build_member(cfg: Config, name: str, in_size: int, seed: int, steps_per_epoch: int, total: int, device: torch.device) -> Member:
@@ -120,11 +124,21 @@ def payload(cfg: Config, m: Member, variant: str, seed: int, in_size: int, kind:
     return {
         "kind": kind, "variant": variant, "model_name": m.name, "seed": seed, "in_size": in_size,
         "config": cfg.model_dump(mode="json"), "config_digest": cfg.digest(),
-        "model": m.model.state_dict(), "optimizer": m.opt.state_dict(), "scheduler": m.sched.state_dict(),
+        "model": m.model.state_dict(), "optimizer": _plain_lrs(m.opt.state_dict()), "scheduler": _plain_lrs(m.sched.state_dict()),
         "epoch": m.epoch, "step": m.step, "best_val": m.best_val, "best_epoch": m.best_epoch,
         "diverged": m.diverged, "train_seconds": m.seconds, "history": m.history,
         "rng": m.rng or {}, "global_rng": _rng_state(next(m.model.parameters()).device),
     }
+
+
+def _plain_lrs(state: dict) -> dict:
+    """Learning rates as plain floats in checkpoints (a graphed step keeps them in device tensors)."""
+    for group in state.get("param_groups", []):
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = float(group["lr"])
+    if "_last_lr" in state:
+        state["_last_lr"] = [float(v) for v in state["_last_lr"]]
+    return state
 
 
 def restore(m: Member, ck: dict, cfg: Config, path: Path) -> None:
@@ -245,8 +259,12 @@ def run_epoch(active: list[Member], stream, epoch: int, n_epochs: int, steps: in
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else nullcontext
     for m in active:
         m.model.train()
-        m.loss_sum = torch.zeros((), device=device)
-        m.correct = torch.zeros((), dtype=torch.long, device=device)
+        if m.graph is None:
+            m.loss_sum = torch.zeros((), device=device)
+            m.correct = torch.zeros((), dtype=torch.long, device=device)
+        else:  # a captured graph adds into these very tensors
+            m.loss_sum.zero_()
+            m.correct.zero_()
         m.timer = Timer(device)
     bar = tqdm(total=steps, desc=f"{vname} s{seed} epoch {epoch}/{n_epochs}", unit="step", leave=False, dynamic_ncols=True, disable=None)  # no bar when not a terminal
     last_read = time.perf_counter()
@@ -257,17 +275,15 @@ def run_epoch(active: list[Member], stream, epoch: int, n_epochs: int, steps: in
         for m in active:
             if m.diverged is not None:
                 continue
-            rng_ctx = _own_rng(m, device) if m.dropout else nullcontext()
-            with m.timer, rng_ctx:
-                with autocast():
-                    logits = m.model(x)
-                    loss = F.cross_entropy(logits, y, label_smoothing=ls)
-                m.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                m.opt.step()
+            with m.timer:
+                if m.graph is None and use_graphs(cfg, m, device):
+                    m.graph = GraphedStep(m, x, y, dtype, ls)
+                if m.graph is not None:
+                    m.graph.replay(x, y)
+                else:
+                    with _own_rng(m, device) if m.dropout else nullcontext():
+                        step(m, x, y, autocast, ls)
                 m.sched.step()
-                m.loss_sum += loss.detach()
-                m.correct += (logits.argmax(1) == y).sum()
             m.step += 1
         done += 1
         bar.update(1)
@@ -289,6 +305,76 @@ def run_epoch(active: list[Member], stream, epoch: int, n_epochs: int, steps: in
         m.done_steps = done
 
 
+def step(m: Member, x: torch.Tensor, y: torch.Tensor, autocast, ls: float) -> None:
+    """One training step of one model; the running loss and accuracy stay on the device."""
+    with autocast():
+        logits = m.model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=ls)
+    m.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    m.opt.step()
+    m.loss_sum += loss.detach()
+    m.correct += (logits.argmax(1) == y).sum()
+
+
+def use_graphs(cfg: Config, m: Member, device: torch.device) -> bool:
+    return cfg.train.cuda_graphs and device.type == "cuda" and not m.dropout
+
+
+class GraphedStep:
+    """A model's whole training step (forward, loss, backward, fused optimizer step, running sums)
+    captured once as a CUDA graph and replayed: these nets are tiny, so an eager step spends its time
+    launching ~100 kernels, not running them. Learning rates live in device tensors that the scheduler
+    fills between replays. Capture needs a few warm-up steps; the weights, buffers and optimizer state
+    are put back afterwards, so the run trains exactly as many steps as the eager one."""
+
+    WARMUP = 3
+
+    def __init__(self, m: Member, x: torch.Tensor, y: torch.Tensor, dtype, ls: float):
+        self.m = m
+        self.x, self.y = x.clone(), y.clone()
+        for group in m.opt.param_groups:
+            group["lr"] = torch.tensor(float(group["lr"]), device=x.device)
+        saved_model = {k: v.clone() for k, v in m.model.state_dict().items()}
+        saved_opt = {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()} for p, st in m.opt.state.items()}
+        autocast = (lambda: torch.autocast("cuda", dtype=dtype, cache_enabled=False)) if dtype is not None else nullcontext
+        sums = (m.loss_sum.clone(), m.correct.clone())
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP):
+                step(m, self.x, self.y, autocast, ls)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        m.opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            with autocast():
+                logits = m.model(self.x)
+                loss = F.cross_entropy(logits, self.y, label_smoothing=ls)
+            loss.backward()
+            m.opt.step()
+            m.loss_sum += loss.detach()
+            m.correct += (logits.argmax(1) == self.y).sum()
+        # undo the warm-up: same tensors (the graph holds their addresses), the values from before
+        with torch.no_grad():
+            for k, v in m.model.state_dict().items():
+                v.copy_(saved_model[k])
+            for p, st in m.opt.state.items():
+                before = saved_opt.get(p, {})
+                for k, v in st.items():
+                    if torch.is_tensor(v):
+                        # a state that did not exist yet starts at zero: SGD's first momentum step
+                        # (buf = grad) and Adam's zero moments at step 0 are exactly that
+                        v.copy_(before[k]) if k in before else v.zero_()
+            m.loss_sum.copy_(sums[0])
+            m.correct.copy_(sums[1])
+
+    def replay(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.graph.replay()
+
+
 @torch.no_grad()
 def end_epoch(active, val, epoch, n_epochs, n_images, cfg: Config, vname, seed, in_size, run: Path, dtype, log) -> None:
     summary = []
@@ -304,7 +390,7 @@ def end_epoch(active, val, epoch, n_epochs, n_images, cfg: Config, vname, seed, 
         m.history.append({
             "variant": vname, "seed": seed, "model": m.name, "epoch": epoch, "step": m.step,
             "train_loss": loss, "train_acc": int(m.correct) / max(1, n_images),
-            "val_acc": val_acc, "lr": m.opt.param_groups[0]["lr"],
+            "val_acc": val_acc, "lr": float(m.opt.param_groups[0]["lr"]),
             "seconds": round(seconds, 3), "images_per_s": round(n_images / seconds, 1) if seconds else None,
         })
         m.epoch = epoch
