@@ -8,7 +8,7 @@ limit=${2:-240}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"; } 2>&1 | tee "$out/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_geometry.py 2>&1 | tee "$out/cuda-tests.txt"
+python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_geometry.py tests/test_models.py tests/test_cli.py 2>&1 | tee "$out/cuda-tests.txt"
 python3 scripts/bench.py --device cuda --n 51200 2>&1 | grep -v Warning | tee "$out/bench.txt"
 python3 scripts/bench.py --device cuda --n 51200 --skip-conventional --no-cuda-graphs 2>&1 | grep -v Warning | tee -a "$out/bench.txt"
 start=$(date +%s)
