@@ -4,7 +4,7 @@
 # usage: bash scripts/gpu_check.sh [OUT_DIR] [RTS_SECONDS]
 set -u
 out=${1:-/tmp/gpu-check}
-limit=${2:-240}
+limit=${2:-330}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"; } 2>&1 | tee "$out/gpu.txt"

@@ -109,12 +109,12 @@ def eval_(
     labels: Optional[Path] = typer.Option(None, "--labels", help="external test labels: IDX file, N labels"),
     checkpoint: str = typer.Option("best", "--checkpoint", help="which checkpoints of a run: best | last"),
     out: Optional[Path] = typer.Option(None, "--out", help="where eval.{md,csv,json} go (default: the run directory)"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default auto)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default: the run's device, where this machine has it)"),
 ):
     """Score trained models on their test sets, on other variants, or on an external IDX test set."""
 
     def body():
-        from stnexp import device as dev, evaluation, reporting, runs
+        from stnexp import evaluation, reporting, runs
         from stnexp.errors import UserError
 
         if checkpoint not in ("best", "last"):
@@ -122,10 +122,12 @@ def eval_(
         if device is not None:
             from stnexp.config import Config
 
-            Config._device(device)  # same rule as the config key
-        torch_device = dev.resolve(device or "auto")
+            try:
+                Config._device(device)  # the same rule as the config key
+            except ValueError as e:
+                raise UserError(f"--device: {e}") from None
         log = runs.logger()
-        rows = evaluation.score_run(source, list(variant or []), images, labels, [checkpoint], torch_device, log)
+        rows = evaluation.score_run(source, list(variant or []), images, labels, [checkpoint], device, log)
         where = out or (source if source.is_dir() else source.parent.parent.parent)
         try:
             Path(where).mkdir(parents=True, exist_ok=True)

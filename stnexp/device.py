@@ -66,3 +66,13 @@ def cpu_name() -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def configure(device: torch.device, deterministic: bool) -> None:
+    """Process-wide kernel choices for a run: deterministic algorithms on request, else cuDNN autotuning
+    (every batch has the same shape, so the fastest kernels are picked once)."""
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True

@@ -29,15 +29,24 @@ def correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype:
     return int(total)
 
 
-def score_run(source: Path, variants: list[str], images: Path | None, labels: Path | None, which: list[str], device: torch.device, log) -> list[dict]:
-    """Re-score the checkpoints of a run directory (or one checkpoint) and return long-form rows."""
-    from stnexp import checkpoints, config, idx, models, mnist, runs, seeds as _seeds, variants as V
-    from stnexp.device import autocast_dtype
+def score_run(source: Path, variants: list[str], images: Path | None, labels: Path | None, which: list[str], device: str | None, log) -> list[dict]:
+    """Re-score the checkpoints of a run directory (or one checkpoint) and return long-form rows.
+    Without `device`, scoring runs where the run trained (its config's device), so it reproduces the
+    run's own numbers exactly; where that device is missing, on the best one here."""
+    from stnexp import checkpoints, config, idx, models, runs, variants as V
+    from stnexp.device import autocast_dtype, resolve
     from stnexp.errors import UserError
 
     found = runs.find_checkpoints(source, which)
     if not found:
         raise UserError(f"{source}: no checkpoints found")
+    if device is None:
+        try:
+            device = resolve(checkpoints.load(found[0])["config"]["device"])
+        except UserError:
+            device = resolve("auto")
+    else:
+        device = resolve(device)
     external = None
     if images is not None or labels is not None:
         if images is None or labels is None:

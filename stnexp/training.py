@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from stnexp import checkpoints, evaluation, models, pictures, reporting, runs, seeds, variants
 from stnexp.config import Config
-from stnexp.device import autocast_dtype, channels_last, describe
+from stnexp.device import autocast_dtype, channels_last, configure, describe
 from stnexp.errors import UserError
 
 METRIC_FIELDS = ["variant", "seed", "model", "epoch", "step", "train_loss", "train_acc", "val_acc", "lr", "seconds", "images_per_s"]
@@ -193,11 +193,7 @@ def train(cfg: Config, run: Path, device: torch.device, log, stop: threading.Eve
     """Train every (variant, seed) group of the config into `run`, resuming what its checkpoints hold;
     then score best and last checkpoints on the test sets and write the result tables."""
     stop = stop or threading.Event()
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
+    configure(device, cfg.train.deterministic)
     dtype = autocast_dtype(cfg.train.amp, device)
     log.info(f"device {device} ({describe(device)}), precision {'bf16 autocast' if dtype else 'fp32'}")
     t0 = time.perf_counter()

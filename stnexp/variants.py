@@ -97,21 +97,24 @@ class Stream:
         return max(1, len(self.digits) // self.batch_size)
 
     def epoch(self, epoch: int):
-        """Yield (images, labels) for one epoch."""
+        """Yield (images, labels) for one epoch. Distortions are made for CHUNK images at a time: one
+        batch of ~30 small kernels is launch-bound on a GPU, sixteen batches at once are not."""
         dev = self.digits.device
         gen = seeds.generator(dev, self.seed, self.name, "train", epoch)
         n, bs = len(self.digits), min(self.batch_size, len(self.digits))
-        order = torch.randperm(n, generator=gen, device=dev)
-        for i in range(len(self)):
-            idx = order[i * bs : (i + 1) * bs]
+        order = torch.randperm(n, generator=gen, device=dev)[: len(self) * bs]
+        per_chunk = max(1, CHUNK // bs) * bs
+        for start in range(0, len(order), per_chunk):
+            idx = order[start : start + per_chunk]
             y = self.labels[idx]
             if self.once is not None:
-                yield self.once.images[idx], y
+                x = self.once.images[idx]
             elif self.identity:
-                yield self.digits[idx].unsqueeze(1).float().div_(255.0), y
+                x = self.digits[idx].unsqueeze(1).float().div_(255.0)
             else:
-                params = sample(gen, self.spec, self.boxes[idx])
-                yield distort(self.digits[idx], params, self.spec.canvas), y
+                x = distort(self.digits[idx], sample(gen, self.spec, self.boxes[idx]), self.spec.canvas)
+            for i in range(0, len(idx), bs):
+                yield x[i : i + bs], y[i : i + bs]
 
 
 @dataclass(frozen=True)
