@@ -192,13 +192,13 @@ def main():
         a = conv.get(name)
         print(f"| {name} | {a:,.0f} | {b:,.0f} | {b / a:.2f} |" if a else f"| {name} | - | {b:,.0f} | - |")
     both_b = imgs / wall
-    protocol = 150_000 * 256  # the paper: 150k iterations of batch 256, per model
-    print(f"paper protocol (150k x 256 images, cnn + st-cnn side by side, one variant, one seed) at this rate: {protocol / both_b / 60:.1f} min")
     if conv:
         both_a = 1.0 / sum(1.0 / r for r in conv.values())
         print(f"| cnn + st-cnn (wall, data included) | {both_a:,.0f} | {both_b:,.0f} | **{both_b / both_a:.2f}** |")
     else:
         print(f"| cnn + st-cnn (wall, data included) | - | {both_b:,.0f} | - |")
+    protocol = 150_000 * 256  # the paper: 150k iterations of batch 256, per model
+    print(f"paper protocol (150k x 256 images per model, cnn + st-cnn side by side, one variant, one seed) at this rate: {protocol / both_b / 60:.1f} min")
 
 
 if __name__ == "__main__":
