@@ -69,10 +69,28 @@ def cpu_name() -> str:
 
 
 def configure(device: torch.device, deterministic: bool) -> None:
-    """Process-wide kernel choices for a run: deterministic algorithms on request, else cuDNN autotuning
-    (every batch has the same shape, so the fastest kernels are picked once)."""
+    """Process-wide settings for a run: deterministic algorithms on request, else cuDNN autotuning
+    (every batch has the same shape, so the fastest kernels are picked once); and host memory reuse."""
+    keep_freed_memory()
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+
+
+def keep_freed_memory() -> None:
+    """glibc hands large freed blocks back to the OS and maps them afresh, zeroed, on the next allocation;
+    a CPU training step frees and reallocates its ~20 MB activations every step. Raising the mmap and trim
+    thresholds keeps them in the heap: 1.27x the CPU training and 1.8x the evaluation throughput on a
+    2-core Xeon (scripts/bench.py). A no-op where the C library is not glibc."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        if not libc.mallopt(m_mmap_threshold, 1 << 30):
+            libc.mallopt(m_mmap_threshold, 1 << 25)  # older glibc caps it at 32 MB
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):
+        pass

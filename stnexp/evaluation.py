@@ -34,7 +34,7 @@ def score_run(source: Path, variants: list[str], images: Path | None, labels: Pa
     Without `device`, scoring runs where the run trained (its config's device), so it reproduces the
     run's own numbers exactly; where that device is missing, on the best one here."""
     from stnexp import checkpoints, config, idx, models, runs, variants as V
-    from stnexp.device import autocast_dtype, resolve
+    from stnexp.device import autocast_dtype, keep_freed_memory, resolve
     from stnexp.errors import UserError
 
     found = runs.find_checkpoints(source, which)
@@ -47,6 +47,7 @@ def score_run(source: Path, variants: list[str], images: Path | None, labels: Pa
             device = resolve("auto")
     else:
         device = resolve(device)
+    keep_freed_memory()
     external = None
     if images is not None or labels is not None:
         if images is None or labels is None:

@@ -54,6 +54,11 @@ class Member:
     history: list = field(default_factory=list)
     rng: dict | None = None
     graph: "GraphedStep | None" = None
+    # per-epoch running sums (device tensors, read a few times a second) and timing
+    loss_sum: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    timer: "Timer | None" = None
+    done_steps: int = 0
 
 
 def lr_factor(cfg: Config, steps_per_epoch: int, total: int):
@@ -199,7 +204,6 @@ def train(cfg: Config, run: Path, device: torch.device, log, stop: threading.Eve
     t0 = time.perf_counter()
     split = variants.split(cfg.data, device)
     log.debug(f"digits on {device} in {time.perf_counter() - t0:.2f}s")
-    rows: list[dict] = []
     history: list[dict] = []
     interrupted = False
     try:
