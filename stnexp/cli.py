@@ -128,7 +128,7 @@ def eval_(
                 raise UserError(f"--device: {e}") from None
         log = runs.logger()
         rows = evaluation.score_run(source, list(variant or []), images, labels, [checkpoint], device, log)
-        where = out or (source if source.is_dir() else source.parent.parent.parent)
+        where = out or runs.eval_dir(source)
         try:
             Path(where).mkdir(parents=True, exist_ok=True)
             md = reporting.eval_markdown(rows)

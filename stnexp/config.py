@@ -335,12 +335,8 @@ def _fields_at(model: type, loc: tuple) -> list[str]:
                 return []
         elif typing.get_origin(node) is dict:
             node = typing.get_args(node)[1]
-        elif isinstance(node, list):  # a union of models, chosen by tag
-            node = next((m for m in node if part in typing.get_args(m.model_fields["arch"].annotation)), node[0])
-            node = _unwrap(node)
-            if part in ("cnn", "stn-cnn"):
-                continue
-            node = node.model_fields[part].annotation if part in node.model_fields else None
+        elif isinstance(node, list):  # a tagged union of models: pydantic puts the tag in the path
+            node = next((m for m in node if part in typing.get_args(m.model_fields["arch"].annotation)), None)
     node = _unwrap(node)
     if isinstance(node, list):
         return sorted({f for m in node for f in m.model_fields})

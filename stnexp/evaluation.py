@@ -33,7 +33,7 @@ def score_run(source: Path, variants: list[str], images: Path | None, labels: Pa
     """Re-score the checkpoints of a run directory (or one checkpoint) and return long-form rows.
     Without `device`, scoring runs where the run trained (its config's device), so it reproduces the
     run's own numbers exactly; where that device is missing, on the best one here."""
-    from stnexp import checkpoints, config, idx, models, runs, variants as V
+    from stnexp import checkpoints, config, models, runs, variants as V
     from stnexp.device import autocast_dtype, keep_freed_memory, resolve
     from stnexp.errors import UserError
 
@@ -52,14 +52,7 @@ def score_run(source: Path, variants: list[str], images: Path | None, labels: Pa
     if images is not None or labels is not None:
         if images is None or labels is None:
             raise UserError("--images and --labels go together")
-        x, y = idx.read(images), idx.read(labels)
-        if x.ndim != 3 or x.dtype.name != "uint8":
-            raise UserError(f"{images}: expected uint8 images N x H x W, got {x.dtype} {'x'.join(map(str, x.shape))}")
-        if y.ndim != 1 or len(y) != len(x):
-            raise UserError(f"{labels}: {len(y)} labels for {len(x)} images in {images}")
-        if x.shape[1] != x.shape[2]:
-            raise UserError(f"{images}: images are {x.shape[1]}x{x.shape[2]}; stnexp models take square images")
-        external = (torch.from_numpy(x.copy()).unsqueeze(1).to(device), torch.from_numpy(y.astype("int64")).to(device))
+        external = read_external(images, labels, device)
     digits_cache: dict = {}
     sets: dict = {}
     rows = []
@@ -96,6 +89,21 @@ def score_run(source: Path, variants: list[str], images: Path | None, labels: Pa
             rows.append(_row(base, test_name, n_ok, len(test.labels)))
         log.info(f"scored {path}")
     return rows
+
+
+def read_external(images: Path, labels: Path, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """An external test set: uint8 images N x H x W (square) and N labels, as IDX files."""
+    from stnexp import idx
+    from stnexp.errors import UserError
+
+    x, y = idx.read(images), idx.read(labels)
+    if x.ndim != 3 or x.dtype.name != "uint8":
+        raise UserError(f"{images}: expected uint8 images N x H x W, got {x.dtype} {'x'.join(map(str, x.shape))}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise UserError(f"{labels}: {len(y)} labels for {len(x)} images in {images}")
+    if x.shape[1] != x.shape[2]:
+        raise UserError(f"{images}: images are {x.shape[1]}x{x.shape[2]}; stnexp models take square images")
+    return torch.from_numpy(x.copy()).unsqueeze(1).to(device), torch.from_numpy(y.astype("int64")).to(device)
 
 
 def _row(base: dict, tested_on: str, n_ok: int, n: int) -> dict:

@@ -165,6 +165,17 @@ def find_checkpoints(source: Path, which: list[str]) -> list[Path]:
     return sorted(p for kind in which for p in (source / "checkpoints").glob(f"*/*-{kind}.pt"))
 
 
+def eval_dir(source: Path) -> Path:
+    """Where `stnexp eval` writes by default: the run directory, also for one of its checkpoints
+    (<run>/checkpoints/<variant>/<file>); beside any other checkpoint file."""
+    source = Path(source)
+    if source.is_dir():
+        return source
+    if source.parent.parent.name == "checkpoints":
+        return source.parent.parent.parent
+    return source.parent
+
+
 def model_from_checkpoint(ck: dict, path: Path, device):
     """Rebuild the model a checkpoint was made by and load its weights; a mismatch says what differs."""
     import torch

@@ -57,6 +57,16 @@ def test_eval_of_one_checkpoint_on_other_variants(tiny_run, tmp_path):
     assert "translated" in r.output
 
 
+def test_eval_of_a_loose_checkpoint_writes_beside_it(tiny_run, tmp_path):
+    import shutil
+
+    ck = tmp_path / "model.pt"
+    shutil.copy(tiny_run / "checkpoints" / "rts" / "cnn-s0-best.pt", ck)
+    r = invoke("eval", ck)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "eval.json").is_file()
+
+
 def test_eval_refuses_a_variant_with_another_canvas(tiny_run):
     r = invoke("eval", tiny_run, "--variant", "rotated")
     assert r.exit_code == 2 and "canvas is 28x28 but" in r.output and "takes 42x42" in r.output
