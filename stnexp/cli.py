@@ -75,6 +75,7 @@ def train(
         import threading
 
         from stnexp import checkpoints, config, device as dev, runs, training
+        from stnexp.errors import UserError
 
         sets = list(set_ or []) + ([f"device={device}"] if device else [])
         cfg = _config(config_file, sets)
@@ -90,6 +91,12 @@ def train(
         previous = training.install_sigint(stop)
         try:
             training.train(cfg, run, torch_device, log, stop)
+        except UserError:
+            # bad input found before anything was trained (missing data files, say): leave nothing behind
+            if not resume and not (run / "checkpoints").exists():
+                runs.logger(None)
+                runs.clear(run)
+            raise
         except training.Interrupted:
             log.warning(f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out {run}")
             raise typer.Exit(130)

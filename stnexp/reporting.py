@@ -23,18 +23,17 @@ def cell(errors: list[float]) -> str:
     return f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
 
 
-def table(rows: list[dict], row_key: str, col_key: str, title: str) -> str:
-    """Markdown table of mean +- std test error (%) over seeds; diverged models are named as such."""
-    models = list(dict.fromkeys(r["model"] if row_key == "model" else (r["variant"], r["model"]) for r in rows))
+def table(rows: list[dict], row_label, col_key: str, title: str, first: str = "model") -> str:
+    """Markdown table of mean +- std test error (%) over seeds, a row per row_label(row), a column per
+    row[col_key]; diverged models are named as such."""
+    labels = list(dict.fromkeys(row_label(r) for r in rows))
     cols = list(dict.fromkeys(r[col_key] for r in rows))
     lines = [f"**{title}** (test error %, mean ± std over seeds)", ""]
-    first = "model" if row_key == "model" else "trained on / model"
     lines.append(f"| {first} | params | " + " | ".join(cols) + " |")
     lines.append("|---|---:|" + "---:|" * len(cols))
-    for m in models:
-        mine = [r for r in rows if (r["model"] if row_key == "model" else (r["variant"], r["model"])) == m]
+    for label in labels:
+        mine = [r for r in rows if row_label(r) == label]
         params = sorted({r["params"] for r in mine})
-        label = m if isinstance(m, str) else f"{m[0]} / {m[1]}"
         shown_params = f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}-{params[-1]:,}"
         cells = []
         for c in cols:
@@ -53,9 +52,10 @@ def results_markdown(rows: list[dict], partial: bool = False) -> str:
     best = [r for r in rows if r["checkpoint"] == "best"]
     last = [r for r in rows if r["checkpoint"] == "last"]
     note = " (partial: the run was interrupted)" if partial else ""
-    out = table(best, "model", "variant", f"Best checkpoint by validation accuracy{note}")
+    by_model = lambda r: r["model"]  # noqa: E731
+    out = table(best, by_model, "variant", f"Best checkpoint by validation accuracy{note}")
     if last:
-        out += "\n" + table(last, "model", "variant", "Last checkpoint")
+        out += "\n" + table(last, by_model, "variant", "Last checkpoint")
     return out
 
 
@@ -63,7 +63,8 @@ def eval_markdown(rows: list[dict]) -> str:
     parts = []
     for kind in dict.fromkeys(r["checkpoint"] for r in rows):
         mine = [r for r in rows if r["checkpoint"] == kind]
-        parts.append(table(mine, "trained", "tested_on", f"{kind} checkpoints: trained on (rows) vs tested on (columns)"))
+        label = lambda r: f"{r['variant']} / {r['model']}"  # noqa: E731
+        parts.append(table(mine, label, "tested_on", f"{kind} checkpoints: trained on (rows) vs tested on (columns)", "trained on / model"))
     return "\n".join(parts)
 
 

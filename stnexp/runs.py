@@ -64,18 +64,25 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Path:
     elif non_empty:
         if not force:
             raise UserError(f"--out {out}: not empty; pass --resume to continue that run or --force to overwrite it")
-        for name in OWN_FILES:
-            (out / name).unlink(missing_ok=True)
-        for name in OWN_DIRS:
-            shutil.rmtree(out / name, ignore_errors=True)
+        clear(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # (again after clear(): it may have removed the folder)
         probe = out / f".write-test{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
         raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
     return out
+
+
+def clear(run: Path) -> None:
+    """Remove what stnexp writes in a run directory (and the directory, if nothing else is left)."""
+    for name in OWN_FILES:
+        (run / name).unlink(missing_ok=True)
+    for name in OWN_DIRS:
+        shutil.rmtree(run / name, ignore_errors=True)
+    if run.is_dir() and not any(run.iterdir()):
+        run.rmdir()
 
 
 def _differences(a, b, prefix="") -> list[str]:

@@ -190,3 +190,10 @@ def test_unexpected_error_is_one_line_with_the_traceback_in_train_log(tmp_path, 
     assert r.stderr.strip() == "error: unexpected RuntimeError: planted failure (traceback in train.log)"
     assert "Traceback" not in r.output
     assert "Traceback" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_missing_data_files_exit_2_and_leave_no_run_behind(tmp_path):
+    out = tmp_path / "run"
+    r = cli("train", "configs/smoke.yaml", "--out", out, sets=TINY + [f"data.root={tmp_path / 'nodata'}"])
+    assert r.exit_code == 2 and "train-images-idx3-ubyte.gz: file not found" in r.output
+    assert not out.exists()
