@@ -60,9 +60,9 @@ def load(path: Path) -> dict:
         why = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
         if why:
             raise UserError(f"{path}: refused: holds Python objects that a checkpoint may not contain, nothing was run ({why[:160]})") from None
-        raise UserError(f"{path}: truncated, corrupt or not a checkpoint ({str(e).strip().splitlines()[0][:160]})") from None
+        raise UserError(f"{path}: truncated, corrupt or not a checkpoint (not a file torch.save wrote)") from None
     except Exception as e:  # zip, pickle and I/O errors of many types all mean the same here
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        first = str(e).strip().split(". ")[0].splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: truncated, corrupt or not a checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not a stnexp checkpoint")
