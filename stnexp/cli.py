@@ -14,9 +14,11 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # plain help, written at once: `stnexp --help | grep -q train` must not die of a broken pipe
+    rich_markup_mode=None,
     help="Spatial Transformer Networks vs CNNs on distorted MNIST: train side by side, evaluate, look.",
 )
-config_app = typer.Typer(no_args_is_help=True, help="Show the resolved config or its JSON Schema.")
+config_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Show the resolved config or its JSON Schema.")
 app.add_typer(config_app, name="config")
 
 SET = typer.Option(None, "--set", help="override a config key: key.path=value (value parsed as YAML); repeatable")
