@@ -32,7 +32,7 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 def conv_block(c_in: int, c_out: int, kernel: int, norm: str) -> nn.Sequential:
     """conv -> ReLU -> max-pool 2. Without batch norm the pool runs before the ReLU: max-pooling commutes
     with any monotonic function, so the output is the same, and the ReLU (forward and backward) touches
-    4x fewer values (a quarter of the CNN's CPU step time went to them). Batch norm may flip signs, so
+    4x fewer values (a fifth of the CNN's CPU step time went to them). Batch norm may flip signs, so
     there the textbook order stays."""
     if norm == "batch":
         return nn.Sequential(nn.Conv2d(c_in, c_out, kernel), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2))
