@@ -166,6 +166,12 @@ class TrainConfig(Strict):
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
     deterministic: bool = Field(False, description="ask torch for deterministic kernels (CPU runs are reproducible anyway; CUDA grid_sample backward is not)")
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false: take it as the user wrote it
+        return "off" if v is False else v
+
     @model_validator(mode="after")
     def _length(self) -> "TrainConfig":
         if self.epochs is not None and self.iterations is not None:

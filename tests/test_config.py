@@ -104,3 +104,8 @@ def test_schema_documents_every_key():
     for model in (config.Config, config.DataConfig, config.TrainConfig, config.VariantConfig, config.CNNConfig, config.STNConfig):
         for name, f in model.model_fields.items():
             assert f.description, f"{model.__name__}.{name} has no description"
+
+
+def test_amp_off_survives_yaml_reading_off_as_false(tmp_path):
+    assert config.load(write(tmp_path, "train: {amp: off}\n")).train.amp == "off"
+    assert config.load(write(tmp_path, "seeds: [1]\n"), ["train.amp=off"]).train.amp == "off"
