@@ -158,6 +158,8 @@ def restore(m: Member, ck: dict, cfg: Config, path: Path) -> None:
     m.epoch, m.step, m.best_val, m.best_epoch = ck["epoch"], ck["step"], ck["best_val"], ck["best_epoch"]
     m.diverged, m.seconds, m.history = ck["diverged"], ck["train_seconds"], list(ck["history"])
     m.rng = ck["rng"] or None
+    if ck.get("global_rng"):  # nothing in a run draws from it today; restored so that nothing ever can drift
+        _set_rng(next(m.model.parameters()).device, ck["global_rng"])
 
 
 class Timer:
