@@ -23,8 +23,12 @@ def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
     for model in ("cnn", "st-cnn"):
         for kind in ("best", "last"):
             assert (tiny_run / "checkpoints" / "rts" / f"{model}-s0-{kind}.pt").is_file()
-    png = (tiny_run / "stn" / "rts-st-cnn-s0.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(tiny_run / "stn" / "rts-st-cnn-s0.png") as png:
+        png.verify()  # a complete, well-formed PNG
+    with Image.open(tiny_run / "stn" / "rts-st-cnn-s0.png") as png:
+        assert png.width > png.height > 2 * 42  # 32 pairs of 42x42 digits, 8 pairs a row
     assert not (tiny_run / "stn" / "rts-cnn-s0.png").exists()
     rows = json.loads((tiny_run / "results.json").read_text())
     assert {(r["model"], r["checkpoint"]) for r in rows} == {(m, k) for m in ("cnn", "st-cnn") for k in ("best", "last")}
