@@ -8,7 +8,6 @@ from stnexp.config import Config
 
 
 def write(cfg: Config, out: Path | None, n: int) -> list[Path]:
-    import torch
 
     from stnexp import device, pictures, variants
     from stnexp.errors import UserError
