@@ -52,21 +52,23 @@ def test_md5_mismatch_is_corrupt(tmp_path):
         idx.read(tmp_path / "a.gz", md5="0" * 32)
 
 
-def test_data_root_with_raw_files_loads(tmp_path):
+def write_root(root, train_ext="", n_labels=100):
+    """A data.root folder with a small MNIST: train files raw or gzip, test files gzip."""
     d = mnist.load()
-    idx.write(tmp_path / "train-images-idx3-ubyte", d.train_images[:100])
-    idx.write(tmp_path / "train-labels-idx1-ubyte", d.train_labels[:100])
-    idx.write(tmp_path / "t10k-images-idx3-ubyte.gz", d.test_images[:10])
-    idx.write(tmp_path / "t10k-labels-idx1-ubyte.gz", d.test_labels[:10])
+    idx.write(root / f"train-images-idx3-ubyte{train_ext}", d.train_images[:100])
+    idx.write(root / f"train-labels-idx1-ubyte{train_ext}", d.train_labels[:n_labels])
+    idx.write(root / "t10k-images-idx3-ubyte.gz", d.test_images[:10])
+    idx.write(root / "t10k-labels-idx1-ubyte.gz", d.test_labels[:10])
+    return d
+
+
+def test_data_root_with_raw_files_loads(tmp_path):
+    d = write_root(tmp_path)
     e = mnist.load(tmp_path)
     assert np.array_equal(e.train_images, d.train_images[:100]) and len(e.test_labels) == 10
 
 
 def test_data_root_with_label_count_mismatch_is_refused(tmp_path):
-    d = mnist.load()
-    idx.write(tmp_path / "train-images-idx3-ubyte.gz", d.train_images[:100])
-    idx.write(tmp_path / "train-labels-idx1-ubyte.gz", d.train_labels[:99])
-    idx.write(tmp_path / "t10k-images-idx3-ubyte.gz", d.test_images[:10])
-    idx.write(tmp_path / "t10k-labels-idx1-ubyte.gz", d.test_labels[:10])
+    write_root(tmp_path, ".gz", n_labels=99)
     with pytest.raises(UserError, match="100 images but 99 labels"):
         mnist.load(tmp_path)
