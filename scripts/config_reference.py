@@ -22,7 +22,8 @@ SECTIONS = [
     ("data.", config.DataConfig, "data"),
     ("data.variants.NAME.", config.VariantConfig, "a variant"),
     ("models.NAME.", config.CNNConfig, "a model, `arch: cnn`"),
-    ("models.NAME.", config.STNConfig, "a model, `arch: stn-cnn` (also takes channels, norm, dropout)"),
+    ("models.NAME.stn.", config.TransformerConfig, "a model's spatial transformer, `stn:`"),
+    ("models.NAME.", config.STNCNNConfig, "a model, `arch: stn-cnn`: the flat form of version 0.1, read as `arch: cnn` with an `stn` block (also takes channels, norm, dropout)"),
     ("train.", config.TrainConfig, "training"),
 ]
 SKIP_IN_STN = {"channels", "norm", "dropout"}
@@ -51,7 +52,7 @@ def reference() -> str:
     for prefix, model, title in SECTIONS:
         lines += [f"*{title}*", "", "| key | default | meaning |", "|---|---|---|"]
         for name, field in model.model_fields.items():
-            if model is config.STNConfig and name in SKIP_IN_STN:
+            if model is config.STNCNNConfig and name in SKIP_IN_STN:
                 continue
             meaning = (field.description or "").replace("|", "\\|")
             lines.append(f"| `{prefix}{name}` | {default(field)} | {meaning} |")

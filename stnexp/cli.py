@@ -86,7 +86,7 @@ def train(
         log = runs.logger(run)
         log.debug("command: " + " ".join(sys.argv))
         if not resume:
-            checkpoints.atomic_text(run / "config.yaml", config.dump(cfg))
+            checkpoints.atomic_text(run / runs.CONFIG, config.dump(cfg))
         runs.write_env(run, torch_device)
         log.info(f"run directory: {run}")
         stop = threading.Event()
@@ -95,7 +95,7 @@ def train(
             training.train(cfg, run, torch_device, log, stop)
         except UserError:
             # bad input found before anything was trained (missing data files, say): leave nothing behind
-            if not resume and not (run / "checkpoints").exists():
+            if not resume and not (run / runs.CHECKPOINTS).exists():
                 runs.logger(None)
                 runs.clear(run)
             raise
@@ -135,17 +135,20 @@ def eval_(
                 Config._device(device)  # the same rule as the config key
             except ValueError as e:
                 raise UserError(f"--device: {e}") from None
+        if (images is None) != (labels is None):
+            raise UserError("--images and --labels go together")
+        external = (images, labels) if images is not None else None
         log = runs.logger()
-        rows = evaluation.score_run(source, list(variant or []), images, labels, [checkpoint], device, log)
-        where = out or runs.eval_dir(source)
+        rows = evaluation.score_run(source, list(variant or []), external, [checkpoint], device, log)
+        where = Path(out or runs.eval_dir(source))
         try:
-            Path(where).mkdir(parents=True, exist_ok=True)
+            where.mkdir(parents=True, exist_ok=True)
             md = reporting.eval_markdown(rows)
-            reporting.write(Path(where), "eval", rows, md, reporting.EVAL_FIELDS)
+            reporting.write(where, runs.EVAL, rows, md, reporting.EVAL_FIELDS)
         except OSError as e:
             raise UserError(f"--out {where}: not writable ({e.strerror or e})") from None
         typer.echo(md)
-        typer.echo(f"wrote {Path(where) / 'eval.md'}")
+        typer.echo(f"wrote {where / (runs.EVAL + '.md')}")
 
     _guard(body)
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stnexp import transforms
 from stnexp.errors import UserError
 
 # Each preset is a full set of distortion ranges; a variant may name one and override any range.
@@ -124,27 +125,44 @@ class DataConfig(Strict):
         return self
 
 
+class TransformerConfig(Strict):
+    """A spatial transformer inside a model: what it may do, where it sits, how it learns."""
+
+    transform: Literal[tuple(transforms.FAMILIES)] = Field(  # type: ignore[valid-type]
+        "affine", description=f"what the transformer may do (parameters): {transforms.describe()}"
+    )
+    at: Literal["input", "conv1"] = Field("input", description="what the transformer warps: `input` (the image) or `conv1` (feature maps after the first conv block)")
+    out_size: Optional[int] = Field(None, ge=4, le=512, description="side of the sampler's output grid; empty = the size of what it transforms")
+    loc_lr_scale: float = Field(1.0, gt=0.0, description="learning-rate multiplier for the localisation net's parameters")
+
+
 class CNNConfig(Strict):
     arch: Literal["cnn"] = Field(description="`cnn`: conv 9x9 -> ReLU -> pool 2 -> conv 7x7 -> ReLU -> pool 2 -> linear")
     channels: tuple[int, int] = Field((32, 64), description="output channels of the two conv layers")
     norm: Literal["none", "batch"] = Field("none", description="normalisation after each conv: none | batch")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
+    stn: Optional[TransformerConfig] = Field(None, description="a spatial transformer in the model: `{transform, at, out_size, loc_lr_scale}`; empty = none")
 
 
-class STNConfig(Strict):
-    arch: Literal["stn-cnn"] = Field(description="`stn-cnn`: a spatial transformer in front of (or inside) the same CNN")
-    channels: tuple[int, int] = Field((32, 64), description="output channels of the two conv layers")
-    norm: Literal["none", "batch"] = Field("none", description="normalisation after each conv: none | batch")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
-    transform: Literal["affine", "attention", "similarity", "translation", "rotation"] = Field(
-        "affine", description="what theta may do: affine (6 params), attention (scale + shift, 3), similarity (rotation + scale + shift, 4), translation (2), rotation (1)"
-    )
-    out_size: Optional[int] = Field(None, ge=4, le=512, description="side of the sampler's output grid; empty = the size of what it transforms")
-    at: Literal["input", "conv1"] = Field("input", description="what the transformer warps: `input` (the image) or `conv1` (feature maps after the first conv block)")
-    loc_lr_scale: float = Field(1.0, gt=0.0, description="learning-rate multiplier for the localisation net's parameters")
+class STNCNNConfig(Strict):
+    """The flat form of version 0.1, `arch: stn-cnn`: read as `arch: cnn` with an `stn` block."""
+
+    arch: Literal["stn-cnn"] = Field(description="`stn-cnn`: the same as `arch: cnn` with `stn: {transform, at, out_size, loc_lr_scale}`")
+    channels: tuple[int, int] = Field((32, 64), description="as for `cnn`")
+    norm: Literal["none", "batch"] = Field("none", description="as for `cnn`")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="as for `cnn`")
+    transform: Literal[tuple(transforms.FAMILIES)] = Field("affine", description="as `stn.transform`")  # type: ignore[valid-type]
+    out_size: Optional[int] = Field(None, ge=4, le=512, description="as `stn.out_size`")
+    at: Literal["input", "conv1"] = Field("input", description="as `stn.at`")
+    loc_lr_scale: float = Field(1.0, gt=0.0, description="as `stn.loc_lr_scale`")
+
+    def canonical(self) -> CNNConfig:
+        stn = TransformerConfig(transform=self.transform, at=self.at, out_size=self.out_size, loc_lr_scale=self.loc_lr_scale)
+        return CNNConfig(arch="cnn", channels=self.channels, norm=self.norm, dropout=self.dropout, stn=stn)
 
 
-ModelConfig = Annotated[Union[CNNConfig, STNConfig], Field(discriminator="arch")]
+ARCHS = ("cnn", "stn-cnn")
+ModelConfig = Annotated[Union[CNNConfig, STNCNNConfig], Field(discriminator="arch")]
 
 
 class TrainConfig(Strict):
@@ -182,7 +200,7 @@ class TrainConfig(Strict):
 
 
 def _default_models() -> dict[str, Any]:
-    return {"cnn": CNNConfig(arch="cnn"), "st-cnn": STNConfig(arch="stn-cnn")}
+    return {"cnn": CNNConfig(arch="cnn"), "st-cnn": CNNConfig(arch="cnn", stn=TransformerConfig())}
 
 
 class Config(Strict):
@@ -191,7 +209,7 @@ class Config(Strict):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps (auto: cuda when available, else cpu)")
     out: Path = Field(Path("runs"), description="folder under which run directories are made")
     data: DataConfig = Field(default_factory=DataConfig, description="digits and their distortions")
-    models: dict[str, ModelConfig] = Field(default_factory=_default_models, description="models trained side by side: `NAME: {arch, ...}`")
+    models: dict[str, ModelConfig] = Field(default_factory=_default_models, description="models trained side by side: `NAME: {arch, ..., stn}`")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training recipe, shared by all models")
 
     @field_validator("name")
@@ -218,6 +236,12 @@ class Config(Strict):
                 if not isinstance(name, str) or not NAME.match(name):
                     raise ValueError(f"model name {name!r} must be letters, digits, '_', '.' or '-'")
         return v
+
+    @field_validator("models", mode="after")
+    @classmethod
+    def _canonical_models(cls, v: dict) -> dict:
+        # one form from here on: version 0.1's `arch: stn-cnn` becomes `arch: cnn` with an `stn` block
+        return {name: m.canonical() if isinstance(m, STNCNNConfig) else m for name, m in v.items()}
 
     def variant(self, name: str) -> VariantConfig:
         return self.data.variants[name] or VariantConfig()
@@ -294,10 +318,34 @@ def load(path: Path, sets: list[str] = ()) -> Config:
 
 
 def validate(raw: dict) -> Config:
+    """Validate a raw config (a file's, or a checkpoint's): every key and value, then whether every model
+    can take every variant's images. UserError lists every problem, one per line."""
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as e:
         raise UserError("\n".join(_describe(err) for err in e.errors())) from None
+    problems = size_problems(cfg)
+    if problems:
+        raise UserError("\n".join(problems))
+    return cfg
+
+
+def size_problems(cfg: Config) -> list[str]:
+    """Each (variant, model) pair whose images are too small for the model's layers, and each transformer
+    whose out_size is too small for the layers behind it, with the smallest size that works."""
+    from stnexp import models  # the layer arithmetic lives with the layers
+
+    out = []
+    for mname, mcfg in cfg.models.items():
+        need = models.smallest_out_size(mcfg)
+        if need is not None:
+            out.append(f"models.{mname}: out_size {mcfg.stn.out_size} is too small for the layers behind the transformer (at least {need})")
+            continue
+        for vname in cfg.data.variants:
+            canvas = cfg.variant(vname).canvas
+            if not models.fits(mcfg, canvas):
+                out.append(f"data.variants.{vname}: canvas {canvas} is too small for model {mname} (it needs at least {models.smallest_input(mcfg)})")
+    return out
 
 
 def _describe(err: dict) -> str:
@@ -307,9 +355,9 @@ def _describe(err: dict) -> str:
         fields = _fields_at(Config, err["loc"][:-1])
         return f"{'.'.join(loc)}: unknown key{_did_you_mean(loc[-1], fields)}"
     if kind == "union_tag_invalid":
-        return f"{'.'.join(loc + ['arch'])}: unknown arch {err['ctx']['tag']!r} (choose from cnn, stn-cnn)"
+        return f"{'.'.join(loc + ['arch'])}: unknown arch {err['ctx']['tag']!r} (choose from {', '.join(ARCHS)})"
     if kind == "union_tag_not_found":
-        return f"{'.'.join(loc + ['arch'])}: missing (choose from cnn, stn-cnn)"
+        return f"{'.'.join(loc + ['arch'])}: missing (choose from {', '.join(ARCHS)})"
     if kind == "literal_error":
         return f"{'.'.join(loc)}: expected {err['ctx']['expected']}, got {err['input']!r}"
     msg = msg.removeprefix("Value error, ")
@@ -323,7 +371,7 @@ def _clean_loc(loc: tuple) -> list[str]:
     # Pydantic puts the discriminator's value in the path (models.x.stn-cnn.transform); users never wrote it.
     out = []
     for i, part in enumerate(loc):
-        if i >= 2 and loc[0] == "models" and i == 2 and part in ("cnn", "stn-cnn"):
+        if loc[0] == "models" and i == 2 and part in ARCHS:
             continue
         out.append(str(part))
     return out

@@ -1,13 +1,19 @@
-"""Scoring: accuracy of a model on a test set (large batches, inference mode), and re-scoring the
-checkpoints of a run on its own or other variants, or on an external IDX test set."""
+"""Scoring: the accuracy of a model on a test set (large batches, inference mode), and the one path that
+loads checkpoints back from disk and scores them, used by `train` (its results tables) and `eval`
+(own variants, other variants, external IDX sets) alike."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 from torch import nn
+
+from stnexp import checkpoints, config as C, data, models, runs
+from stnexp.device import autocast_dtype, channels_last
+from stnexp.errors import UserError
 
 BATCH = 1000
 
@@ -29,13 +35,107 @@ def correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype:
     return int(total)
 
 
-def score_run(source: Path, variants: list[str], images: Path | None, labels: Path | None, which: list[str], device: str | None, log) -> list[dict]:
-    """Re-score the checkpoints of a run directory (or one checkpoint) and return long-form rows.
-    Without `device`, scoring runs where the run trained (its config's device), so it reproduces the
-    run's own numbers exactly; where that device is missing, on the best one here."""
-    from stnexp import checkpoints, config, models, runs, variants as V
-    from stnexp.device import autocast_dtype, keep_freed_memory, resolve
-    from stnexp.errors import UserError
+class TestSet(NamedTuple):
+    """A named set to score on: images N x 1 x H x W (float in [0, 1] or uint8 levels) and labels; a
+    variant's test set, or an external one (then `name` is its images file)."""
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    external: bool = False
+
+
+class TestSets:
+    """Test sets made once per process: the 10k test digits of a data config, distorted by a variant
+    (the run's own or a preset) from the seed's test stream, exactly as `train` made them."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.digits: dict[str, data.Split] = {}  # by data.root
+        self.sets: dict = {}
+
+    def know(self, data_cfg: C.DataConfig, split: data.Split) -> None:
+        """Reuse digits already on the device (a training run's) instead of loading them again."""
+        self.digits[str(data_cfg.root)] = split
+
+    def get(self, cfg: C.Config, variant: str, seed: int) -> TestSet:
+        if variant in cfg.data.variants:
+            spec = cfg.variant(variant)
+        elif variant in C.PRESETS:
+            spec = C.VariantConfig(preset=variant)
+        else:
+            raise UserError(f"--variant {variant}: not a variant of the run ({', '.join(cfg.data.variants)}) nor a preset ({', '.join(C.PRESETS)})")
+        key = (str(cfg.data.root), variant, seed, spec)
+        if key not in self.sets:
+            root = str(cfg.data.root)
+            if root not in self.digits:
+                self.digits[root] = data.split(cfg.data, self.device)
+            s = data.fixed(self.digits[root].test, spec, seed, variant, "test")
+            self.sets[key] = TestSet(variant, s.images, s.labels)
+        return self.sets[key]
+
+
+def load_model(path: Path, device: torch.device) -> tuple[dict, C.Config, models.CNN]:
+    """A checkpoint, its config and the model it describes with its weights; a mismatch says what differs."""
+    ck = checkpoints.load(path)
+    cfg = C.validate(ck["config"])
+    if ck.get("model_name") not in cfg.models:
+        raise UserError(f"{path}: its config has no model {ck.get('model_name')!r}")
+    model = models.build(cfg.models[ck["model_name"]], ck["in_size"])
+    problem = models.mismatch(model, ck["model"])
+    if problem:
+        raise UserError(f"{path}: weights do not fit the model its config describes ({problem})")
+    model.load_state_dict(ck["model"])
+    if channels_last(device):  # the same memory layout as in training, so scores match it exactly
+        model = model.to(memory_format=torch.channels_last)
+    return ck, cfg, model.to(device)
+
+
+class Scored(NamedTuple):
+    path: Path
+    checkpoint: dict
+    model: models.CNN
+    rows: list[dict]
+
+
+def score(paths: list[Path], sets_for: Callable[[dict, C.Config], list[TestSet]], device: torch.device) -> Iterator[Scored]:
+    """Load each checkpoint and score it on the sets `sets_for(checkpoint, config)` names: one row per set
+    (variant, model, seed, checkpoint, tested_on, accuracy, error, n_test, params, train_seconds, status).
+    Scoring runs at the precision the model trained at, so a run's own numbers come back exactly."""
+    for path in paths:
+        ck, cfg, model = load_model(path, device)
+        dtype = autocast_dtype(cfg.train.amp, device)
+        rows = []
+        for test in sets_for(ck, cfg):
+            size = test.images.shape[-1]
+            if size != ck["in_size"]:
+                what = f"{test.name}: images are" if test.external else f"--variant {test.name}: canvas is"
+                raise UserError(f"{what} {size}x{size} but {path.name} takes {ck['in_size']}x{ck['in_size']}")
+            n_ok = correct(model, test.images, test.labels, dtype)
+            acc = n_ok / len(test.labels)
+            rows.append({
+                "variant": ck["variant"], "model": ck["model_name"], "seed": ck["seed"], "checkpoint": ck["kind"],
+                "tested_on": test.name, "accuracy": acc, "error": 100.0 * (1 - acc), "n_test": len(test.labels),
+                "params": models.n_params(model), "train_seconds": round(ck["train_seconds"], 2), "status": _status(ck, path),
+            })
+        yield Scored(path, ck, model, rows)
+
+
+def _status(ck: dict, path: Path) -> str:
+    """'ok', or 'diverged at epoch N' as the model's last checkpoint says (a best one predates it)."""
+    diverged = ck["diverged"]
+    last = runs.sibling_checkpoint(path, "last")
+    if ck["kind"] == "best" and last is not None and last.exists():
+        diverged = checkpoints.load(last)["diverged"]
+    return f"diverged at epoch {diverged}" if diverged else "ok"
+
+
+def score_run(source: Path, variants: list[str], external: tuple[Path, Path] | None, which: list[str], device: str | None, log) -> list[dict]:
+    """`stnexp eval`: re-score the checkpoints of a run directory (or one checkpoint) on their own test
+    sets, on `variants`, or on an external set. Without `device`, scoring runs where the run trained
+    (its config's device), so it reproduces the run's own numbers exactly; where that device is
+    missing, on the best one here."""
+    from stnexp.device import keep_freed_memory, resolve
 
     found = runs.find_checkpoints(source, which)
     if not found:
@@ -48,53 +148,27 @@ def score_run(source: Path, variants: list[str], images: Path | None, labels: Pa
     else:
         device = resolve(device)
     keep_freed_memory()
-    external = None
-    if images is not None or labels is not None:
-        if images is None or labels is None:
-            raise UserError("--images and --labels go together")
-        external = read_external(images, labels, device)
-    digits_cache: dict = {}
-    sets: dict = {}
+    if external is not None:
+        ext = read_external(*external, device)
+
+        def sets_for(ck, cfg):
+            return [ext]
+    else:
+        tests = TestSets(device)
+
+        def sets_for(ck, cfg):
+            return [tests.get(cfg, name, ck["seed"]) for name in variants or [ck["variant"]]]
+
     rows = []
-    for path in found:
-        ck = checkpoints.load(path)
-        cfg = config.validate(ck["config"])
-        model = runs.model_from_checkpoint(ck, path, device)
-        dtype = autocast_dtype(cfg.train.amp, device)
-        base = dict(variant=ck["variant"], model=ck["model_name"], seed=ck["seed"], checkpoint=ck["kind"], params=models.n_params(model))
-        if external is not None:
-            if external[0].shape[-1] != ck["in_size"]:
-                raise UserError(f"{images}: images are {external[0].shape[-1]}x{external[0].shape[-1]} but {path.name} takes {ck['in_size']}x{ck['in_size']}")
-            n_ok = correct(model, external[0], external[1], dtype)
-            rows.append(_row(base, str(images), n_ok, len(external[1])))
-            continue
-        for test_name in variants or [ck["variant"]]:
-            if test_name in cfg.data.variants:
-                spec = cfg.variant(test_name)
-            elif test_name in config.PRESETS:
-                spec = config.VariantConfig(preset=test_name)
-            else:
-                raise UserError(f"--variant {test_name}: not a variant of the run ({', '.join(cfg.data.variants)}) nor a preset ({', '.join(config.PRESETS)})")
-            if spec.canvas != ck["in_size"]:
-                raise UserError(f"--variant {test_name}: canvas is {spec.canvas}x{spec.canvas} but {path.name} takes {ck['in_size']}x{ck['in_size']}")
-            key = (str(cfg.data.root), test_name, ck["seed"], spec)
-            if key not in sets:
-                dkey = str(cfg.data.root)
-                if dkey not in digits_cache:
-                    digits_cache[dkey] = V.split(cfg.data, device)
-                d = digits_cache[dkey]
-                sets[key] = V.fixed(d.test_x, d.test_y, spec, ck["seed"], test_name, "test")
-            test = sets[key]
-            n_ok = correct(model, test.images, test.labels, dtype)
-            rows.append(_row(base, test_name, n_ok, len(test.labels)))
-        log.info(f"scored {path}")
+    for scored in score(found, sets_for, device):
+        rows += scored.rows
+        log.info(f"scored {scored.path}")
     return rows
 
 
-def read_external(images: Path, labels: Path, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def read_external(images: Path, labels: Path, device: torch.device) -> TestSet:
     """An external test set: uint8 images N x H x W (square) and N labels, as IDX files."""
     from stnexp import idx
-    from stnexp.errors import UserError
 
     x, y = idx.read(images), idx.read(labels)
     if x.ndim != 3 or x.dtype.name != "uint8":
@@ -103,9 +177,4 @@ def read_external(images: Path, labels: Path, device: torch.device) -> tuple[tor
         raise UserError(f"{labels}: {len(y)} labels for {len(x)} images in {images}")
     if x.shape[1] != x.shape[2]:
         raise UserError(f"{images}: images are {x.shape[1]}x{x.shape[2]}; stnexp models take square images")
-    return torch.from_numpy(x.copy()).unsqueeze(1).to(device), torch.from_numpy(y.astype("int64")).to(device)
-
-
-def _row(base: dict, tested_on: str, n_ok: int, n: int) -> dict:
-    acc = n_ok / n
-    return {**base, "tested_on": tested_on, "accuracy": acc, "error": 100.0 * (1 - acc), "n_test": n}
+    return TestSet(str(images), torch.from_numpy(x.copy()).unsqueeze(1).to(device), torch.from_numpy(y.astype("int64")).to(device), external=True)

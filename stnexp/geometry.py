@@ -1,9 +1,10 @@
-"""The geometric primitive shared by the data generator and the spatial transformer.
+"""Sampling grids and the one bilinear sampler, shared by the data generator and the spatial transformer.
 
-Parameters -> a batch of 2x3 sampling matrices theta (output coordinates -> input coordinates, both
-normalised to [-1, 1]) -> F.affine_grid + F.grid_sample. align_corners is False everywhere: with it, the
-identity theta reproduces the input and pixel centres, not corners, sit on the grid. Warping always
-runs in float32: a bfloat16 grid is off by a fraction of a pixel.
+A grid says, for every output pixel, where in the input to read (x, y normalised to [-1, 1]): one
+generator per family of transforms (affine 2x3, projective 3x3, thin-plate spline from control points),
+then `sample`. align_corners is False everywhere: with it the identity reproduces the input and pixel
+centres, not corners, sit on the grid. Grids and sampling always run in float32: a bfloat16 grid is
+off by a fraction of a pixel.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import torch
 import torch.nn.functional as F
 
 ALIGN_CORNERS = False
+
+
+def _fp32(device: torch.device):
+    return torch.autocast(device.type, enabled=False)
 
 
 def theta_from_params(angle: torch.Tensor, scale: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
@@ -43,13 +48,79 @@ def distortion_theta(angle_deg: torch.Tensor, scale: torch.Tensor, shift: torch.
     return theta_from_params(a, zoom, tx, ty)
 
 
-def warp(images: torch.Tensor, theta: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Bilinear sampling of `images` (N x C x h x w) through theta onto a size x size grid, zero padding, fp32."""
-    h, w = (size, size) if isinstance(size, int) else size
-    with torch.autocast(images.device.type, enabled=False):
-        images, theta = images.float(), theta.float()
-        grid = F.affine_grid(theta, [images.shape[0], images.shape[1], h, w], align_corners=ALIGN_CORNERS)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=ALIGN_CORNERS)
+def _size(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def base_grid(size: int | tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """The identity grid, h x w x 2: pixel centres in normalised coordinates (align_corners=False)."""
+    h, w = _size(size)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=device)
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=device)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
+
+
+def affine_grid(theta: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """N x h x w x 2 grid of the 2x3 matrices theta (output coordinates -> input coordinates)."""
+    h, w = _size(size)
+    with _fp32(theta.device):
+        return F.affine_grid(theta.float(), [theta.shape[0], 1, h, w], align_corners=ALIGN_CORNERS)
+
+
+def projective_grid(matrix: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """N x h x w x 2 grid of the 3x3 homographies `matrix` (output (x, y, 1) -> input, then divided by
+    the third coordinate). A matrix whose last row is (0, 0, 1) gives the affine grid of its top rows."""
+    with _fp32(matrix.device):
+        p = base_grid(size, matrix.device)
+        ones = torch.ones_like(p[..., :1])
+        q = torch.einsum("nij,hwj->nhwi", matrix.float(), torch.cat([p, ones], -1))
+        return q[..., :2] / q[..., 2:]
+
+
+def control_points(k: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A k x k lattice of thin-plate-spline control points spanning [-1, 1]^2, (k*k) x 2, row by row."""
+    t = torch.linspace(-1.0, 1.0, k, device=device)
+    return torch.stack(torch.meshgrid(t, t, indexing="xy"), -1).reshape(-1, 2)
+
+
+def _tps_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """U(r) = r^2 log r^2 between every point of a (P x 2) and of b (K x 2), P x K."""
+    r2 = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
+    return r2 * torch.log(r2.clamp_min(1e-12))
+
+
+def tps_map(targets: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
+    """The thin-plate spline that sends the k x k control points (control_points(k)) to `targets`
+    (N x k*k x 2), evaluated at `points` (P x 2): N x P x 2. It bends as little as it can in between and
+    reproduces any affine map exactly."""
+    with _fp32(targets.device):
+        c = control_points(k, targets.device)
+        n_c = c.shape[0]
+        # the spline's linear system [[U(c, c), P], [P^T, 0]] depends on the control points only
+        p = torch.cat([torch.ones(n_c, 1, device=c.device), c], 1)
+        system = torch.zeros(n_c + 3, n_c + 3, device=c.device)
+        system[:n_c, :n_c] = _tps_kernel(c, c)
+        system[:n_c, n_c:] = p
+        system[n_c:, :n_c] = p.T
+        rhs = torch.cat([targets.float(), torch.zeros(targets.shape[0], 3, 2, device=c.device)], 1)
+        coef = torch.linalg.solve(system, rhs)  # N x (K + 3) x 2
+        points = points.float()
+        basis = torch.cat([_tps_kernel(points, c), torch.ones(len(points), 1, device=c.device), points], 1)
+        return basis @ coef
+
+
+def tps_grid(targets: torch.Tensor, size: int | tuple[int, int], k: int) -> torch.Tensor:
+    """N x h x w x 2 grid of the thin-plate spline that sends control point i (of control_points(k)) to
+    targets[:, i]: output point c_i reads the input at targets[:, i]. targets == control_points(k) gives
+    the identity grid."""
+    h, w = _size(size)
+    return tps_map(targets, base_grid(size, targets.device).reshape(-1, 2), k).reshape(-1, h, w, 2)
+
+
+def sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear sampling of `images` (N x C x h x w) at `grid` (N x H x W x 2), zero padding, float32."""
+    with _fp32(images.device):
+        return F.grid_sample(images.float(), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=ALIGN_CORNERS)
 
 
 def ink_boxes(images: torch.Tensor) -> torch.Tensor:

@@ -1,28 +1,25 @@
-"""The classifiers: the paper's CNN and the same CNN behind a spatial transformer (STN-CNN).
+"""The classifiers: the paper's CNN, optionally with a spatial transformer at its input or after conv1.
 
-Both take images in [0, 1] with background 0 and normalise them as their first, fixed step. The
-transformer samples the raw image (or conv1's feature maps), so zero padding matches the background
-and no bright frame invites it to zoom out (the collapse pitfall).
+A model is a backbone (`arch: cnn`) plus an optional transformer block (`stn:`), so `model.stn` is a
+`Transformer` or None. Models take images in [0, 1] with background 0 and normalise them as their first,
+fixed step. The transformer samples the raw image (or conv1's feature maps), so zero padding matches
+the background and no bright frame invites it to zoom out (the collapse pitfall).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 from torch import nn
 
-from stnexp import geometry
-from stnexp.config import CNNConfig, STNConfig
+from stnexp import geometry, transforms
+from stnexp.config import CNNConfig, TransformerConfig
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 N_CLASSES = 10
-N_PARAMS = {"affine": 6, "attention": 3, "similarity": 4, "translation": 2, "rotation": 1}
-IDENTITY = {
-    "affine": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
-    "attention": [1.0, 0.0, 0.0],  # scale, tx, ty
-    "similarity": [0.0, 1.0, 0.0, 0.0],  # angle, scale, tx, ty
-    "translation": [0.0, 0.0],
-    "rotation": [0.0],
-}
+MAX_SIZE = 1024  # the largest image side searched for the smallest one that fits
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -40,35 +37,89 @@ def conv_block(c_in: int, c_out: int, kernel: int, norm: str) -> nn.Sequential:
 
 
 def after_block(size: int, kernel: int) -> int:
+    """Side after a valid conv of `kernel` and a max-pool of 2."""
     return (size - kernel + 1) // 2
 
 
-def params_to_theta(transform: str, p: torch.Tensor) -> torch.Tensor:
-    """Regressed parameters -> 2x3 theta, through the same primitive that distorts the data."""
-    if transform == "affine":
-        return p.view(-1, 2, 3)
-    zero, one = torch.zeros_like(p[:, 0]), torch.ones_like(p[:, 0])
-    if transform == "attention":
-        return geometry.theta_from_params(zero, p[:, 0], p[:, 1], p[:, 2])
-    if transform == "similarity":
-        return geometry.theta_from_params(p[:, 0], p[:, 1], p[:, 2], p[:, 3])
-    if transform == "translation":
-        return geometry.theta_from_params(zero, one, p[:, 0], p[:, 1])
-    if transform == "rotation":
-        return geometry.theta_from_params(p[:, 0], one, zero, zero)
-    raise ValueError(transform)
+# ---------------------------------------------------------------- sizes, checked before anything is built
+
+
+def loc_padding(size: int) -> int:
+    """The paper's localisation convs are valid where the input is large enough (28 px and up); smaller
+    inputs (conv1's feature maps) get zero-padded convs."""
+    return 0 if (size // 2 - 4) // 2 - 4 >= 1 else 2
+
+
+def loc_side(size: int) -> int:
+    """Side of the localisation net's last feature map for a size x size input."""
+    pad = loc_padding(size)
+    return (size // 2 - 4 + 2 * pad) // 2 - 4 + 2 * pad
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The sizes a model's layers work at for one input size: what the transformer looks at and makes,
+    and the side of the last feature map. `problem` says what does not fit (None when all does)."""
+
+    loc_in: Optional[int]
+    stn_out: Optional[int]
+    side: int
+    problem: Optional[str]
+
+
+def plan(cfg: CNNConfig, in_size: int) -> Plan:
+    """The layer sizes of model `cfg` on in_size x in_size images: the one place that knows them."""
+    stn = cfg.stn
+    loc_in = stn_out = None
+    if stn is None:
+        side = after_block(after_block(in_size, 9), 7)
+    elif stn.at == "input":
+        loc_in, stn_out = in_size, stn.out_size or in_size
+        side = after_block(after_block(stn_out, 9), 7)
+    else:
+        loc_in = after_block(in_size, 9)
+        stn_out = stn.out_size or loc_in
+        side = after_block(stn_out, 7)
+    problem = None
+    if loc_in is not None and loc_side(loc_in) < 1:
+        problem = f"the localisation net needs {'images' if stn.at == 'input' else 'conv1 maps'} of at least 4 px, got {loc_in}"
+    elif side < 1:
+        problem = "the conv layers leave no pixel"
+    return Plan(loc_in, stn_out, side, problem)
+
+
+def fits(cfg: CNNConfig, in_size: int) -> bool:
+    return plan(cfg, in_size).problem is None
+
+
+def smallest_input(cfg: CNNConfig) -> Optional[int]:
+    """The smallest image side model `cfg` takes (None: none up to MAX_SIZE, its out_size is too small)."""
+    return next((s for s in range(1, MAX_SIZE + 1) if fits(cfg, s)), None)
+
+
+def smallest_out_size(cfg: CNNConfig) -> Optional[int]:
+    """When the transformer's out_size is too small for the layers behind it (no image size fits), the
+    smallest out_size that works; else None."""
+    if cfg.stn is None or cfg.stn.out_size is None or smallest_input(cfg) is not None:
+        return None
+
+    def with_out(o: int) -> CNNConfig:
+        return cfg.model_copy(update={"stn": cfg.stn.model_copy(update={"out_size": o})})
+
+    return next((o for o in range(1, MAX_SIZE + 1) if fits(with_out(o), MAX_SIZE)), None)
+
+
+# ---------------------------------------------------------------- the modules
 
 
 class Transformer(nn.Module):
     """Localisation net (the paper's: downsample x2, conv 5x5 (20), pool, conv 5x5 (20), FC 20, regression)
-    plus grid generator and bilinear sampler. The convs are valid, as in the paper, where the input is
-    large enough (28 px and up); smaller inputs (conv1's feature maps) get zero-padded convs."""
+    plus grid generator and bilinear sampler, for any family of transforms.regress."""
 
-    def __init__(self, channels: int, in_size: int, out_size: int, transform: str):
+    def __init__(self, channels: int, in_size: int, out_size: int, cfg: TransformerConfig):
         super().__init__()
-        self.transform, self.out_size = transform, out_size
-        pad = 0 if (in_size // 2 - 4) // 2 - 4 >= 1 else 2
-        side = (in_size // 2 - 4 + 2 * pad) // 2 - 4 + 2 * pad
+        self.transform, self.out_size = cfg.transform, out_size
+        pad, side = loc_padding(in_size), loc_side(in_size)
         self.loc = nn.Sequential(
             nn.MaxPool2d(2),
             nn.Conv2d(channels, 20, 5, padding=pad),
@@ -80,92 +131,82 @@ class Transformer(nn.Module):
             nn.Linear(20 * side * side, 20),
             nn.ReLU(inplace=True),
         )
-        self.regress = nn.Linear(20, N_PARAMS[transform])
+        family = transforms.FAMILIES[cfg.transform]
+        self.regress = nn.Linear(20, family.n_params)
         # start at the identity: the classifier first sees the untouched input
         nn.init.zeros_(self.regress.weight)
         with torch.no_grad():
-            self.regress.bias.copy_(torch.tensor(IDENTITY[transform]))
+            self.regress.bias.copy_(torch.tensor(family.identity))
 
-    def theta(self, x: torch.Tensor) -> torch.Tensor:
+    def params(self, x: torch.Tensor) -> torch.Tensor:
+        """The regressed transform parameters (N x n_params) for the localisation input x, in float32."""
         p = self.regress(self.loc(x))
-        with torch.autocast(x.device.type, enabled=False):
-            return params_to_theta(self.transform, p.float())
+        return p.float()
 
     def forward(self, loc_input: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        return geometry.warp(source, self.theta(loc_input), self.out_size)
+        grid = transforms.grid(self.transform, self.params(loc_input), self.out_size)
+        return geometry.sample(source, grid)
 
 
 class CNN(nn.Module):
-    """conv 9x9 -> ReLU -> pool 2 -> conv 7x7 -> ReLU -> pool 2 -> linear (valid convolutions)."""
+    """conv 9x9 -> ReLU -> pool 2 -> conv 7x7 -> ReLU -> pool 2 -> linear (valid convolutions), with an
+    optional spatial transformer at the input (warps the image) or after conv1 (warps its feature maps).
+    Layer names are the same with and without it, so a CNN's weights load into an ST-CNN."""
+
+    stn: Optional[Transformer]
 
     def __init__(self, cfg: CNNConfig, in_size: int):
         super().__init__()
+        p = plan(cfg, in_size)
+        if p.problem:
+            raise ValueError(f"{in_size}x{in_size} images do not fit this model: {p.problem}")
         c1, c2 = cfg.channels
+        self.at = cfg.stn.at if cfg.stn else None
+        # creation order block1, stn, block2, classifier: weights drawn from a seed stay those of 0.1
         self.block1 = conv_block(1, c1, 9, cfg.norm)
-        self.block2 = conv_block(c1, c2, 7, cfg.norm)
-        side = after_block(after_block(in_size, 9), 7)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(c2 * side * side, N_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block2(self.block1(normalise(x)))
-        return self.classifier(self.dropout(x.flatten(1)))
-
-
-class STNCNN(nn.Module):
-    """A spatial transformer at the input (warps the image) or after conv1 (warps its feature maps),
-    then the rest of the CNN. Layer names match CNN's, so a CNN's weights load into it."""
-
-    def __init__(self, cfg: STNConfig, in_size: int):
-        super().__init__()
-        c1, c2 = cfg.channels
-        self.at = cfg.at
-        self.block1 = conv_block(1, c1, 9, cfg.norm)
-        if cfg.at == "input":
-            out = cfg.out_size or in_size
-            self.stn = Transformer(1, in_size, out, cfg.transform)
-            side = after_block(after_block(out, 9), 7)
-        else:
-            feat = after_block(in_size, 9)
-            out = cfg.out_size or feat
-            self.stn = Transformer(c1, feat, out, cfg.transform)
-            side = after_block(out, 7)
-        if side < 1:
-            raise ValueError(f"out_size {out} is too small for the CNN behind the transformer")
+        self.stn = None
+        if cfg.stn is not None:
+            self.stn = Transformer(1 if self.at == "input" else c1, p.loc_in, p.stn_out, cfg.stn)
         self.block2 = conv_block(c1, c2, 7, cfg.norm)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(c2 * side * side, N_CLASSES)
+        self.classifier = nn.Linear(c2 * p.side * p.side, N_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.at == "input":
             # the loc net sees the normalised image; the sampler reads the raw one (background 0 = padding)
             x = self.block1(normalise(self.stn(normalise(x), x)))
-        else:
+        elif self.at == "conv1":
             f = self.block1(normalise(x))
             x = self.stn(f, f)
+        else:
+            x = self.block1(normalise(x))
         return self.classifier(self.dropout(self.block2(x).flatten(1)))
 
-    def theta(self, x: torch.Tensor) -> torch.Tensor:
-        """The transformer's theta for images x (at conv1: computed from the feature maps)."""
-        return self.stn.theta(normalise(x) if self.at == "input" else self.block1(normalise(x)))
+    def transform_params(self, x: torch.Tensor) -> torch.Tensor:
+        """The transformer's parameters for images x (at conv1: computed from the feature maps)."""
+        return self.stn.params(normalise(x) if self.at == "input" else self.block1(normalise(x)))
+
+    def transformed_images(self, x: torch.Tensor) -> torch.Tensor:
+        """What the transformer makes of the images x (at conv1: its transform applied to the image)."""
+        size = self.stn.out_size if self.at == "input" else x.shape[-1]
+        return geometry.sample(x, transforms.grid(self.stn.transform, self.transform_params(x), size))
 
 
-def build(cfg: CNNConfig | STNConfig, in_size: int) -> nn.Module:
-    return CNN(cfg, in_size) if cfg.arch == "cnn" else STNCNN(cfg, in_size)
+def build(cfg: CNNConfig, in_size: int) -> CNN:
+    return CNN(cfg, in_size)
 
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def param_groups(model: nn.Module, lr: float, loc_lr_scale: float) -> list[dict]:
-    """Two optimizer groups for an STN-CNN: everything else at lr, the transformer at lr * loc_lr_scale."""
-    stn = getattr(model, "stn", None)
-    if stn is None:
+def param_groups(model: CNN, lr: float, loc_lr_scale: float) -> list[dict]:
+    """Optimizer groups: everything at lr, and a transformer's localisation net at lr * loc_lr_scale."""
+    if model.stn is None:
         return [{"params": list(model.parameters()), "lr": lr, "name": "model"}]
-    loc_ids = {id(p) for p in stn.parameters()}
+    loc_ids = {id(p) for p in model.stn.parameters()}
     rest = [p for p in model.parameters() if id(p) not in loc_ids]
-    return [{"params": rest, "lr": lr, "name": "model"}, {"params": list(stn.parameters()), "lr": lr * loc_lr_scale, "name": "loc"}]
+    return [{"params": rest, "lr": lr, "name": "model"}, {"params": list(model.stn.parameters()), "lr": lr * loc_lr_scale, "name": "loc"}]
 
 
 def mismatch(model: nn.Module, state: dict) -> str | None:

@@ -33,3 +33,11 @@ def pairs(left: torch.Tensor, right: torch.Tensor, path: Path, zoom: int = 2) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path)
     return path
+
+
+@torch.no_grad()
+def transformer(model, x: torch.Tensor, path: Path) -> Path:
+    """Test digits beside what a model's spatial transformer made of them (at conv1: its transform
+    applied to the image)."""
+    model.eval()
+    return pairs(x, model.transformed_images(x), path)

@@ -8,12 +8,11 @@ from stnexp.config import Config
 
 
 def write(cfg: Config, out: Path | None, n: int) -> list[Path]:
-
-    from stnexp import device, pictures, variants
+    from stnexp import data, device, pictures
     from stnexp.errors import UserError
 
     dev = device.resolve(cfg.device)
-    split = variants.split(cfg.data, dev)
+    split = data.split(cfg.data, dev)
     folder = Path(out) if out else Path(cfg.out) / cfg.name / "preview"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -23,7 +22,7 @@ def write(cfg: Config, out: Path | None, n: int) -> list[Path]:
     seed = cfg.seeds[0]
     for name in cfg.data.variants:
         # the same distortions as the test set of the first seed (the first n digits of it)
-        test = variants.fixed(split.test_x, split.test_y, cfg.variant(name), seed, name, "test")
-        originals = split.test_x[:n].unsqueeze(1).float() / 255.0
+        test = data.fixed(split.test, cfg.variant(name), seed, name, "test")
+        originals = split.test.images[:n].unsqueeze(1).float() / 255.0
         paths.append(pictures.pairs(originals, test.images[:n], folder / f"{name}.png"))
     return paths

@@ -77,6 +77,7 @@ def to_csv(rows: list[dict], fields: list[str]) -> str:
 
 
 def write(run: Path, stem: str, rows: list[dict], markdown: str, fields: list[str]) -> None:
+    """`stem`.md, .csv and .json (runs.RESULTS or runs.EVAL); CSV and JSON hold `fields` of each row."""
     atomic_text(run / f"{stem}.md", markdown)
     atomic_text(run / f"{stem}.csv", to_csv(rows, fields))
-    atomic_text(run / f"{stem}.json", json.dumps(rows, indent=2) + "\n")
+    atomic_text(run / f"{stem}.json", json.dumps([{k: r[k] for k in fields} for r in rows], indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""The run directory: where every file of a run goes, making or reusing it safely, env.json and train.log.
+"""The run directory: the table of every file a run holds, making or reusing it safely, env.json and
+train.log. Every other module asks this one for a run file's name.
 
     <out>/<name>/<YYYYmmdd-HHMMSS>/   (or --out DIR)
         config.yaml  env.json  train.log  metrics.csv  results.{md,csv,json}  eval.{md,csv,json}
@@ -20,16 +21,39 @@ from pathlib import Path
 
 from stnexp.errors import UserError
 
-OWN_FILES = ["config.yaml", "env.json", "train.log", "metrics.csv", "results.md", "results.csv", "results.json", "eval.md", "eval.csv", "eval.json"]
-OWN_DIRS = ["checkpoints", "stn"]
+# ---------------------------------------------------------------- the files of a run
+
+CONFIG = "config.yaml"  # the resolved config (what --resume compares against)
+ENV = "env.json"  # versions, device, command line
+LOG = "train.log"  # everything printed, plus warnings and tracebacks
+METRICS = "metrics.csv"  # one row per epoch per variant/seed/model
+RESULTS = "results"  # results.{md,csv,json}: the test scores of `train`
+EVAL = "eval"  # eval.{md,csv,json}: the scores of `stnexp eval`
+TABLE_SUFFIXES = (".md", ".csv", ".json")
+CHECKPOINTS = "checkpoints"  # checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
+PICTURES = "stn"  # stn/<variant>-<model>-s<seed>.png
+CHECKPOINT_KINDS = ("best", "last")
+
+OWN_FILES = [CONFIG, ENV, LOG, METRICS] + [stem + suffix for stem in (RESULTS, EVAL) for suffix in TABLE_SUFFIXES]
+OWN_DIRS = [CHECKPOINTS, PICTURES]
 
 
 def checkpoint_path(run: Path, variant: str, model: str, seed: int, kind: str) -> Path:
-    return run / "checkpoints" / variant / f"{model}-s{seed}-{kind}.pt"
+    return run / CHECKPOINTS / variant / f"{model}-s{seed}-{kind}.pt"
 
 
-def stn_picture_path(run: Path, variant: str, model: str, seed: int) -> Path:
-    return run / "stn" / f"{variant}-{model}-s{seed}.png"
+def picture_path(run: Path, variant: str, model: str, seed: int) -> Path:
+    return run / PICTURES / f"{variant}-{model}-s{seed}.png"
+
+
+def sibling_checkpoint(path: Path, kind: str) -> Path | None:
+    """The `kind` checkpoint of the same model and seed as checkpoint `path` (None for a file not named
+    as a run's checkpoints are)."""
+    path = Path(path)
+    for other in CHECKPOINT_KINDS:
+        if path.name.endswith(f"-{other}.pt"):
+            return path.with_name(path.name[: -len(f"{other}.pt")] + f"{kind}.pt")
+    return None
 
 
 def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Path:
@@ -41,7 +65,7 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Path:
     if out is None:
         base = Path(cfg.out) / cfg.name
         if resume:
-            runs = sorted(p for p in base.glob("*") if (p / "config.yaml").is_file()) if base.is_dir() else []
+            runs = sorted(p for p in base.glob("*") if (p / CONFIG).is_file()) if base.is_dir() else []
             if not runs:
                 raise UserError(f"--resume: no run of {cfg.name!r} under {base}; name one with --out")
             out = runs[-1]
@@ -55,9 +79,9 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Path:
         raise UserError(f"--out {out}: exists and is not a directory")
     non_empty = out.is_dir() and any(out.iterdir())
     if resume:
-        if not (out / "config.yaml").is_file():
-            raise UserError(f"--resume: {out} holds no run to resume (no config.yaml)")
-        old = C.load(out / "config.yaml")
+        if not (out / CONFIG).is_file():
+            raise UserError(f"--resume: {out} holds no run to resume (no {CONFIG})")
+        old = C.load(out / CONFIG)
         if old.digest() != cfg.digest():
             diff = _differences(old.results_view(), cfg.results_view())
             raise UserError(f"--resume: the config differs from the run's in {', '.join(diff[:5])}; resume with the same config")
@@ -115,7 +139,7 @@ def write_env(run: Path, device) -> None:
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    checkpoints.atomic_text(run / "env.json", json.dumps(env, indent=2) + "\n")
+    checkpoints.atomic_text(run / ENV, json.dumps(env, indent=2) + "\n")
 
 
 def _git_commit() -> str | None:
@@ -151,7 +175,7 @@ def logger(run: Path | None = None, quiet: bool = False) -> logging.Logger:
         console.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(console)
     if run is not None:
-        f = logging.FileHandler(run / "train.log")
+        f = logging.FileHandler(run / LOG)
         f.setLevel(logging.DEBUG)
         f.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(f)
@@ -169,7 +193,7 @@ def find_checkpoints(source: Path, which: list[str]) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise UserError(f"{source}: no such run directory or checkpoint")
-    return sorted(p for kind in which for p in (source / "checkpoints").glob(f"*/*-{kind}.pt"))
+    return sorted(p for kind in which for p in (source / CHECKPOINTS).glob(f"*/*-{kind}.pt"))
 
 
 def eval_dir(source: Path) -> Path:
@@ -178,27 +202,6 @@ def eval_dir(source: Path) -> Path:
     source = Path(source)
     if source.is_dir():
         return source
-    if source.parent.parent.name == "checkpoints":
+    if source.parent.parent.name == CHECKPOINTS:
         return source.parent.parent.parent
     return source.parent
-
-
-def model_from_checkpoint(ck: dict, path: Path, device):
-    """Rebuild the model a checkpoint was made by and load its weights; a mismatch says what differs."""
-    import torch
-
-    from stnexp import config as C
-    from stnexp import models
-    from stnexp.device import channels_last
-
-    cfg = C.validate(ck["config"])
-    if ck.get("model_name") not in cfg.models:
-        raise UserError(f"{path}: its config has no model {ck.get('model_name')!r}")
-    model = models.build(cfg.models[ck["model_name"]], ck["in_size"])
-    problem = models.mismatch(model, ck["model"])
-    if problem:
-        raise UserError(f"{path}: weights do not fit the model its config describes ({problem})")
-    model.load_state_dict(ck["model"])
-    if channels_last(device):  # the same memory layout as in training, so scores match it exactly
-        model = model.to(memory_format=torch.channels_last)
-    return model.to(device)

@@ -76,12 +76,12 @@ def test_eval_refuses_a_variant_with_another_canvas(tiny_run):
 
 
 def test_external_idx_eval_scores_the_set_as_is(tiny_run, tmp_path):
-    from stnexp import config, variants
+    from stnexp import config, data
 
     d = mnist.load()
     x = torch.from_numpy(d.test_images[:300].copy())
-    y = torch.from_numpy(d.test_labels[:300].copy())
-    s = variants.fixed(x, y, config.VariantConfig(preset="rts"), 5, "ext", "test")
+    y = torch.from_numpy(d.test_labels[:300].copy()).long()
+    s = data.fixed(data.Digits(x, y), config.VariantConfig(preset="rts"), 5, "ext", "test")
     idx.write(tmp_path / "img.gz", (s.images[:, 0] * 255).round().to(torch.uint8).numpy())
     idx.write(tmp_path / "lab.gz", d.test_labels[:300])
     r = invoke("eval", tiny_run, "--images", tmp_path / "img.gz", "--labels", tmp_path / "lab.gz", "--out", tmp_path / "o")
@@ -144,3 +144,14 @@ def test_unavailable_device_exits_2(tmp_path):
     r = invoke("train", "configs/smoke.yaml", "--device", "cuda", "--out", tmp_path / "x")
     assert r.exit_code == 2 and "CUDA is not available" in r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_a_canvas_too_small_for_a_model_exits_2_before_any_run_directory(tmp_path):
+    out = tmp_path / "run"
+    r = invoke("train", "configs/smoke.yaml", "--out", out, "--set", "data.variants.rts.canvas=9")
+    assert r.exit_code == 2
+    assert r.output.splitlines() == [
+        "error: data.variants.rts: canvas 9 is too small for model cnn (it needs at least 24)",
+        "error: data.variants.rts: canvas 9 is too small for model st-cnn (it needs at least 24)",
+    ]
+    assert not out.exists()

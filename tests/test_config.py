@@ -53,7 +53,8 @@ def test_wrong_type_and_out_of_range_name_their_keys(tmp_path):
 def test_unknown_preset_arch_transform_optimizer_schedule(tmp_path):
     assert problems(tmp_path, "data: {variants: {a: {preset: rtz}}}")[0].startswith("data.variants.a.preset: unknown preset 'rtz' (did you mean 'rts'?)")
     assert problems(tmp_path, "models: {m: {arch: resnet}}")[0].startswith("models.m.arch: unknown arch 'resnet'")
-    assert problems(tmp_path, "models: {m: {arch: stn-cnn, transform: tps}}")[0].startswith("models.m.transform: expected 'affine'")
+    assert problems(tmp_path, "models: {m: {arch: stn-cnn, transform: polar}}")[0].startswith("models.m.transform: expected 'affine'")
+    assert problems(tmp_path, "models: {m: {arch: cnn, stn: {transform: polar}}}")[0].startswith("models.m.stn.transform: expected 'affine'")
     assert problems(tmp_path, "train: {optimizer: lbfgs}")[0].startswith("train.optimizer: expected 'sgd'")
     assert problems(tmp_path, "train: {schedule: poly}")[0].startswith("train.schedule: expected 'constant'")
 
@@ -101,7 +102,8 @@ def test_epochs_and_iterations_exclude_each_other(tmp_path):
 def test_schema_documents_every_key():
     s = config.schema()
     assert "TrainConfig" in s["$defs"]
-    for model in (config.Config, config.DataConfig, config.TrainConfig, config.VariantConfig, config.CNNConfig, config.STNConfig):
+    models = (config.CNNConfig, config.TransformerConfig, config.STNCNNConfig)
+    for model in (config.Config, config.DataConfig, config.TrainConfig, config.VariantConfig, *models):
         for name, f in model.model_fields.items():
             assert f.description, f"{model.__name__}.{name} has no description"
 
@@ -109,3 +111,29 @@ def test_schema_documents_every_key():
 def test_amp_off_survives_yaml_reading_off_as_false(tmp_path):
     assert config.load(write(tmp_path, "train: {amp: off}\n")).train.amp == "off"
     assert config.load(write(tmp_path, "seeds: [1]\n"), ["train.amp=off"]).train.amp == "off"
+
+
+def test_the_flat_stn_cnn_form_of_0_1_means_a_cnn_with_an_stn_block(tmp_path):
+    old = config.load(write(tmp_path, "models: {s: {arch: stn-cnn, transform: attention, at: conv1, out_size: 12, loc_lr_scale: 0.1, channels: [8, 16]}}\n"))
+    new = config.load(write(tmp_path, "models: {s: {arch: cnn, channels: [8, 16], stn: {transform: attention, at: conv1, out_size: 12, loc_lr_scale: 0.1}}}\n"))
+    assert old.models == new.models and old.digest() == new.digest()
+    assert config.load(write(tmp_path, "models: {c: {arch: cnn}}\n")).models["c"].stn is None
+
+
+def test_a_canvas_too_small_for_a_model_names_variant_model_and_smallest_size(tmp_path):
+    text = "data: {variants: {tiny: {canvas: 9}, rts: null}}\nmodels: {cnn: {arch: cnn}, st: {arch: cnn, stn: {at: conv1}}}\n"
+    assert problems(tmp_path, text) == [
+        "data.variants.tiny: canvas 9 is too small for model cnn (it needs at least 24)",
+        "data.variants.tiny: canvas 9 is too small for model st (it needs at least 24)",
+    ]
+    # a transformer at the input with a fixed out_size only needs room for its localisation net
+    config.load(write(tmp_path, "data: {variants: {tiny: {canvas: 9}}}\nmodels: {st: {arch: cnn, stn: {out_size: 28}}}\n"))
+
+
+def test_an_out_size_too_small_for_the_layers_behind_names_the_smallest(tmp_path):
+    assert problems(tmp_path, "models: {st: {arch: stn-cnn, out_size: 20}}\n") == [
+        "models.st: out_size 20 is too small for the layers behind the transformer (at least 24)"
+    ]
+    assert problems(tmp_path, "models: {st: {arch: cnn, stn: {at: conv1, out_size: 6}}}\n") == [
+        "models.st: out_size 6 is too small for the layers behind the transformer (at least 8)"
+    ]

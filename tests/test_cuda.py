@@ -6,8 +6,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stnexp import config, geometry, mnist, training, variants
+import logging
+import threading
+
+from stnexp import config, data, geometry, members, mnist, training
 from stnexp.cli import app
+from stnexp.step import TrainStep
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 TINY = ["data.train_size=1024", "data.val_size=256", "train.epochs=2", "train.batch_size=128", "device=cuda"]
@@ -16,62 +20,61 @@ TINY = ["data.train_size=1024", "data.val_size=256", "train.epochs=2", "train.ba
 def test_identity_and_rotation_on_cuda():
     x = torch.rand(4, 1, 28, 28, device="cuda")
     z = torch.zeros(4, device="cuda")
-    assert torch.allclose(geometry.warp(x, geometry.theta_from_params(z, z + 1, z, z), 28), x, atol=1e-5)
+    warp = lambda theta: geometry.sample(x, geometry.affine_grid(theta, 28))  # noqa: E731
+    assert torch.allclose(warp(geometry.theta_from_params(z, z + 1, z, z)), x, atol=1e-5)
     theta = geometry.distortion_theta(z + 90, z + 1, torch.zeros(4, 2, device="cuda"), 28, 28)
-    assert torch.allclose(geometry.warp(x, theta, 28), torch.rot90(x, 1, (-2, -1)), atol=1e-5)
+    assert torch.allclose(warp(theta), torch.rot90(x, 1, (-2, -1)), atol=1e-5)
+
+
+def test_projective_and_tps_identity_on_cuda():
+    x = torch.rand(2, 1, 30, 30, device="cuda")
+    eye = torch.eye(3, device="cuda").expand(2, 3, 3)
+    assert torch.allclose(geometry.sample(x, geometry.projective_grid(eye, 30)), x, atol=1e-5)
+    still = geometry.control_points(4, "cuda").expand(2, 16, 2)
+    assert torch.allclose(geometry.sample(x, geometry.tps_grid(still, 30, 4)), x, atol=1e-4)
 
 
 def test_test_set_on_cuda_matches_the_cpu_one():
     d = mnist.load()
-    x, y = torch.from_numpy(d.test_images[:1000].copy()), torch.from_numpy(d.test_labels[:1000].copy())
+    x, y = torch.from_numpy(d.test_images[:1000].copy()), torch.from_numpy(d.test_labels[:1000].copy()).long()
     spec = config.VariantConfig(preset="rts")
-    cpu = variants.fixed(x, y, spec, 0, "rts", "test")
-    gpu = variants.fixed(x.cuda(), y.cuda(), spec, 0, "rts", "test")
-    assert torch.equal(cpu.params.angle, gpu.params.angle.cpu())
+    cpu = data.fixed(data.Digits(x, y), spec, 0, "rts", "test")
+    gpu = data.fixed(data.Digits(x.cuda(), y.cuda()), spec, 0, "rts", "test")
+    assert torch.equal(cpu.params["angle"], gpu.params["angle"].cpu())
     assert torch.allclose(cpu.images, gpu.images.cpu(), atol=1e-4)
 
 
-def _members(graphs: bool):
+def _group(graphs: bool, stream):
     cfg = config.validate({"device": "cuda", "train": {"cuda_graphs": graphs, "amp": "off"},
-                           "models": {"cnn": {"arch": "cnn"}, "st": {"arch": "stn-cnn"}}})
-    return cfg, [training.build_member(cfg, n, 42, 0, 10, 20, torch.device("cuda")) for n in cfg.models]
+                           "models": {"cnn": {"arch": "cnn"}, "st": {"arch": "cnn", "stn": {}}}})
+    length = members.Length(len(stream), 2 * len(stream), 2)
+    group_members = [members.build(cfg, n, "rts", 0, length, torch.device("cuda")) for n in cfg.models]
+    steps = {m.name: TrainStep(m, cfg.train, None) for m in group_members}
+    run = training.Run(cfg, None, torch.device("cuda"), None, logging.getLogger("test"), threading.Event(), None)
+    return run, training.Group("rts", 0, stream, None, length, group_members, steps)
 
 
 def test_graphed_training_steps_match_eager_ones():
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     d = mnist.load()
-    x, y = torch.from_numpy(d.train_images[:2560].copy()).cuda(), torch.from_numpy(d.train_labels[:2560].copy()).cuda()
-    stream = variants.Stream(x, y, config.VariantConfig(preset="rts"), 0, "rts", 256, True)
-    runs = {}
+    x, y = torch.from_numpy(d.train_images[:2560].copy()).cuda(), torch.from_numpy(d.train_labels[:2560].copy()).cuda().long()
+    stream = data.Stream(data.Digits(x, y), config.VariantConfig(preset="rts"), 0, "rts", 256, True)
+    groups = {}
     for graphs in (False, True):
-        cfg, members = _members(graphs)
-        for m in members:
-            m.loss_sum = torch.zeros((), device="cuda")
-            m.correct = torch.zeros((), dtype=torch.long, device="cuda")
-            m.timer = training.Timer(torch.device("cuda"))
-        training.run_epoch(members, stream, 1, 1, len(stream), cfg, "rts", 0, torch.device("cuda"), None, _Quiet(), _Never())
-        runs[graphs] = members
-        assert all((m.graph is not None) == graphs for m in members)
-    for eager, graphed in zip(runs[False], runs[True]):
+        run, group = _group(graphs, stream)
+        epoch = training.run_epoch(run, group, training.Epoch(1, group.members, 0, {}))
+        assert epoch.steps == len(stream)
+        groups[graphs] = group
+        assert all((group.steps[m.name].graph is not None) == graphs for m in group.members)
+    for eager, graphed in zip(groups[False].members, groups[True].members):
         assert eager.step == graphed.step == len(stream)
-        assert abs(float(eager.loss_sum) - float(graphed.loss_sum)) < 1e-2 * float(eager.loss_sum)
+        e_loss, g_loss = (float(g.steps[eager.name].sums.loss) for g in (groups[False], groups[True]))
+        assert abs(e_loss - g_loss) < 1e-2 * e_loss
         for (k, a), b in zip(eager.model.state_dict().items(), graphed.model.state_dict().values()):
             assert torch.allclose(a, b, atol=1e-3, rtol=1e-2), k
         # the graphed step keeps the lr in a float32 device tensor
         assert float(eager.opt.param_groups[0]["lr"]) == pytest.approx(float(graphed.opt.param_groups[0]["lr"]), rel=1e-6)
-
-
-class _Quiet:
-    def info(self, *a):
-        pass
-
-    warning = debug = info
-
-
-class _Never:
-    def is_set(self):
-        return False
 
 
 def test_train_and_eval_on_cuda_agree(tmp_path):

@@ -2,25 +2,42 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stnexp import config, models, training
+from stnexp import config, models, optim, transforms
 
-TRANSFORMS = ["affine", "attention", "similarity", "translation", "rotation"]
+TRANSFORMS = list(transforms.FAMILIES)
 
 
 def stn(**kw):
-    return config.STNConfig(arch="stn-cnn", **kw)
+    return config.CNNConfig(arch="cnn", stn=config.TransformerConfig(**kw))
+
+
+def cnn():
+    return config.CNNConfig(arch="cnn")
 
 
 @pytest.mark.parametrize("transform", TRANSFORMS)
 @pytest.mark.parametrize("at", ["input", "conv1"])
 @pytest.mark.parametrize("size", [28, 42])
-def test_every_transform_and_place_gives_logits_and_an_identity_theta(transform, at, size):
+def test_every_transform_and_place_gives_logits_and_starts_at_the_identity(transform, at, size):
     net = models.build(stn(transform=transform, at=at), size)
     x = torch.rand(3, 1, size, size)
     assert net(x).shape == (3, 10)
-    theta = net.theta(x)
-    assert theta.shape == (3, 2, 3)
-    assert torch.allclose(theta, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(3, 2, 3), atol=1e-6)
+    p = net.transform_params(x)
+    assert p.shape == (3, transforms.FAMILIES[transform].n_params) and p.dtype == torch.float32
+    assert torch.allclose(net.transformed_images(x), x, atol=1e-4)
+
+
+def test_affine_families_give_the_identity_theta_at_start():
+    for name, family in transforms.FAMILIES.items():
+        if family.theta is None:
+            continue
+        theta = transforms.theta(name, torch.tensor([family.identity] * 2))
+        assert torch.allclose(theta, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(2, 2, 3), atol=1e-6), name
+
+
+def test_a_model_says_in_its_type_whether_it_has_a_transformer():
+    assert models.build(cnn(), 28).stn is None
+    assert isinstance(models.build(stn(), 28).stn, models.Transformer)
 
 
 def test_out_size_sets_the_sampler_grid():
@@ -29,21 +46,42 @@ def test_out_size_sets_the_sampler_grid():
     assert net.stn(x, x).shape == (2, 1, 28, 28) and net(x).shape == (2, 10)
 
 
+@pytest.mark.parametrize("spec, smallest", [
+    (cnn(), 24),
+    (stn(), 24),
+    (stn(at="conv1"), 24),
+    (stn(out_size=24), 4),  # the CNN runs on the sampler's 24x24 output; the loc net needs 4 px
+    (stn(at="conv1", out_size=8), 16),  # the loc net on conv1's maps needs them 4 px wide
+])
+def test_smallest_input_is_the_first_size_the_layers_take(spec, smallest):
+    assert models.smallest_input(spec) == smallest
+    models.build(spec, smallest)(torch.rand(1, 1, smallest, smallest))
+    with pytest.raises(ValueError, match="do not fit this model"):
+        models.build(spec, smallest - 1)
+
+
+def test_an_out_size_too_small_for_the_layers_behind_names_the_smallest_that_works():
+    assert models.smallest_input(stn(out_size=23)) is None
+    assert models.smallest_out_size(stn(out_size=23)) == 24
+    assert models.smallest_out_size(stn(at="conv1", out_size=7)) == 8
+    assert models.smallest_out_size(stn(out_size=24)) is None
+
+
 def test_identity_initialised_stn_cnn_gives_the_cnn_logits():
     torch.manual_seed(0)
-    cnn = models.build(config.CNNConfig(arch="cnn"), 42)
+    cnn_net = models.build(cnn(), 42)
     for at in ("input", "conv1"):
         net = models.build(stn(at=at), 42)
-        missing = net.load_state_dict(cnn.state_dict(), strict=False).missing_keys
+        missing = net.load_state_dict(cnn_net.state_dict(), strict=False).missing_keys
         assert all(k.startswith("stn.") for k in missing)
         x = torch.rand(4, 1, 42, 42)
-        assert torch.allclose(net(x), cnn(x), atol=1e-4)
+        assert torch.allclose(net(x), cnn_net(x), atol=1e-4)
 
 
 def test_localisation_parameters_get_loc_lr_scale():
-    cfg = config.validate({"models": {"s": {"arch": "stn-cnn", "loc_lr_scale": 0.1}}, "train": {"lr": 0.02}})
+    cfg = config.validate({"models": {"s": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}}, "train": {"lr": 0.02}})
     net = models.build(cfg.models["s"], 42)
-    opt = training.make_optimizer(cfg, net, 0.1)
+    opt = optim.optimizer(cfg.train, net, cfg.models["s"])
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs == {"model": 0.02, "loc": pytest.approx(0.002)}
     loc = {id(p) for p in opt.param_groups[1]["params"]}
@@ -51,10 +89,14 @@ def test_localisation_parameters_get_loc_lr_scale():
     assert len(opt.param_groups[0]["params"]) + len(loc) == len(list(net.parameters()))
 
 
-def test_theta_is_float32_under_autocast():
+def test_transform_parameters_and_sampling_are_float32_under_autocast():
     net = models.build(stn(transform="similarity"), 42)
+    x = torch.rand(2, 1, 42, 42)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert net.theta(torch.rand(2, 1, 42, 42)).dtype == torch.float32
+        p = net.transform_params(x)
+        assert p.dtype == torch.float32
+        assert transforms.theta("similarity", p).dtype == torch.float32
+        assert net.transformed_images(x).dtype == torch.float32
 
 
 @pytest.mark.parametrize("arch", ["cnn", "stn-cnn"])
@@ -65,7 +107,7 @@ def test_a_few_hundred_images_of_training_lower_the_loss(arch):
     x = torch.from_numpy(d.train_images[:512].copy()).unsqueeze(1).float() / 255
     y = torch.from_numpy(d.train_labels[:512].copy()).long()
     torch.manual_seed(0)
-    net = models.build(config.CNNConfig(arch="cnn") if arch == "cnn" else stn(), 28)
+    net = models.build(cnn() if arch == "cnn" else stn(), 28)
     opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9)
     before = F.cross_entropy(net(x), y).item()
     for _ in range(3):
@@ -80,7 +122,7 @@ def test_a_few_hundred_images_of_training_lower_the_loss(arch):
 def test_schedules_shape_the_learning_rate():
     def lr_at(train, steps=(0, 5, 9, 10, 19, 29)):
         cfg = config.validate({"train": train})
-        f = training.lr_factor(cfg, steps_per_epoch=10, total=30)
+        f = optim.lr_factor(cfg.train, steps_per_epoch=10, total=30)
         return [round(f(s), 4) for s in steps]
 
     assert lr_at({"schedule": "constant"}) == [1.0] * 6

@@ -151,9 +151,9 @@ def test_resume_with_another_config_names_the_difference(tiny_run):
 
 
 def test_a_diverging_model_stops_and_the_others_finish(tmp_path, monkeypatch):
-    from stnexp import training
+    from stnexp import members
 
-    build = training.build_member
+    build = members.build
 
     def absurd_lr_for_wild(cfg, name, *args):
         m = build(cfg, name, *args)
@@ -161,7 +161,7 @@ def test_a_diverging_model_stops_and_the_others_finish(tmp_path, monkeypatch):
             m.sched.base_lrs = [1e30 for _ in m.sched.base_lrs]
         return m
 
-    monkeypatch.setattr(training, "build_member", absurd_lr_for_wild)
+    monkeypatch.setattr(members, "build", absurd_lr_for_wild)
     out = tmp_path / "run"
     sets = TINY + ["train.epochs=2", "models.wild={arch: cnn}"]
     r = cli("train", "configs/smoke.yaml", "--out", out, sets=sets)

@@ -1,0 +1,70 @@
+"""What version 0.1 made keeps working: its run directories load, score and resume, and every preset's
+test, validation and training streams are the same bit for bit.
+
+tests/data/v01-run is a run made by stnexp 0.1 (commit eba549d): variants rotated and rts, a CNN and
+ST-CNNs with affine and attention transformers at the input and at conv1 (channels 8/16 to keep it small).
+tests/data/v01-streams.json holds SHA-256 digests of streams made by 0.1 (tests/data/README.md).
+"""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from stnexp import config, data, mnist
+from stnexp.cli import app
+
+DATA = Path(__file__).parent / "data"
+OLD_RUN = DATA / "v01-run"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def sha(*tensors):
+    return hashlib.sha256(b"".join(t.contiguous().numpy().tobytes() for t in tensors)).hexdigest()
+
+
+def old_results(run, kind):
+    return {(r["variant"], r["model"], r["seed"]): r["accuracy"] for r in json.loads((run / "results.json").read_text()) if r["checkpoint"] == kind}
+
+
+@pytest.mark.parametrize("kind", ["best", "last"])
+def test_eval_of_a_0_1_run_gives_exactly_its_results(kind, tmp_path):
+    r = invoke("eval", OLD_RUN, "--checkpoint", kind, "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    got = {(e["variant"], e["model"], e["seed"]): e["accuracy"] for e in json.loads((tmp_path / "eval.json").read_text())}
+    assert got == old_results(OLD_RUN, kind) and len(got) == 10
+
+
+def test_a_finished_0_1_run_resumes_as_already_trained_with_the_same_table(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(OLD_RUN, run)
+    r = invoke("train", run / "config.yaml", "--out", run, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "rts seed 0: already trained" in r.output
+    for kind in ("best", "last"):
+        assert old_results(run, kind) == old_results(OLD_RUN, kind)
+
+
+def test_every_preset_makes_the_streams_of_0_1_bit_for_bit():
+    want = json.loads((DATA / "v01-streams.json").read_text())
+    d = mnist.load()
+    digits = data.Digits(torch.from_numpy(d.test_images[:1000].copy()), torch.from_numpy(d.test_labels[:1000].copy()).long())
+    specs = {p: config.VariantConfig(preset=p) for p in config.PRESETS}
+    specs["custom"] = config.VariantConfig(canvas=36, rotation=(-10, 20), scale=(0.8, 1.1), translation=3.5)
+    assert set(want) == set(specs)
+    for name, spec in specs.items():
+        fixed = data.fixed(digits, spec, 3, name, "test")
+        batches = list(data.Stream(digits, spec, 3, name, 64, True).epoch(2))[:3]
+        got = {
+            "params": sha(fixed.params["angle"], fixed.params["scale"], fixed.params["shift"]),
+            "images": sha(fixed.images),
+            "train": sha(*[t for b in batches for t in b]),
+        }
+        assert got == want[name], name
