@@ -14,6 +14,7 @@ usage: python scripts/bench.py [--device auto] [--n 10240] [--batch 256] [--amp 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -28,7 +29,7 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-from stnexp import config, device as dev, evaluation, models, training, variants  # noqa: E402
+from stnexp import config, data, device as dev, evaluation, models, training  # noqa: E402
 
 CANVAS = 42
 
@@ -92,35 +93,26 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-class Quiet:
-    def info(self, *a):
-        pass
-
-    warning = debug = info
-
-
 def stnexp_path(cfg, split, device):
     """Both models side by side through training.run_epoch, as `stnexp train` runs them; returns
-    (wall seconds of the timed epoch, per-model seconds, images)."""
-    spec = cfg.variant("rts")
-    stream = variants.Stream(split.train_x, split.train_y, spec, 0, "rts", cfg.train.batch_size, True)
-    steps = len(stream)
-    members = [training.build_member(cfg, name, CANVAS, 0, steps, 2 * steps, device) for name in cfg.models]
-    if cfg.train.compile:
-        for m in members:
-            m.model.compile()
+    (wall seconds of the timed epoch, per-model seconds, images, members, autocast dtype)."""
+    import tempfile
+
     dtype = dev.autocast_dtype(cfg.train.amp, device)
-    stop = threading.Event()
+    with tempfile.TemporaryDirectory() as nowhere:  # no checkpoints to resume from
+        run = training.Run(cfg, Path(nowhere), device, dtype, logging.getLogger("bench"), threading.Event(), split)
+        group = training.make_group(run, "rts", 0)
     # epoch 1 warms up (kernel selection, compilation); epoch 2 is timed
-    training.run_epoch(members, stream, 1, 2, steps, cfg, "rts", 0, device, dtype, Quiet(), stop)
-    for m in members:
-        m.timer.read()
+    first = training.run_epoch(run, group, training.Epoch(1, group.members, 0, {}))
+    for timer in first.timers.values():
+        timer.read()
     sync(device)
     t0 = time.perf_counter()
-    training.run_epoch(members, stream, 2, 2, steps, cfg, "rts", 0, device, dtype, Quiet(), stop)
+    timed = training.run_epoch(run, group, training.Epoch(2, group.members, 0, {}))
     sync(device)
     wall = time.perf_counter() - t0
-    return wall, {m.name: m.timer.read() for m in members}, steps * stream.batch_size, members, dtype
+    per_model = {name: timer.read() for name, timer in timed.timers.items()}
+    return wall, per_model, timed.steps * group.stream.batch_size, group.members, dtype
 
 
 def main():
@@ -139,7 +131,7 @@ def main():
     cfg = config.validate({
         "device": str(device),
         "data": {"train_size": args.n, "val_size": 0, "variants": {"rts": None}},
-        "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "stn-cnn"}},
+        "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {}}},
         "train": {"batch_size": args.batch, "amp": args.amp, "compile": args.compile, "lr": 0.01, "cuda_graphs": not args.no_cuda_graphs},
     })
     print(f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
@@ -147,11 +139,11 @@ def main():
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}")
     print(f"work: RTS 42x42, n={args.n} images per model, batch {args.batch}, SGD momentum 0.9, device {device}")
 
-    split = variants.split(cfg.data, device)
+    split = data.split(cfg.data, device)
     spec = cfg.variant("rts")
 
     # the distortion generator alone
-    stream = variants.Stream(split.train_x, split.train_y, spec, 0, "rts", args.batch, True)
+    stream = data.Stream(split.train, spec, 0, "rts", args.batch, True)
     for _ in stream.epoch(0):
         pass
     sync(device)
@@ -163,7 +155,7 @@ def main():
     gen_rate = count / (time.perf_counter() - t0)
 
     wall, per_model, imgs, members, dtype = stnexp_path(cfg, split, device)
-    test = variants.fixed(split.test_x, split.test_y, spec, 0, "rts", "test")
+    test = data.fixed(split.test, spec, 0, "rts", "test")
     evaluation.correct(members[1].model, test.images, test.labels, dtype)
     sync(device)
     t0 = time.perf_counter()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -32,22 +34,44 @@ PRESETS: dict[str, dict[str, Any]] = {
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+MAX_BYTES = 1 << 20  # a config file larger than this is refused before it is parsed
+SHOWN = 200  # at most this many characters of a bad value are repeated in an error
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and NaN are never a meaningful value of any key
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _range(value: Any, positive: bool) -> tuple[float, float]:
-    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-    )
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_finite(v) for v in value)
     if ok:
         lo, hi = float(value[0]), float(value[1])
         ok = lo <= hi and (lo > 0 or not positive)
     if not ok:
-        shown = json.dumps(list(value)) if isinstance(value, (list, tuple)) else repr(value)
+        shown = _shown(list(value)) if isinstance(value, (list, tuple)) else _shown(value)
         rule = "0 < min <= max" if positive else "min <= max"
-        raise ValueError(f"expected [min, max] with {rule}, got {shown}")
+        raise ValueError(f"expected [min, max] of finite numbers with {rule}, got {shown}")
     return lo, hi
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 8, 8, 8
+_REPR.maxstring = _REPR.maxother = SHOWN
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message repeats it: a bounded repr (a huge or deeply nested value is never
+    walked whole), cut to SHOWN characters."""
+    return _cut(_REPR.repr(value))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
 
 
 class VariantConfig(Strict):
@@ -85,9 +109,9 @@ class VariantConfig(Strict):
     @field_validator("translation", mode="before")
     @classmethod
     def _translation(cls, v: Any) -> Any:
-        if v == "fit" or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0):
+        if v == "fit" or (_finite(v) and v >= 0):
             return v
-        raise ValueError(f"expected a shift >= 0 in px or 'fit', got {v!r}")
+        raise ValueError(f"expected a finite shift >= 0 in px or 'fit', got {_shown(v)}")
 
 
 class DataConfig(Strict):
@@ -125,6 +149,9 @@ class DataConfig(Strict):
         return self
 
 
+Channels = Annotated[int, Field(ge=1, le=4096)]
+
+
 class TransformerConfig(Strict):
     """A spatial transformer inside a model: what it may do, where it sits, how it learns."""
 
@@ -138,7 +165,7 @@ class TransformerConfig(Strict):
 
 class CNNConfig(Strict):
     arch: Literal["cnn"] = Field(description="`cnn`: conv 9x9 -> ReLU -> pool 2 -> conv 7x7 -> ReLU -> pool 2 -> linear")
-    channels: tuple[int, int] = Field((32, 64), description="output channels of the two conv layers")
+    channels: tuple[Channels, Channels] = Field((32, 64), description="output channels of the two conv layers")
     norm: Literal["none", "batch"] = Field("none", description="normalisation after each conv: none | batch")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
     stn: Optional[TransformerConfig] = Field(None, description="a spatial transformer in the model: `{transform, at, out_size, loc_lr_scale}`; empty = none")
@@ -148,7 +175,7 @@ class STNCNNConfig(Strict):
     """The flat form of version 0.1, `arch: stn-cnn`: read as `arch: cnn` with an `stn` block."""
 
     arch: Literal["stn-cnn"] = Field(description="`stn-cnn`: the same as `arch: cnn` with `stn: {transform, at, out_size, loc_lr_scale}`")
-    channels: tuple[int, int] = Field((32, 64), description="as for `cnn`")
+    channels: tuple[Channels, Channels] = Field((32, 64), description="as for `cnn`")
     norm: Literal["none", "batch"] = Field("none", description="as for `cnn`")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="as for `cnn`")
     transform: Literal[tuple(transforms.FAMILIES)] = Field("affine", description="as `stn.transform`")  # type: ignore[valid-type]
@@ -212,6 +239,14 @@ class Config(Strict):
     models: dict[str, ModelConfig] = Field(default_factory=_default_models, description="models trained side by side: `NAME: {arch, ..., stn}`")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training recipe, shared by all models")
 
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        twice = sorted({s for s in v if v.count(s) > 1})
+        if twice:
+            raise ValueError(f"each seed once: {', '.join(map(str, twice))} given more than once")
+        return v
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
@@ -261,18 +296,57 @@ class Config(Strict):
 # ---------------------------------------------------------------- loading
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as people write numbers and mappings: `1e9` and `1.0e9` are numbers (YAML 1.1 reads them as
+    strings), and a key given twice in one mapping is an error, not a silent overwrite."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    twice = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if twice:
+                    raise _DuplicateKey(key, key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, mark):
+        super().__init__(f"line {mark.line + 1}: key {_shown(key)} given twice in one mapping")
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _parse(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+
+
 def parse_set(item: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (['a', 'b', 'c'], value parsed as YAML)."""
     if "=" not in item:
-        raise UserError(f"--set {item}: expected key.path=value")
+        raise UserError(f"--set {_cut(item)}: expected key.path=value")
     key, _, text = item.partition("=")
     path = key.strip().split(".")
     if not all(path):
-        raise UserError(f"--set {item}: empty key in {key!r}")
+        raise UserError(f"--set {_cut(item)}: empty key in {_shown(key)}")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = _parse(text) if text.strip() else None
+    except _DuplicateKey as e:
+        raise UserError(f"--set {_cut(item)}: {e}") from None
     except yaml.YAMLError as e:
-        raise UserError(f"--set {item}: value is not valid YAML ({str(e).splitlines()[0]})") from None
+        raise UserError(f"--set {_cut(item)}: value is not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise UserError(f"--set {_cut(item)}: value is nested too deeply") from None
     return path, value
 
 
@@ -285,7 +359,7 @@ def apply_sets(raw: dict, sets: list[str]) -> dict:
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise UserError(f"--set {item}: {'.'.join(path[: i + 1])} is not a mapping")
+                raise UserError(f"--set {_cut(item)}: {_cut('.'.join(path[: i + 1]))} is not a mapping")
             node = child
         node[path[-1]] = value
     return raw
@@ -295,8 +369,14 @@ def read_yaml(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
+    if path.stat().st_size > MAX_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size:,} bytes; a config may hold at most {MAX_BYTES:,}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _parse(path.read_text())
+    except _DuplicateKey as e:
+        raise UserError(f"{path}: {e}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a config") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
@@ -324,6 +404,8 @@ def validate(raw: dict) -> Config:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
         raise UserError("\n".join(_describe(err) for err in e.errors())) from None
+    except RecursionError:
+        raise UserError("(config): nested too deeply to be a config") from None
     problems = size_problems(cfg)
     if problems:
         raise UserError("\n".join(problems))
@@ -359,11 +441,11 @@ def _describe(err: dict) -> str:
     if kind == "union_tag_not_found":
         return f"{'.'.join(loc + ['arch'])}: missing (choose from {', '.join(ARCHS)})"
     if kind == "literal_error":
-        return f"{'.'.join(loc)}: expected {err['ctx']['expected']}, got {err['input']!r}"
+        return f"{'.'.join(loc)}: expected {err['ctx']['expected']}, got {_shown(err['input'])}"
     msg = msg.removeprefix("Value error, ")
     if msg.startswith("preset: "):  # raised by the preset validator, which sees the whole variant
         loc, msg = loc + ["preset"], msg.removeprefix("preset: ")
-    got = "" if kind.startswith("value_error") or "input" not in err or isinstance(err["input"], dict) else f", got {err['input']!r}"
+    got = "" if kind.startswith("value_error") or "input" not in err or isinstance(err["input"], dict) else f", got {_shown(err['input'])}"
     return f"{'.'.join(loc) or '(config)'}: {msg[0].lower() + msg[1:]}{got}"
 
 

@@ -48,7 +48,7 @@ class TrainStep:
 
     def __init__(self, m: Member, t: TrainConfig, dtype: torch.dtype | None):
         device = next(m.model.parameters()).device
-        self.m, self.ls, self.dtype = m, t.label_smoothing, dtype
+        self.m, self.ls, self.dtype, self.device_type = m, t.label_smoothing, dtype, device.type
         self.sums = Sums(device)
         self.graphed = t.cuda_graphs and device.type == "cuda" and not m.dropout
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -56,8 +56,7 @@ class TrainStep:
     def _autocast(self, cache: bool = True):
         if self.dtype is None:
             return nullcontext()
-        device = next(self.m.model.parameters()).device
-        return torch.autocast(device.type, dtype=self.dtype, cache_enabled=cache)
+        return torch.autocast(self.device_type, dtype=self.dtype, cache_enabled=cache)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if not self.graphed:

@@ -41,7 +41,7 @@ def test_unknown_key_names_the_key_and_suggests(tmp_path):
 
 def test_inverted_range_names_the_key_path(tmp_path):
     text = "data: {variants: {rts: {scale: [1.2, 0.7]}}}\n"
-    assert problems(tmp_path, text) == ["data.variants.rts.scale: expected [min, max] with 0 < min <= max, got [1.2, 0.7]"]
+    assert problems(tmp_path, text) == ["data.variants.rts.scale: expected [min, max] of finite numbers with 0 < min <= max, got [1.2, 0.7]"]
 
 
 def test_wrong_type_and_out_of_range_name_their_keys(tmp_path):
@@ -137,3 +137,54 @@ def test_an_out_size_too_small_for_the_layers_behind_names_the_smallest(tmp_path
     assert problems(tmp_path, "models: {st: {arch: cnn, stn: {at: conv1, out_size: 6}}}\n") == [
         "models.st: out_size 6 is too small for the layers behind the transformer (at least 8)"
     ]
+
+
+@pytest.mark.parametrize("text, line", [
+    ("data: {variants: {rts: {rotation: [-.inf, .inf]}}}", "data.variants.rts.rotation: expected [min, max] of finite numbers with min <= max, got [-inf, inf]"),
+    ("data: {variants: {rts: {scale: [1, .inf]}}}", "data.variants.rts.scale: expected [min, max] of finite numbers with 0 < min <= max, got [1, inf]"),
+    ("data: {variants: {rts: {translation: .inf}}}", "data.variants.rts.translation: expected a finite shift >= 0 in px or 'fit', got inf"),
+    ("train: {lr: .inf}", "train.lr: input should be a finite number, got inf"),
+    ("train: {lr: .nan}", "train.lr: input should be a finite number, got nan"),
+])
+def test_infinite_and_nan_numbers_are_refused(tmp_path, text, line):
+    assert problems(tmp_path, text) == [line]
+
+
+def test_numbers_in_exponent_form_are_numbers_in_files_and_in_set(tmp_path):
+    cfg = config.load(write(tmp_path, "train: {lr: 1e-2, weight_decay: 5.0e-4}\ndata: {variants: {r: {rotation: [-1.0e1, 2e1]}}}\n"))
+    assert cfg.train.lr == 0.01 and cfg.train.weight_decay == 0.0005 and cfg.variant("r").rotation == (-10.0, 20.0)
+    cfg = config.load(write(tmp_path, "seeds: [1]\n"), ["train.lr=1.0e-3", "data.variants.rts.rotation=[-1.0e1, 1.0e1]"])
+    assert cfg.train.lr == 0.001 and cfg.variant("rts").rotation == (-10.0, 10.0)
+
+
+def test_a_key_given_twice_names_the_key_and_its_line(tmp_path):
+    assert problems(tmp_path, "name: x\ntrain: {epochs: 1}\ntrain: {lr: 0.5}\n") == [f"{tmp_path / 'c.yaml'}: line 3: key 'train' given twice in one mapping"]
+    with pytest.raises(UserError, match=r"--set models.c=\{arch: cnn, arch: cnn\}: line 1: key 'arch' given twice"):
+        config.load(write(tmp_path, "seeds: [1]\n"), ["models.c={arch: cnn, arch: cnn}"])
+
+
+def test_a_seed_given_twice_is_refused(tmp_path):
+    assert problems(tmp_path, "seeds: [0, 1, 0]\n") == ["seeds: each seed once: 0 given more than once"]
+
+
+def test_channel_counts_must_be_positive(tmp_path):
+    assert problems(tmp_path, "models: {c: {arch: cnn, channels: [-1, 5]}}\n") == ["models.c.channels.0: input should be greater than or equal to 1, got -1"]
+
+
+def test_a_deeply_nested_config_is_refused_in_one_line(tmp_path):
+    (line,) = problems(tmp_path, "seeds: " + "[" * 4000 + "]" * 4000 + "\n")
+    assert line.endswith("nested too deeply to be a config")
+
+
+def test_errors_repeat_at_most_a_few_hundred_characters_of_a_huge_value(tmp_path):
+    laughs = ["a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        laughs.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    lines = problems(tmp_path, "\n".join(laughs) + "\nseeds: *i\n")
+    # nine seeds that are not numbers, nine anchors that are not keys: a line each, none of them long
+    assert len(lines) == 18 and all(len(line) < 300 for line in lines)
+
+
+def test_a_config_file_over_a_megabyte_is_refused_before_parsing(tmp_path):
+    (line,) = problems(tmp_path, "# " + "x" * (1 << 20) + "\n")
+    assert "a config may hold at most 1,048,576" in line
