@@ -15,5 +15,5 @@ start=$(date +%s)
 timeout -s INT "$limit" python3 -m stnexp train configs/rts.yaml --out /tmp/rts-run --force > "$out/rts-train.txt" 2>&1
 echo "rts.yaml exit $? after $(( $(date +%s) - start )) s" | tee -a "$out/rts-train.txt"
 cp /tmp/rts-run/results.md /tmp/rts-run/metrics.csv "$out/" 2>/dev/null
-cp /tmp/rts-run/stn/rts-st-cnn-s0.png "$out/" 2>/dev/null
+cp /tmp/rts-run/stn/rts/st-cnn-s0.png "$out/" 2>/dev/null
 tail -n 30 "$out/rts-train.txt"

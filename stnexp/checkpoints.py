@@ -66,4 +66,44 @@ def load(path: Path) -> dict:
         raise UserError(f"{path}: truncated, corrupt or not a checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not a stnexp checkpoint")
+    problem = _malformed(payload)
+    if problem:
+        raise UserError(f"{path}: malformed checkpoint: {problem}")
     return payload
+
+
+_NUMBER = (int, float)
+# what every field a checkpoint must hold is, as version 0.1 wrote them
+FIELDS = {
+    "kind": str, "variant": str, "model_name": str, "seed": int, "in_size": int, "config": dict,
+    "config_digest": str, "model": dict, "optimizer": dict, "scheduler": dict, "epoch": int, "step": int,
+    "best_val": _NUMBER, "best_epoch": int, "diverged": (int, type(None)), "train_seconds": _NUMBER,
+    "history": list, "rng": dict,
+}
+MAX_SIDE = 512  # the largest canvas a config allows
+
+
+def _malformed(ck: dict) -> str | None:
+    """What is wrong with a checkpoint's fields, before anything is built from them (None: nothing)."""
+    from stnexp import config
+
+    for key, kind in FIELDS.items():
+        if key not in ck:
+            return f"no {key!r}"
+        if not isinstance(ck[key], kind) or (isinstance(ck[key], bool) and kind is not bool):
+            return f"{key!r} is {type(ck[key]).__name__}, not what stnexp writes there"
+    if ck["kind"] not in ("best", "last"):
+        return f"'kind' is {ck['kind'][:20]!r}, not best or last"
+    if not 1 <= ck["in_size"] <= MAX_SIDE:
+        return f"'in_size' is {ck['in_size']}, outside 1-{MAX_SIDE}"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ck["model"].items()):
+        return "'model' is not a mapping of names to tensors"
+    try:
+        cfg = config.validate(ck["config"])
+    except UserError as e:
+        return f"its config is not valid ({str(e).splitlines()[0]})"
+    if ck["model_name"] not in cfg.models:
+        return f"its config has no model {ck['model_name'][:40]!r}"
+    if ck["variant"] not in cfg.data.variants or cfg.variant(ck["variant"]).canvas != ck["in_size"]:
+        return f"its config has no variant {ck['variant'][:40]!r} of canvas {ck['in_size']}"
+    return None

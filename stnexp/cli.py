@@ -3,6 +3,7 @@ commands, so `stnexp --help` stays fast."""
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 from pathlib import Path
@@ -24,9 +25,20 @@ app.add_typer(config_app, name="config")
 SET = typer.Option(None, "--set", help="override a config key: key.path=value (value parsed as YAML); repeatable")
 
 
+def _echo(text: str, err: bool = False, nl: bool = True) -> None:
+    """typer.echo of what the terminal can encode (see main(): ± becomes +-, the rest it cannot show ?)."""
+    stream = sys.stderr if err else sys.stdout
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text = text.encode(encoding, "stnexp-plain").decode(encoding)
+    except LookupError:  # an encoding Python does not know: leave it to click
+        pass
+    typer.echo(text, err=err, nl=nl)
+
+
 def _fail(lines: str, code: int) -> None:
     for line in str(lines).splitlines():
-        typer.echo(f"error: {line}", err=True)
+        _echo(f"error: {line}", err=True)
     raise typer.Exit(code)
 
 
@@ -69,7 +81,7 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="override `device`: auto | cpu | cuda | cuda:N | mps"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default <out>/<name>/<timestamp>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out (default: the newest run of this config) from its last checkpoints"),
-    force: bool = typer.Option(False, "--force", help="overwrite a non-empty --out"),
+    force: bool = typer.Option(False, "--force", help="overwrite the run in --out (only a stnexp run directory, only the files that run wrote)"),
 ):
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
 
@@ -82,30 +94,30 @@ def train(
         sets = list(set_ or []) + ([f"device={device}"] if device else [])
         cfg = _config(config_file, sets)
         torch_device = dev.resolve(cfg.device)
-        run = runs.prepare(cfg, out, resume, force)
-        log = runs.logger(run)
-        log.debug("command: " + " ".join(sys.argv))
-        if not resume:
-            checkpoints.atomic_text(run / runs.CONFIG, config.dump(cfg))
-        runs.write_env(run, torch_device)
-        log.info(f"run directory: {run}")
-        stop = threading.Event()
-        previous = training.install_sigint(stop)
-        try:
-            training.train(cfg, run, torch_device, log, stop)
-        except UserError:
-            # bad input found before anything was trained (missing data files, say): leave nothing behind
-            if not resume and not (run / runs.CHECKPOINTS).exists():
-                runs.logger(None)
-                runs.clear(run)
-            raise
-        except training.Interrupted:
-            log.warning(f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out {run}")
-            raise typer.Exit(130)
-        finally:
-            import signal
+        with runs.prepare(cfg, out, resume, force) as run:
+            log = runs.logger(run)
+            log.debug("command: " + " ".join(sys.argv))
+            if not resume:
+                checkpoints.atomic_text(run / runs.CONFIG, config.dump(cfg))
+            runs.write_env(run, torch_device)
+            log.info(f"run directory: {run}")
+            stop = threading.Event()
+            previous = training.install_sigint(stop)
+            try:
+                training.train(cfg, run, torch_device, log, stop)
+            except UserError:
+                # bad input found before anything was trained (missing data files, say): leave nothing behind
+                if not resume and not (run / runs.CHECKPOINTS).exists():
+                    runs.logger(None)
+                    runs.clear(run, remove_dir=True)
+                raise
+            except training.Interrupted:
+                log.warning(f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out {run}")
+                raise typer.Exit(130)
+            finally:
+                import signal
 
-            signal.signal(signal.SIGINT, previous)
+                signal.signal(signal.SIGINT, previous)
 
     _guard(body)
 
@@ -147,8 +159,8 @@ def eval_(
             reporting.write(where, runs.EVAL, rows, md, reporting.EVAL_FIELDS)
         except OSError as e:
             raise UserError(f"--out {where}: not writable ({e.strerror or e})") from None
-        typer.echo(md)
-        typer.echo(f"wrote {where / (runs.EVAL + '.md')}")
+        _echo(md)
+        _echo(f"wrote {where / (runs.EVAL + '.md')}")
 
     _guard(body)
 
@@ -167,7 +179,7 @@ def preview(
 
         cfg = _config(config_file, set_)
         for path in pv.write(cfg, out, n):
-            typer.echo(str(path))
+            _echo(str(path))
 
     _guard(body)
 
@@ -179,7 +191,7 @@ def config_show(config_file: Path = typer.Argument(..., metavar="CFG"), set_: Op
     def body():
         from stnexp import config
 
-        typer.echo(config.dump(_config(config_file, set_)), nl=False)
+        _echo(config.dump(_config(config_file, set_)), nl=False)
 
     _guard(body)
 
@@ -194,5 +206,21 @@ def config_schema():
     typer.echo(json.dumps(config.schema(), indent=2))
 
 
+# what a terminal that cannot show a character gets instead
+ASCII = {"±": "+-", "×": "x", "–": "-", "—": "-"}
+
+
+def _plain(error: UnicodeEncodeError) -> tuple[str, int]:
+    return "".join(ASCII.get(c, "?") for c in error.object[error.start : error.end]), error.end
+
+
+codecs.register_error("stnexp-plain", _plain)
+
+
 def main() -> None:
+    # print what the terminal can encode (an ASCII or Latin-1 locale cannot show every character of a
+    # table) instead of dying after the work is done
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="stnexp-plain")
     app()

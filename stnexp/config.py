@@ -70,6 +70,15 @@ def _shown(value: Any) -> str:
     return _cut(_REPR.repr(value))
 
 
+def _first_line(e: Exception) -> str:
+    """An exception's message on one line (YAML's and the network's span several): the first line, and
+    the last where it says why."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    return _cut(lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}")
+
+
 def _cut(text: str) -> str:
     return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
 
@@ -382,7 +391,7 @@ def read_yaml(path: Path) -> dict:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise UserError(f"{path}: YAML syntax error at {where}: {e.problem}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not readable as YAML: {e}") from None
+        raise UserError(f"{path}: not readable as YAML: {_first_line(e)}") from None
     if raw is None:
         raise UserError(f"{path}: the config is empty")
     if not isinstance(raw, dict):

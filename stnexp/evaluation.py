@@ -78,9 +78,7 @@ class TestSets:
 def load_model(path: Path, device: torch.device) -> tuple[dict, C.Config, models.CNN]:
     """A checkpoint, its config and the model it describes with its weights; a mismatch says what differs."""
     ck = checkpoints.load(path)
-    cfg = C.validate(ck["config"])
-    if ck.get("model_name") not in cfg.models:
-        raise UserError(f"{path}: its config has no model {ck.get('model_name')!r}")
+    cfg = C.validate(ck["config"])  # checked already by checkpoints.load
     model = models.build(cfg.models[ck["model_name"]], ck["in_size"])
     problem = models.mismatch(model, ck["model"])
     if problem:
@@ -167,14 +165,11 @@ def score_run(source: Path, variants: list[str], external: tuple[Path, Path] | N
 
 
 def read_external(images: Path, labels: Path, device: torch.device) -> TestSet:
-    """An external test set: uint8 images N x H x W (square) and N labels, as IDX files."""
-    from stnexp import idx
+    """An external test set: uint8 images N x H x W (square) and N labels 0-9, as IDX files."""
+    from stnexp import idx, mnist
 
     x, y = idx.read(images), idx.read(labels)
-    if x.ndim != 3 or x.dtype.name != "uint8":
-        raise UserError(f"{images}: expected uint8 images N x H x W, got {x.dtype} {'x'.join(map(str, x.shape))}")
-    if y.ndim != 1 or len(y) != len(x):
-        raise UserError(f"{labels}: {len(y)} labels for {len(x)} images in {images}")
+    mnist.check(x, y, images, labels)
     if x.shape[1] != x.shape[2]:
         raise UserError(f"{images}: images are {x.shape[1]}x{x.shape[2]}; stnexp models take square images")
     return TestSet(str(images), torch.from_numpy(x.copy()).unsqueeze(1).to(device), torch.from_numpy(y.astype("int64")).to(device), external=True)

@@ -18,8 +18,13 @@ _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
 _CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
 
 
+MAX_BYTES = 1 << 30  # the most uncompressed data one IDX file may declare (MNIST's largest is 47 MB)
+
+
 def read_bytes(path: Path) -> bytes:
-    """The uncompressed content of an IDX file, gzip or raw (told apart by the gzip magic bytes)."""
+    """The uncompressed content of an IDX file, gzip or raw (told apart by the gzip magic bytes). Gzip is
+    decompressed as a stream and stopped as soon as it yields more than its IDX header declares, so a
+    small file that expands to gigabytes is refused without holding them."""
     from stnexp.errors import UserError
 
     path = Path(path)
@@ -27,11 +32,38 @@ def read_bytes(path: Path) -> bytes:
         raise UserError(f"{path}: file not found")
     try:
         raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            return gzip.decompress(raw)
-        return raw
+        if raw[:2] != b"\x1f\x8b":
+            return raw
+        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = bytearray(stream.decompress(raw, 1024))  # an IDX header has at most 4 + 4 * 255 bytes
+        pending = stream.unconsumed_tail
+        limit = _declared(bytes(out))
+        if limit is None:
+            limit = MAX_BYTES  # not an IDX header: parse() will say so
+        elif limit > MAX_BYTES:
+            raise UserError(f"{path}: its header declares {limit:,} bytes, more than the {MAX_BYTES:,} an IDX file may hold here")
+        while not stream.eof and len(out) <= limit:
+            chunk = stream.decompress(pending, 1 << 22)
+            pending = stream.unconsumed_tail
+            if not chunk and not pending:
+                break
+            out += chunk
+        if len(out) > limit:
+            raise UserError(f"{path}: decompresses to more than the {limit:,} bytes its header declares")
+        if not stream.eof:
+            raise UserError(f"{path}: corrupt or truncated gzip data (the stream ends early)")
+        return bytes(out)
     except (EOFError, OSError, zlib.error) as e:
         raise UserError(f"{path}: corrupt or truncated gzip data ({e})") from None
+
+
+def _declared(head: bytes) -> int | None:
+    """The whole file's length in bytes as an IDX header declares it (None when it is no IDX header)."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _DTYPES or len(head) < 4 + 4 * head[3]:
+        return None
+    ndim = head[3]
+    shape = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return 4 + 4 * ndim + int(np.prod(shape, dtype=object)) * np.dtype(_DTYPES[head[2]]).itemsize
 
 
 def parse(content: bytes, path: Path | str = "<bytes>", md5: str | None = None) -> np.ndarray:

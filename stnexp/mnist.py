@@ -58,14 +58,30 @@ def load(root: Path | None = None, download: bool = False) -> Digits:
             arrays[key] = idx.read(BUNDLED / (stem + ".gz"), md5=MD5[key])
         else:
             arrays[key] = idx.read(find(Path(root), stem))
+    paths = {key: find(Path(root), stem) if root else BUNDLED / (stem + ".gz") for key, stem in FILES.items()}
     for part in ("train", "test"):
-        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        path = find(Path(root), FILES[f"{part}_images"]) if root else BUNDLED / FILES[f"{part}_images"]
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise UserError(f"{path}: expected uint8 images N x H x W, got {images.dtype} {images.shape}")
-        if labels.shape != (images.shape[0],):
-            raise UserError(f"{path}: {images.shape[0]} images but {labels.shape[0]} labels")
+        check(arrays[f"{part}_images"], arrays[f"{part}_labels"], paths[f"{part}_images"], paths[f"{part}_labels"])
+    if arrays["test_images"].shape[1:] != arrays["train_images"].shape[1:]:
+        shape = lambda a: "x".join(map(str, a.shape[1:]))  # noqa: E731
+        raise UserError(f"{paths['test_images']}: test images are {shape(arrays['test_images'])}, the training images {shape(arrays['train_images'])}")
     return Digits(**arrays)
+
+
+def check(images: np.ndarray, labels: np.ndarray, images_path: Path, labels_path: Path) -> None:
+    """A set of digits as stnexp takes it: uint8 images N x H x W (N > 0) and N labels 0-9."""
+    from stnexp.errors import UserError
+
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise UserError(f"{images_path}: expected uint8 images N x H x W, got {images.dtype} {'x'.join(map(str, images.shape))}")
+    if len(images) == 0:
+        raise UserError(f"{images_path}: holds no images")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise UserError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path}")
+    if labels.dtype.kind not in "iu":
+        raise UserError(f"{labels_path}: labels must be whole numbers 0-9, got {labels.dtype}")
+    bad = labels[(labels < 0) | (labels > 9)]
+    if len(bad):
+        raise UserError(f"{labels_path}: labels must be 0-9, found {int(bad[0])} ({len(bad)} such)")
 
 
 def fetch(root: Path) -> None:
@@ -80,4 +96,6 @@ def fetch(root: Path) -> None:
         MNIST(str(root), train=True, download=True)
         MNIST(str(root), train=False, download=True)
     except Exception as e:  # network errors come in many types; the message is what matters
-        raise UserError(f"data.download: could not download MNIST into {root}: {e}") from None
+        from stnexp.config import _first_line
+
+        raise UserError(f"data.download: could not download MNIST into {root}: {_first_line(e)}") from None

@@ -4,7 +4,7 @@ train.log. Every other module asks this one for a run file's name.
     <out>/<name>/<YYYYmmdd-HHMMSS>/   (or --out DIR)
         config.yaml  env.json  train.log  metrics.csv  results.{md,csv,json}  eval.{md,csv,json}
         checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
-        stn/<variant>-<model>-s<seed>.png
+        stn/<variant>/<model>-s<seed>.png   (0.1 wrote stn/<variant>-<model>-s<seed>.png)
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from stnexp.errors import UserError
 
@@ -31,11 +32,12 @@ RESULTS = "results"  # results.{md,csv,json}: the test scores of `train`
 EVAL = "eval"  # eval.{md,csv,json}: the scores of `stnexp eval`
 TABLE_SUFFIXES = (".md", ".csv", ".json")
 CHECKPOINTS = "checkpoints"  # checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
-PICTURES = "stn"  # stn/<variant>-<model>-s<seed>.png
+PICTURES = "stn"  # stn/<variant>/<model>-s<seed>.png: a folder per variant, so no two names meet
 CHECKPOINT_KINDS = ("best", "last")
+MARKER = ".stnexp-run"  # written first into every run directory: what --force recognises a run by
+LOCK = ".stnexp-lock"  # held (flock) by the process training into the directory
 
-OWN_FILES = [CONFIG, ENV, LOG, METRICS] + [stem + suffix for stem in (RESULTS, EVAL) for suffix in TABLE_SUFFIXES]
-OWN_DIRS = [CHECKPOINTS, PICTURES]
+OWN_FILES = [CONFIG, ENV, LOG, METRICS] + [stem + suffix for stem in (RESULTS, EVAL) for suffix in TABLE_SUFFIXES] + [MARKER, LOCK]
 
 
 def checkpoint_path(run: Path, variant: str, model: str, seed: int, kind: str) -> Path:
@@ -43,6 +45,11 @@ def checkpoint_path(run: Path, variant: str, model: str, seed: int, kind: str) -
 
 
 def picture_path(run: Path, variant: str, model: str, seed: int) -> Path:
+    return run / PICTURES / variant / f"{model}-s{seed}.png"
+
+
+def picture_path_0_1(run: Path, variant: str, model: str, seed: int) -> Path:
+    """Where version 0.1 put the picture (variant `a` + model `b-c` met variant `a-b` + model `c` there)."""
     return run / PICTURES / f"{variant}-{model}-s{seed}.png"
 
 
@@ -56,25 +63,16 @@ def sibling_checkpoint(path: Path, kind: str) -> Path | None:
     return None
 
 
-def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Path:
-    """The run directory for `stnexp train`: new, resumed (config must match) or overwritten (--force)."""
+@contextmanager
+def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
+    """The run directory for `stnexp train`, held for the body of the `with`: new, resumed (the config
+    must match) or overwritten (--force: only a directory that stnexp made, and only the files its run
+    wrote). A lock keeps a second process out while this one trains into it."""
     from stnexp import config as C
 
     if resume and force:
         raise UserError("--resume and --force exclude each other")
-    if out is None:
-        base = Path(cfg.out) / cfg.name
-        if resume:
-            runs = sorted(p for p in base.glob("*") if (p / CONFIG).is_file()) if base.is_dir() else []
-            if not runs:
-                raise UserError(f"--resume: no run of {cfg.name!r} under {base}; name one with --out")
-            out = runs[-1]
-        else:
-            out = base / time.strftime("%Y%m%d-%H%M%S")
-            while out.exists():
-                time.sleep(1)
-                out = base / time.strftime("%Y%m%d-%H%M%S")
-    out = Path(out)
+    out = Path(out) if out is not None else _default_out(cfg, resume)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     non_empty = out.is_dir() and any(out.iterdir())
@@ -88,25 +86,126 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Path:
     elif non_empty:
         if not force:
             raise UserError(f"--out {out}: not empty; pass --resume to continue that run or --force to overwrite it")
-        clear(out)
+        if not is_run(out):
+            raise UserError(f"--out {out}: not a stnexp run directory (no {MARKER}); --force overwrites only runs, pick an empty or new folder")
     try:
-        out.mkdir(parents=True, exist_ok=True)  # (again after clear(): it may have removed the folder)
-        probe = out / f".write-test{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        held = _lock(out)
     except OSError as e:
         raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
+    try:
+        if non_empty and force:
+            clear(out, remove_dir=False)
+        (out / MARKER).write_text(json.dumps({"stnexp": _version()}) + "\n")
+        yield out
+    finally:
+        held.close()
+
+
+def _default_out(cfg, resume: bool) -> Path:
+    """<out>/<name>/<timestamp>: a new one, or for --resume the newest run there."""
+    base = Path(cfg.out) / cfg.name
+    if resume:
+        found = sorted(p for p in base.glob("*") if (p / CONFIG).is_file()) if base.is_dir() else []
+        if not found:
+            raise UserError(f"--resume: no run of {cfg.name!r} under {base}; name one with --out")
+        return found[-1]
+    out = base / time.strftime("%Y%m%d-%H%M%S")
+    while out.exists():
+        time.sleep(1)
+        out = base / time.strftime("%Y%m%d-%H%M%S")
     return out
 
 
-def clear(run: Path) -> None:
-    """Remove what stnexp writes in a run directory (and the directory, if nothing else is left)."""
-    for name in OWN_FILES:
-        (run / name).unlink(missing_ok=True)
-    for name in OWN_DIRS:
-        shutil.rmtree(run / name, ignore_errors=True)
-    if run.is_dir() and not any(run.iterdir()):
-        run.rmdir()
+def is_run(path: Path) -> bool:
+    """Whether stnexp made this directory: its marker, or (runs of 0.1, made before the marker) an
+    env.json that stnexp wrote."""
+    if (path / MARKER).is_file():
+        return True
+    try:
+        env = json.loads((path / ENV).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(env, dict) and {"stnexp", "torch", "command", "started"} <= set(env)
+
+
+class _Held:
+    """An exclusive flock on the run's lock file; the OS drops it however the process ends."""
+
+    def __init__(self, fd: int | None):
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _lock(run: Path) -> _Held:
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: run unguarded
+        return _Held(None)
+    fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise UserError(f"--out {run}: a run is training into it ({holder}); wait for it to end or pick another --out") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+    return _Held(fd)
+
+
+def _version() -> str:
+    import stnexp
+
+    return stnexp.__version__
+
+
+def written_files(run: Path) -> list[Path]:
+    """The files a run wrote into its directory: its own top-level files and, as its config names them,
+    its checkpoints and pictures (with the temporary files of an interrupted checkpoint write)."""
+    from stnexp import config as C
+
+    files = [run / name for name in OWN_FILES]
+    try:
+        cfg = C.load(run / CONFIG)
+    except UserError:
+        return files
+    for variant in cfg.data.variants:
+        for model in cfg.models:
+            for seed in cfg.seeds:
+                files += [picture_path(run, variant, model, seed), picture_path_0_1(run, variant, model, seed)]
+                for kind in CHECKPOINT_KINDS:
+                    path = checkpoint_path(run, variant, model, seed, kind)
+                    files += [path, *path.parent.glob(f".{path.name}.tmp*")]
+    return files
+
+
+def clear(run: Path, remove_dir: bool) -> None:
+    """Remove the files a run wrote and the folders this leaves empty. The lock file stays (its holder
+    is this process) unless the run's folder goes too (`remove_dir`, never the working directory).
+    Nothing else is touched."""
+    for path in written_files(run):
+        if path.name != LOCK:
+            path.unlink(missing_ok=True)
+    for parent in (run / CHECKPOINTS, run / PICTURES):
+        if parent.is_dir():
+            for folder in parent.iterdir():
+                _remove_if_empty(folder)
+        _remove_if_empty(parent)
+    if remove_dir and run.resolve() != Path.cwd().resolve() and [p.name for p in run.iterdir()] == [LOCK]:
+        (run / LOCK).unlink()
+        _remove_if_empty(run)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty, not there: leave it
+        pass
 
 
 def _differences(a, b, prefix="") -> list[str]:

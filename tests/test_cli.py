@@ -24,11 +24,11 @@ def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
             assert (tiny_run / "checkpoints" / "rts" / f"{model}-s0-{kind}.pt").is_file()
     from PIL import Image
 
-    with Image.open(tiny_run / "stn" / "rts-st-cnn-s0.png") as png:
+    with Image.open(tiny_run / "stn" / "rts" / "st-cnn-s0.png") as png:
         png.verify()  # a complete, well-formed PNG
-    with Image.open(tiny_run / "stn" / "rts-st-cnn-s0.png") as png:
+    with Image.open(tiny_run / "stn" / "rts" / "st-cnn-s0.png") as png:
         assert png.width > png.height > 2 * 42  # 32 pairs of 42x42 digits, 8 pairs a row
-    assert not (tiny_run / "stn" / "rts-cnn-s0.png").exists()
+    assert sorted(p.name for p in (tiny_run / "stn").rglob("*")) == ["rts", "st-cnn-s0.png"]  # none for the CNN
     rows = json.loads((tiny_run / "results.json").read_text())
     assert {(r["model"], r["checkpoint"]) for r in rows} == {(m, k) for m in ("cnn", "st-cnn") for k in ("best", "last")}
     for r in rows:
@@ -103,17 +103,83 @@ def test_non_empty_out_is_refused_without_resume_or_force(tiny_run):
     assert r.exit_code == 2 and "not empty" in r.output and "--resume" in r.output
 
 
-def test_force_overwrites_only_a_run(tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "results.md").write_text("old")
-    (out / "mine.txt").write_text("keep me")
-    args = ["train", "configs/smoke.yaml", "--out", out, "--force"]
-    for s in TINY + ["train.epochs=1", "data.train_size=256"]:
+def _train(out, *extra, sets=()):
+    args = ["train", "configs/smoke.yaml", "--out", out, *extra]
+    for s in TINY + ["train.epochs=1", "data.train_size=256", *sets]:
         args += ["--set", s]
-    r = invoke(*args)
+    return invoke(*args)
+
+
+def test_force_overwrites_a_run_and_only_the_files_it_wrote(tmp_path):
+    out = tmp_path / "run"
+    assert _train(out).exit_code == 0
+    (out / "mine.txt").write_text("keep me")
+    (out / "checkpoints" / "mine").mkdir()
+    (out / "checkpoints" / "mine" / "keep.pt").write_text("keep me")
+    (out / "stn" / "my.png").write_text("keep me")
+    accuracies = [r["accuracy"] for r in json.loads((out / "results.json").read_text())]
+    (out / "results.json").write_text("old")
+    r = _train(out, "--force")
     assert r.exit_code == 0, r.output
-    assert (out / "mine.txt").read_text() == "keep me" and "old" not in (out / "results.md").read_text()
+    for mine in ("mine.txt", "checkpoints/mine/keep.pt", "stn/my.png"):
+        assert (out / mine).read_text() == "keep me", mine
+    assert [r["accuracy"] for r in json.loads((out / "results.json").read_text())] == accuracies
+
+
+@pytest.mark.parametrize("planted", ["config.yaml", "train.log", "results.md"])
+def test_force_refuses_a_folder_stnexp_did_not_make(tmp_path, planted):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / planted).write_text("the user's own")
+    r = _train(out, "--force")
+    assert r.exit_code == 2 and "not a stnexp run directory" in r.output
+    assert [p.name for p in out.iterdir()] == [planted] and (out / planted).read_text() == "the user's own"
+
+
+def test_force_on_the_working_directory_refuses_a_non_run(tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copy("configs/smoke.yaml", tmp_path / "config.yaml")
+    (tmp_path / "train.log").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    r = invoke("train", "config.yaml", "--out", ".", "--force", "--set", "data.train_size=256")
+    assert r.exit_code == 2 and "not a stnexp run directory" in r.output
+    assert (tmp_path / "train.log").read_text() == "mine" and (tmp_path / "config.yaml").is_file()
+
+
+def test_a_run_of_0_1_without_the_marker_is_still_a_run_for_force(tmp_path):
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree("tests/data/v01-run", out)
+    assert not (out / ".stnexp-run").exists()
+    r = _train(out, "--force")
+    assert r.exit_code == 0, r.output
+    assert not (out / "checkpoints" / "rotated").exists()  # the old run's files are gone, nothing else was there
+
+
+def test_a_second_train_into_a_directory_in_use_exits_2_naming_the_first(tmp_path):
+    import fcntl
+    import os
+
+    out = tmp_path / "run"
+    assert _train(out).exit_code == 0
+    # another process holds the run's lock, as a training process does for its lifetime
+    fd = os.open(out / ".stnexp-lock", os.O_RDWR)
+    other = os.open(out / ".stnexp-lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.write(fd, b"pid 4242 on host, since now")
+    try:
+        before = sorted(p.name for p in out.rglob("*"))
+        for extra in (["--force"], ["--resume"]):
+            r = _train(out, *extra)
+            assert r.exit_code == 2 and "a run is training into it (pid 4242 on host, since now)" in r.output
+        assert sorted(p.name for p in out.rglob("*")) == before
+    finally:
+        os.close(fd)
+        os.close(other)
+    assert _train(out, "--force").exit_code == 0  # released: a stale lock file is no obstacle
 
 
 def test_preview_writes_one_png_per_variant(tmp_path):
@@ -155,3 +221,34 @@ def test_a_canvas_too_small_for_a_model_exits_2_before_any_run_directory(tmp_pat
         "error: data.variants.rts: canvas 9 is too small for model st-cnn (it needs at least 24)",
     ]
     assert not out.exists()
+
+
+def test_transformer_pictures_of_look_alike_names_do_not_meet(tmp_path):
+    from stnexp import runs
+
+    assert runs.picture_path(tmp_path, "a", "b-st", 0) != runs.picture_path(tmp_path, "a-b", "st", 0)
+
+
+def test_a_terminal_that_cannot_encode_the_tables_gets_plain_characters(tiny_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    r = subprocess.run([sys.executable, "-m", "stnexp", "eval", str(tiny_run), "--out", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "mean +- std" in r.stdout
+    assert "mean ± std" in (tmp_path / "eval.md").read_text(encoding="utf-8")  # the files keep the real sign
+
+
+def test_an_external_set_that_is_empty_or_has_labels_outside_0_to_9_exits_2(tiny_run, tmp_path):
+    import numpy as np
+
+    idx.write(tmp_path / "none.gz", np.zeros((0, 42, 42), np.uint8))
+    idx.write(tmp_path / "none-lab.gz", np.zeros((0,), np.uint8))
+    r = invoke("eval", tiny_run, "--images", tmp_path / "none.gz", "--labels", tmp_path / "none-lab.gz")
+    assert r.exit_code == 2 and "none.gz: holds no images" in r.output
+    idx.write(tmp_path / "img.gz", np.zeros((3, 42, 42), np.uint8))
+    idx.write(tmp_path / "lab.gz", np.array([1, 12, 3], np.uint8))
+    r = invoke("eval", tiny_run, "--images", tmp_path / "img.gz", "--labels", tmp_path / "lab.gz")
+    assert r.exit_code == 2 and "lab.gz: labels must be 0-9, found 12 (1 such)" in r.output

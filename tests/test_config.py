@@ -188,3 +188,11 @@ def test_errors_repeat_at_most_a_few_hundred_characters_of_a_huge_value(tmp_path
 def test_a_config_file_over_a_megabyte_is_refused_before_parsing(tmp_path):
     (line,) = problems(tmp_path, "# " + "x" * (1 << 20) + "\n")
     assert "a config may hold at most 1,048,576" in line
+
+
+def test_a_binary_config_is_one_line(tmp_path):
+    p = tmp_path / "bin.yaml"
+    p.write_bytes(b"name: x\n\x00\x01\x02binary\n")
+    with pytest.raises(UserError) as e:
+        config.load(p)
+    assert len(str(e.value).splitlines()) == 1 and "not readable as YAML" in str(e.value)

@@ -70,5 +70,59 @@ def test_data_root_with_raw_files_loads(tmp_path):
 
 def test_data_root_with_label_count_mismatch_is_refused(tmp_path):
     write_root(tmp_path, ".gz", n_labels=99)
-    with pytest.raises(UserError, match="100 images but 99 labels"):
+    with pytest.raises(UserError, match="train-labels-idx1-ubyte.gz: 99 labels for 100 images"):
         mnist.load(tmp_path)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array([3] * 9 + [10], np.uint8), "t10k-labels-idx1-ubyte.gz: labels must be 0-9, found 10 (1 such)"),
+    (np.array([3] * 9 + [-3], np.int8), "t10k-labels-idx1-ubyte.gz: labels must be 0-9, found -3 (1 such)"),
+])
+def test_labels_outside_0_to_9_are_refused_naming_the_file(tmp_path, labels, message):
+    write_root(tmp_path)
+    idx.write(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    with pytest.raises(UserError) as e:
+        mnist.load(tmp_path)
+    assert str(e.value).endswith(message)
+
+
+def test_test_images_of_another_size_than_the_training_images_are_refused(tmp_path):
+    d = write_root(tmp_path)
+    idx.write(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((10, 32, 32), np.uint8))
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte.gz: test images are 32x32, the training images 28x28"):
+        mnist.load(tmp_path)
+    assert d is not None
+
+
+def test_an_empty_test_set_is_refused(tmp_path):
+    write_root(tmp_path)
+    idx.write(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8))
+    idx.write(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros((0,), np.uint8))
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte.gz: holds no images"):
+        mnist.load(tmp_path)
+
+
+def test_a_gzip_that_expands_past_its_declared_size_is_stopped_early(tmp_path):
+    import gzip
+
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (10, 28, 28))
+    (tmp_path / "bomb.gz").write_bytes(gzip.compress(header + bytes(200 << 20), compresslevel=9))  # 200 MB of zeros
+    assert (tmp_path / "bomb.gz").stat().st_size < 1 << 20
+    with pytest.raises(UserError, match="bomb.gz: decompresses to more than the 7,856 bytes its header declares"):
+        idx.read(tmp_path / "bomb.gz")
+    huge = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (10**6, 100, 100))
+    (tmp_path / "huge.gz").write_bytes(gzip.compress(huge))
+    with pytest.raises(UserError, match="huge.gz: its header declares 10,000,000,016 bytes"):
+        idx.read(tmp_path / "huge.gz")
+
+
+def test_a_failed_download_is_one_line_with_the_reason(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://a/, got:\n<urlopen error no network>\n")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(UserError) as e:
+        mnist.load(tmp_path, download=True)
+    assert str(e.value).splitlines() == [f"data.download: could not download MNIST into {tmp_path}: Error downloading train-images-idx3-ubyte.gz: <urlopen error no network>"]

@@ -200,3 +200,25 @@ def test_missing_data_files_exit_2_and_leave_no_run_behind(tmp_path):
     r = cli("train", "configs/smoke.yaml", "--out", out, sets=TINY + [f"data.root={tmp_path / 'nodata'}"])
     assert r.exit_code == 2 and "train-images-idx3-ubyte.gz: file not found" in r.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda ck: ck.pop("config"), "malformed checkpoint: no 'config'"),
+    (lambda ck: ck.pop("variant"), "malformed checkpoint: no 'variant'"),
+    (lambda ck: ck.update(in_size="abc"), "malformed checkpoint: 'in_size' is str, not what stnexp writes there"),
+    (lambda ck: ck.update(in_size=100000), "malformed checkpoint: 'in_size' is 100000, outside 1-512"),
+    (lambda ck: ck.update(in_size=28), "malformed checkpoint: its config has no variant 'rts' of canvas 28"),
+    (lambda ck: ck["config"]["train"].update(lr=-1), "malformed checkpoint: its config is not valid (train.lr: input should be greater than 0"),
+    (lambda ck: ck.update(model={"w": 3}), "malformed checkpoint: 'model' is not a mapping of names to tensors"),
+])
+def test_a_malformed_checkpoint_exits_2_in_one_line(tmp_path, tiny_run, change, message):
+    from stnexp import checkpoints
+    from stnexp.errors import UserError
+
+    ck = torch.load(tiny_run / "checkpoints" / "rts" / "cnn-s0-best.pt", weights_only=True)
+    change(ck)
+    torch.save(ck, tmp_path / "odd.pt")
+    r = cli("eval", tmp_path / "odd.pt")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and message in r.output, r.output
+    with pytest.raises(UserError, match="odd.pt: malformed checkpoint"):
+        checkpoints.load(tmp_path / "odd.pt")
