@@ -29,6 +29,7 @@ from stnexp.step import TrainStep
 
 METRIC_FIELDS = ["variant", "seed", "model", "epoch", "step", "train_loss", "train_acc", "val_acc", "lr", "seconds", "images_per_s"]
 PROGRESS_EVERY = 0.5  # seconds between host reads of the device-side running sums (each read is a sync)
+PLAIN_EVERY = 30.0  # seconds between progress lines when the output is not a terminal (a file, a CI log)
 PICTURE_DIGITS = 32
 
 
@@ -132,6 +133,7 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
     log.info(f"results: {run.dir / (runs.RESULTS + '.md')}")
     if interrupted:
         raise Interrupted()
+    log.info(f"finished in {duration(time.perf_counter() - t0)}; run directory: {run.dir}")
     return rows
 
 
@@ -184,7 +186,7 @@ def run_epoch(run: Run, group: Group, epoch: Epoch) -> Epoch:
         group.steps[m.name].sums.zero()
     desc = f"{group.variant} s{group.seed} epoch {epoch.number}/{group.length.epochs}"
     bar = tqdm(total=steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)  # no bar when not a terminal
-    last_read = time.perf_counter()
+    started = last_read = last_line = time.perf_counter()
     done = 0
     for x, y in group.stream.epoch(epoch.number):
         if done == steps:
@@ -200,7 +202,11 @@ def run_epoch(run: Run, group: Group, epoch: Epoch) -> Epoch:
         bar.update(1)
         if time.perf_counter() - last_read > PROGRESS_EVERY or done == steps:
             last_read = time.perf_counter()
-            bar.set_postfix(progress(run, group, epoch, done), refresh=False)
+            post = progress(run, group, epoch, done)
+            bar.set_postfix(post, refresh=False)
+            if bar.disable and last_read - last_line >= PLAIN_EVERY and done < steps:
+                last_line = last_read
+                run.log.info(progress_line(group, epoch, (done, steps), post, last_read - started))
         if run.stop.is_set():
             bar.close()
             raise Interrupted()
@@ -217,6 +223,22 @@ def progress(run: Run, group: Group, epoch: Epoch, done: int) -> dict[str, str]:
         post[m.name] = f"loss {loss:.3f} acc {int(sums.correct) / (done * group.stream.batch_size):.3f}"
         check_divergence(run, group, m, loss, epoch.number)
     return post
+
+
+def progress_line(group: Group, epoch: Epoch, done_of: tuple[int, int], post: dict[str, str], seconds: float) -> str:
+    """The progress bar as one plain line: where the epoch is, its pace, each model's running numbers and
+    the time the group still needs at this pace (validation not counted)."""
+    done, steps = done_of
+    per_second = done / max(seconds, 1e-9)
+    left = group.length.total - (epoch.number - 1) * group.length.steps_per_epoch - done
+    models = ", ".join(f"{name} {numbers}" for name, numbers in post.items())
+    return (f"{group.variant} s{group.seed} epoch {epoch.number}/{group.length.epochs} step {done}/{steps}, "
+            f"{per_second * group.stream.batch_size:,.0f} images/s, {models}, about {duration(left / per_second)} left")
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60:02d}s"
 
 
 def check_divergence(run: Run, group: Group, m: Member, loss: float, epoch: int) -> None:

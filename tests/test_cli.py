@@ -252,3 +252,18 @@ def test_an_external_set_that_is_empty_or_has_labels_outside_0_to_9_exits_2(tiny
     idx.write(tmp_path / "lab.gz", np.array([1, 12, 3], np.uint8))
     r = invoke("eval", tiny_run, "--images", tmp_path / "img.gz", "--labels", tmp_path / "lab.gz")
     assert r.exit_code == 2 and "lab.gz: labels must be 0-9, found 12 (1 such)" in r.output
+
+
+def test_output_to_a_file_gets_plain_progress_lines_and_the_end_says_where_the_run_is(tmp_path, monkeypatch):
+    from stnexp import training
+
+    monkeypatch.setattr(training, "PLAIN_EVERY", 0.0)  # a line at every host read instead of every 30 s
+    monkeypatch.setattr(training, "PROGRESS_EVERY", 0.0)
+    out = tmp_path / "run"
+    r = _train(out)  # CliRunner's output is not a terminal
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.output.splitlines() if " step " in line]
+    assert lines and lines[0].startswith("rts s0 epoch 1/1 step 1/2, ")
+    assert "images/s, cnn loss " in lines[0] and ", st-cnn loss " in lines[0] and lines[0].endswith(" left")
+    assert lines[0] in (out / "train.log").read_text()
+    assert r.output.splitlines()[-1].startswith("finished in ") and r.output.splitlines()[-1].endswith(f"run directory: {out}")
