@@ -1,3 +1,3 @@
 """stnexp: Spatial Transformer Networks vs CNNs on distorted MNIST."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

@@ -22,7 +22,7 @@ app = typer.Typer(
 config_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Show the resolved config or its JSON Schema.")
 app.add_typer(config_app, name="config")
 
-SET = typer.Option(None, "--set", help="override a config key: key.path=value (value parsed as YAML); repeatable")
+SET = typer.Option(None, "--set", metavar="KEY=VALUE", help="override a config key: key.path=value (value parsed as YAML); repeatable")
 
 
 def _echo(text: str, err: bool = False, nl: bool = True) -> None:
@@ -74,12 +74,12 @@ def _config(path: Path, sets: Optional[List[str]]):
     return config.load(path, sets or [])
 
 
-@app.command()
+@app.command(short_help="Train the models of a config side by side; write tables, checkpoints, pictures.")
 def train(
     config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"),
     set_: Optional[List[str]] = SET,
-    device: Optional[str] = typer.Option(None, "--device", help="override `device`: auto | cpu | cuda | cuda:N | mps"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default <out>/<name>/<timestamp>)"),
+    device: Optional[str] = typer.Option(None, "--device", metavar="D", help="override `device`: auto | cpu | cuda | cuda:N | mps"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="run directory (default <out>/<name>/<timestamp>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out (default: the newest run of this config) from its last checkpoints"),
     force: bool = typer.Option(False, "--force", help="overwrite the run in --out (only a stnexp run directory, only the files that run wrote)"),
 ):
@@ -122,15 +122,15 @@ def train(
     _guard(body)
 
 
-@app.command("eval")
+@app.command("eval", short_help="Score trained models on their own, other or external test sets.")
 def eval_(
     source: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="a run directory or one checkpoint file"),
-    variant: Optional[List[str]] = typer.Option(None, "--variant", help="test on this variant (the run's or a preset); repeatable"),
-    images: Optional[Path] = typer.Option(None, "--images", help="external test images: IDX file, uint8 N x H x W (gzip or raw)"),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="external test labels: IDX file, N labels"),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="which checkpoints of a run: best | last"),
-    out: Optional[Path] = typer.Option(None, "--out", help="where eval.{md,csv,json} go (default: the run directory)"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default: the run's device, where this machine has it)"),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", metavar="NAME", help="test on this variant (the run's or a preset); repeatable"),
+    images: Optional[Path] = typer.Option(None, "--images", metavar="F", help="external test images: IDX file, uint8 N x H x W (gzip or raw)"),
+    labels: Optional[Path] = typer.Option(None, "--labels", metavar="F", help="external test labels: IDX file, N labels"),
+    checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last", help="which checkpoints of a run: best | last"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="where eval.{md,csv,json} go (default: the run directory)"),
+    device: Optional[str] = typer.Option(None, "--device", metavar="D", help="auto | cpu | cuda | cuda:N | mps (default: the run's device, where this machine has it)"),
 ):
     """Score trained models on their test sets, on other variants, or on an external IDX test set."""
 
@@ -165,11 +165,11 @@ def eval_(
     _guard(body)
 
 
-@app.command()
+@app.command(short_help="Write one PNG per variant: test digits beside their distorted versions.")
 def preview(
     config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder for the PNGs (default <out>/<name>/preview)"),
-    n: int = typer.Option(64, "--n", min=1, max=1024, help="digits per picture"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="folder for the PNGs (default <out>/<name>/preview)"),
+    n: int = typer.Option(64, "--n", min=1, max=1024, metavar="N", help="digits per picture (1-1024)"),
     set_: Optional[List[str]] = SET,
 ):
     """Write one PNG per variant: test digits beside their distorted versions."""
@@ -185,7 +185,7 @@ def preview(
 
 
 @config_app.command("show")
-def config_show(config_file: Path = typer.Argument(..., metavar="CFG"), set_: Optional[List[str]] = SET):
+def config_show(config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"), set_: Optional[List[str]] = SET):
     """Print the resolved config (defaults and presets filled in, --set applied)."""
 
     def body():
@@ -215,6 +215,19 @@ def _plain(error: UnicodeEncodeError) -> tuple[str, int]:
 
 
 codecs.register_error("stnexp-plain", _plain)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from stnexp import __version__
+
+        typer.echo(f"stnexp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print stnexp's version and exit")):
+    pass
 
 
 def main() -> None:

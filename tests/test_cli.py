@@ -267,3 +267,16 @@ def test_output_to_a_file_gets_plain_progress_lines_and_the_end_says_where_the_r
     assert "images/s, cnn loss " in lines[0] and ", st-cnn loss " in lines[0] and lines[0].endswith(" left")
     assert lines[0] in (out / "train.log").read_text()
     assert r.output.splitlines()[-1].startswith("finished in ") and r.output.splitlines()[-1].endswith(f"run directory: {out}")
+
+
+def test_version_and_plain_help():
+    import stnexp
+
+    r = invoke("--version")
+    assert r.exit_code == 0 and r.output == f"stnexp {stnexp.__version__}\n"
+    r = invoke("--help")
+    assert "Score trained models on their own, other or external test sets." in r.output  # whole, not cut
+    r = invoke("train", "--help")
+    assert "--set KEY=VALUE" in r.output and "--out DIR" in r.output and "list[str]" not in r.output
+    r = invoke("preview", "--help")
+    assert "--n N" in r.output and "int range" not in r.output
