@@ -11,8 +11,8 @@ from pathlib import Path
 
 from stnexp.checkpoints import atomic_text
 
-RESULT_FIELDS = ["variant", "model", "seed", "checkpoint", "accuracy", "error", "n_test", "params", "train_seconds", "status"]
-EVAL_FIELDS = ["variant", "model", "seed", "checkpoint", "tested_on", "accuracy", "error", "n_test", "params"]
+RESULT_FIELDS = ["variant", "model", "seed", "checkpoint", "correct", "accuracy", "error", "n_test", "params", "train_seconds", "status"]
+EVAL_FIELDS = ["variant", "model", "seed", "checkpoint", "tested_on", "correct", "accuracy", "error", "n_test", "params"]
 
 
 def cell(errors: list[float]) -> str:

@@ -32,7 +32,8 @@ def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
     rows = json.loads((tiny_run / "results.json").read_text())
     assert {(r["model"], r["checkpoint"]) for r in rows} == {(m, k) for m in ("cnn", "st-cnn") for k in ("best", "last")}
     for r in rows:
-        assert r["n_test"] == 10000 and abs(r["error"] - 100 * (1 - r["accuracy"])) < 1e-9 and r["status"] == "ok"
+        assert r["n_test"] == 10000 and r["accuracy"] == r["correct"] / 10000 and r["status"] == "ok"
+        assert r["error"] == round(0.01 * (10000 - r["correct"]), 2)  # 1.84, not 1.8399999999999972
     md = (tiny_run / "results.md").read_text()
     assert "| cnn | 119,050 |" in md and "| st-cnn |" in md
     metrics = (tiny_run / "metrics.csv").read_text().splitlines()
