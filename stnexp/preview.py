@@ -24,5 +24,6 @@ def write(cfg: Config, out: Path | None, n: int) -> list[Path]:
         # the same distortions as the test set of the first seed (the first n digits of it)
         test = data.fixed(split.test, cfg.variant(name), seed, name, "test")
         originals = split.test.images[:n].unsqueeze(1).float() / 255.0
-        paths.append(pictures.pairs(originals, test.images[:n], folder / f"{name}.png"))
+        title = f"each pair: a test digit | the same digit in variant {name} (seed {seed})"
+        paths.append(pictures.pairs(originals, test.images[:n], folder / f"{name}.png", title))
     return paths

@@ -315,7 +315,8 @@ def score(run: Run) -> list[dict]:
         ck, model = scored.checkpoint, scored.model
         if ck["kind"] == "best" and model.stn is not None:
             test = tests.get(run.cfg, ck["variant"], ck["seed"])
-            pictures.transformer(model, test.images[:PICTURE_DIGITS], runs.picture_path(run.dir, ck["variant"], ck["model_name"], ck["seed"]))
+            path = runs.picture_path(run.dir, ck["variant"], ck["model_name"], ck["seed"])
+            pictures.transformer(model, test.images[:PICTURE_DIGITS], test.labels[:PICTURE_DIGITS], path)
     return rows
 
 
