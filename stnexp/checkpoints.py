@@ -80,7 +80,6 @@ FIELDS = {
     "best_val": _NUMBER, "best_epoch": int, "diverged": (int, type(None)), "train_seconds": _NUMBER,
     "history": list, "rng": dict,
 }
-MAX_SIDE = 512  # the largest canvas a config allows
 
 
 def _malformed(ck: dict) -> str | None:
@@ -94,8 +93,8 @@ def _malformed(ck: dict) -> str | None:
             return f"{key!r} is {type(ck[key]).__name__}, not what stnexp writes there"
     if ck["kind"] not in ("best", "last"):
         return f"'kind' is {ck['kind'][:20]!r}, not best or last"
-    if not 1 <= ck["in_size"] <= MAX_SIDE:
-        return f"'in_size' is {ck['in_size']}, outside 1-{MAX_SIDE}"
+    if not 1 <= ck["in_size"] <= config.MAX_SIDE:
+        return f"'in_size' is {ck['in_size']}, outside 1-{config.MAX_SIDE}"
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ck["model"].items()):
         return "'model' is not a mapping of names to tensors"
     try:

@@ -31,6 +31,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "translated": {"canvas": 42, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": "fit"},
     "scaled": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.7, 1.2), "translation": 0.0},
 }
+MAX_SIDE = 512  # the largest canvas and sampler output a config allows
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -87,7 +88,7 @@ class VariantConfig(Strict):
     """One distorted-MNIST variant: a preset, or ranges, or a preset with some ranges overridden."""
 
     preset: Optional[str] = Field(None, description=f"start from a named preset: {', '.join(PRESETS)}; a variant named like a preset uses it by default")
-    canvas: int = Field(28, ge=8, le=512, description="side of the square output image in pixels (MNIST digits are 28x28)")
+    canvas: int = Field(28, ge=8, le=MAX_SIDE, description="side of the square output image in pixels (MNIST digits are 28x28)")
     rotation: tuple[float, float] = Field((0.0, 0.0), description="[min, max] rotation in degrees, drawn uniformly")
     scale: tuple[float, float] = Field((1.0, 1.0), description="[min, max] scale factor of the digit, drawn uniformly")
     translation: Union[Literal["fit"], float] = Field(
@@ -168,7 +169,7 @@ class TransformerConfig(Strict):
         "affine", description=f"what the transformer may do (parameters): {transforms.describe()}"
     )
     at: Literal["input", "conv1"] = Field("input", description="what the transformer warps: `input` (the image) or `conv1` (feature maps after the first conv block)")
-    out_size: Optional[int] = Field(None, ge=4, le=512, description="side of the sampler's output grid; empty = the size of what it transforms")
+    out_size: Optional[int] = Field(None, ge=4, le=MAX_SIDE, description="side of the sampler's output grid; empty = the size of what it transforms")
     loc_lr_scale: float = Field(1.0, gt=0.0, description="learning-rate multiplier for the localisation net's parameters")
 
 
@@ -188,7 +189,7 @@ class STNCNNConfig(Strict):
     norm: Literal["none", "batch"] = Field("none", description="as for `cnn`")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="as for `cnn`")
     transform: Literal[tuple(transforms.FAMILIES)] = Field("affine", description="as `stn.transform`")  # type: ignore[valid-type]
-    out_size: Optional[int] = Field(None, ge=4, le=512, description="as `stn.out_size`")
+    out_size: Optional[int] = Field(None, ge=4, le=MAX_SIDE, description="as `stn.out_size`")
     at: Literal["input", "conv1"] = Field("input", description="as `stn.at`")
     loc_lr_scale: float = Field(1.0, gt=0.0, description="as `stn.loc_lr_scale`")
 

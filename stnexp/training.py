@@ -170,17 +170,17 @@ def train_group(run: Run, group: Group, earlier: list[dict]) -> None:
         active = [m for m in group.members if m.epoch < number and m.diverged is None]
         if not active:
             continue
-        epoch = run_epoch(run, group, Epoch(number, active, 0, {}))
+        epoch = run_epoch(run, group, number, active)
         end_epoch(run, group, epoch)
         write_metrics(run.dir, earlier + [r for m in group.members for r in m.history])
 
 
-def run_epoch(run: Run, group: Group, epoch: Epoch) -> Epoch:
-    """Step every active model through one epoch of the group's stream; returns the epoch with its steps
-    and timers. A model whose running loss stops being finite stops (diverged)."""
+def run_epoch(run: Run, group: Group, number: int, active: list[Member]) -> Epoch:
+    """Step the `active` models through epoch `number` of the group's stream; returns the epoch with its
+    steps and timers. A model whose running loss stops being finite stops (diverged)."""
     per_epoch, total = group.length.steps_per_epoch, group.length.total
-    steps = min(per_epoch, total - (epoch.number - 1) * per_epoch)
-    timers = {m.name: Timer(run.device) for m in epoch.active}
+    steps = min(per_epoch, total - (number - 1) * per_epoch)
+    epoch = Epoch(number, active, 0, {m.name: Timer(run.device) for m in active})
     for m in epoch.active:
         m.model.train()
         group.steps[m.name].sums.zero()
@@ -194,7 +194,7 @@ def run_epoch(run: Run, group: Group, epoch: Epoch) -> Epoch:
         for m in epoch.active:
             if m.diverged is not None:
                 continue
-            with timers[m.name]:
+            with epoch.timers[m.name]:
                 group.steps[m.name](x, y)
                 m.sched.step()
             m.step += 1
@@ -211,7 +211,8 @@ def run_epoch(run: Run, group: Group, epoch: Epoch) -> Epoch:
             bar.close()
             raise Interrupted()
     bar.close()
-    return Epoch(epoch.number, epoch.active, done, timers)
+    epoch.steps = done
+    return epoch
 
 
 def progress(run: Run, group: Group, epoch: Epoch, done: int) -> dict[str, str]:
