@@ -165,6 +165,32 @@ def eval_(
     _guard(body)
 
 
+@app.command(short_help="Merge the results of runs into one table, optionally beside the paper's Table 1.")
+def report(
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories whose results to merge"),
+    paper: bool = typer.Option(False, "--paper", help="the paper's layout (rows FCN ... ST-CNN TPS, columns R RTS P E TC), the paper's number beside each of ours"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="also write the report to DIR/report.md"),
+):
+    """Merge the best-checkpoint results of one or many runs into one table (mean +- std over seeds); with
+    --paper in the layout of the STN paper's Table 1, each cell beside the paper's number."""
+
+    def body():
+        from stnexp import report as rp
+        from stnexp.checkpoints import atomic_text
+        from stnexp.errors import UserError
+
+        text = rp.make(list(run_dirs), paper)
+        if out is not None:
+            try:
+                Path(out).mkdir(parents=True, exist_ok=True)
+                atomic_text(Path(out) / "report.md", text)
+            except OSError as e:
+                raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
+        _echo(text)
+
+    _guard(body)
+
+
 @app.command(short_help="Write one PNG per variant: test digits beside their distorted versions.")
 def preview(
     config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"),
@@ -186,12 +212,15 @@ def preview(
 
 @config_app.command("show")
 def config_show(config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"), set_: Optional[List[str]] = SET):
-    """Print the resolved config (defaults and presets filled in, --set applied)."""
+    """Print the resolved config (defaults and presets filled in, --set applied) and each model's
+    parameter count on each variant."""
 
     def body():
-        from stnexp import config
+        from stnexp import config, models, reporting
 
-        _echo(config.dump(_config(config_file, set_)), nl=False)
+        cfg = _config(config_file, set_)
+        _echo(config.dump(cfg), nl=False)
+        _echo(reporting.param_comment(models.param_counts(cfg), {v: cfg.variant(v).canvas for v in cfg.data.variants}))
 
     _guard(body)
 

@@ -30,6 +30,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rts": {"canvas": 42, "rotation": (-45.0, 45.0), "scale": (0.7, 1.2), "translation": "fit"},
     "translated": {"canvas": 42, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": "fit"},
     "scaled": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.7, 1.2), "translation": 0.0},
+    # the paper's P, E and TC (stn-paper.md): projective corners, elastic TPS, translated + clutter
+    "projective": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.75, 1.0), "translation": 0.0, "corner_jitter": 5.0},
+    "elastic": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.75, 1.0), "translation": 0.0, "elastic_jitter": 1.5, "elastic_grid": 4},
+    "cluttered": {"canvas": 60, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": "fit", "patches": 6, "patch_size": 6},
 }
 MAX_SIDE = 512  # the largest canvas and sampler output a config allows
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -94,6 +98,11 @@ class VariantConfig(Strict):
     translation: Union[Literal["fit"], float] = Field(
         0.0, description="max shift of the digit's centre in px along each axis (uniform), or `fit`: anywhere the distorted digit stays inside the canvas"
     )
+    corner_jitter: float = Field(0.0, ge=0.0, le=MAX_SIDE, description="projective warp: each corner of the canvas moves by N(0, this) px along x and y; 0 = none")
+    elastic_jitter: float = Field(0.0, ge=0.0, le=MAX_SIDE, description="elastic warp: each thin-plate-spline control point moves by N(0, this) px along x and y; 0 = none")
+    elastic_grid: int = Field(4, ge=2, le=16, description="elastic warp: control points per side of the lattice over the canvas (4 = the paper's 16 points)")
+    patches: int = Field(0, ge=0, le=256, description="clutter: patches cut at random places from random digits of the same split, painted onto the canvas; 0 = none")
+    patch_size: int = Field(6, ge=1, le=28, description="clutter: side of each patch in px (at most 28 and the canvas)")
 
     @model_validator(mode="before")
     @classmethod
@@ -105,6 +114,12 @@ class VariantConfig(Strict):
                 raise ValueError(f"preset: unknown preset {name!r}{hint} (choose from {', '.join(PRESETS)})")
             data = {**PRESETS[name], **data}
         return data
+
+    @model_validator(mode="after")
+    def _patch_fits(self) -> "VariantConfig":
+        if self.patches and self.patch_size > self.canvas:
+            raise ValueError(f"patch_size: {self.patch_size} is larger than the canvas ({self.canvas})")
+        return self
 
     @field_validator("rotation", mode="before")
     @classmethod
@@ -132,7 +147,7 @@ class DataConfig(Strict):
     resample_train: bool = Field(True, description="draw new distortions of the training digits every epoch (false: once)")
     variants: dict[str, Optional[VariantConfig]] = Field(
         default_factory=lambda: {"rts": VariantConfig(preset="rts")},
-        description="distorted variants by name: `NAME: {preset, canvas, rotation, scale, translation}`",
+        description="distorted variants by name: `NAME: {preset, canvas, rotation, scale, translation, corner_jitter, elastic_jitter, elastic_grid, patches, patch_size}`",
     )
 
     @field_validator("variants", mode="before")
@@ -171,6 +186,10 @@ class TransformerConfig(Strict):
     at: Literal["input", "conv1"] = Field("input", description="what the transformer warps: `input` (the image) or `conv1` (feature maps after the first conv block)")
     out_size: Optional[int] = Field(None, ge=4, le=MAX_SIDE, description="side of the sampler's output grid; empty = the size of what it transforms")
     loc_lr_scale: float = Field(1.0, gt=0.0, description="learning-rate multiplier for the localisation net's parameters")
+    loc: Optional[Literal["conv", "fc"]] = Field(
+        None, description="localisation net: `conv` (downsample 2, conv 5x5 (20), pool 2, conv 5x5 (20), FC 20) or `fc` (FC 32, FC 32); empty = conv in a cnn, fc in an fcn"
+    )
+    pool: int = Field(1, ge=1, le=8, description="average-pool the transformer's output by this factor before the layers behind it (the paper: 2 for RTS and TC)")
 
 
 class CNNConfig(Strict):
@@ -179,6 +198,20 @@ class CNNConfig(Strict):
     norm: Literal["none", "batch"] = Field("none", description="normalisation after each conv: none | batch")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
     stn: Optional[TransformerConfig] = Field(None, description="a spatial transformer in the model: `{transform, at, out_size, loc_lr_scale}`; empty = none")
+
+
+class FCNConfig(Strict):
+    arch: Literal["fcn"] = Field(description="`fcn`: linear -> ReLU -> linear -> ReLU -> linear on the flattened image")
+    hidden: tuple[Channels, Channels] = Field((256, 200), description="widths of the two hidden fully connected layers")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
+    stn: Optional[TransformerConfig] = Field(None, description="a spatial transformer at the input: `{transform, out_size, loc, pool, loc_lr_scale}` (`at` must be `input`); empty = none")
+
+    @field_validator("stn")
+    @classmethod
+    def _input_only(cls, v: Optional[TransformerConfig]) -> Optional[TransformerConfig]:
+        if v is not None and v.at != "input":
+            raise ValueError(f"at: an fcn has no conv1, so its transformer can only be at `input`, got {v.at!r}")
+        return v
 
 
 class STNCNNConfig(Strict):
@@ -198,8 +231,8 @@ class STNCNNConfig(Strict):
         return CNNConfig(arch="cnn", channels=self.channels, norm=self.norm, dropout=self.dropout, stn=stn)
 
 
-ARCHS = ("cnn", "stn-cnn")
-ModelConfig = Annotated[Union[CNNConfig, STNCNNConfig], Field(discriminator="arch")]
+ARCHS = ("cnn", "fcn", "stn-cnn")
+ModelConfig = Annotated[Union[CNNConfig, FCNConfig, STNCNNConfig], Field(discriminator="arch")]
 
 
 class TrainConfig(Strict):
@@ -453,8 +486,9 @@ def _describe(err: dict) -> str:
     if kind == "literal_error":
         return f"{'.'.join(loc)}: expected {err['ctx']['expected']}, got {_shown(err['input'])}"
     msg = msg.removeprefix("Value error, ")
-    if msg.startswith("preset: "):  # raised by the preset validator, which sees the whole variant
-        loc, msg = loc + ["preset"], msg.removeprefix("preset: ")
+    for key in ("preset", "patch_size", "at"):  # raised by validators that see more than their key
+        if msg.startswith(f"{key}: "):
+            loc, msg = loc + [key], msg.removeprefix(f"{key}: ")
     got = "" if kind.startswith("value_error") or "input" not in err or isinstance(err["input"], dict) else f", got {_shown(err['input'])}"
     return f"{'.'.join(loc) or '(config)'}: {msg[0].lower() + msg[1:]}{got}"
 

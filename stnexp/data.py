@@ -77,7 +77,7 @@ def fixed(digits: Digits, spec: VariantConfig, seed: int, name: str, part: str) 
     gens = distortions.generators("cpu", spec, seed, name, part)
     params = distortions.sample(gens, spec, geometry.ink_boxes(digits.images))
     chunks = [
-        distortions.render(digits.images[i : i + CHUNK], distortions.take(params, slice(i, i + CHUNK)), spec)
+        distortions.render(digits.images[i : i + CHUNK], distortions.take(params, slice(i, i + CHUNK)), spec, digits.images)
         for i in range(0, len(digits), CHUNK)
     ]
     images = torch.cat(chunks) if chunks else torch.zeros(0, 1, spec.canvas, spec.canvas, device=digits.images.device)
@@ -119,6 +119,7 @@ class Stream:
             elif self.identity:
                 x = self.digits.images[idx].unsqueeze(1).float().div_(255.0)
             else:
-                x = distortions.render(self.digits.images[idx], distortions.sample(gens, self.spec, self.boxes[idx]), self.spec)
+                params = distortions.sample(gens, self.spec, self.boxes[idx], len(self.digits))
+                x = distortions.render(self.digits.images[idx], params, self.spec, self.digits.images)
             for i in range(0, len(idx), bs):
                 yield x[i : i + bs], y[i : i + bs]

@@ -75,7 +75,7 @@ class TestSets:
         return self.sets[key]
 
 
-def load_model(path: Path, device: torch.device) -> tuple[dict, C.Config, models.CNN]:
+def load_model(path: Path, device: torch.device) -> tuple[dict, C.Config, models.Model]:
     """A checkpoint, its config and the model it describes with its weights; a mismatch says what differs."""
     ck = checkpoints.load(path)
     cfg = C.validate(ck["config"])  # checked already by checkpoints.load
@@ -92,7 +92,7 @@ def load_model(path: Path, device: torch.device) -> tuple[dict, C.Config, models
 class Scored(NamedTuple):
     path: Path
     checkpoint: dict
-    model: models.CNN
+    model: models.Model
     rows: list[dict]
 
 

@@ -77,6 +77,37 @@ def projective_grid(matrix: torch.Tensor, size: int | tuple[int, int]) -> torch.
         return q[..., :2] / q[..., 2:]
 
 
+def homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """The 3x3 matrices (N x 3 x 3, last entry 1) that send the four points src (4 x 2, or N x 4 x 2) to
+    dst (N x 4 x 2): the direct linear transform, an 8 x 8 system per matrix, solved in float32."""
+    with _fp32(dst.device):
+        dst = dst.float()
+        src = src.float().expand_as(dst)
+        x, y, u, v = src[..., 0], src[..., 1], dst[..., 0], dst[..., 1]
+        one, zero = torch.ones_like(x), torch.zeros_like(x)
+        rows_u = torch.stack([x, y, one, zero, zero, zero, -x * u, -y * u], -1)
+        rows_v = torch.stack([zero, zero, zero, x, y, one, -x * v, -y * v], -1)
+        a = torch.cat([rows_u, rows_v], 1)  # N x 8 x 8
+        h = torch.linalg.solve(a, torch.cat([u, v], 1))
+        return torch.cat([h, torch.ones_like(h[:, :1])], 1).view(-1, 3, 3)
+
+
+def project(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Points (P x 2, or N x P x 2) through the 3x3 homographies `matrix` (N x 3 x 3): N x P x 2."""
+    with _fp32(matrix.device):
+        points = points.float()
+        q = torch.cat([points, torch.ones_like(points[..., :1])], -1)
+        q = torch.einsum("nij,npj->npi", matrix.float(), q.expand(matrix.shape[0], -1, -1))
+        return q[..., :2] / q[..., 2:]
+
+
+def affine_points(theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Points (P x 2, or N x P x 2) through the 2x3 matrices theta (N x 2 x 3): N x P x 2."""
+    with _fp32(theta.device):
+        theta = theta.float()
+        return points.float() @ theta[:, :, :2].transpose(1, 2) + theta[:, None, :, 2]
+
+
 def control_points(k: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """A k x k lattice of thin-plate-spline control points spanning [-1, 1]^2, (k*k) x 2, row by row."""
     t = torch.linspace(-1.0, 1.0, k, device=device)
@@ -84,14 +115,14 @@ def control_points(k: int, device: torch.device | str = "cpu") -> torch.Tensor:
 
 
 def _tps_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """U(r) = r^2 log r^2 between every point of a (P x 2) and of b (K x 2), P x K."""
-    r2 = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
+    """U(r) = r^2 log r^2 between every point of a (... x P x 2) and of b (K x 2), ... x P x K."""
+    r2 = (a[..., :, None, :] - b).pow(2).sum(-1)
     return r2 * torch.log(r2.clamp_min(1e-12))
 
 
 def tps_map(targets: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
     """The thin-plate spline that sends the k x k control points (control_points(k)) to `targets`
-    (N x k*k x 2), evaluated at `points` (P x 2): N x P x 2. It bends as little as it can in between and
+    (N x k*k x 2), evaluated at `points` (P x 2, or N x P x 2): N x P x 2. It bends as little as it can in between and
     reproduces any affine map exactly."""
     with _fp32(targets.device):
         c = control_points(k, targets.device)
@@ -105,7 +136,7 @@ def tps_map(targets: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor
         rhs = torch.cat([targets.float(), torch.zeros(targets.shape[0], 3, 2, device=c.device)], 1)
         coef = torch.linalg.solve(system, rhs)  # N x (K + 3) x 2
         points = points.float()
-        basis = torch.cat([_tps_kernel(points, c), torch.ones(len(points), 1, device=c.device), points], 1)
+        basis = torch.cat([_tps_kernel(points, c), torch.ones_like(points[..., :1]), points], -1)
         return basis @ coef
 
 

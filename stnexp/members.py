@@ -33,7 +33,7 @@ class Member:
     variant: str
     seed: int
     in_size: int
-    model: models.CNN
+    model: models.Model
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
     epoch: int = 0

@@ -1,21 +1,24 @@
-"""The classifiers: the paper's CNN, optionally with a spatial transformer at its input or after conv1.
+"""The classifiers: the paper's CNN and FCN, each optionally with a spatial transformer.
 
-A model is a backbone (`arch: cnn`) plus an optional transformer block (`stn:`), so `model.stn` is a
-`Transformer` or None. Models take images in [0, 1] with background 0 and normalise them as their first,
-fixed step. The transformer samples the raw image (or conv1's feature maps), so zero padding matches
-the background and no bright frame invites it to zoom out (the collapse pitfall).
+A model is a backbone (`arch: cnn` or `arch: fcn`) plus an optional transformer block (`stn:`), so
+`model.stn` is a `Transformer` or None. Models take images in [0, 1] with background 0 and normalise them
+as their first, fixed step. The transformer samples the raw image (or conv1's feature maps), so zero
+padding matches the background and no bright frame invites it to zoom out (the collapse pitfall).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stnexp import geometry, transforms
-from stnexp.config import CNNConfig, TransformerConfig
+from stnexp.config import CNNConfig, FCNConfig, TransformerConfig
+
+ModelConfig = Union[CNNConfig, FCNConfig]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 N_CLASSES = 10
@@ -58,8 +61,9 @@ def loc_side(size: int) -> int:
 
 @dataclass(frozen=True)
 class Plan:
-    """The sizes a model's layers work at for one input size: what the transformer looks at and makes,
-    and the side of the last feature map. `problem` says what does not fit (None when all does)."""
+    """The sizes a model's layers work at for one input size: what the transformer looks at and makes
+    (before its pooling), and `side`: the side of the last feature map (of the flattened image in an
+    fcn). `problem` says what does not fit (None when all does)."""
 
     loc_in: Optional[int]
     stn_out: Optional[int]
@@ -67,43 +71,50 @@ class Plan:
     problem: Optional[str]
 
 
-def plan(cfg: CNNConfig, in_size: int) -> Plan:
+def loc_kind(cfg: ModelConfig) -> str:
+    """The localisation net of a model's transformer: as configured, else conv in a cnn, fc in an fcn."""
+    return cfg.stn.loc or ("fc" if cfg.arch == "fcn" else "conv")
+
+
+def plan(cfg: ModelConfig, in_size: int) -> Plan:
     """The layer sizes of model `cfg` on in_size x in_size images: the one place that knows them."""
     stn = cfg.stn
     loc_in = stn_out = None
-    if stn is None:
-        side = after_block(after_block(in_size, 9), 7)
-    elif stn.at == "input":
-        loc_in, stn_out = in_size, stn.out_size or in_size
-        side = after_block(after_block(stn_out, 9), 7)
-    else:
-        loc_in = after_block(in_size, 9)
+    seen = in_size  # what the layers behind the transformer see
+    if stn is not None:
+        loc_in = in_size if stn.at == "input" else after_block(in_size, 9)
         stn_out = stn.out_size or loc_in
-        side = after_block(stn_out, 7)
+        seen = stn_out // stn.pool
+    if cfg.arch == "fcn":
+        side = seen
+    elif stn is not None and stn.at == "conv1":
+        side = after_block(seen, 7)
+    else:
+        side = after_block(after_block(seen, 9), 7)
     problem = None
-    if loc_in is not None and loc_side(loc_in) < 1:
+    if loc_in is not None and loc_kind(cfg) == "conv" and loc_side(loc_in) < 1:
         problem = f"the localisation net needs {'images' if stn.at == 'input' else 'conv1 maps'} of at least 4 px, got {loc_in}"
     elif side < 1:
-        problem = "the conv layers leave no pixel"
+        problem = "the layers behind the transformer get no pixel" if stn is not None and cfg.arch == "fcn" else "the conv layers leave no pixel"
     return Plan(loc_in, stn_out, side, problem)
 
 
-def fits(cfg: CNNConfig, in_size: int) -> bool:
+def fits(cfg: ModelConfig, in_size: int) -> bool:
     return plan(cfg, in_size).problem is None
 
 
-def smallest_input(cfg: CNNConfig) -> Optional[int]:
+def smallest_input(cfg: ModelConfig) -> Optional[int]:
     """The smallest image side model `cfg` takes (None: none up to MAX_SIZE, its out_size is too small)."""
     return next((s for s in range(1, MAX_SIZE + 1) if fits(cfg, s)), None)
 
 
-def smallest_out_size(cfg: CNNConfig) -> Optional[int]:
+def smallest_out_size(cfg: ModelConfig) -> Optional[int]:
     """When the transformer's out_size is too small for the layers behind it (no image size fits), the
     smallest out_size that works; else None."""
     if cfg.stn is None or cfg.stn.out_size is None or smallest_input(cfg) is not None:
         return None
 
-    def with_out(o: int) -> CNNConfig:
+    def with_out(o: int) -> ModelConfig:
         return cfg.model_copy(update={"stn": cfg.stn.model_copy(update={"out_size": o})})
 
     return next((o for o in range(1, MAX_SIZE + 1) if fits(with_out(o), MAX_SIZE)), None)
@@ -112,27 +123,41 @@ def smallest_out_size(cfg: CNNConfig) -> Optional[int]:
 # ---------------------------------------------------------------- the modules
 
 
-class Transformer(nn.Module):
-    """Localisation net (the paper's: downsample x2, conv 5x5 (20), pool, conv 5x5 (20), FC 20, regression)
-    plus grid generator and bilinear sampler, for any family of transforms.regress."""
+def conv_loc(channels: int, in_size: int) -> nn.Sequential:
+    """The paper's ST-CNN localisation net: downsample x2, conv 5x5 (20), pool 2, conv 5x5 (20), FC 20."""
+    pad, side = loc_padding(in_size), loc_side(in_size)
+    return nn.Sequential(
+        nn.MaxPool2d(2),
+        nn.Conv2d(channels, 20, 5, padding=pad),
+        nn.MaxPool2d(2),  # before the ReLU: the same values, less work (see conv_block)
+        nn.ReLU(inplace=True),
+        nn.Conv2d(20, 20, 5, padding=pad),
+        nn.ReLU(inplace=True),
+        nn.Flatten(),
+        nn.Linear(20 * side * side, 20),
+        nn.ReLU(inplace=True),
+    )
 
-    def __init__(self, channels: int, in_size: int, out_size: int, cfg: TransformerConfig):
+
+FC_LOC = 32  # the paper's ST-FCN localisation net: fully connected layers of 32 units
+
+
+def fc_loc(channels: int, in_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(channels * in_size * in_size, FC_LOC), nn.ReLU(inplace=True), nn.Linear(FC_LOC, FC_LOC), nn.ReLU(inplace=True)
+    )
+
+
+class Transformer(nn.Module):
+    """Localisation net (`conv_loc` or `fc_loc`) plus grid generator and bilinear sampler, for any family
+    of transforms, then an optional average pool of what it made."""
+
+    def __init__(self, channels: int, in_size: int, out_size: int, cfg: TransformerConfig, loc: str):
         super().__init__()
-        self.transform, self.out_size = cfg.transform, out_size
-        pad, side = loc_padding(in_size), loc_side(in_size)
-        self.loc = nn.Sequential(
-            nn.MaxPool2d(2),
-            nn.Conv2d(channels, 20, 5, padding=pad),
-            nn.MaxPool2d(2),  # before the ReLU: the same values, less work (see conv_block)
-            nn.ReLU(inplace=True),
-            nn.Conv2d(20, 20, 5, padding=pad),
-            nn.ReLU(inplace=True),
-            nn.Flatten(),
-            nn.Linear(20 * side * side, 20),
-            nn.ReLU(inplace=True),
-        )
+        self.transform, self.out_size, self.pool = cfg.transform, out_size, cfg.pool
+        self.loc = conv_loc(channels, in_size) if loc == "conv" else fc_loc(channels, in_size)
         family = transforms.FAMILIES[cfg.transform]
-        self.regress = nn.Linear(20, family.n_params)
+        self.regress = nn.Linear(20 if loc == "conv" else FC_LOC, family.n_params)
         # start at the identity: the classifier first sees the untouched input
         nn.init.zeros_(self.regress.weight)
         with torch.no_grad():
@@ -145,15 +170,34 @@ class Transformer(nn.Module):
 
     def forward(self, loc_input: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         grid = transforms.grid(self.transform, self.params(loc_input), self.out_size)
-        return geometry.sample(source, grid)
+        out = geometry.sample(source, grid)
+        return F.avg_pool2d(out, self.pool) if self.pool > 1 else out
 
 
-class CNN(nn.Module):
+class _Transforming(nn.Module):
+    """What the pictures and analyses ask of any model with a transformer."""
+
+    at: Optional[str]
+    stn: Optional[Transformer]
+
+    def loc_input(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def transform_params(self, x: torch.Tensor) -> torch.Tensor:
+        """The transformer's parameters for images x (at conv1: computed from the feature maps)."""
+        return self.stn.params(self.loc_input(x))
+
+    def transformed_images(self, x: torch.Tensor) -> torch.Tensor:
+        """What the transformer makes of the images x (at conv1: its transform applied to the image),
+        at the sampler's resolution (before any pooling)."""
+        size = self.stn.out_size if self.at == "input" else x.shape[-1]
+        return geometry.sample(x, transforms.grid(self.stn.transform, self.transform_params(x), size))
+
+
+class CNN(_Transforming):
     """conv 9x9 -> ReLU -> pool 2 -> conv 7x7 -> ReLU -> pool 2 -> linear (valid convolutions), with an
     optional spatial transformer at the input (warps the image) or after conv1 (warps its feature maps).
     Layer names are the same with and without it, so a CNN's weights load into an ST-CNN."""
-
-    stn: Optional[Transformer]
 
     def __init__(self, cfg: CNNConfig, in_size: int):
         super().__init__()
@@ -166,7 +210,7 @@ class CNN(nn.Module):
         self.block1 = conv_block(1, c1, 9, cfg.norm)
         self.stn = None
         if cfg.stn is not None:
-            self.stn = Transformer(1 if self.at == "input" else c1, p.loc_in, p.stn_out, cfg.stn)
+            self.stn = Transformer(1 if self.at == "input" else c1, p.loc_in, p.stn_out, cfg.stn, loc_kind(cfg))
         self.block2 = conv_block(c1, c2, 7, cfg.norm)
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(c2 * p.side * p.side, N_CLASSES)
@@ -182,25 +226,56 @@ class CNN(nn.Module):
             x = self.block1(normalise(x))
         return self.classifier(self.dropout(self.block2(x).flatten(1)))
 
-    def transform_params(self, x: torch.Tensor) -> torch.Tensor:
-        """The transformer's parameters for images x (at conv1: computed from the feature maps)."""
-        return self.stn.params(normalise(x) if self.at == "input" else self.block1(normalise(x)))
-
-    def transformed_images(self, x: torch.Tensor) -> torch.Tensor:
-        """What the transformer makes of the images x (at conv1: its transform applied to the image)."""
-        size = self.stn.out_size if self.at == "input" else x.shape[-1]
-        return geometry.sample(x, transforms.grid(self.stn.transform, self.transform_params(x), size))
+    def loc_input(self, x: torch.Tensor) -> torch.Tensor:
+        return normalise(x) if self.at == "input" else self.block1(normalise(x))
 
 
-def build(cfg: CNNConfig, in_size: int) -> CNN:
-    return CNN(cfg, in_size)
+class FCN(_Transforming):
+    """linear -> ReLU -> linear -> ReLU -> linear on the flattened image, with an optional spatial
+    transformer at the input."""
+
+    def __init__(self, cfg: FCNConfig, in_size: int):
+        super().__init__()
+        p = plan(cfg, in_size)
+        if p.problem:
+            raise ValueError(f"{in_size}x{in_size} images do not fit this model: {p.problem}")
+        h1, h2 = cfg.hidden
+        self.at = "input" if cfg.stn else None
+        self.stn = Transformer(1, p.loc_in, p.stn_out, cfg.stn, loc_kind(cfg)) if cfg.stn else None
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(p.side * p.side, h1), nn.ReLU(inplace=True), nn.Linear(h1, h2), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(h2, N_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = normalise(self.stn(normalise(x), x)) if self.stn is not None else normalise(x)
+        return self.classifier(self.dropout(self.hidden(x)))
+
+    def loc_input(self, x: torch.Tensor) -> torch.Tensor:
+        return normalise(x)
+
+
+Model = Union[CNN, FCN]
+
+
+def build(cfg: ModelConfig, in_size: int) -> Model:
+    return FCN(cfg, in_size) if cfg.arch == "fcn" else CNN(cfg, in_size)
 
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def param_groups(model: CNN, lr: float, loc_lr_scale: float) -> list[dict]:
+def param_counts(cfg) -> dict[str, dict[str, int]]:
+    """Parameters of every model of a config (config.Config) on every variant's canvas, by model then
+    variant, counted on the meta device (nothing is allocated)."""
+    out: dict[str, dict[str, int]] = {}
+    for mname, mcfg in cfg.models.items():
+        with torch.device("meta"):
+            out[mname] = {v: n_params(build(mcfg, cfg.variant(v).canvas)) for v in cfg.data.variants}
+    return out
+
+
+def param_groups(model: Model, lr: float, loc_lr_scale: float) -> list[dict]:
     """Optimizer groups: everything at lr, and a transformer's localisation net at lr * loc_lr_scale."""
     if model.stn is None:
         return [{"params": list(model.parameters()), "lr": lr, "name": "model"}]

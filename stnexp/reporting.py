@@ -68,6 +68,18 @@ def eval_markdown(rows: list[dict]) -> str:
     return "\n".join(parts)
 
 
+def param_comment(counts: dict[str, dict[str, int]], canvases: dict[str, int]) -> str:
+    """Parameter counts by model (rows) and variant (columns) as YAML comments, for `config show`."""
+    head = ["model"] + [f"{v} ({canvases[v]}x{canvases[v]})" for v in canvases]
+    rows = [[m] + [f"{per[v]:,}" for v in canvases] for m, per in counts.items()]
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+
+    def line(r: list[str]) -> str:
+        return "#   " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    return "\n".join(["# parameters of each model on each variant's canvas:", line(head)] + [line(r) for r in rows])
+
+
 def to_csv(rows: list[dict], fields: list[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")

@@ -197,6 +197,64 @@ def test_config_show_applies_set_and_schema_is_json():
     assert r.exit_code == 0 and json.loads(r.output)["title"] == "Config"
 
 
+def test_config_show_counts_each_models_parameters_on_each_variant():
+    r = invoke("config", "show", "configs/paper/table1.yaml")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    head = lines.index("# parameters of each model on each variant's canvas:")
+    assert lines[head + 1].split() == ["#", "model", "rotated", "(28x28)", "rts", "(42x42)", "projective", "(28x28)", "elastic", "(28x28)", "cluttered", "(60x60)"]
+    assert lines[head + 3].split() == ["#", "cnn", "105,610", "119,050", "105,610", "105,610", "167,050"]
+    assert len(lines) == head + 2 + 8  # every model of the config
+
+
+@pytest.mark.parametrize("column", ["rotated", "rts", "projective", "elastic", "cluttered", "table1"])
+def test_every_paper_config_is_the_papers_protocol(column):
+    from stnexp import config, paper
+
+    cfg = config.load(f"configs/paper/{column}.yaml")
+    t = cfg.train
+    assert (t.iterations, t.batch_size, t.optimizer, t.lr, t.momentum, t.schedule, t.every, t.gamma) == (150000, 256, "sgd", 0.01, 0.9, "step", 50000, 0.1)
+    assert cfg.seeds == [0, 1, 2]
+    rows = {paper.row(cfg, m) for m in cfg.models}
+    want = {"FCN", "CNN", "ST-FCN Aff", "ST-CNN Aff"} if column == "cluttered" else set(paper.ROWS)
+    assert rows == want and all(paper.column(cfg, v) for v in cfg.data.variants)
+
+
+def _copy_results(run, to, seed, error):
+    """A second run with the tables of `run`, its seed and one error changed."""
+    import shutil
+
+    shutil.copytree(run, to, ignore=shutil.ignore_patterns("checkpoints", "stn"))
+    rows = json.loads((to / "results.json").read_text())
+    for r in rows:
+        r["seed"] = seed
+        if r["model"] == "cnn":
+            r["error"] = error
+    (to / "results.json").write_text(json.dumps(rows))
+
+
+def test_report_merges_runs_and_puts_the_papers_number_beside_ours(tiny_run, tmp_path):
+    rows = json.loads((tiny_run / "results.json").read_text())
+    cnn = next(r["error"] for r in rows if r["model"] == "cnn" and r["checkpoint"] == "best")
+    _copy_results(tiny_run, tmp_path / "second", 1, cnn + 2.0)
+    r = invoke("report", tiny_run, tmp_path / "second", "--paper", "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert "| model | RTS |" in lines
+    # the mean of the two seeds, its spread, and the paper's 0.8 in brackets
+    assert f"| CNN | {cnn + 1.0:.2f} ± {2 ** 0.5:.2f} (2 seeds) [0.8] |" in lines
+    assert any(line.startswith("| ST-CNN Aff |") and line.endswith("[0.5] |") for line in lines)
+    assert any(f"`{tiny_run}`: 8 iterations of batch 128, seeds 0" in line for line in lines)
+    assert (tmp_path / "rep" / "report.md").read_text().strip() == r.output.strip()
+    plain = invoke("report", tiny_run)
+    assert plain.exit_code == 0 and "| cnn | 119,050 |" in plain.output
+
+
+def test_report_of_a_folder_that_is_no_run_exits_2(tmp_path):
+    r = invoke("report", tmp_path)
+    assert r.exit_code == 2 and "not a stnexp run directory" in r.output
+
+
 def test_misspelt_key_exits_2_naming_it(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("name: x\ntrian: {epochs: 1}\n")

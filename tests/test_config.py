@@ -196,3 +196,25 @@ def test_a_binary_config_is_one_line(tmp_path):
     with pytest.raises(UserError) as e:
         config.load(p)
     assert len(str(e.value).splitlines()) == 1 and "not readable as YAML" in str(e.value)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("data: {variants: {tc: {preset: cluttered, patch_size: 70, canvas: 60}}}\n", "data.variants.tc.patch_size: input should be less than or equal to 28, got 70"),
+    ("data: {variants: {tc: {preset: cluttered, patch_size: 20, canvas: 16}}}\n", "data.variants.tc.patch_size: 20 is larger than the canvas (16)"),
+    ("data: {variants: {e: {preset: elastic, elastic_grid: 1}}}\n", "data.variants.e.elastic_grid: input should be greater than or equal to 2, got 1"),
+    ("data: {variants: {p: {preset: projective, corner_jitter: -1}}}\n", "data.variants.p.corner_jitter: input should be greater than or equal to 0, got -1"),
+    ("data: {variants: {p: {preset: projectiv}}}\n", "data.variants.p.preset: unknown preset 'projectiv' (did you mean 'projective'?) (choose from plain, rotated, rts, translated, scaled, projective, elastic, cluttered)"),
+    ("models: {f: {arch: fcn, stn: {at: conv1}}}\n", "models.f.stn.at: an fcn has no conv1, so its transformer can only be at `input`, got 'conv1'"),
+    ("models: {f: {arch: fcn, hidden: [0, 10]}}\n", "models.f.hidden.0: input should be greater than or equal to 1, got 0"),
+    ("models: {c: {arch: cnn, stn: {transform: spline}}}\n", "models.c.stn.transform: expected 'affine', 'attention', 'similarity', 'translation', 'rotation', 'projective' or 'tps', got 'spline'"),
+])
+def test_bad_variant_kinds_and_models_name_the_key(tmp_path, text, expected):
+    assert problems(tmp_path, text) == [expected]
+
+
+def test_pooling_after_the_transformer_is_checked_against_the_layers_behind(tmp_path):
+    # 42 px pooled by 2 leaves 21, too small for the CNN's valid convs (24 at least); out_size 48 gives them 24
+    lines = problems(tmp_path, "data: {variants: {rts: null}}\nmodels: {s: {arch: cnn, stn: {pool: 2}}}\n")
+    assert lines == ["data.variants.rts: canvas 42 is too small for model s (it needs at least 48)"]
+    cfg = config.load(write(tmp_path, "data: {variants: {rts: null}}\nmodels: {s: {arch: cnn, stn: {pool: 2, out_size: 48}}}\n"))
+    assert cfg.models["s"].stn.pool == 2

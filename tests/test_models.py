@@ -99,7 +99,7 @@ def test_transform_parameters_and_sampling_are_float32_under_autocast():
         assert net.transformed_images(x).dtype == torch.float32
 
 
-@pytest.mark.parametrize("arch", ["cnn", "stn-cnn"])
+@pytest.mark.parametrize("arch", ["cnn", "stn-cnn", "fcn", "st-fcn"])
 def test_a_few_hundred_images_of_training_lower_the_loss(arch):
     from stnexp import mnist
 
@@ -107,7 +107,7 @@ def test_a_few_hundred_images_of_training_lower_the_loss(arch):
     x = torch.from_numpy(d.train_images[:512].copy()).unsqueeze(1).float() / 255
     y = torch.from_numpy(d.train_labels[:512].copy()).long()
     torch.manual_seed(0)
-    net = models.build(cnn() if arch == "cnn" else stn(), 28)
+    net = models.build({"cnn": cnn, "stn-cnn": stn, "fcn": fcn, "st-fcn": lambda: fcn(transform="affine")}[arch](), 28)
     opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9)
     before = F.cross_entropy(net(x), y).item()
     for _ in range(3):
@@ -132,3 +132,48 @@ def test_schedules_shape_the_learning_rate():
     assert lr_at({"schedule": "constant", "warmup": 1})[:3] == [0.1, 0.6, 1.0]
     one = lr_at({"schedule": "onecycle"}, steps=(0, 9, 29))
     assert one[0] < 0.1 and one[1] == 1.0 and one[2] < 0.01
+
+
+def fcn(**stn_kw):
+    return config.FCNConfig(arch="fcn", stn=config.TransformerConfig(**stn_kw) if stn_kw else None)
+
+
+@pytest.mark.parametrize("transform", ["affine", "projective", "tps"])
+def test_an_st_fcn_has_a_fully_connected_localisation_net_and_starts_at_the_identity(transform):
+    net = models.build(fcn(transform=transform), 28)
+    assert all(isinstance(m, (torch.nn.Linear, torch.nn.ReLU, torch.nn.Flatten)) for m in net.stn.loc)
+    assert [m.out_features for m in net.stn.loc if isinstance(m, torch.nn.Linear)] == [32, 32]
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(net.transformed_images(x), x, atol=1e-4)
+    # at the identity the ST-FCN computes what the FCN with the same weights computes
+    plain = models.build(fcn(), 28)
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("stn.")})
+    assert torch.allclose(net(x), plain(x), atol=1e-5)
+
+
+def test_an_fcn_has_two_hidden_layers_of_the_configured_widths():
+    net = models.build(config.FCNConfig(arch="fcn", hidden=(64, 32)), 42)
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(42 * 42, 64), (64, 32), (32, 10)]
+    assert models.n_params(net) == 42 * 42 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
+
+
+def test_pooling_averages_the_transformers_output_before_the_layers_behind():
+    net = models.build(stn(out_size=60, pool=2), 42)
+    x = torch.rand(2, 1, 42, 42)
+    sampled = net.stn(x, x)
+    assert sampled.shape == (2, 1, 30, 30)
+    grid = transforms.grid("affine", net.transform_params(x), 60)
+    from stnexp import geometry
+
+    assert torch.allclose(sampled, F.avg_pool2d(geometry.sample(x, grid), 2), atol=1e-6)
+    assert net(x).shape == (2, 10) and models.plan(stn(out_size=60, pool=2), 42).side == 2
+
+
+def test_parameter_counts_of_a_config_are_those_of_the_built_models(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data: {variants: {rts: null, rotated: null}}\nmodels: {f: {arch: fcn, stn: {transform: tps}}, c: {arch: cnn}}\n")
+    cfg = config.load(p)
+    counts = models.param_counts(cfg)
+    assert counts["f"]["rotated"] == models.n_params(models.build(cfg.models["f"], 28))
+    assert counts["c"]["rts"] == models.n_params(models.build(cfg.models["c"], 42)) == 119050

@@ -1,0 +1,117 @@
+"""`stnexp report`: the results of one or many runs merged into one table, optionally in the layout of
+the STN paper's Table 1 with the paper's number beside each of ours (paper.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from stnexp import config as C, paper, reporting, runs
+from stnexp.errors import UserError
+
+
+@dataclass(frozen=True)
+class Source:
+    """One run's best-checkpoint results, its config, and how long it trained."""
+
+    path: Path
+    cfg: C.Config
+    rows: list[dict]
+    iterations: int
+    device: str
+
+
+def read(path: Path) -> Source:
+    path = Path(path)
+    results = path / f"{runs.RESULTS}.json"
+    if not path.is_dir() or not runs.is_run(path):
+        raise UserError(f"{path}: not a stnexp run directory")
+    if not results.is_file():
+        raise UserError(f"{path}: no {results.name} (the run has not scored its models yet)")
+    try:
+        rows = json.loads(results.read_text())
+        cfg = C.validate(yaml.safe_load((path / runs.CONFIG).read_text()))
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: unreadable results or config ({C._first_line(e)})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and {"variant", "model", "seed", "error", "checkpoint"} <= set(r) for r in rows):
+        raise UserError(f"{results}: not a results table written by stnexp")
+    t = cfg.train
+    per_epoch = max(1, cfg.data.train_size // min(t.batch_size, cfg.data.train_size))
+    iterations = t.iterations or (t.epochs or 10) * per_epoch
+    try:
+        env = json.loads((path / runs.ENV).read_text())
+        device = str(env.get("device_name") or env.get("device") or "?")
+    except (OSError, ValueError):
+        device = "?"
+    best = [r for r in rows if r["checkpoint"] == "best"]
+    return Source(path, cfg, best, iterations, device)
+
+
+def merged(sources: list[Source], as_paper: bool) -> list[dict]:
+    """Every source's rows, labelled for the table: `label` (the row) and `column`. A (label, column,
+    seed) given by several runs is taken from the last of them. As the paper: the paper's row and column
+    where the model and variant have one (a row shared by two differently named models keeps the names)."""
+    out: dict[tuple, dict] = {}
+    for s in sources:
+        names: dict[str, list[str]] = {}
+        for m in s.cfg.models:
+            names.setdefault(paper.row(s.cfg, m) or m, []).append(m)
+        for r in s.rows:
+            if r["model"] not in s.cfg.models or r["variant"] not in s.cfg.data.variants:
+                continue
+            label, column = r["model"], r["variant"]
+            if as_paper:
+                row = paper.row(s.cfg, r["model"])
+                label = row if row and len(names[row]) == 1 else (f"{row} ({r['model']})" if row else r["model"])
+                column = paper.column(s.cfg, r["variant"]) or r["variant"]
+            out[(label, column, r["seed"])] = {**r, "label": label, "column": column}
+    return list(out.values())
+
+
+def _ordered(values: list[str], first: list[str]) -> list[str]:
+    seen = list(dict.fromkeys(values))
+    return [v for v in first if v in seen] + [v for v in seen if v not in first]
+
+
+def paper_table(rows: list[dict]) -> str:
+    """Our mean +- std test error beside the paper's, rows and columns in the paper's order."""
+    labels = _ordered([r["label"] for r in rows], paper.ROWS)
+    cols = _ordered([r["column"] for r in rows], list(paper.COLUMNS.values()))
+    lines = ["**Test error %: ours (mean ± std over seeds, best checkpoint by validation), the paper's in brackets**", ""]
+    lines.append("| model | " + " | ".join(cols) + " |")
+    lines.append("|---|" + "---:|" * len(cols))
+    for label in labels:
+        cells = []
+        for c in cols:
+            here = [r for r in rows if r["label"] == label and r["column"] == c]
+            ok = [r["error"] for r in here if r.get("status", "ok") == "ok"]
+            ours = reporting.cell(ok) if ok or not here else here[0]["status"]
+            theirs = paper.TABLE1.get(label, {}).get(c)
+            seeds = f" ({len(here)} seeds)" if len(here) > 1 else ""
+            cells.append(f"{ours}{seeds} [{theirs}]" if theirs is not None else f"{ours}{seeds}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sources_text(sources: list[Source]) -> str:
+    lines = ["", "Runs:", ""]
+    for s in sources:
+        seeds = ", ".join(map(str, sorted({r["seed"] for r in s.rows})))
+        lines.append(f"- `{s.path}`: {s.iterations:,} iterations of batch {s.cfg.train.batch_size}, seeds {seeds}, {s.device}")
+    return "\n".join(lines) + "\n"
+
+
+def make(paths: list[Path], as_paper: bool) -> str:
+    """The report of runs `paths` as Markdown."""
+    sources = [read(p) for p in paths]
+    rows = merged(sources, as_paper)
+    if not rows:
+        raise UserError("no results in " + ", ".join(str(p) for p in paths))
+    if as_paper:
+        body = paper_table(rows)
+    else:
+        body = reporting.table(rows, lambda r: r["label"], "column", "Best checkpoint by validation accuracy")
+    return body + sources_text(sources)
