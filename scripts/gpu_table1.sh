@@ -3,17 +3,18 @@
 # and ITERATIONS iterations (the lr drops by 10 at a third and two thirds, as in the 150k protocol), one
 # after another, then `stnexp report --paper` over all of them. A shared deadline (SIGINT: partial tables)
 # keeps the whole under SECONDS.
-# usage: bash scripts/gpu_table1.sh [OUT_DIR] [ITERATIONS] [SECONDS]
+# usage: bash scripts/gpu_table1.sh [OUT_DIR] [ITERATIONS] [SECONDS] [COLUMNS (default: "rts rotated projective elastic cluttered")]
 set -u
 out=${1:-/tmp/gpu-table1}
 iterations=${2:-10000}
 seconds=${3:-520}
+columns=${4:-rts rotated projective elastic cluttered}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 deadline=$(( $(date +%s) + seconds ))
 every=$(( (iterations + 2) / 3 ))
 runs=()
-for column in rts rotated projective elastic cluttered; do
+for column in $columns; do
   left=$(( deadline - $(date +%s) ))
   if [ "$left" -lt 20 ]; then echo "$column: skipped (deadline)"; continue; fi
   timeout -s INT "$left" python3 -m stnexp train "configs/paper/$column.yaml" --set seeds=[0] \

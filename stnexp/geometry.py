@@ -120,32 +120,60 @@ def _tps_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return r2 * torch.log(r2.clamp_min(1e-12))
 
 
-def tps_map(targets: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
-    """The thin-plate spline that sends the k x k control points (control_points(k)) to `targets`
-    (N x k*k x 2), evaluated at `points` (P x 2, or N x P x 2): N x P x 2. It bends as little as it can in between and
-    reproduces any affine map exactly."""
-    with _fp32(targets.device):
-        c = control_points(k, targets.device)
+_TPS_INVERSE: dict[tuple[int, str], torch.Tensor] = {}
+_TPS_GRID_WEIGHTS: dict[tuple[int, int, int, str], torch.Tensor] = {}
+
+
+def _precise(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
+def _tps_inverse(k: int, device: torch.device) -> torch.Tensor:
+    """The inverse of the spline's linear system [[U(c, c), P], [P^T, 0]], which depends on the k x k
+    control points alone: computed once per (k, device) in float64. A solve per call would cost more and
+    cannot run inside a CUDA graph's capture (the uncaptured warm-up steps fill these caches)."""
+    key = (k, str(device))
+    if key not in _TPS_INVERSE:
+        c = control_points(k).double()
         n_c = c.shape[0]
-        # the spline's linear system [[U(c, c), P], [P^T, 0]] depends on the control points only
-        p = torch.cat([torch.ones(n_c, 1, device=c.device), c], 1)
-        system = torch.zeros(n_c + 3, n_c + 3, device=c.device)
+        p = torch.cat([torch.ones(n_c, 1, dtype=c.dtype), c], 1)
+        system = torch.zeros(n_c + 3, n_c + 3, dtype=c.dtype)
         system[:n_c, :n_c] = _tps_kernel(c, c)
         system[:n_c, n_c:] = p
         system[n_c:, :n_c] = p.T
-        rhs = torch.cat([targets.float(), torch.zeros(targets.shape[0], 3, 2, device=c.device)], 1)
-        coef = torch.linalg.solve(system, rhs)  # N x (K + 3) x 2
-        points = points.float()
-        basis = torch.cat([_tps_kernel(points, c), torch.ones_like(points[..., :1]), points], -1)
-        return basis @ coef
+        _TPS_INVERSE[key] = torch.linalg.inv(system).to(device, _precise(device))
+    return _TPS_INVERSE[key]
+
+
+def _tps_weights(points: torch.Tensor, k: int) -> torch.Tensor:
+    """W with spline(points) = W @ targets: the spline's value at each point is a fixed blend of where
+    the control points go (... x P x k*k), computed in float64."""
+    dtype = _precise(points.device)
+    c = control_points(k, points.device).to(dtype)
+    points = points.to(dtype)
+    basis = torch.cat([_tps_kernel(points, c), torch.ones_like(points[..., :1]), points], -1)
+    return basis @ _tps_inverse(k, points.device)[:, : k * k]
+
+
+def tps_map(targets: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
+    """The thin-plate spline that sends the k x k control points (control_points(k)) to `targets`
+    (N x k*k x 2), evaluated at `points` (P x 2, or N x P x 2): N x P x 2. It bends as little as it can in
+    between and reproduces any affine map exactly."""
+    with _fp32(targets.device):
+        return (_tps_weights(points, k) @ targets.to(_precise(targets.device))).float()
 
 
 def tps_grid(targets: torch.Tensor, size: int | tuple[int, int], k: int) -> torch.Tensor:
     """N x h x w x 2 grid of the thin-plate spline that sends control point i (of control_points(k)) to
     targets[:, i]: output point c_i reads the input at targets[:, i]. targets == control_points(k) gives
-    the identity grid."""
+    the identity grid. The blend weights of the grid's points are computed once per (k, size, device), so
+    a transformer's step is one float32 matrix product."""
     h, w = _size(size)
-    return tps_map(targets, base_grid(size, targets.device).reshape(-1, 2), k).reshape(-1, h, w, 2)
+    key = (k, h, w, str(targets.device))
+    if key not in _TPS_GRID_WEIGHTS:
+        _TPS_GRID_WEIGHTS[key] = _tps_weights(base_grid(size, targets.device).reshape(-1, 2), k).float()
+    with _fp32(targets.device):
+        return (_TPS_GRID_WEIGHTS[key] @ targets.float()).reshape(-1, h, w, 2)
 
 
 def sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

@@ -34,19 +34,25 @@ def test_projective_and_tps_identity_on_cuda():
     assert torch.allclose(geometry.sample(x, geometry.tps_grid(still, 30, 4)), x, atol=1e-4)
 
 
-def test_test_set_on_cuda_matches_the_cpu_one():
+@pytest.mark.parametrize("preset", ["rts", "projective", "elastic", "cluttered"])
+def test_test_set_on_cuda_matches_the_cpu_one(preset):
     d = mnist.load()
     x, y = torch.from_numpy(d.test_images[:1000].copy()), torch.from_numpy(d.test_labels[:1000].copy()).long()
-    spec = config.VariantConfig(preset="rts")
-    cpu = data.fixed(data.Digits(x, y), spec, 0, "rts", "test")
-    gpu = data.fixed(data.Digits(x.cuda(), y.cuda()), spec, 0, "rts", "test")
-    assert torch.equal(cpu.params["angle"], gpu.params["angle"].cpu())
-    assert torch.allclose(cpu.images, gpu.images.cpu(), atol=1e-4)
+    spec = config.VariantConfig(preset=preset)
+    cpu = data.fixed(data.Digits(x, y), spec, 0, preset, "test")
+    gpu = data.fixed(data.Digits(x.cuda(), y.cuda()), spec, 0, preset, "test")
+    for k, v in cpu.params.items():
+        assert torch.equal(v, gpu.params[k].cpu()), k
+    # a few pixels may differ by more where a near-degenerate homography amplifies float32 rounding
+    assert (cpu.images - gpu.images.cpu()).abs().gt(1e-3).float().mean() < 1e-3
 
 
 def _group(graphs: bool, stream):
     cfg = config.validate({"device": "cuda", "train": {"cuda_graphs": graphs, "amp": "off"},
-                           "models": {"cnn": {"arch": "cnn"}, "st": {"arch": "cnn", "stn": {}}}})
+                           "models": {"cnn": {"arch": "cnn"}, "st": {"arch": "cnn", "stn": {}},
+                                      "st-proj": {"arch": "cnn", "stn": {"transform": "projective"}},
+                                      "st-tps": {"arch": "cnn", "stn": {"transform": "tps"}},
+                                      "fcn": {"arch": "fcn"}, "st-fcn-tps": {"arch": "fcn", "stn": {"transform": "tps"}}}})
     length = members.Length(len(stream), 2 * len(stream), 2)
     group_members = [members.build(cfg, n, "rts", 0, length, torch.device("cuda")) for n in cfg.models]
     steps = {m.name: TrainStep(m, cfg.train, None) for m in group_members}
