@@ -22,6 +22,7 @@ SECTIONS = [
     ("data.", config.DataConfig, "data"),
     ("data.variants.NAME.", config.VariantConfig, "a variant"),
     ("models.NAME.", config.CNNConfig, "a model, `arch: cnn`"),
+    ("models.NAME.", config.FCNConfig, "a model, `arch: fcn`"),
     ("models.NAME.stn.", config.TransformerConfig, "a model's spatial transformer, `stn:`"),
     ("models.NAME.", config.STNCNNConfig, "a model, `arch: stn-cnn`: the flat form of version 0.1, read as `arch: cnn` with an `stn` block (also takes channels, norm, dropout)"),
     ("train.", config.TrainConfig, "training"),

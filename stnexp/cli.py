@@ -76,11 +76,11 @@ def _config(path: Path, sets: Optional[List[str]]):
 
 @app.command(short_help="Train the models of a config side by side; write tables, checkpoints, pictures.")
 def train(
-    config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"),
+    config_file: Path = typer.Argument(..., metavar="CFG|RUN_DIR", help="YAML experiment config, or with --resume a run directory (or a config's run folder: its newest run)"),
     set_: Optional[List[str]] = SET,
     device: Optional[str] = typer.Option(None, "--device", metavar="D", help="override `device`: auto | cpu | cuda | cuda:N | mps"),
     out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="run directory (default <out>/<name>/<timestamp>)"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out (default: the newest run of this config) from its last checkpoints"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out or RUN_DIR (default: the newest run of this config) from its last checkpoints"),
     force: bool = typer.Option(False, "--force", help="overwrite the run in --out (only a stnexp run directory, only the files that run wrote)"),
 ):
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
@@ -92,9 +92,18 @@ def train(
         from stnexp.errors import UserError
 
         sets = list(set_ or []) + ([f"device={device}"] if device else [])
-        cfg = _config(config_file, sets)
+        cfg_path, target = config_file, out
+        if cfg_path.is_dir():
+            # a run directory in place of the config: continue it with its own config.yaml
+            if not resume:
+                raise UserError(f"{cfg_path}: a directory; to continue a run pass --resume, to start one give a config file")
+            found = runs.find_run(cfg_path, runs.logger())
+            if out is not None and Path(out).resolve() != found.resolve():
+                raise UserError(f"--out {out}: differs from the run directory given ({found}); give one of them")
+            cfg_path, target = found / runs.CONFIG, found
+        cfg = _config(cfg_path, sets)
         torch_device = dev.resolve(cfg.device)
-        with runs.prepare(cfg, out, resume, force) as run:
+        with runs.prepare(cfg, target, resume, force) as run:
             log = runs.logger(run)
             log.debug("command: " + " ".join(sys.argv))
             if not resume:
@@ -124,45 +133,75 @@ def train(
 
 @app.command("eval", short_help="Score trained models on their own, other or external test sets.")
 def eval_(
-    source: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="a run directory or one checkpoint file"),
-    variant: Optional[List[str]] = typer.Option(None, "--variant", metavar="NAME", help="test on this variant (the run's or a preset); repeatable"),
+    source: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="a run directory (or a config's run folder: its newest run) or one checkpoint file"),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", metavar="NAME", help="test on this variant (the run's, a --set one, or a preset); repeatable"),
     images: Optional[Path] = typer.Option(None, "--images", metavar="F", help="external test images: IDX file, uint8 N x H x W (gzip or raw)"),
     labels: Optional[Path] = typer.Option(None, "--labels", metavar="F", help="external test labels: IDX file, N labels"),
     checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last", help="which checkpoints of a run: best | last"),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="where eval.{md,csv,json} go (default: the run directory)"),
+    canvas: Optional[str] = typer.Option(None, "--canvas", metavar="model|N", help="render the variants on each model's own canvas (model) or on N x N px"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="an ad-hoc variant: data.variants.NAME={...} (as in a config); repeatable"),
+    name: Optional[str] = typer.Option(None, "--name", metavar="NAME", help="the evaluation's name (default: from what it scores, e.g. best-on-rts+translated)"),
+    force: bool = typer.Option(False, "--force", help="replace an earlier evaluation of the same name"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="folder for NAME.{md,csv,json} and index.md (default: the run's evals/)"),
     device: Optional[str] = typer.Option(None, "--device", metavar="D", help="auto | cpu | cuda | cuda:N | mps (default: the run's device, where this machine has it)"),
 ):
-    """Score trained models on their test sets, on other variants, or on an external IDX test set."""
+    """Score trained models on their test sets, on other or ad-hoc variants, or on an external IDX test
+    set; each evaluation keeps its own files under its name."""
 
     def body():
-        from stnexp import evaluation, reporting, runs
+        import time
+
+        from stnexp import config as C, evaluation, reporting, runs
         from stnexp.errors import UserError
 
         if checkpoint not in ("best", "last"):
             raise UserError(f"--checkpoint: expected best or last, got {checkpoint!r}")
         if device is not None:
-            from stnexp.config import Config
-
             try:
-                Config._device(device)  # the same rule as the config key
+                C.Config._device(device)  # the same rule as the config key
             except ValueError as e:
                 raise UserError(f"--device: {e}") from None
         if (images is None) != (labels is None):
             raise UserError("--images and --labels go together")
+        side = _canvas(canvas)
+        if name is not None and not C.NAME.match(name):
+            raise UserError(f"--name {name!r}: must be letters, digits, '_', '.' or '-'")
+        extra = C.variants_from_sets(list(set_ or []))
         external = (images, labels) if images is not None else None
+        if external is not None and (variant or extra or side is not None):
+            raise UserError("--images/--labels score an external set as it is: no --variant, --set or --canvas with them")
         log = runs.logger()
-        rows = evaluation.score_run(source, list(variant or []), external, [checkpoint], device, log)
-        where = Path(out or runs.eval_dir(source))
+        src = runs.find_run(source, log)
+        tested_on = [Path(images).name.split(".")[0]] if external else list(variant or []) or list(extra)
+        label = name or runs.eval_name(src, checkpoint, tested_on, canvas)
+        where = Path(out) if out is not None else runs.eval_dir(src)
+        target = runs.claim_eval(where, label, force)  # before the work: a name in use is refused at once
+        rows = evaluation.score_run(src, list(variant or []), external, [checkpoint], device, log, side, extra)
+        md = reporting.eval_markdown(rows)
         try:
             where.mkdir(parents=True, exist_ok=True)
-            md = reporting.eval_markdown(rows)
-            reporting.write(where, runs.EVAL, rows, md, reporting.EVAL_FIELDS)
+            reporting.write(where, target.name, rows, md, reporting.EVAL_FIELDS)
+            on = ", ".join(tested_on) or "each model's own variant"
+            scored = f"{checkpoint} checkpoints of {src}" if src.is_dir() else str(src)
+            runs.index_eval(where, label, f"{time.strftime('%Y-%m-%d %H:%M')}, {scored}, on {on}" + (f", canvas {canvas}" if canvas else ""))
         except OSError as e:
             raise UserError(f"--out {where}: not writable ({e.strerror or e})") from None
         _echo(md)
-        _echo(f"wrote {where / (runs.EVAL + '.md')}")
+        _echo(f"wrote {target}.md")
 
     _guard(body)
+
+
+def _canvas(value: Optional[str]):
+    """--canvas: `model` or a side in px."""
+    from stnexp.config import MAX_SIDE
+    from stnexp.errors import UserError
+
+    if value is None or value == "model":
+        return value
+    if value.isdigit() and 8 <= int(value) <= MAX_SIDE:
+        return int(value)
+    raise UserError(f"--canvas {value!r}: expected model or a side in px from 8 to {MAX_SIDE}")
 
 
 @app.command(short_help="Merge the results of runs into one table, optionally beside the paper's Table 1.")
@@ -179,7 +218,10 @@ def report(
         from stnexp.checkpoints import atomic_text
         from stnexp.errors import UserError
 
-        text = rp.make(list(run_dirs), paper)
+        from stnexp import runs
+
+        log = runs.logger()
+        text = rp.make([runs.find_run(p, log) for p in run_dirs], paper)
         if out is not None:
             try:
                 Path(out).mkdir(parents=True, exist_ok=True)
@@ -187,6 +229,19 @@ def report(
             except OSError as e:
                 raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
         _echo(text)
+
+    _guard(body)
+
+
+@app.command("runs", short_help="List the runs under a folder: variants, models, best errors, status.")
+def runs_(out: Path = typer.Argument(Path("runs"), metavar="[OUT]", help="folder holding runs (default: runs)")):
+    """List every run under OUT (default runs/), newest first: its start, variants, models with their test
+    error (best checkpoints, mean over seeds) and status: finished, interrupted or running."""
+
+    def body():
+        from stnexp import report as rp
+
+        _echo(rp.runs_table(out), nl=False)
 
     _guard(body)
 

@@ -393,9 +393,16 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
+STN_KEYS = ("transform", "at", "out_size", "loc_lr_scale", "loc", "pool")
+
+
 def apply_sets(raw: dict, sets: list[str]) -> dict:
     for item in sets:
         path, value = parse_set(item)
+        model = (raw.get("models") or {}).get(path[1]) if len(path) == 3 and path[0] == "models" else None
+        if isinstance(model, dict) and isinstance(model.get("stn"), dict) and path[2] in STN_KEYS:
+            # `models.st-cnn.loc_lr_scale=...` as in version 0.1's flat form: the key of its `stn` block
+            path = path[:2] + ["stn", path[2]]
         node = raw
         for i, part in enumerate(path[:-1]):
             child = node.get(part)
@@ -406,6 +413,18 @@ def apply_sets(raw: dict, sets: list[str]) -> dict:
             node = child
         node[path[-1]] = value
     return raw
+
+
+def variants_from_sets(sets: list[str]) -> dict[str, VariantConfig]:
+    """Ad-hoc variants for `eval --set 'data.variants.NAME={...}'`, validated as a config's are."""
+    raw = apply_sets({}, list(sets))
+    extra = set(raw) - {"data"} or set(raw.get("data") or {}) - {"variants"}
+    if extra:
+        raise UserError(f"--set {sorted(extra)[0]}: eval takes only data.variants.NAME=... (ad-hoc variants to test on)")
+    try:
+        return Config.model_validate(raw).data.variants if raw else {}
+    except ValidationError as e:
+        raise UserError("\n".join(_describe(err) for err in e.errors())) from None
 
 
 def read_yaml(path: Path) -> dict:

@@ -58,13 +58,24 @@ class TestSets:
         """Reuse digits already on the device (a training run's) instead of loading them again."""
         self.digits[str(data_cfg.root)] = split
 
-    def get(self, cfg: C.Config, variant: str, seed: int) -> TestSet:
-        if variant in cfg.data.variants:
+    def get(self, cfg: C.Config, variant: str, seed: int, canvas: int | None = None, extra: dict | None = None) -> TestSet:
+        """The test set of `variant` (ad-hoc from `extra`, the run's, or a preset) for `seed`, rendered on a
+        canvas of side `canvas` when given (the digit placed as the variant says, on that canvas)."""
+        extra = extra or {}
+        if variant in extra:
+            spec = extra[variant]
+        elif variant in cfg.data.variants:
             spec = cfg.variant(variant)
         elif variant in C.PRESETS:
             spec = C.VariantConfig(preset=variant)
         else:
-            raise UserError(f"--variant {variant}: not a variant of the run ({', '.join(cfg.data.variants)}) nor a preset ({', '.join(C.PRESETS)})")
+            known = ", ".join(list(extra) + list(cfg.data.variants))
+            raise UserError(f"--variant {variant}: not a variant of the run or --set ({known}) nor a preset ({', '.join(C.PRESETS)})")
+        if canvas is not None and canvas != spec.canvas:
+            try:
+                spec = C.VariantConfig.model_validate({**spec.model_dump(), "canvas": canvas})
+            except C.ValidationError as e:
+                raise UserError(f"--canvas {canvas}: variant {variant}: " + "; ".join(C._describe(err) for err in e.errors())) from None
         key = (str(cfg.data.root), variant, seed, spec)
         if key not in self.sets:
             root = str(cfg.data.root)
@@ -108,7 +119,8 @@ def score(paths: list[Path], sets_for: Callable[[dict, C.Config], list[TestSet]]
             size = test.images.shape[-1]
             if size != ck["in_size"]:
                 what = f"{test.name}: images are" if test.external else f"--variant {test.name}: canvas is"
-                raise UserError(f"{what} {size}x{size} but {path.name} takes {ck['in_size']}x{ck['in_size']}")
+                hint = "" if test.external else " (render it on the model's canvas with --canvas model)"
+                raise UserError(f"{what} {size}x{size} but {path.name} takes {ck['in_size']}x{ck['in_size']}{hint}")
             n_ok, n = correct(model, test.images, test.labels, dtype), len(test.labels)
             rows.append({
                 "variant": ck["variant"], "model": ck["model_name"], "seed": ck["seed"], "checkpoint": ck["kind"],
@@ -128,11 +140,13 @@ def _status(ck: dict, path: Path) -> str:
     return f"diverged at epoch {diverged}" if diverged else "ok"
 
 
-def score_run(source: Path, variants: list[str], external: tuple[Path, Path] | None, which: list[str], device: str | None, log) -> list[dict]:
+def score_run(source: Path, variants: list[str], external: tuple[Path, Path] | None, which: list[str], device: str | None, log,
+              canvas: str | int | None = None, extra: dict | None = None) -> list[dict]:
     """`stnexp eval`: re-score the checkpoints of a run directory (or one checkpoint) on their own test
-    sets, on `variants`, or on an external set. Without `device`, scoring runs where the run trained
-    (its config's device), so it reproduces the run's own numbers exactly; where that device is
-    missing, on the best one here."""
+    sets, on `variants` (of the run, of `extra` or presets), or on an external set; `canvas` renders the
+    variants on that side in px, or on each model's own ("model"). Without `device`, scoring runs where
+    the run trained (its config's device), so it reproduces the run's own numbers exactly; where that
+    device is missing, on the best one here."""
     from stnexp.device import keep_freed_memory, resolve
 
     found = runs.find_checkpoints(source, which)
@@ -155,7 +169,8 @@ def score_run(source: Path, variants: list[str], external: tuple[Path, Path] | N
         tests = TestSets(device)
 
         def sets_for(ck, cfg):
-            return [tests.get(cfg, name, ck["seed"]) for name in variants or [ck["variant"]]]
+            side = ck["in_size"] if canvas == "model" else canvas
+            return [tests.get(cfg, name, ck["seed"], side, extra) for name in variants or list(extra or {}) or [ck["variant"]]]
 
     rows = []
     for scored in score(found, sets_for, device):

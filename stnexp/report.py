@@ -22,6 +22,7 @@ class Source:
     rows: list[dict]
     iterations: int
     device: str
+    trained: int | None  # steps completed (fewer than `iterations` in an interrupted run)
 
 
 def read(path: Path) -> Source:
@@ -47,7 +48,22 @@ def read(path: Path) -> Source:
     except (OSError, ValueError):
         device = "?"
     best = [r for r in rows if r["checkpoint"] == "best"]
-    return Source(path, cfg, best, iterations, device)
+    return Source(path, cfg, best, iterations, device, _trained(path / runs.METRICS))
+
+
+def _trained(metrics: Path) -> int | None:
+    """The steps that every (variant, seed) of a run completed, from metrics.csv (None if unreadable)."""
+    import csv
+
+    try:
+        with open(metrics, newline="") as f:
+            last: dict[tuple, int] = {}
+            for r in csv.DictReader(f):
+                key = (r["variant"], r["seed"])
+                last[key] = max(last.get(key, 0), int(r["step"]))
+    except (OSError, KeyError, ValueError, csv.Error):
+        return None
+    return min(last.values()) if last else None
 
 
 def merged(sources: list[Source], as_paper: bool) -> list[dict]:
@@ -100,7 +116,8 @@ def sources_text(sources: list[Source]) -> str:
     lines = ["", "Runs:", ""]
     for s in sources:
         seeds = ", ".join(map(str, sorted({r["seed"] for r in s.rows})))
-        lines.append(f"- `{s.path}`: {s.iterations:,} iterations of batch {s.cfg.train.batch_size}, seeds {seeds}, {s.device}")
+        done = f"{s.iterations:,} iterations" if s.trained is None or s.trained >= s.iterations else f"{s.trained:,} of {s.iterations:,} iterations (interrupted)"
+        lines.append(f"- `{s.path}`: {done} of batch {s.cfg.train.batch_size}, seeds {seeds}, {s.device}")
     return "\n".join(lines) + "\n"
 
 
@@ -115,3 +132,40 @@ def make(paths: list[Path], as_paper: bool) -> str:
     else:
         body = reporting.table(rows, lambda r: r["label"], "column", "Best checkpoint by validation accuracy")
     return body + sources_text(sources)
+
+
+def runs_table(out: Path) -> str:
+    """`stnexp runs`: every run under `out`, newest first: name, start, variants, models, the best
+    checkpoints' mean test error per model and variant, status."""
+    import statistics
+
+    found = runs.all_runs(out)
+    if not found:
+        raise UserError(f"{out}: no stnexp runs found")
+    lines = ["| run | started | variants | models: test error % (best checkpoints, mean over seeds) | status |", "|---|---|---|---|---|"]
+    rows = []
+    for path in found:
+        try:
+            cfg = C.validate(yaml.safe_load((path / runs.CONFIG).read_text()))
+        except (OSError, yaml.YAMLError, UserError):
+            continue  # not a run this version can read
+        try:
+            started = str(json.loads((path / runs.ENV).read_text()).get("started", "?"))
+        except (OSError, ValueError, AttributeError):
+            started = "?"
+        try:
+            results = [r for r in json.loads((path / f"{runs.RESULTS}.json").read_text()) if r.get("checkpoint") == "best"]
+        except (OSError, ValueError, AttributeError):
+            results = []
+        scores = []
+        for m in cfg.models:
+            per = []
+            for v in cfg.data.variants:
+                errs = [r["error"] for r in results if r.get("model") == m and r.get("variant") == v and r.get("status", "ok") == "ok"]
+                if errs:
+                    per.append(f"{statistics.mean(errs):.2f}" if len(cfg.data.variants) == 1 else f"{v} {statistics.mean(errs):.2f}")
+            scores.append(f"{m} {' / '.join(per) if per else '-'}")
+        name = path.relative_to(out) if path != Path(out) else path
+        rows.append((started, f"| {name} | {started} | {', '.join(cfg.data.variants)} | {'; '.join(scores)} | {runs.status(path)} |"))
+    rows.sort(key=lambda r: r[0], reverse=True)
+    return "\n".join(lines + [r for _, r in rows]) + "\n"

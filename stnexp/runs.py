@@ -29,7 +29,9 @@ ENV = "env.json"  # versions, device, command line
 LOG = "train.log"  # everything printed, plus warnings and tracebacks
 METRICS = "metrics.csv"  # one row per epoch per variant/seed/model
 RESULTS = "results"  # results.{md,csv,json}: the test scores of `train`
-EVAL = "eval"  # eval.{md,csv,json}: the scores of `stnexp eval`
+EVAL = "eval"  # eval.{md,csv,json}: where `stnexp eval` wrote its scores up to 0.2.0.dev0
+EVALS = "evals"  # evals/<name>.{md,csv,json}: each `stnexp eval`, by name; evals/index.md lists them
+EVAL_INDEX = "index.md"
 TABLE_SUFFIXES = (".md", ".csv", ".json")
 CHECKPOINTS = "checkpoints"  # checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
 PICTURES = "stn"  # stn/<variant>/<model>-s<seed>.png: a folder per variant, so no two names meet
@@ -170,6 +172,9 @@ def written_files(run: Path) -> list[Path]:
     from stnexp import config as C
 
     files = [run / name for name in OWN_FILES]
+    evals = run / EVALS
+    if evals.is_dir():
+        files += [p for p in evals.iterdir() if p.suffix in TABLE_SUFFIXES]
     try:
         cfg = C.load(run / CONFIG)
     except UserError:
@@ -196,6 +201,7 @@ def clear(run: Path, remove_dir: bool) -> None:
             for folder in parent.iterdir():
                 _remove_if_empty(folder)
         _remove_if_empty(parent)
+    _remove_if_empty(run / EVALS)
     if remove_dir and run.resolve() != Path.cwd().resolve() and [p.name for p in run.iterdir()] == [LOCK]:
         (run / LOCK).unlink()
         _remove_if_empty(run)
@@ -285,6 +291,76 @@ def logger(run: Path | None = None, quiet: bool = False) -> logging.Logger:
     return log
 
 
+# ---------------------------------------------------------------- finding runs
+
+
+def newest_run(folder: Path) -> Path | None:
+    """The newest run directly under `folder` (a config's folder `<out>/<name>/`: its timestamped runs
+    sort by name), or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = sorted(p for p in folder.iterdir() if p.is_dir() and (p / CONFIG).is_file())
+    return found[-1] if found else None
+
+
+def find_run(path: Path, log=None) -> Path:
+    """A run directory as given, or for a config's run folder (`runs/quickstart`) its newest run, said on
+    the log. Anything else is returned as it is, for the caller to refuse."""
+    path = Path(path)
+    if not path.is_dir() or (path / CONFIG).is_file() or is_run(path):
+        return path
+    newest = newest_run(path)
+    if newest is None:
+        return path
+    if log is not None:
+        log.info(f"{path}: using its newest run, {newest}")
+    return newest
+
+
+def status(run: Path) -> str:
+    """running (a process holds the run's lock), finished (results of every model, not partial) or
+    interrupted."""
+    if _held_by_another(run):
+        return "running"
+    md = run / f"{RESULTS}.md"
+    try:
+        finished = "(partial: the run was interrupted)" not in md.read_text(encoding="utf-8")
+    except OSError:
+        finished = False
+    return "finished" if finished else "interrupted"
+
+
+def _held_by_another(run: Path) -> bool:
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(run / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def all_runs(out: Path) -> list[Path]:
+    """Every run under `out`: `<out>/<name>/<timestamp>/` as train makes them, `<out>/<run>/` (an
+    explicit --out) and `out` itself when it is one; a sweep's children too."""
+    out = Path(out)
+    found = []
+    for depth in ("", "*", "*/*", "*/*/*"):
+        for p in sorted(out.glob(depth)) if depth else [out]:
+            if p.is_dir() and (p / CONFIG).is_file() and is_run(p):
+                found.append(p)
+    return found
+
+
 def find_checkpoints(source: Path, which: list[str]) -> list[Path]:
     """Checkpoints of a run directory (best and/or last), or the one checkpoint file given."""
     source = Path(source)
@@ -296,11 +372,42 @@ def find_checkpoints(source: Path, which: list[str]) -> list[Path]:
 
 
 def eval_dir(source: Path) -> Path:
-    """Where `stnexp eval` writes by default: the run directory, also for one of its checkpoints
-    (<run>/checkpoints/<variant>/<file>); beside any other checkpoint file."""
+    """Where `stnexp eval` writes by default: the run's evals/ folder, also for one of its checkpoints
+    (<run>/checkpoints/<variant>/<file>); an evals/ folder beside any other checkpoint file."""
     source = Path(source)
     if source.is_dir():
-        return source
+        return source / EVALS
     if source.parent.parent.name == CHECKPOINTS:
-        return source.parent.parent.parent
-    return source.parent
+        return source.parent.parent.parent / EVALS
+    return source.parent / EVALS
+
+
+def eval_name(source: Path, which: str, tested_on: list[str], canvas) -> str:
+    """An evaluation's default name, from what it scored: `best-on-rts+translated`,
+    `st-cnn-s0-best-on-translated-canvas-model`, `best-on-own` (each model's own variant)."""
+    import hashlib
+    import re
+
+    what = Path(source).stem if Path(source).is_file() else which
+    name = f"{what}-on-{'+'.join(tested_on) or 'own'}" + (f"-canvas-{canvas}" if canvas is not None else "")
+    name = re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)
+    return name if len(name) <= 120 else name[:100] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+def claim_eval(folder: Path, name: str, force: bool) -> Path:
+    """The stem (folder/name) an evaluation writes to; an existing one only with --force."""
+    taken = [folder / f"{name}{suffix}" for suffix in TABLE_SUFFIXES if (folder / f"{name}{suffix}").exists()]
+    if taken and not force:
+        raise UserError(f"evaluation {name!r} exists ({taken[0]}); pass --force to replace it or --name to keep both")
+    return folder / name
+
+
+def index_eval(folder: Path, name: str, line: str) -> None:
+    """Add (or replace) the evaluation's line in folder/index.md: one `- `name`: ...` line each."""
+    from stnexp.checkpoints import atomic_text
+
+    index = folder / EVAL_INDEX
+    head = "# Evaluations\n\nEach line: a name (its .md, .csv and .json beside this file), when, what was scored, on what.\n\n"
+    lines = [x for x in (index.read_text(encoding="utf-8").splitlines() if index.is_file() else []) if x.startswith("- `")]
+    lines = [x for x in lines if not x.startswith(f"- `{name}`:")] + [f"- `{name}`: {line}"]
+    atomic_text(index, head + "\n".join(lines) + "\n")

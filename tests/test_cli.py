@@ -47,7 +47,7 @@ def test_eval_reproduces_results_json_exactly(tiny_run, tmp_path):
     for kind in ("best", "last"):
         r = invoke("eval", tiny_run, "--checkpoint", kind, "--out", tmp_path / kind)
         assert r.exit_code == 0, r.output
-        got = {(e["model"], e["seed"]): e["accuracy"] for e in json.loads((tmp_path / kind / "eval.json").read_text())}
+        got = {(e["model"], e["seed"]): e["accuracy"] for e in json.loads((tmp_path / kind / f"{kind}-on-own.json").read_text())}
         want = {(e["model"], e["seed"]): e["accuracy"] for e in json.loads((tiny_run / "results.json").read_text()) if e["checkpoint"] == kind}
         assert got == want
 
@@ -56,7 +56,7 @@ def test_eval_of_one_checkpoint_on_other_variants(tiny_run, tmp_path):
     ck = tiny_run / "checkpoints" / "rts" / "st-cnn-s0-best.pt"
     r = invoke("eval", ck, "--variant", "rts", "--variant", "translated", "--out", tmp_path)
     assert r.exit_code == 0, r.output
-    rows = json.loads((tmp_path / "eval.json").read_text())
+    rows = json.loads((tmp_path / "st-cnn-s0-best-on-rts+translated.json").read_text())
     assert [row["tested_on"] for row in rows] == ["rts", "translated"]
     assert "translated" in r.output
 
@@ -68,12 +68,109 @@ def test_eval_of_a_loose_checkpoint_writes_beside_it(tiny_run, tmp_path):
     shutil.copy(tiny_run / "checkpoints" / "rts" / "cnn-s0-best.pt", ck)
     r = invoke("eval", ck)
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "eval.json").is_file()
+    assert (tmp_path / "evals" / "model-on-own.json").is_file()
 
 
 def test_eval_refuses_a_variant_with_another_canvas(tiny_run):
     r = invoke("eval", tiny_run, "--variant", "rotated")
-    assert r.exit_code == 2 and "canvas is 28x28 but" in r.output and "takes 42x42" in r.output
+    assert r.exit_code == 2 and "canvas is 28x28 but" in r.output and "takes 42x42" in r.output and "--canvas model" in r.output
+
+
+def test_eval_renders_a_variant_on_the_models_canvas_or_an_ad_hoc_one(tiny_run, tmp_path):
+    r = invoke("eval", tiny_run, "--variant", "plain", "--canvas", "model", "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "best-on-plain-canvas-model.json").read_text())
+    assert {(row["model"], row["tested_on"]) for row in rows} == {("cnn", "plain"), ("st-cnn", "plain")}
+    # the centred, upright digits of `plain` on 42x42 are the `translated` digits with no shift
+    r = invoke("eval", tiny_run, "--set", "data.variants.mid={canvas: 42}", "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    mid = json.loads((tmp_path / "best-on-mid.json").read_text())
+    assert [row["correct"] for row in mid] == [row["correct"] for row in rows]
+    for bad, message in [
+        (["--canvas", "7"], "--canvas '7': expected model or a side in px from 8 to 512"),
+        (["--set", "train.lr=1"], "--set train: eval takes only data.variants.NAME=..."),
+        (["--set", "data.variants.v={rotation: [1]}"], "data.variants.v.rotation: expected [min, max]"),
+        (["--variant", "nope"], "--variant nope: not a variant of the run or --set"),
+    ]:
+        r = invoke("eval", tiny_run, *bad, "--out", tmp_path)
+        assert r.exit_code == 2 and message in r.output, (bad, r.output)
+
+
+def test_evaluations_keep_their_own_names_and_an_index(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert invoke("eval", run, "--variant", "rts", "--variant", "translated").exit_code == 0
+    ck = run / "checkpoints" / "rts" / "st-cnn-s0-best.pt"
+    assert invoke("eval", ck, "--variant", "translated").exit_code == 0
+    evals = run / "evals"
+    assert sorted(p.name for p in evals.glob("*.json")) == ["best-on-rts+translated.json", "st-cnn-s0-best-on-translated.json"]
+    assert len(json.loads((evals / "best-on-rts+translated.json").read_text())) == 4  # not replaced by the one-row table
+    # the same evaluation again is refused, with --force replaced, with --name kept beside
+    again = invoke("eval", ck, "--variant", "translated")
+    assert again.exit_code == 2 and "evaluation 'st-cnn-s0-best-on-translated' exists" in again.output and "--force" in again.output
+    assert invoke("eval", ck, "--variant", "translated", "--force").exit_code == 0
+    assert invoke("eval", ck, "--variant", "translated", "--name", "second").exit_code == 0
+    index = (evals / "index.md").read_text().splitlines()
+    names = [line.split("`")[1] for line in index if line.startswith("- `")]
+    assert names == ["best-on-rts+translated", "st-cnn-s0-best-on-translated", "second"]
+    # train --force clears a run's evaluations with the rest of what it wrote
+    r = invoke("train", "configs/smoke.yaml", "--out", run, "--force", *[a for s in TINY for a in ("--set", s)], "--set", "train.epochs=1")
+    assert r.exit_code == 0, r.output
+    assert not evals.exists()
+
+
+def test_a_configs_run_folder_stands_for_its_newest_run(tiny_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "runs" / "smoke"
+    for stamp in ("20260101-000000", "20260202-000000"):
+        shutil.copytree(tiny_run, folder / stamp, ignore=shutil.ignore_patterns("evals"))
+    r = invoke("eval", folder, "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    assert f"using its newest run, {folder / '20260202-000000'}" in r.output
+    r = invoke("report", folder)
+    assert r.exit_code == 0 and "20260202-000000" in r.output
+
+
+def test_train_resumes_a_run_directory_with_its_own_config(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    r = invoke("train", run, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "already trained" in r.output or "epoch" not in r.output
+    assert json.loads((run / "results.json").read_text()) == json.loads((tiny_run / "results.json").read_text())
+    r = invoke("train", run)
+    assert r.exit_code == 2 and "a directory; to continue a run pass --resume" in r.output
+    r = invoke("train", run, "--resume", "--set", "train.lr=0.5")
+    assert r.exit_code == 2 and "the config differs from the run's in train.lr" in r.output
+
+
+def test_runs_lists_each_run_with_its_errors_and_status(tiny_run, tmp_path):
+    import fcntl
+    import os
+    import shutil
+
+    for name in ("a", "b", "c"):
+        shutil.copytree(tiny_run, tmp_path / "smoke" / name)
+    md = tmp_path / "smoke" / "b" / "results.md"
+    md.write_text(md.read_text().replace("Best checkpoint by validation accuracy", "Best checkpoint by validation accuracy (partial: the run was interrupted)"))
+    fd = os.open(tmp_path / "smoke" / "c" / ".stnexp-lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a training process holds it
+    try:
+        r = invoke("runs", tmp_path)
+    finally:
+        os.close(fd)
+    assert r.exit_code == 0, r.output
+    rows = {line.split(" | ")[0].strip("| "): line for line in r.output.splitlines() if line.startswith("| smoke/")}
+    assert set(rows) == {"smoke/a", "smoke/b", "smoke/c"}
+    best = {e["model"]: e["error"] for e in json.loads((tiny_run / "results.json").read_text()) if e["checkpoint"] == "best"}
+    assert f"cnn {best['cnn']:.2f}; st-cnn {best['st-cnn']:.2f}" in rows["smoke/a"]
+    assert rows["smoke/a"].endswith("| finished |") and rows["smoke/b"].endswith("| interrupted |") and rows["smoke/c"].endswith("| running |")
+    assert invoke("runs", tmp_path / "none").exit_code == 2
 
 
 def test_external_idx_eval_scores_the_set_as_is(tiny_run, tmp_path):
@@ -87,7 +184,7 @@ def test_external_idx_eval_scores_the_set_as_is(tiny_run, tmp_path):
     idx.write(tmp_path / "lab.gz", d.test_labels[:300])
     r = invoke("eval", tiny_run, "--images", tmp_path / "img.gz", "--labels", tmp_path / "lab.gz", "--out", tmp_path / "o")
     assert r.exit_code == 0, r.output
-    rows = json.loads((tmp_path / "o" / "eval.json").read_text())
+    rows = json.loads((tmp_path / "o" / "best-on-img.json").read_text())
     assert len(rows) == 2 and all(row["n_test"] == 300 for row in rows)
     # a 28x28 set does not fit models trained on 42x42 canvases
     idx.write(tmp_path / "small.gz", d.test_images[:10])
@@ -297,7 +394,7 @@ def test_a_terminal_that_cannot_encode_the_tables_gets_plain_characters(tiny_run
     r = subprocess.run([sys.executable, "-m", "stnexp", "eval", str(tiny_run), "--out", str(tmp_path)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert "mean +- std" in r.stdout
-    assert "mean ± std" in (tmp_path / "eval.md").read_text(encoding="utf-8")  # the files keep the real sign
+    assert "mean ± std" in (tmp_path / "best-on-own.md").read_text(encoding="utf-8")  # the files keep the real sign
 
 
 def test_an_external_set_that_is_empty_or_has_labels_outside_0_to_9_exits_2(tiny_run, tmp_path):

@@ -38,7 +38,7 @@ def old_results(run, kind):
 def test_eval_of_a_0_1_run_gives_exactly_its_results(kind, tmp_path):
     r = invoke("eval", OLD_RUN, "--checkpoint", kind, "--out", tmp_path)
     assert r.exit_code == 0, r.output
-    got = {(e["variant"], e["model"], e["seed"]): e["accuracy"] for e in json.loads((tmp_path / "eval.json").read_text())}
+    got = {(e["variant"], e["model"], e["seed"]): e["accuracy"] for e in json.loads((tmp_path / f"{kind}-on-own.json").read_text())}
     assert got == old_results(OLD_RUN, kind) and len(got) == 10
 
 

@@ -42,7 +42,8 @@ def test_test_set_on_cuda_matches_the_cpu_one(preset):
     cpu = data.fixed(data.Digits(x, y), spec, 0, preset, "test")
     gpu = data.fixed(data.Digits(x.cuda(), y.cuda()), spec, 0, preset, "test")
     for k, v in cpu.params.items():
-        assert torch.equal(v, gpu.params[k].cpu()), k
+        # drawn on the CPU either way; a shift that `fit` computes on the device may differ in its last bit
+        assert torch.equal(v, gpu.params[k].cpu()) if k in ("angle", "scale") or not v.is_floating_point() else torch.allclose(v, gpu.params[k].cpu(), atol=1e-4), k
     # a few pixels may differ by more where a near-degenerate homography amplifies float32 rounding
     assert (cpu.images - gpu.images.cpu()).abs().gt(1e-3).float().mean() < 1e-3
 
@@ -92,7 +93,7 @@ def test_train_and_eval_on_cuda_agree(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["eval", str(out), "--out", str(tmp_path / "e"), "--device", "cuda"])
     assert r.exit_code == 0, r.output
-    got = {e["model"]: e["accuracy"] for e in json.loads((tmp_path / "e" / "eval.json").read_text())}
+    got = {e["model"]: e["accuracy"] for e in json.loads((tmp_path / "e" / "best-on-own.json").read_text())}
     want = {e["model"]: e["accuracy"] for e in json.loads((out / "results.json").read_text()) if e["checkpoint"] == "best"}
     assert got == want
     assert json.loads((out / "env.json").read_text())["device"].startswith("cuda")
