@@ -82,51 +82,35 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="run directory (default <out>/<name>/<timestamp>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out or RUN_DIR (default: the newest run of this config) from its last checkpoints"),
     force: bool = typer.Option(False, "--force", help="overwrite the run in --out (only a stnexp run directory, only the files that run wrote)"),
+    sweep: Optional[List[str]] = typer.Option(None, "--sweep", metavar="KEY=V1,V2", help="train once per value of KEY (cross product over repeated --sweep) as child runs of one folder, with one sweep table"),
 ):
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
 
     def body():
-        import threading
-
-        from stnexp import checkpoints, config, device as dev, runs, training
+        from stnexp import runs, training
         from stnexp.errors import UserError
 
         sets = list(set_ or []) + ([f"device={device}"] if device else [])
-        cfg_path, target = config_file, out
-        if cfg_path.is_dir():
-            # a run directory in place of the config: continue it with its own config.yaml
-            if not resume:
-                raise UserError(f"{cfg_path}: a directory; to continue a run pass --resume, to start one give a config file")
-            found = runs.find_run(cfg_path, runs.logger())
-            if out is not None and Path(out).resolve() != found.resolve():
-                raise UserError(f"--out {out}: differs from the run directory given ({found}); give one of them")
-            cfg_path, target = found / runs.CONFIG, found
-        cfg = _config(cfg_path, sets)
-        torch_device = dev.resolve(cfg.device)
-        with runs.prepare(cfg, target, resume, force) as run:
-            log = runs.logger(run)
-            log.debug("command: " + " ".join(sys.argv))
-            if not resume:
-                checkpoints.atomic_text(run / runs.CONFIG, config.dump(cfg))
-            runs.write_env(run, torch_device)
-            log.info(f"run directory: {run}")
-            stop = threading.Event()
-            previous = training.install_sigint(stop)
-            try:
-                training.train(cfg, run, torch_device, log, stop)
-            except UserError:
-                # bad input found before anything was trained (missing data files, say): leave nothing behind
-                if not resume and not (run / runs.CHECKPOINTS).exists():
-                    runs.logger(None)
-                    runs.clear(run, remove_dir=True)
-                raise
-            except training.Interrupted:
-                log.warning(f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out {run}")
-                raise typer.Exit(130)
-            finally:
-                import signal
+        try:
+            if sweep:
+                from stnexp import sweeps
 
-                signal.signal(signal.SIGINT, previous)
+                if config_file.is_dir():
+                    raise UserError("--sweep takes a config file, not a run directory (resume a sweep with CFG --sweep ... --resume)")
+                sweeps.run(config_file, sets, list(sweep), out, resume, force, " ".join(sys.argv))
+                return
+            cfg_path, target = config_file, out
+            if cfg_path.is_dir():
+                # a run directory in place of the config: continue it with its own config.yaml
+                if not resume:
+                    raise UserError(f"{cfg_path}: a directory; to continue a run pass --resume, to start one give a config file")
+                found = runs.find_run(cfg_path, runs.logger())
+                if out is not None and Path(out).resolve() != found.resolve():
+                    raise UserError(f"--out {out}: differs from the run directory given ({found}); give one of them")
+                cfg_path, target = found / runs.CONFIG, found
+            training.train_into(_config(cfg_path, sets), target, resume, force, " ".join(sys.argv))
+        except training.Interrupted:
+            raise typer.Exit(130)
 
     _guard(body)
 

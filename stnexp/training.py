@@ -321,6 +321,40 @@ def score(run: Run) -> list[dict]:
     return rows
 
 
+def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command: str) -> Path:
+    """`stnexp train` for one config: make (or resume, or overwrite) the run directory, train into it with
+    Ctrl-C handled, and leave nothing behind when bad input stops it before the first checkpoint.
+    Raises Interrupted after Ctrl-C (the run is resumable)."""
+    from stnexp import config as C
+    from stnexp.device import resolve
+    from stnexp.errors import UserError
+
+    torch_device = resolve(cfg.device)
+    with runs.prepare(cfg, out, resume, force) as run:
+        log = runs.logger(run)
+        log.debug("command: " + command)
+        if not resume:
+            checkpoints.atomic_text(run / runs.CONFIG, C.dump(cfg))
+        runs.write_env(run, torch_device)
+        log.info(f"run directory: {run}")
+        stop = threading.Event()
+        previous = install_sigint(stop)
+        try:
+            train(cfg, run, torch_device, log, stop)
+        except UserError:
+            # bad input found before anything was trained (missing data files, say): leave nothing behind
+            if not resume and not (run / runs.CHECKPOINTS).exists():
+                runs.logger(None)
+                runs.clear(run, remove_dir=True)
+            raise
+        except Interrupted:
+            log.warning(f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out {run}")
+            raise
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return run
+
+
 def install_sigint(stop: threading.Event):
     """First Ctrl-C: stop at the next step boundary (resumable); a second one interrupts at once."""
 

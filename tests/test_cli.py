@@ -436,3 +436,46 @@ def test_version_and_plain_help():
     assert "--set KEY=VALUE" in r.output and "--out DIR" in r.output and "list[str]" not in r.output
     r = invoke("preview", "--help")
     assert "--n N" in r.output and "int range" not in r.output
+
+
+def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["train", "configs/smoke.yaml", "--sweep", "train.lr=0.01,0.05", "--sweep", "models.st-cnn.loc_lr_scale=0.1",
+            "--set", "data.train_size=256", "--set", "data.val_size=128", "--out", out]
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    children = ["01-lr=0.01-loc_lr_scale=0.1", "02-lr=0.05-loc_lr_scale=0.1"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == children
+    from stnexp import config
+
+    # each child is a normal run of the config with the swept values set (the flat 0.1 key lands in `stn`)
+    child = config.load(out / children[1] / "config.yaml")
+    assert child.train.lr == 0.05 and child.models["st-cnn"].stn.loc_lr_scale == 0.1
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [(r["train.lr"], r["model"]) for r in rows] == [("0.01", "cnn"), ("0.01", "st-cnn"), ("0.05", "cnn"), ("0.05", "st-cnn")]
+    results = json.loads((out / children[1] / "results.json").read_text())
+    want = next(e["error"] for e in results if e["model"] == "st-cnn" and e["checkpoint"] == "best")
+    assert rows[3]["error_mean"] == want and rows[3]["seeds"] == 1
+    assert sum(r["best"] for r in rows if r["model"] == "cnn") == 1 and sum(r["best"] for r in rows if r["model"] == "st-cnn") == 1
+    md = (out / "sweep.md").read_text()
+    assert "| train.lr | models.st-cnn.loc_lr_scale | model | rts | val acc % | best |" in md
+    # --resume skips finished children; an unfinished one is trained again
+    (out / children[1] / "results.md").unlink()
+    r = invoke(*args, "--resume")
+    assert r.exit_code == 0, r.output
+    assert f"{children[0]}: finished already" in r.output and f"{children[1]}: finished already" not in r.output
+    # another sweep cannot resume this one
+    r = invoke(*args[:-2], "--sweep", "train.epochs=1,2", "--out", out, "--resume")
+    assert r.exit_code == 2 and "the sweep differs" in r.output
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ("train.lr", "--sweep train.lr: expected KEY=V1,V2,..."),
+    ("train.lr=0.1,,0.2", "--sweep train.lr=0.1,,0.2: an empty value"),
+    ("train.lrr=1,2", "train.lrr: unknown key (did you mean 'lr'?)"),
+    ("train.lr=-1,1", "train.lr: input should be greater than 0, got -1"),
+])
+def test_a_bad_sweep_exits_2_before_anything_is_written(tmp_path, sweep, message):
+    r = invoke("train", "configs/smoke.yaml", "--sweep", sweep, "--out", tmp_path / "s")
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "s").exists()

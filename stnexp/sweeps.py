@@ -1,0 +1,226 @@
+"""`stnexp train CFG --sweep KEY=V1,V2 ...`: one child run per combination of the swept values (the cross
+product over the --sweep options), each a normal run directory inside one sweep folder, and one table of
+them all (sweep.md, .csv, .json).
+
+    <out>/<name>/<timestamp>/          (or --out DIR)
+        .stnexp-sweep                  the plan: config file, --set, --sweep, the children
+        sweep.md  sweep.csv  sweep.json
+        01-lr=0.01/  02-lr=0.05/ ...   child runs: config.yaml, checkpoints/, results.json, ...
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import re
+import statistics
+import time
+from pathlib import Path
+
+from stnexp import config as C, runs
+from stnexp.checkpoints import atomic_text
+from stnexp.errors import UserError
+
+PLAN = ".stnexp-sweep"
+TABLE = "sweep"
+
+
+def parse(item: str) -> tuple[str, list[str]]:
+    """`train.lr=0.01,0.05` -> ('train.lr', ['0.01', '0.05']): values split at top-level commas (a value
+    may be a YAML list or mapping), each checked to parse as YAML."""
+    key, eq, text = item.partition("=")
+    key = key.strip()
+    if not eq or not key or not text.strip():
+        raise UserError(f"--sweep {C._cut(item)}: expected KEY=V1,V2,...")
+    values, depth, start = [], 0, 0
+    for i, ch in enumerate(text + ","):
+        depth += ch in "[{(" and 1 or (ch in "]})" and -1 or 0)
+        if ch == "," and depth == 0:
+            values.append(text[start:i].strip())
+            start = i + 1
+    if any(not v for v in values):
+        raise UserError(f"--sweep {C._cut(item)}: an empty value")
+    for v in values:
+        C.parse_set(f"{key}={v}")  # a value that is not YAML is refused here, naming the option
+    if len(set(values)) != len(values):
+        raise UserError(f"--sweep {C._cut(item)}: a value given twice")
+    return key, values
+
+
+def plan(sweeps: list[str]) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
+    """The swept keys and the children: (folder name, {key: value}) per combination, in order."""
+    parsed = [parse(s) for s in sweeps]
+    keys = [k for k, _ in parsed]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise UserError(f"--sweep {twice[0]}: swept twice; give its values in one --sweep")
+    children = []
+    for i, combo in enumerate(itertools.product(*[values for _, values in parsed]), 1):
+        values = dict(zip(keys, combo))
+        label = "-".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
+        children.append((f"{i:02d}-" + re.sub(r"[^A-Za-z0-9_.=+-]", "_", label)[:80], values))
+    return keys, children
+
+
+def run(cfg_path: Path, sets: list[str], sweeps: list[str], out: Path | None, resume: bool, force: bool, command: str) -> Path:
+    """Train every child of the sweep (skipping, with --resume, those already finished) and write the
+    sweep table after each. Every child's config is validated before anything is trained."""
+    from stnexp import training
+
+    if resume and force:
+        raise UserError("--resume and --force exclude each other")
+    keys, children = plan(sweeps)
+    cfgs = {name: C.load(cfg_path, sets + [f"{k}={v}" for k, v in values.items()]) for name, values in children}
+    base = C.load(cfg_path, sets)
+    spec = {"config": str(Path(cfg_path).resolve()), "set": sets, "sweep": sweeps, "children": [name for name, _ in children]}
+    parent = _parent(base, out, resume, force, spec)
+    log = runs.logger()
+    log.info(f"sweep of {len(children)} runs in {parent}")
+    try:
+        for name, values in children:
+            child = parent / name
+            started = (child / runs.CONFIG).is_file()
+            if resume and started and runs.status(child) == "finished":
+                log.info(f"{name}: finished already")
+                continue
+            log.info(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items())}")
+            training.train_into(cfgs[name], child, resume and started, False, command)
+    finally:
+        runs.logger()
+        write_table(parent, keys, children)
+        log.info(f"sweep table: {parent / (TABLE + '.md')}")
+    return parent
+
+
+def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: dict) -> Path:
+    """The sweep folder: --out, the newest sweep of this config (--resume), or a new timestamped one."""
+    root = Path(base.out) / base.name
+    if out is None and resume:
+        found = sorted(p for p in root.glob("*") if (p / PLAN).is_file()) if root.is_dir() else []
+        if not found:
+            raise UserError(f"--resume: no sweep of {base.name!r} under {root}; name one with --out")
+        out = found[-1]
+    if out is None:
+        out = root / time.strftime("%Y%m%d-%H%M%S")
+        while out.exists():
+            time.sleep(1)
+            out = root / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    old = _read_plan(out)
+    if resume:
+        if old is None:
+            raise UserError(f"--resume: {out} holds no sweep to resume (no {PLAN})")
+        if {k: old.get(k) for k in ("set", "sweep")} != {k: spec[k] for k in ("set", "sweep")}:
+            raise UserError(f"--resume: the sweep differs from the one in {out} (--sweep {' '.join(old.get('sweep', []))}); resume with the same options")
+    elif out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise UserError(f"--out {out}: not empty; pass --resume to continue that sweep or --force to overwrite it")
+        if old is None:
+            raise UserError(f"--out {out}: not a sweep folder (no {PLAN}); --force overwrites only sweeps, pick an empty or new folder")
+        for name in old.get("children", []):
+            child = out / str(name)
+            if child.is_dir() and runs.is_run(child):
+                runs.clear(child, remove_dir=True)
+        for suffix in runs.TABLE_SUFFIXES:
+            (out / f"{TABLE}{suffix}").unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_text(out / PLAN, json.dumps(spec, indent=2) + "\n")
+    except OSError as e:
+        raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
+    return out
+
+
+def _read_plan(folder: Path) -> dict | None:
+    try:
+        spec = json.loads((folder / PLAN).read_text())
+    except (OSError, ValueError):
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _best_val(child: Path) -> dict[tuple[str, str, str], float]:
+    """The best validation accuracy of each (variant, seed, model) of a child run, from metrics.csv."""
+    best: dict[tuple[str, str, str], float] = {}
+    try:
+        with open(child / runs.METRICS, newline="") as f:
+            for r in csv.DictReader(f):
+                if r.get("val_acc"):
+                    key = (r["variant"], r["seed"], r["model"])
+                    best[key] = max(best.get(key, 0.0), float(r["val_acc"]))
+    except (OSError, KeyError, ValueError, csv.Error):
+        pass
+    return best
+
+
+def rows(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]]]) -> list[dict]:
+    """One row per (child, model, variant): the swept values, test error mean and std over seeds (best
+    checkpoints), seeds, the mean best validation accuracy; `best` marks each model's child with the
+    highest mean validation accuracy over its variants (chosen on validation, not on test)."""
+    out = []
+    for name, values in children:
+        try:
+            results = [r for r in json.loads((parent / name / f"{runs.RESULTS}.json").read_text()) if r.get("checkpoint") == "best"]
+        except (OSError, ValueError):
+            continue
+        val = _best_val(parent / name)
+        for model in dict.fromkeys(r["model"] for r in results):
+            for variant in dict.fromkeys(r["variant"] for r in results):
+                mine = [r for r in results if r["model"] == model and r["variant"] == variant and r.get("status", "ok") == "ok"]
+                errors = [r["error"] for r in mine]
+                vals = [val[(variant, str(r["seed"]), model)] for r in mine if (variant, str(r["seed"]), model) in val]
+                out.append({**values, "run": name, "model": model, "variant": variant, "seeds": len(errors),
+                            "error_mean": round(statistics.mean(errors), 4) if errors else None,
+                            "error_std": round(statistics.stdev(errors), 4) if len(errors) > 1 else None,
+                            "val_acc": round(statistics.mean(vals), 6) if vals else None, "best": False})
+    for model in dict.fromkeys(r["model"] for r in out):
+        score = {}
+        for r in out:
+            if r["model"] == model and r["val_acc"] is not None:
+                score.setdefault(r["run"], []).append(r["val_acc"])
+        if score:
+            winner = max(score, key=lambda run: statistics.mean(score[run]))
+            for r in out:
+                r["best"] = r["best"] or (r["model"] == model and r["run"] == winner)
+    return out
+
+
+def markdown(table: list[dict], keys: list[str]) -> str:
+    variants = list(dict.fromkeys(r["variant"] for r in table))
+    lines = ["**Sweep** (test error %, best checkpoints, mean ± std over seeds; `best`: each model's highest mean validation accuracy)", ""]
+    lines.append("| " + " | ".join(keys + ["model"] + variants + ["val acc %", "best"]) + " |")
+    lines.append("|" + "---|" * (len(keys) + 1) + "---:|" * (len(variants) + 1) + "---|")
+    for run in dict.fromkeys(r["run"] for r in table):
+        for model in dict.fromkeys(r["model"] for r in table if r["run"] == run):
+            mine = {r["variant"]: r for r in table if r["run"] == run and r["model"] == model}
+            first = next(iter(mine.values()))
+            cells = []
+            for v in variants:
+                r = mine.get(v)
+                if r is None or r["error_mean"] is None:
+                    cells.append("-")
+                else:
+                    cells.append(f"{r['error_mean']:.2f}" + (f" ± {r['error_std']:.2f}" if r["error_std"] is not None else ""))
+            vals = [r["val_acc"] for r in mine.values() if r["val_acc"] is not None]
+            val = f"{100 * statistics.mean(vals):.2f}" if vals else "-"
+            lines.append("| " + " | ".join([str(first[k]) for k in keys] + [model] + cells + [val, "best" if first["best"] else ""]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]]]) -> None:
+    table = rows(parent, keys, children)
+    fields = keys + ["run", "model", "variant", "seeds", "error_mean", "error_std", "val_acc", "best"]
+    atomic_text(parent / f"{TABLE}.md", markdown(table, keys) if table else "No child run has finished yet.\n")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    w.writerows(table)
+    atomic_text(parent / f"{TABLE}.csv", buf.getvalue())
+    atomic_text(parent / f"{TABLE}.json", json.dumps(table, indent=2) + "\n")
