@@ -8,7 +8,16 @@
 Same work in both: RTS (rotation +-45, scale 0.7-1.2, shift in a 42x42 canvas), N training images, the
 paper-sized CNN and ST-CNN, SGD with momentum.
 
-usage: python scripts/bench.py [--device auto] [--n 10240] [--batch 256] [--amp auto] [--compile]
+Measured in alternation (a, b, a, b, ... for --pairs pairs), medians with their range, so a machine that
+drifts (turbo, a neighbour process) moves both sides alike.
+
+--whole-process: the user's figure instead, whole processes timed from start to exit, imports and the
+test set included, again in alternation: `stnexp train` on a generated config against this script's
+own conventional run (`--conventional-process`) of the same work: 20k RTS training digits, one epoch of
+batch 256, SGD, the paper-sized CNN and ST-CNN, then both models scored on the 10k test digits.
+
+usage: python scripts/bench.py [--device auto] [--n 10240] [--batch 256] [--amp auto] [--compile] [--pairs 3]
+       python scripts/bench.py --whole-process [--pairs 3] [--n 20000]
 """
 
 from __future__ import annotations
@@ -115,6 +124,82 @@ def stnexp_path(cfg, split, device):
     return wall, per_model, timed.steps * group.stream.batch_size, group.members, dtype
 
 
+def spread(values: list[float], fmt: str = ",.0f") -> str:
+    """The median of the pairs' values and their range."""
+    import statistics
+
+    mid = statistics.median(values)
+    return f"{mid:{fmt}}" if len(values) == 1 else f"{mid:{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def conventional_process(n: int, batch: int, workers: int) -> None:
+    """The conventional pipeline as a user's script runs it: train the CNN, then the ST-CNN, one epoch of
+    n RTS digits each through a DataLoader with PIL transforms; then score both on the 10k test digits,
+    distorted by the same transforms (seeded)."""
+    from stnexp import mnist
+
+    torch.manual_seed(0)
+    digits = mnist.load()
+    device = torch.device("cpu")
+    test = torch.utils.data.DataLoader(Conventional(digits.test_images, digits.test_labels), batch_size=1000, num_workers=workers)
+    for mcfg in (config.CNNConfig(arch="cnn"), config.CNNConfig(arch="cnn", stn=config.TransformerConfig())):
+        model = textbook(models.build(mcfg, CANVAS)).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loader = torch.utils.data.DataLoader(Conventional(digits.train_images[:n], digits.train_labels[:n]), batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        right = 0
+        with torch.inference_mode():
+            for x, y in test:
+                right += int((model(x).argmax(1) == y).sum())
+        print(f"{'st-cnn' if mcfg.stn else 'cnn'}: test error {100 - right / 100:.2f}%")
+
+
+def whole_process(pairs: int, n: int, batch: int) -> None:
+    """(a) this script's conventional process against (b) `stnexp train`, in alternation."""
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    workers = min(8, os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "bench.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "name": "bench", "seeds": [0], "device": "cpu",
+            "data": {"train_size": n, "val_size": 0, "variants": {"rts": None}},
+            "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {}}},
+            "train": {"epochs": 1, "batch_size": batch, "optimizer": "sgd", "lr": 0.01},
+        }))
+        commands = {
+            "a": [sys.executable, __file__, "--conventional-process", "--n", str(n), "--batch", str(batch), "--workers", str(workers)],
+            "b": [sys.executable, "-m", "stnexp", "train", str(cfg), "--out", str(Path(tmp) / "run"), "--force"],
+        }
+        print(f"machine: {dev.cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}")
+        print(f"work: RTS 42x42, {n} training digits, 1 epoch of batch {batch}, SGD, CNN then ST-CNN (a) or side by side (b), then the 10k test digits")
+        times: dict[str, list[float]] = {"a": [], "b": []}
+        for i in range(pairs):
+            for side in ("a", "b"):
+                t0 = time.perf_counter()
+                done = subprocess.run(commands[side], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+                seconds = time.perf_counter() - t0
+                if done.returncode != 0:
+                    sys.exit(f"({side}) failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+                times[side].append(seconds)
+                print(f"pair {i + 1} ({side}): {seconds:.1f} s", flush=True)
+        ratios = [a / b for a, b in zip(times["a"], times["b"])]
+        print()
+        print("| whole process | seconds, median (range) over pairs |")
+        print("|---|---:|")
+        print(f"| (a) conventional: DataLoader + PIL, fp32, one model after the other | {spread(times['a'], '.1f')} |")
+        print(f"| (b) `stnexp train` | {spread(times['b'], '.1f')} |")
+        print(f"| a / b, per pair | **{spread(ratios, '.2f')}** |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
@@ -124,7 +209,15 @@ def main():
     ap.add_argument("--compile", action="store_true", help="compile the models in (b), as train.compile: true")
     ap.add_argument("--no-cuda-graphs", action="store_true", help="eager steps in (b) on CUDA (train.cuda_graphs: false)")
     ap.add_argument("--skip-conventional", action="store_true", help="measure (b) only")
+    ap.add_argument("--pairs", type=int, default=3, help="measurements in alternation, a then b, this many times (medians and range)")
+    ap.add_argument("--whole-process", action="store_true", help="time whole processes instead: the conventional script against `stnexp train` (default --n 20000)")
+    ap.add_argument("--conventional-process", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.conventional_process:
+        return conventional_process(args.n, args.batch, args.workers)
+    if args.whole_process:
+        return whole_process(args.pairs, args.n if "--n" in sys.argv else 20000, args.batch)
 
     device = dev.resolve(args.device)
     dev.configure(device, deterministic=False)  # as `stnexp train` does
@@ -154,7 +247,21 @@ def main():
     sync(device)
     gen_rate = count / (time.perf_counter() - t0)
 
-    wall, per_model, imgs, members, dtype = stnexp_path(cfg, split, device)
+    from stnexp import mnist
+
+    digits = mnist.load()
+    workers = min(8, os.cpu_count() or 1)
+    conv: dict[str, list[float]] = {name: [] for name in cfg.models}
+    ours: dict[str, list[float]] = {name: [] for name in cfg.models}
+    walls = []
+    for _ in range(args.pairs):  # a, b, a, b, ...: drift moves both sides alike
+        if not args.skip_conventional:
+            for name, mcfg in cfg.models.items():
+                conv[name].append(conventional(mcfg, digits, args.n, args.batch, device, workers))
+        wall, per_model, imgs, members, dtype = stnexp_path(cfg, split, device)
+        walls.append(imgs / wall)
+        for name in cfg.models:
+            ours[name].append(imgs / per_model[name])
     test = data.fixed(split.test, spec, 0, "rts", "test")
     evaluation.correct(members[1].model, test.images, test.labels, dtype)
     sync(device)
@@ -169,26 +276,25 @@ def main():
     print(f"distortion generator alone: {gen_rate:,.0f} images/s")
     print(f"evaluation (inference mode, batch {evaluation.BATCH}): {eval_rate:,.0f} images/s per model")
     print()
+    print(f"images/s, median (range) of {args.pairs} measurement(s) in alternation")
+    print()
     print("| model | (a) conventional img/s | (b) stnexp img/s | b/a |")
     print("|---|---:|---:|---:|")
-    conv = {}
-    if not args.skip_conventional:
-        from stnexp import mnist
-
-        digits = mnist.load()
-        workers = min(8, os.cpu_count() or 1)
-        for name, mcfg in cfg.models.items():
-            conv[name] = conventional(mcfg, digits, args.n, args.batch, device, workers)
     for name in cfg.models:
-        b = imgs / per_model[name]
-        a = conv.get(name)
-        print(f"| {name} | {a:,.0f} | {b:,.0f} | {b / a:.2f} |" if a else f"| {name} | - | {b:,.0f} | - |")
-    both_b = imgs / wall
-    if conv:
-        both_a = 1.0 / sum(1.0 / r for r in conv.values())
-        print(f"| cnn + st-cnn (wall, data included) | {both_a:,.0f} | {both_b:,.0f} | **{both_b / both_a:.2f}** |")
+        if conv[name]:
+            ratio = [b / a for a, b in zip(conv[name], ours[name])]
+            print(f"| {name} | {spread(conv[name])} | {spread(ours[name])} | {spread(ratio, '.2f')} |")
+        else:
+            print(f"| {name} | - | {spread(ours[name])} | - |")
+    if not args.skip_conventional:
+        both_a = [1.0 / sum(1.0 / conv[name][i] for name in cfg.models) for i in range(args.pairs)]
+        ratio = [b / a for a, b in zip(both_a, walls)]
+        print(f"| cnn + st-cnn (wall, data included) | {spread(both_a)} | {spread(walls)} | **{spread(ratio, '.2f')}** |")
     else:
-        print(f"| cnn + st-cnn (wall, data included) | - | {both_b:,.0f} | - |")
+        print(f"| cnn + st-cnn (wall, data included) | - | {spread(walls)} | - |")
+    import statistics
+
+    both_b = statistics.median(walls)
     protocol = 150_000 * 256  # the paper: 150k iterations of batch 256, per model
     print(f"paper protocol (150k x 256 images per model, cnn + st-cnn side by side, one variant, one seed) at this rate: {protocol / both_b / 60:.1f} min")
 

@@ -19,20 +19,25 @@ BATCH = 1000
 
 
 @torch.inference_mode()
-def correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None, batch: int = BATCH) -> int:
-    """Number of correctly classified images; one host sync at the end."""
+def right(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None, batch: int = BATCH) -> torch.Tensor:
+    """Per image, whether the model classifies it correctly (bool, on the CPU); one host sync at the end."""
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.long, device=images.device)
+    ok = torch.empty(len(images), dtype=torch.bool, device=images.device)
     ctx = torch.autocast(images.device.type, dtype=dtype) if dtype is not None else nullcontext()
     with ctx:
         for i in range(0, len(images), batch):
             x = images[i : i + batch]
             if x.dtype == torch.uint8:  # external sets arrive as uint8 levels
                 x = x.float().div_(255.0)
-            total += (model(x).argmax(1) == labels[i : i + batch]).sum()
+            ok[i : i + batch] = model(x).argmax(1) == labels[i : i + batch]
     model.train(was_training)
-    return int(total)
+    return ok.cpu()
+
+
+def correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None, batch: int = BATCH) -> int:
+    """Number of correctly classified images."""
+    return int(right(model, images, labels, dtype, batch).sum())
 
 
 class TestSet(NamedTuple):
@@ -43,6 +48,7 @@ class TestSet(NamedTuple):
     images: torch.Tensor
     labels: torch.Tensor
     external: bool = False
+    params: dict | None = None  # a variant's true distortion of each digit
 
 
 class TestSets:
@@ -82,7 +88,7 @@ class TestSets:
             if root not in self.digits:
                 self.digits[root] = data.split(cfg.data, self.device)
             s = data.fixed(self.digits[root].test, spec, seed, variant, "test")
-            self.sets[key] = TestSet(variant, s.images, s.labels)
+            self.sets[key] = TestSet(variant, s.images, s.labels, params=s.params)
         return self.sets[key]
 
 
@@ -105,30 +111,37 @@ class Scored(NamedTuple):
     checkpoint: dict
     model: models.Model
     rows: list[dict]
+    right: list[torch.Tensor]  # per row: which test digits the model got right
 
 
 def score(paths: list[Path], sets_for: Callable[[dict, C.Config], list[TestSet]], device: torch.device) -> Iterator[Scored]:
     """Load each checkpoint and score it on the sets `sets_for(checkpoint, config)` names: one row per set
     (variant, model, seed, checkpoint, tested_on, accuracy, error, n_test, params, train_seconds, status).
     Scoring runs at the precision the model trained at, so a run's own numbers come back exactly."""
+    counted: dict[tuple, torch.Tensor] = {}  # digits right, by (model's run, variant, name, seed, step, test set)
     for path in paths:
         ck, cfg, model = load_model(path, device)
         dtype = autocast_dtype(cfg.train.amp, device)
-        rows = []
+        rows, rights = [], []
         for test in sets_for(ck, cfg):
             size = test.images.shape[-1]
             if size != ck["in_size"]:
                 what = f"{test.name}: images are" if test.external else f"--variant {test.name}: canvas is"
                 hint = "" if test.external else " (render it on the model's canvas with --canvas model)"
                 raise UserError(f"{what} {size}x{size} but {path.name} takes {ck['in_size']}x{ck['in_size']}{hint}")
-            n_ok, n = correct(model, test.images, test.labels, dtype), len(test.labels)
+            # a best checkpoint of the last epoch holds the weights of the last one: count its digits once
+            key = (str(path.parent), ck["variant"], ck["model_name"], ck["seed"], ck["step"], id(test))
+            if key not in counted:
+                counted[key] = right(model, test.images, test.labels, dtype)
+            n_ok, n = int(counted[key].sum()), len(test.labels)
+            rights.append(counted[key])
             rows.append({
                 "variant": ck["variant"], "model": ck["model_name"], "seed": ck["seed"], "checkpoint": ck["kind"],
                 # the count is exact; the error in % is rounded to what the count can tell (0.01 for 10k digits)
                 "tested_on": test.name, "correct": n_ok, "accuracy": n_ok / n, "error": round(100.0 * (n - n_ok) / n, 4), "n_test": n,
                 "params": models.n_params(model), "train_seconds": round(ck["train_seconds"], 2), "status": _status(ck, path),
             })
-        yield Scored(path, ck, model, rows)
+        yield Scored(path, ck, model, rows, rights)
 
 
 def _status(ck: dict, path: Path) -> str:

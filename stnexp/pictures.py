@@ -63,3 +63,55 @@ def transformer(model, x: torch.Tensor, labels: torch.Tensor, path: Path) -> Pat
     what = "feature maps after conv1 (its transform shown on the image)" if model.at == "conv1" else "the image"
     title = f"each pair: a test digit | what the transformer made of it; it warps {what}"
     return pairs(x, model.transformed_images(x), path, title, captions)
+
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+
+
+def curves(rows: list[dict], path: Path, title: str) -> Path:
+    """Training curves of the models of one (variant, seed) from metrics.csv rows: on the left the training
+    loss per epoch, on the right the training (thin) and validation (thick) accuracy, a colour per model."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    w, h, margin, head = 420, 260, 44, 34
+    image = Image.new("RGB", (2 * w + 3 * margin, h + head + 2 * margin + 12 * len(names)), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.text((margin, 6), title, fill=(0, 0, 0), font=font)
+    epochs = [int(r["epoch"]) for r in rows]
+    e_lo, e_hi = min(epochs), max(max(epochs), min(epochs) + 1)
+
+    def panel(x0: int, label: str, series: list[tuple[str, int]]) -> None:
+        """One framed plot of the columns `series` (metrics key, line width), every model."""
+        values = [float(r[key]) for r in rows for key, _ in series if r.get(key) not in (None, "")]
+        if not values:
+            return
+        lo, hi = min(values), max(values)
+        hi = hi if hi > lo else lo + 1e-6
+        y0 = head + margin // 2
+        draw.rectangle((x0, y0, x0 + w, y0 + h), outline=(0, 0, 0))
+        draw.text((x0, y0 - 14), label, fill=(0, 0, 0), font=font)
+        draw.text((x0 - margin + 2, y0), f"{hi:.3g}", fill=(0, 0, 0), font=font)
+        draw.text((x0 - margin + 2, y0 + h - 10), f"{lo:.3g}", fill=(0, 0, 0), font=font)
+        draw.text((x0, y0 + h + 2), f"epoch {e_lo}", fill=(0, 0, 0), font=font)
+        draw.text((x0 + w - 50, y0 + h + 2), f"epoch {e_hi}", fill=(0, 0, 0), font=font)
+        for i, name in enumerate(names):
+            mine = [r for r in rows if r["model"] == name]
+            for key, width in series:
+                pts = [(x0 + w * (int(r["epoch"]) - e_lo) / (e_hi - e_lo), y0 + h - h * (float(r[key]) - lo) / (hi - lo))
+                       for r in mine if r.get(key) not in (None, "")]
+                if len(pts) == 1:
+                    draw.ellipse((pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2), fill=PALETTE[i % len(PALETTE)])
+                elif pts:
+                    draw.line(pts, fill=PALETTE[i % len(PALETTE)], width=width)
+
+    panel(margin, "training loss", [("train_loss", 2)])
+    panel(2 * margin + w, "accuracy: training (thin), validation (thick)", [("train_acc", 1), ("val_acc", 3)])
+    for i, name in enumerate(names):
+        y = head + margin + h + 14 + 12 * i
+        draw.rectangle((margin, y + 3, margin + 14, y + 7), fill=PALETTE[i % len(PALETTE)])
+        draw.text((margin + 20, y), name, fill=(0, 0, 0), font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path

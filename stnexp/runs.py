@@ -2,7 +2,7 @@
 train.log. Every other module asks this one for a run file's name.
 
     <out>/<name>/<YYYYmmdd-HHMMSS>/   (or --out DIR)
-        config.yaml  env.json  train.log  metrics.csv  results.{md,csv,json}  eval.{md,csv,json}
+        config.yaml  env.json  train.log  metrics.csv  results.{md,csv,json}  analysis.{md,json}
         checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
         stn/<variant>/<model>-s<seed>.png   (0.1 wrote stn/<variant>-<model>-s<seed>.png)
 """
@@ -30,16 +30,18 @@ LOG = "train.log"  # everything printed, plus warnings and tracebacks
 METRICS = "metrics.csv"  # one row per epoch per variant/seed/model
 RESULTS = "results"  # results.{md,csv,json}: the test scores of `train`
 EVAL = "eval"  # eval.{md,csv,json}: where `stnexp eval` wrote its scores up to 0.2.0.dev0
+ANALYSIS = "analysis"  # analysis.{md,json}: paired significance and rectification of the best checkpoints
 EVALS = "evals"  # evals/<name>.{md,csv,json}: each `stnexp eval`, by name; evals/index.md lists them
 EVAL_INDEX = "index.md"
 TABLE_SUFFIXES = (".md", ".csv", ".json")
 CHECKPOINTS = "checkpoints"  # checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
 PICTURES = "stn"  # stn/<variant>/<model>-s<seed>.png: a folder per variant, so no two names meet
+CURVES = "curves"  # curves/<variant>/s<seed>.png: training curves of the models of one (variant, seed)
 CHECKPOINT_KINDS = ("best", "last")
 MARKER = ".stnexp-run"  # written first into every run directory: what --force recognises a run by
 LOCK = ".stnexp-lock"  # held (flock) by the process training into the directory
 
-OWN_FILES = [CONFIG, ENV, LOG, METRICS] + [stem + suffix for stem in (RESULTS, EVAL) for suffix in TABLE_SUFFIXES] + [MARKER, LOCK]
+OWN_FILES = [CONFIG, ENV, LOG, METRICS] + [stem + suffix for stem in (RESULTS, EVAL, ANALYSIS) for suffix in TABLE_SUFFIXES] + [MARKER, LOCK]
 
 
 def checkpoint_path(run: Path, variant: str, model: str, seed: int, kind: str) -> Path:
@@ -48,6 +50,10 @@ def checkpoint_path(run: Path, variant: str, model: str, seed: int, kind: str) -
 
 def picture_path(run: Path, variant: str, model: str, seed: int) -> Path:
     return run / PICTURES / variant / f"{model}-s{seed}.png"
+
+
+def curves_path(run: Path, variant: str, seed: int) -> Path:
+    return run / CURVES / variant / f"s{seed}.png"
 
 
 def picture_path_0_1(run: Path, variant: str, model: str, seed: int) -> Path:
@@ -180,6 +186,7 @@ def written_files(run: Path) -> list[Path]:
     except UserError:
         return files
     for variant in cfg.data.variants:
+        files += [curves_path(run, variant, seed) for seed in cfg.seeds]
         for model in cfg.models:
             for seed in cfg.seeds:
                 files += [picture_path(run, variant, model, seed), picture_path_0_1(run, variant, model, seed)]
@@ -196,7 +203,7 @@ def clear(run: Path, remove_dir: bool) -> None:
     for path in written_files(run):
         if path.name != LOCK:
             path.unlink(missing_ok=True)
-    for parent in (run / CHECKPOINTS, run / PICTURES):
+    for parent in (run / CHECKPOINTS, run / PICTURES, run / CURVES):
         if parent.is_dir():
             for folder in parent.iterdir():
                 _remove_if_empty(folder)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from stnexp import checkpoints, data, evaluation, members, pictures, reporting, runs
+from stnexp import analysis, checkpoints, data, evaluation, members, pictures, reporting, runs
 from stnexp.config import Config
 from stnexp.device import autocast_dtype, configure, describe
 from stnexp.members import Length, Member
@@ -128,6 +128,7 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
     except Interrupted:
         interrupted = True
     rows = score(run)
+    write_curves(run.dir)
     reporting.write(run.dir, runs.RESULTS, rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
     log.info("\n" + reporting.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted))
     log.info(f"results: {run.dir / (runs.RESULTS + '.md')}")
@@ -296,6 +297,18 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     checkpoints.atomic_text(run_dir / runs.METRICS, buf.getvalue())
 
 
+def write_curves(run_dir: Path) -> None:
+    """curves/<variant>/s<seed>.png from metrics.csv (the whole history, a resumed run's too)."""
+    try:
+        with open(run_dir / runs.METRICS, newline="") as f:
+            history = list(csv.DictReader(f))
+    except OSError:
+        return
+    for variant, seed in dict.fromkeys((r["variant"], r["seed"]) for r in history):
+        mine = [r for r in history if (r["variant"], r["seed"]) == (variant, seed)]
+        pictures.curves(mine, runs.curves_path(run_dir, variant, int(seed)), f"training curves: variant {variant}, seed {seed}")
+
+
 def score(run: Run) -> list[dict]:
     """Test accuracy of every best and last checkpoint on disk, loaded back from the files through the
     scoring path of `stnexp eval`, plus the transformer pictures. Groups without checkpoints
@@ -310,15 +323,35 @@ def score(run: Run) -> list[dict]:
         for kind in runs.CHECKPOINT_KINDS
         if (path := runs.checkpoint_path(run.dir, vname, name, seed, kind)).exists()
     ]
-    rows = []
+    rows, right, errors, rectified = [], {}, {}, []
     for scored in evaluation.score(paths, lambda ck, cfg: [tests.get(cfg, ck["variant"], ck["seed"])], run.device):
         rows += scored.rows
         ck, model = scored.checkpoint, scored.model
-        if ck["kind"] == "best" and model.stn is not None:
+        if ck["kind"] != "best":
+            continue
+        key = (ck["variant"], ck["seed"], ck["model_name"])
+        right[key], errors[key] = scored.right[0], scored.rows[0]["error"]
+        if model.stn is not None:
             test = tests.get(run.cfg, ck["variant"], ck["seed"])
             path = runs.picture_path(run.dir, ck["variant"], ck["model_name"], ck["seed"])
             pictures.transformer(model, test.images[:PICTURE_DIGITS], test.labels[:PICTURE_DIGITS], path)
+            r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
+            if r is not None:
+                rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r})
+    write_analysis(run.dir, analysis.paired_rows(right, errors), rectified)
     return rows
+
+
+def write_analysis(run_dir: Path, paired: list[dict], rectified: list[dict]) -> None:
+    """analysis.md and .json: McNemar per pair of models, and rectification per transformer."""
+    import json
+
+    parts = [analysis.paired_markdown(paired)] if paired else []
+    if rectified:
+        parts.append(analysis.rectification_markdown(rectified))
+    if parts:
+        checkpoints.atomic_text(run_dir / f"{runs.ANALYSIS}.md", "\n".join(parts))
+        checkpoints.atomic_text(run_dir / f"{runs.ANALYSIS}.json", json.dumps({"paired": paired, "rectification": rectified}, indent=2) + "\n")
 
 
 def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command: str) -> Path:

@@ -17,13 +17,15 @@ def invoke(*args):
 
 
 def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
-    for name in ("config.yaml", "env.json", "metrics.csv", "results.md", "results.csv", "results.json", "train.log"):
+    for name in ("config.yaml", "env.json", "metrics.csv", "results.md", "results.csv", "results.json", "analysis.md", "analysis.json", "train.log"):
         assert (tiny_run / name).is_file(), name
     for model in ("cnn", "st-cnn"):
         for kind in ("best", "last"):
             assert (tiny_run / "checkpoints" / "rts" / f"{model}-s0-{kind}.pt").is_file()
     from PIL import Image
 
+    with Image.open(tiny_run / "curves" / "rts" / "s0.png") as png:
+        png.verify()  # the training curves of the models of (rts, seed 0)
     with Image.open(tiny_run / "stn" / "rts" / "st-cnn-s0.png") as png:
         png.verify()  # a complete, well-formed PNG
     with Image.open(tiny_run / "stn" / "rts" / "st-cnn-s0.png") as png:
@@ -41,6 +43,20 @@ def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
     assert len(metrics) == 1 + 2 * 2  # two models, two epochs
     env = json.loads((tiny_run / "env.json").read_text())
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+
+
+def test_train_tests_each_pair_of_models_on_the_same_digits_and_measures_rectification(tiny_run):
+    result = json.loads((tiny_run / "analysis.json").read_text())
+    (pair,) = result["paired"]
+    best = {e["model"]: e for e in json.loads((tiny_run / "results.json").read_text()) if e["checkpoint"] == "best"}
+    assert (pair["model_a"], pair["model_b"]) == ("cnn", "st-cnn")
+    # the digits only one model gets right account for the whole difference in their counts
+    assert pair["only_b_right"] - pair["only_a_right"] == best["st-cnn"]["correct"] - best["cnn"]["correct"]
+    assert 0 <= pair["p_value"] <= 1 and pair["significant"] == (pair["p_value"] < 0.05)
+    (rect,) = result["rectification"]
+    assert rect["model"] == "st-cnn" and rect["angle_std_before"] == pytest.approx(26, abs=1.5)  # U[-45, 45]: 90 / sqrt(12)
+    md = (tiny_run / "analysis.md").read_text()
+    assert "McNemar" in md and "| rts | 0 | st-cnn |" in md
 
 
 def test_eval_reproduces_results_json_exactly(tiny_run, tmp_path):
