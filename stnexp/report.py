@@ -131,7 +131,21 @@ def make(paths: list[Path], as_paper: bool) -> str:
         body = paper_table(rows)
     else:
         body = reporting.table(rows, lambda r: r["label"], "column", "Best checkpoint by validation accuracy")
-    return body + sources_text(sources)
+    return body + intervals_text(rows) + sources_text(sources)
+
+
+def intervals_text(rows: list[dict]) -> str:
+    """The 95% t-interval of the mean test error of every cell with two seeds or more."""
+    from stnexp import analysis
+
+    lines = []
+    for label in dict.fromkeys(r["label"] for r in rows):
+        for column in dict.fromkeys(r["column"] for r in rows):
+            errors = [r["error"] for r in rows if r["label"] == label and r["column"] == column and r.get("status", "ok") == "ok"]
+            got = analysis.mean_interval(errors)
+            if got:
+                lines.append(f"- {label}, {column}: {got[0]:.2f} ± {got[1]:.2f} ({len(errors)} seeds)")
+    return "\n95% intervals of the mean over seeds (t distribution):\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def runs_table(out: Path) -> str:

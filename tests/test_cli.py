@@ -358,6 +358,8 @@ def test_report_merges_runs_and_puts_the_papers_number_beside_ours(tiny_run, tmp
     assert f"| CNN | {cnn + 1.0:.2f} ± {2 ** 0.5:.2f} (2 seeds) [0.8] |" in lines
     assert any(line.startswith("| ST-CNN Aff |") and line.endswith("[0.5] |") for line in lines)
     assert any(f"`{tiny_run}`: 8 iterations of batch 128, seeds 0" in line for line in lines)
+    # the 95% t-interval of two seeds: mean ± 12.706 * std / sqrt(2)
+    assert f"- CNN, RTS: {cnn + 1.0:.2f} ± {12.706 * 2 ** 0.5 / 2 ** 0.5:.2f} (2 seeds)" in lines
     assert (tmp_path / "rep" / "report.md").read_text().strip() == r.output.strip()
     plain = invoke("report", tiny_run)
     assert plain.exit_code == 0 and "| cnn | 119,050 |" in plain.output

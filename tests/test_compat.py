@@ -56,9 +56,10 @@ def test_every_preset_makes_the_streams_of_0_1_bit_for_bit():
     want = json.loads((DATA / "v01-streams.json").read_text())
     d = mnist.load()
     digits = data.Digits(torch.from_numpy(d.test_images[:1000].copy()), torch.from_numpy(d.test_labels[:1000].copy()).long())
-    specs = {p: config.VariantConfig(preset=p) for p in config.PRESETS}
+    # the presets of version 0.1 (later ones, such as projective, have no 0.1 streams to match)
+    specs = {p: config.VariantConfig(preset=p) for p in ("plain", "rotated", "rts", "translated", "scaled")}
     specs["custom"] = config.VariantConfig(canvas=36, rotation=(-10, 20), scale=(0.8, 1.1), translation=3.5)
-    assert set(want) == set(specs)
+    assert set(want) == set(specs) and set(specs) - {"custom"} <= set(config.PRESETS)
     for name, spec in specs.items():
         fixed = data.fixed(digits, spec, 3, name, "test")
         batches = list(data.Stream(digits, spec, 3, name, 64, True).epoch(2))[:3]
