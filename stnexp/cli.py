@@ -133,9 +133,7 @@ def eval_(
     set; each evaluation keeps its own files under its name."""
 
     def body():
-        import time
-
-        from stnexp import config as C, evaluation, reporting, runs
+        from stnexp import config as C, evaluation, runs
         from stnexp.errors import UserError
 
         if checkpoint not in ("best", "last"):
@@ -147,29 +145,11 @@ def eval_(
                 raise UserError(f"--device: {e}") from None
         if (images is None) != (labels is None):
             raise UserError("--images and --labels go together")
-        side = _canvas(canvas)
         if name is not None and not C.NAME.match(name):
             raise UserError(f"--name {name!r}: must be letters, digits, '_', '.' or '-'")
-        extra = C.variants_from_sets(list(set_ or []))
         external = (images, labels) if images is not None else None
-        if external is not None and (variant or extra or side is not None):
-            raise UserError("--images/--labels score an external set as it is: no --variant, --set or --canvas with them")
-        log = runs.logger()
-        src = runs.find_run(source, log)
-        tested_on = [Path(images).name.split(".")[0]] if external else list(variant or []) or list(extra)
-        label = name or runs.eval_name(src, checkpoint, tested_on, canvas)
-        where = Path(out) if out is not None else runs.eval_dir(src)
-        target = runs.claim_eval(where, label, force)  # before the work: a name in use is refused at once
-        rows = evaluation.score_run(src, list(variant or []), external, [checkpoint], device, log, side, extra)
-        md = reporting.eval_markdown(rows)
-        try:
-            where.mkdir(parents=True, exist_ok=True)
-            reporting.write(where, target.name, rows, md, reporting.EVAL_FIELDS)
-            on = ", ".join(tested_on) or "each model's own variant"
-            scored = f"{checkpoint} checkpoints of {src}" if src.is_dir() else str(src)
-            runs.index_eval(where, label, f"{time.strftime('%Y-%m-%d %H:%M')}, {scored}, on {on}" + (f", canvas {canvas}" if canvas else ""))
-        except OSError as e:
-            raise UserError(f"--out {where}: not writable ({e.strerror or e})") from None
+        md, target = evaluation.evaluate(source, list(variant or []), external, checkpoint, _canvas(canvas), list(set_ or []),
+                                         name, force, out, device, runs.logger())
         _echo(md)
         _echo(f"wrote {target}.md")
 

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from torch import nn
 
-from stnexp import checkpoints, config as C, data, models, runs
+from stnexp import checkpoints, config as C, data, models, reporting, runs
 from stnexp.device import autocast_dtype, channels_last
 from stnexp.errors import UserError
 
@@ -190,6 +190,34 @@ def score_run(source: Path, variants: list[str], external: tuple[Path, Path] | N
         rows += scored.rows
         log.info(f"scored {scored.path}")
     return rows
+
+
+def evaluate(source: Path, variants: list[str], external: tuple[Path, Path] | None, which: str, canvas: str | int | None,
+             sets: list[str], name: str | None, force: bool, out: Path | None, device: str | None, log) -> tuple[str, Path]:
+    """`stnexp eval`: score, then keep the table under the evaluation's name (given, or made from what was
+    scored) with a line in the folder's index; an existing name only with `force`. Returns the table and
+    the written files' stem."""
+    import time
+
+    extra = C.variants_from_sets(sets)
+    if external is not None and (variants or extra or canvas is not None):
+        raise UserError("--images/--labels score an external set as it is: no --variant, --set or --canvas with them")
+    src = runs.find_run(source, log)
+    tested_on = [Path(external[0]).name.split(".")[0]] if external else variants or list(extra)
+    label = name or runs.eval_name(src, which, tested_on, canvas)
+    where = Path(out) if out is not None else runs.eval_dir(src)
+    target = runs.claim_eval(where, label, force)  # before the work: a name in use is refused at once
+    rows = score_run(src, variants, external, [which], device, log, canvas, extra)
+    md = reporting.eval_markdown(rows)
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        reporting.write(where, target.name, rows, md, reporting.EVAL_FIELDS)
+        on = ", ".join(tested_on) or "each model's own variant"
+        scored = f"{which} checkpoints of {src}" if src.is_dir() else str(src)
+        runs.index_eval(where, label, f"{time.strftime('%Y-%m-%d %H:%M')}, {scored}, on {on}" + (f", canvas {canvas}" if canvas else ""))
+    except OSError as e:
+        raise UserError(f"--out {where}: not writable ({e.strerror or e})") from None
+    return md, target
 
 
 def read_external(images: Path, labels: Path, device: torch.device) -> TestSet:

@@ -99,6 +99,14 @@ def plan(cfg: ModelConfig, in_size: int) -> Plan:
     return Plan(loc_in, stn_out, side, problem)
 
 
+def checked_plan(cfg: ModelConfig, in_size: int) -> Plan:
+    """plan(), or ValueError saying what does not fit (config validation reports it to users first)."""
+    p = plan(cfg, in_size)
+    if p.problem:
+        raise ValueError(f"{in_size}x{in_size} images do not fit this model: {p.problem}")
+    return p
+
+
 def fits(cfg: ModelConfig, in_size: int) -> bool:
     return plan(cfg, in_size).problem is None
 
@@ -201,9 +209,7 @@ class CNN(_Transforming):
 
     def __init__(self, cfg: CNNConfig, in_size: int):
         super().__init__()
-        p = plan(cfg, in_size)
-        if p.problem:
-            raise ValueError(f"{in_size}x{in_size} images do not fit this model: {p.problem}")
+        p = checked_plan(cfg, in_size)
         c1, c2 = cfg.channels
         self.at = cfg.stn.at if cfg.stn else None
         # creation order block1, stn, block2, classifier: weights drawn from a seed stay those of 0.1
@@ -236,9 +242,7 @@ class FCN(_Transforming):
 
     def __init__(self, cfg: FCNConfig, in_size: int):
         super().__init__()
-        p = plan(cfg, in_size)
-        if p.problem:
-            raise ValueError(f"{in_size}x{in_size} images do not fit this model: {p.problem}")
+        p = checked_plan(cfg, in_size)
         h1, h2 = cfg.hidden
         self.at = "input" if cfg.stn else None
         self.stn = Transformer(1, p.loc_in, p.stn_out, cfg.stn, loc_kind(cfg)) if cfg.stn else None
