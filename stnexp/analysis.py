@@ -53,6 +53,52 @@ def paired_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------- error by the true distortion
+
+BINS = 6
+
+
+def binned(right: dict[tuple[str, int, str], torch.Tensor], params: dict[tuple[str, int], dict]) -> list[dict]:
+    """Test error of every model by the true angle, scale and shift (distance of the digit's centre from
+    the canvas's centre, px) of the test digits, in BINS equal bins over the range they span; a
+    parameter that does not vary is left out."""
+    out = []
+    for (variant, seed), p in params.items():
+        if not {"angle", "scale", "shift"} <= set(p):
+            continue
+        measures = {"angle": p["angle"].cpu().double(), "scale": p["scale"].cpu().double(), "shift": p["shift"].cpu().double().norm(dim=1)}
+        for key, v in measures.items():
+            lo, hi = float(v.min()), float(v.max())
+            if hi - lo < 1e-6:
+                continue
+            which = ((v - lo) / (hi - lo) * BINS).long().clamp(0, BINS - 1)
+            edges = [lo + (hi - lo) * i / BINS for i in range(BINS + 1)]
+            for (v2, s2, model), ok in right.items():
+                if (v2, s2) != (variant, seed):
+                    continue
+                errors = [round(100.0 * float((~ok[which == b]).float().mean()), 2) if bool((which == b).any()) else None for b in range(BINS)]
+                counts = [int((which == b).sum()) for b in range(BINS)]
+                out.append({"variant": variant, "seed": seed, "model": model, "by": key, "edges": [round(e, 3) for e in edges], "error": errors, "n": counts})
+    return out
+
+
+def binned_markdown(rows: list[dict]) -> str:
+    units = {"angle": "degrees", "scale": "", "shift": "px from the centre"}
+    parts = ["**Test error % by the true distortion of the digits** (best checkpoints; equal bins over the range the test digits span)", ""]
+    for variant, seed, by in dict.fromkeys((r["variant"], r["seed"], r["by"]) for r in rows):
+        mine = [r for r in rows if (r["variant"], r["seed"], r["by"]) == (variant, seed, by)]
+        e = mine[0]["edges"]
+        heads = [f"{e[i]:.3g} to {e[i + 1]:.3g} ({mine[0]['n'][i]})" for i in range(len(e) - 1)]
+        parts.append(f"{variant}, seed {seed}, by {by}{' (' + units[by] + ')' if units[by] else ''}; digits per bin in brackets:")
+        parts.append("")
+        parts.append("| model | " + " | ".join(heads) + " |")
+        parts.append("|---|" + "---:|" * len(heads))
+        for r in mine:
+            parts.append(f"| {r['model']} | " + " | ".join("-" if x is None else f"{x:.2f}" for x in r["error"]) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
 # ---------------------------------------------------------------- rectification
 
 

@@ -124,6 +124,7 @@ def eval_(
     checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last", help="which checkpoints of a run: best | last"),
     canvas: Optional[str] = typer.Option(None, "--canvas", metavar="model|N", help="render the variants on each model's own canvas (model) or on N x N px"),
     set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="an ad-hoc variant: data.variants.NAME={...} (as in a config); repeatable"),
+    sweep: Optional[str] = typer.Option(None, "--sweep", metavar="KEY=A:B:STEP", help="re-distort each model's own test digits with rotation, scale or shift fixed at each value from A to B (e.g. rotation=-180:180:15); a table and a plot"),
     name: Optional[str] = typer.Option(None, "--name", metavar="NAME", help="the evaluation's name (default: from what it scores, e.g. best-on-rts+translated)"),
     force: bool = typer.Option(False, "--force", help="replace an earlier evaluation of the same name"),
     out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="folder for NAME.{md,csv,json} and index.md (default: the run's evals/)"),
@@ -149,7 +150,7 @@ def eval_(
             raise UserError(f"--name {name!r}: must be letters, digits, '_', '.' or '-'")
         external = (images, labels) if images is not None else None
         md, target = evaluation.evaluate(source, list(variant or []), external, checkpoint, _canvas(canvas), list(set_ or []),
-                                         name, force, out, device, runs.logger())
+                                         name, force, out, device, runs.logger(), sweep)
         _echo(md)
         _echo(f"wrote {target}.md")
 

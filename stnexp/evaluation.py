@@ -4,6 +4,7 @@ loads checkpoints back from disk and scores them, used by `train` (its results t
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -11,7 +12,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from torch import nn
 
-from stnexp import checkpoints, config as C, data, models, reporting, runs
+from stnexp import checkpoints, config as C, data, distortions, models, reporting, runs
 from stnexp.device import autocast_dtype, channels_last
 from stnexp.errors import UserError
 
@@ -92,6 +93,51 @@ class TestSets:
         return self.sets[key]
 
 
+    def swept(self, cfg: C.Config, variant: str, seed: int, key: str, value: float, canvas: int | None = None) -> TestSet:
+        """The test set of `variant` for `seed` with one pose parameter fixed for every digit: `rotation`
+        (degrees), `scale`, or `shift` (the digit's centre moved this many px to the right of the canvas's
+        centre); everything else each digit drew stays as in the test set."""
+        base = self.get(cfg, variant, seed, canvas)
+        spec = cfg.variant(variant) if variant in cfg.data.variants else C.VariantConfig(preset=variant)
+        if canvas is not None:
+            spec = C.VariantConfig.model_validate({**spec.model_dump(), "canvas": canvas})
+        cache = ("swept", str(cfg.data.root), variant, seed, spec, key, value)
+        if cache not in self.sets:
+            params = dict(base.params)
+            n = len(base.labels)
+            if key == "rotation":
+                params["angle"] = torch.full((n,), float(value), device=params["angle"].device)
+            elif key == "scale":
+                params["scale"] = torch.full((n,), float(value), device=params["scale"].device)
+            else:
+                params["shift"] = torch.tensor([[float(value), 0.0]], device=params["shift"].device).expand(n, 2).clone()
+            digits = self.digits[str(cfg.data.root)].test
+            images = torch.cat([distortions.render(digits.images[i : i + data.CHUNK], distortions.take(params, slice(i, i + data.CHUNK)), spec, digits.images)
+                                for i in range(0, n, data.CHUNK)])
+            self.sets[cache] = TestSet(f"{key}={value:g}", images, base.labels, params=params)
+        return self.sets[cache]
+
+
+SWEEPABLE = ("rotation", "scale", "shift")
+
+
+def parse_sweep(text: str) -> tuple[str, list[float]]:
+    """`rotation=-180:180:15` -> ('rotation', [-180, -165, ..., 180]): start:stop:step, stop included."""
+    key, eq, rng = text.partition("=")
+    parts = rng.split(":")
+    try:
+        start, stop, step = (float(p) for p in parts) if len(parts) == 3 else (None, None, None)
+    except ValueError:
+        start = None
+    if key not in SWEEPABLE or not eq or start is None or step <= 0 or stop < start or (stop - start) / step > 1000:
+        raise UserError(f"--sweep {text!r}: expected rotation|scale|shift=START:STOP:STEP with STEP > 0 and at most 1000 steps (e.g. rotation=-180:180:15)")
+    count = int(math.floor((stop - start) / step + 1e-9)) + 1
+    values = [round(start + i * step, 10) for i in range(count)]
+    if key == "scale" and values[0] <= 0:
+        raise UserError(f"--sweep {text!r}: scales must be > 0")
+    return key, values
+
+
 def load_model(path: Path, device: torch.device) -> tuple[dict, C.Config, models.Model]:
     """A checkpoint, its config and the model it describes with its weights; a mismatch says what differs."""
     ck = checkpoints.load(path)
@@ -154,7 +200,7 @@ def _status(ck: dict, path: Path) -> str:
 
 
 def score_run(source: Path, variants: list[str], external: tuple[Path, Path] | None, which: list[str], device: str | None, log,
-              canvas: str | int | None = None, extra: dict | None = None) -> list[dict]:
+              canvas: str | int | None = None, extra: dict | None = None, sweep: tuple[str, list[float]] | None = None) -> list[dict]:
     """`stnexp eval`: re-score the checkpoints of a run directory (or one checkpoint) on their own test
     sets, on `variants` (of the run, of `extra` or presets), or on an external set; `canvas` renders the
     variants on that side in px, or on each model's own ("model"). Without `device`, scoring runs where
@@ -183,6 +229,8 @@ def score_run(source: Path, variants: list[str], external: tuple[Path, Path] | N
 
         def sets_for(ck, cfg):
             side = ck["in_size"] if canvas == "model" else canvas
+            if sweep is not None:  # each model's own variant, one pose parameter fixed at each value
+                return [tests.swept(cfg, ck["variant"], ck["seed"], sweep[0], v, side) for v in sweep[1]]
             return [tests.get(cfg, name, ck["seed"], side, extra) for name in variants or list(extra or {}) or [ck["variant"]]]
 
     rows = []
@@ -193,25 +241,33 @@ def score_run(source: Path, variants: list[str], external: tuple[Path, Path] | N
 
 
 def evaluate(source: Path, variants: list[str], external: tuple[Path, Path] | None, which: str, canvas: str | int | None,
-             sets: list[str], name: str | None, force: bool, out: Path | None, device: str | None, log) -> tuple[str, Path]:
+             sets: list[str], name: str | None, force: bool, out: Path | None, device: str | None, log,
+             sweep: str | None = None) -> tuple[str, Path]:
     """`stnexp eval`: score, then keep the table under the evaluation's name (given, or made from what was
     scored) with a line in the folder's index; an existing name only with `force`. Returns the table and
     the written files' stem."""
     import time
 
     extra = C.variants_from_sets(sets)
-    if external is not None and (variants or extra or canvas is not None):
-        raise UserError("--images/--labels score an external set as it is: no --variant, --set or --canvas with them")
+    if external is not None and (variants or extra or canvas is not None or sweep):
+        raise UserError("--images/--labels score an external set as it is: no --variant, --set, --canvas or --sweep with them")
+    if sweep and (variants or extra):
+        raise UserError("--sweep re-distorts each model's own variant: no --variant or --set with it")
+    swept = parse_sweep(sweep) if sweep else None
     src = runs.find_run(source, log)
-    tested_on = [Path(external[0]).name.split(".")[0]] if external else variants or list(extra)
+    tested_on = [Path(external[0]).name.split(".")[0]] if external else [f"sweep-{sweep}"] if sweep else variants or list(extra)
     label = name or runs.eval_name(src, which, tested_on, canvas)
     where = Path(out) if out is not None else runs.eval_dir(src)
     target = runs.claim_eval(where, label, force)  # before the work: a name in use is refused at once
-    rows = score_run(src, variants, external, [which], device, log, canvas, extra)
+    rows = score_run(src, variants, external, [which], device, log, canvas, extra, swept)
     md = reporting.eval_markdown(rows)
     try:
         where.mkdir(parents=True, exist_ok=True)
         reporting.write(where, target.name, rows, md, reporting.EVAL_FIELDS)
+        if swept:
+            from stnexp import pictures
+
+            pictures.sweep(rows, swept, target.with_suffix(".png"), f"test error as {swept[0]} is fixed at each value, every model ({label})")
         on = ", ".join(tested_on) or "each model's own variant"
         scored = f"{which} checkpoints of {src}" if src.is_dir() else str(src)
         runs.index_eval(where, label, f"{time.strftime('%Y-%m-%d %H:%M')}, {scored}, on {on}" + (f", canvas {canvas}" if canvas else ""))

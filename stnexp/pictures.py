@@ -115,3 +115,39 @@ def curves(rows: list[dict], path: Path, title: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+def sweep(rows: list[dict], swept: tuple[str, list[float]], path: Path, title: str) -> Path:
+    """Test error against the fixed value of a pose parameter (`eval --sweep`), a line per model."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    key, values = swept
+    font = ImageFont.load_default()
+    labels = list(dict.fromkeys(f"{r['variant']} / {r['model']}" for r in rows))
+    w, h, margin, head = 640, 300, 48, 30
+    image = Image.new("RGB", (w + 2 * margin, head + h + 2 * margin + 12 * len(labels)), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.text((margin, 6), title, fill=(0, 0, 0), font=font)
+    errors = [float(r["error"]) for r in rows]
+    hi = max(max(errors), 1e-6)
+    x0, y0 = margin, head
+    span = (values[-1] - values[0]) or 1.0
+    draw.rectangle((x0, y0, x0 + w, y0 + h), outline=(0, 0, 0))
+    draw.text((4, y0), f"{hi:.3g}%", fill=(0, 0, 0), font=font)
+    draw.text((4, y0 + h - 10), "0%", fill=(0, 0, 0), font=font)
+    draw.text((x0, y0 + h + 2), f"{key} {values[0]:g}", fill=(0, 0, 0), font=font)
+    draw.text((x0 + w - 70, y0 + h + 2), f"{key} {values[-1]:g}", fill=(0, 0, 0), font=font)
+    for i, label in enumerate(labels):
+        colour = PALETTE[i % len(PALETTE)]
+        mine = [r for r in rows if f"{r['variant']} / {r['model']}" == label]
+        pts = [(x0 + w * (float(r["tested_on"].split("=", 1)[1]) - values[0]) / span, y0 + h - h * float(r["error"]) / hi) for r in mine]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=2)
+        for x, y in pts:
+            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
+        ly = y0 + h + 20 + 12 * i
+        draw.rectangle((margin, ly + 3, margin + 14, ly + 7), fill=colour)
+        draw.text((margin + 20, ly), label, fill=(0, 0, 0), font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path

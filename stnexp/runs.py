@@ -180,7 +180,7 @@ def written_files(run: Path) -> list[Path]:
     files = [run / name for name in OWN_FILES]
     evals = run / EVALS
     if evals.is_dir():
-        files += [p for p in evals.iterdir() if p.suffix in TABLE_SUFFIXES]
+        files += [p for p in evals.iterdir() if p.suffix in TABLE_SUFFIXES + (".png",)]
     try:
         cfg = C.load(run / CONFIG)
     except UserError:
@@ -397,7 +397,7 @@ def eval_name(source: Path, which: str, tested_on: list[str], canvas) -> str:
 
     what = Path(source).stem if Path(source).is_file() else which
     name = f"{what}-on-{'+'.join(tested_on) or 'own'}" + (f"-canvas-{canvas}" if canvas is not None else "")
-    name = re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)
+    name = re.sub(r"[^A-Za-z0-9_.+=-]", "_", name.replace(":", "_"))
     return name if len(name) <= 120 else name[:100] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
 
 

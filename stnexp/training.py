@@ -323,7 +323,7 @@ def score(run: Run) -> list[dict]:
         for kind in runs.CHECKPOINT_KINDS
         if (path := runs.checkpoint_path(run.dir, vname, name, seed, kind)).exists()
     ]
-    rows, right, errors, rectified = [], {}, {}, []
+    rows, right, errors, rectified, params = [], {}, {}, [], {}
     for scored in evaluation.score(paths, lambda ck, cfg: [tests.get(cfg, ck["variant"], ck["seed"])], run.device):
         rows += scored.rows
         ck, model = scored.checkpoint, scored.model
@@ -331,27 +331,32 @@ def score(run: Run) -> list[dict]:
             continue
         key = (ck["variant"], ck["seed"], ck["model_name"])
         right[key], errors[key] = scored.right[0], scored.rows[0]["error"]
+        test = tests.get(run.cfg, ck["variant"], ck["seed"])
+        params[key[:2]] = test.params
         if model.stn is not None:
-            test = tests.get(run.cfg, ck["variant"], ck["seed"])
             path = runs.picture_path(run.dir, ck["variant"], ck["model_name"], ck["seed"])
             pictures.transformer(model, test.images[:PICTURE_DIGITS], test.labels[:PICTURE_DIGITS], path)
             r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
             if r is not None:
                 rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r})
-    write_analysis(run.dir, analysis.paired_rows(right, errors), rectified)
+    write_analysis(run.dir, analysis.paired_rows(right, errors), rectified, analysis.binned(right, params))
     return rows
 
 
-def write_analysis(run_dir: Path, paired: list[dict], rectified: list[dict]) -> None:
-    """analysis.md and .json: McNemar per pair of models, and rectification per transformer."""
+def write_analysis(run_dir: Path, paired: list[dict], rectified: list[dict], binned: list[dict]) -> None:
+    """analysis.md and .json: McNemar per pair of models, rectification per transformer, and the error
+    by the true distortion."""
     import json
 
     parts = [analysis.paired_markdown(paired)] if paired else []
     if rectified:
         parts.append(analysis.rectification_markdown(rectified))
+    if binned:
+        parts.append(analysis.binned_markdown(binned))
     if parts:
         checkpoints.atomic_text(run_dir / f"{runs.ANALYSIS}.md", "\n".join(parts))
-        checkpoints.atomic_text(run_dir / f"{runs.ANALYSIS}.json", json.dumps({"paired": paired, "rectification": rectified}, indent=2) + "\n")
+        found = {"paired": paired, "rectification": rectified, "by_distortion": binned}
+        checkpoints.atomic_text(run_dir / f"{runs.ANALYSIS}.json", json.dumps(found, indent=2) + "\n")
 
 
 def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command: str) -> Path:

@@ -63,3 +63,14 @@ def test_a_model_without_an_affine_input_transformer_has_no_rectification():
     # a transformer at the identity leaves the spread as it was
     assert r["angle_std_after"] == pytest.approx(r["angle_std_before"], abs=1e-3)
     assert math.isfinite(r["shift_std_after"])
+
+
+def test_error_is_binned_by_the_true_distortion_of_each_digit():
+    angle = torch.linspace(-45, 45, 600)
+    params = {("rts", 0): {"angle": angle, "scale": torch.ones(600), "shift": torch.zeros(600, 2)}}
+    wrong_when_turned_right = angle <= 0  # right only for digits turned one way
+    rows = analysis.binned({("rts", 0, "m"): wrong_when_turned_right}, params)
+    (row,) = rows  # scale and shift do not vary: no rows for them
+    assert row["by"] == "angle" and row["edges"][0] == -45 and row["edges"][-1] == 45
+    assert row["error"] == [0.0, 0.0, 0.0, 100.0, 100.0, 100.0] and sum(row["n"]) == 600
+    assert "| m | 0.00 | 0.00 | 0.00 | 100.00 | 100.00 | 100.00 |" in analysis.binned_markdown(rows)

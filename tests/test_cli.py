@@ -57,6 +57,12 @@ def test_train_tests_each_pair_of_models_on_the_same_digits_and_measures_rectifi
     assert rect["model"] == "st-cnn" and rect["angle_std_before"] == pytest.approx(26, abs=1.5)  # U[-45, 45]: 90 / sqrt(12)
     md = (tiny_run / "analysis.md").read_text()
     assert "McNemar" in md and "| rts | 0 | st-cnn |" in md
+    by = {(r["model"], r["by"]): r for r in result["by_distortion"]}
+    assert set(by) == {(m, k) for m in ("cnn", "st-cnn") for k in ("angle", "scale", "shift")}
+    # the bins hold every test digit, and their errors weigh up to the model's error
+    r = by[("cnn", "angle")]
+    assert sum(r["n"]) == 10000
+    assert sum(e * n for e, n in zip(r["error"], r["n"])) / 10000 == pytest.approx(best["cnn"]["error"], abs=0.01)
 
 
 def test_eval_reproduces_results_json_exactly(tiny_run, tmp_path):
@@ -497,3 +503,24 @@ def test_a_bad_sweep_exits_2_before_anything_is_written(tmp_path, sweep, message
     r = invoke("train", "configs/smoke.yaml", "--sweep", sweep, "--out", tmp_path / "s")
     assert r.exit_code == 2 and message in r.output, r.output
     assert not (tmp_path / "s").exists()
+
+
+def test_eval_sweep_fixes_one_pose_parameter_at_each_value_and_plots_the_error(tiny_run, tmp_path):
+    r = invoke("eval", tiny_run, "--sweep", "rotation=-30:30:30", "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "best-on-sweep-rotation=-30_30_30.json").read_text())
+    assert [(row["model"], row["tested_on"]) for row in rows] == [
+        (m, f"rotation={v}") for m in ("cnn", "st-cnn") for v in (-30, 0, 30)]
+    assert (tmp_path / "best-on-sweep-rotation=-30_30_30.png").is_file()
+    from stnexp import config, evaluation
+
+    cfg = config.load(tiny_run / "config.yaml")
+    tests = evaluation.TestSets(torch.device("cpu"))
+    base = tests.get(cfg, "rts", 0)
+    fixed = tests.swept(cfg, "rts", 0, "rotation", 30.0)
+    # every digit turned by exactly 30 degrees; its scale and place as in the test set
+    assert torch.all(fixed.params["angle"] == 30.0)
+    assert torch.equal(fixed.params["scale"], base.params["scale"]) and torch.equal(fixed.params["shift"], base.params["shift"])
+    for bad in ("rotation=30:-30:1", "tilt=0:1:1", "scale=0:1:0.5", "rotation=0:1"):
+        r = invoke("eval", tiny_run, "--sweep", bad, "--out", tmp_path)
+        assert r.exit_code == 2 and "--sweep" in r.output, (bad, r.output)
