@@ -173,27 +173,25 @@ def _canvas(value: Optional[str]):
 def report(
     run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories whose results to merge"),
     paper: bool = typer.Option(False, "--paper", help="the paper's layout (rows FCN ... ST-CNN TPS, columns R RTS P E TC), the paper's number beside each of ours"),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="also write the report to DIR/report.md"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="write the report to DIR: report.md with each run's analysis and pictures (copied to DIR/images)"),
+    html: bool = typer.Option(False, "--html", help="also DIR/report.html: one self-contained page, pictures embedded (needs --out)"),
 ):
     """Merge the best-checkpoint results of one or many runs into one table (mean +- std over seeds); with
-    --paper in the layout of the STN paper's Table 1, each cell beside the paper's number."""
+    --paper in the layout of the STN paper's Table 1, each cell beside the paper's number. With --out, a
+    full report in DIR: the table, each run's analysis and its pictures, as Markdown (and --html)."""
 
     def body():
-        from stnexp import report as rp
-        from stnexp.checkpoints import atomic_text
+        from stnexp import report as rp, runs
         from stnexp.errors import UserError
 
-        from stnexp import runs
-
+        if html and out is None:
+            raise UserError("--html: name the folder to write it to with --out DIR")
         log = runs.logger()
-        text = rp.make([runs.find_run(p, log) for p in run_dirs], paper)
+        found = [runs.find_run(p, log) for p in run_dirs]
+        _echo(rp.make(found, paper))
         if out is not None:
-            try:
-                Path(out).mkdir(parents=True, exist_ok=True)
-                atomic_text(Path(out) / "report.md", text)
-            except OSError as e:
-                raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
-        _echo(text)
+            rp.write(found, paper, Path(out), html)
+            _echo(f"wrote {Path(out) / 'report.md'}" + (f" and {Path(out) / 'report.html'}" if html else ""))
 
     _guard(body)
 

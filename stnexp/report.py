@@ -183,3 +183,97 @@ def runs_table(out: Path) -> str:
         rows.append((started, f"| {name} | {started} | {', '.join(cfg.data.variants)} | {'; '.join(scores)} | {runs.status(path)} |"))
     rows.sort(key=lambda r: r[0], reverse=True)
     return "\n".join(lines + [r for _, r in rows]) + "\n"
+
+
+# ---------------------------------------------------------------- the report as files, Markdown and HTML
+
+
+def pictures_of(path: Path) -> list[Path]:
+    """A run's PNGs: training curves, then what each transformer made of the digits, then eval sweeps."""
+    found = sorted((path / runs.CURVES).glob("*/*.png")) + sorted((path / runs.PICTURES).glob("**/*.png"))
+    return found + sorted((path / runs.EVALS).glob("*.png"))
+
+
+def write(paths: list[Path], as_paper: bool, out: Path, html: bool) -> str:
+    """The report of runs `paths` into `out`: report.md (the merged table, then each run's analysis and
+    pictures, copied to out/images/), and with `html` report.html, one self-contained file (the pictures
+    embedded) that opens in a browser from disk. Returns the Markdown."""
+    import shutil
+
+    from stnexp.checkpoints import atomic_text
+
+    parts = [make(paths, as_paper)]
+    images: list[tuple[str, Path]] = []
+    for i, path in enumerate(paths, 1):
+        analysis = path / f"{runs.ANALYSIS}.md"
+        pictures = pictures_of(path)
+        if not analysis.is_file() and not pictures:
+            continue
+        parts.append(f"## Run {i}: `{path}`\n")
+        if analysis.is_file():
+            parts.append(analysis.read_text(encoding="utf-8"))
+        for picture in pictures:
+            name = f"run{i}-" + "-".join(picture.relative_to(path).parts)
+            images.append((name, picture))
+            parts.append(f"![{picture.relative_to(path)}](images/{name})\n")
+    text = "\n".join(parts)
+    try:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        for name, picture in images:
+            shutil.copyfile(picture, out / "images" / name)
+        atomic_text(out / "report.md", text)
+        if html:
+            atomic_text(out / "report.html", to_html(text, {f"images/{n}": p for n, p in images}))
+    except OSError as e:
+        raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
+    return text
+
+
+def to_html(markdown: str, images: dict[str, Path]) -> str:
+    """The report's Markdown (the little of it that stnexp writes: headings, paragraphs, lists, tables,
+    bold, code, pictures) as one HTML page with the pictures embedded as data URIs."""
+    import base64
+    import html
+    import re
+
+    def inline(text: str) -> str:
+        text = html.escape(text, quote=False)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+    out, table, items = [], [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not re.fullmatch(r"\|[\s\-:|]+\|", r)]
+            cells = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", r)[1:-1]] for r in rows]
+            out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells[0]) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in cells[1:]) + "</table>")
+            table.clear()
+        if items:
+            out.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for line in markdown.splitlines():
+        picture = re.fullmatch(r"!\[(.*)\]\((.*)\)", line.strip())
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if line.startswith("- "):
+            items.append(line[2:])
+            continue
+        flush()
+        if picture:
+            src = images.get(picture.group(2))
+            data = base64.b64encode(src.read_bytes()).decode() if src else ""
+            out.append(f'<figure><img alt="{html.escape(picture.group(1))}" src="data:image/png;base64,{data}"><figcaption>{inline(picture.group(1))}</figcaption></figure>')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #bbb;padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+             "img{max-width:100%}figcaption{font-size:small;color:#555}")
+    return f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>stnexp report</title><style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"

@@ -366,7 +366,9 @@ def test_report_merges_runs_and_puts_the_papers_number_beside_ours(tiny_run, tmp
     assert any(f"`{tiny_run}`: 8 iterations of batch 128, seeds 0" in line for line in lines)
     # the 95% t-interval of two seeds: mean ± 12.706 * std / sqrt(2)
     assert f"- CNN, RTS: {cnn + 1.0:.2f} ± {12.706 * 2 ** 0.5 / 2 ** 0.5:.2f} (2 seeds)" in lines
-    assert (tmp_path / "rep" / "report.md").read_text().strip() == r.output.strip()
+    # report.md starts with the table printed, then each run's analysis and pictures
+    printed = r.output.strip().rsplit("\nwrote ", 1)[0]
+    assert (tmp_path / "rep" / "report.md").read_text().startswith(printed)
     plain = invoke("report", tiny_run)
     assert plain.exit_code == 0 and "| cnn | 119,050 |" in plain.output
 
@@ -524,3 +526,19 @@ def test_eval_sweep_fixes_one_pose_parameter_at_each_value_and_plots_the_error(t
     for bad in ("rotation=30:-30:1", "tilt=0:1:1", "scale=0:1:0.5", "rotation=0:1"):
         r = invoke("eval", tiny_run, "--sweep", bad, "--out", tmp_path)
         assert r.exit_code == 2 and "--sweep" in r.output, (bad, r.output)
+
+
+def test_report_writes_the_analysis_and_pictures_of_each_run_and_a_self_contained_html(tiny_run, tmp_path):
+    r = invoke("report", tiny_run, "--out", tmp_path / "rep", "--html")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"## Run 1: `{tiny_run}`" in md and "McNemar" in md and "Rectification" in md
+    pngs = sorted(p.name for p in (tmp_path / "rep" / "images").iterdir())
+    assert pngs == ["run1-curves-rts-s0.png", "run1-stn-rts-st-cnn-s0.png"]
+    assert all(f"(images/{name})" in md for name in pngs)
+    page = (tmp_path / "rep" / "report.html").read_text()
+    # one file that opens from anywhere: every picture inside it, nothing linked
+    assert page.count('src="data:image/png;base64,') == 2 and 'src="images/' not in page
+    assert "<table>" in page and "<td>st-cnn</td>" in page
+    r = invoke("report", tiny_run, "--html")
+    assert r.exit_code == 2 and "--html: name the folder" in r.output
