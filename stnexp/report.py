@@ -194,10 +194,11 @@ def pictures_of(path: Path) -> list[Path]:
     return found + sorted((path / runs.EVALS).glob("*.png"))
 
 
-def write(paths: list[Path], as_paper: bool, out: Path, html: bool) -> str:
+def write(paths: list[Path], as_paper: bool, out: Path, html: bool, markdown: bool = True) -> str:
     """The report of runs `paths` into `out`: report.md (the merged table, then each run's analysis and
     pictures, copied to out/images/), and with `html` report.html, one self-contained file (the pictures
-    embedded) that opens in a browser from disk. Returns the Markdown."""
+    embedded) that opens in a browser from disk; `markdown=False` writes report.html alone (the end of
+    `train` writes one into the run). Returns the Markdown."""
     import shutil
 
     from stnexp.checkpoints import atomic_text
@@ -218,12 +219,13 @@ def write(paths: list[Path], as_paper: bool, out: Path, html: bool) -> str:
             parts.append(f"![{picture.relative_to(path)}](images/{name})\n")
     text = "\n".join(parts)
     try:
-        (out / "images").mkdir(parents=True, exist_ok=True)
-        for name, picture in images:
-            shutil.copyfile(picture, out / "images" / name)
-        atomic_text(out / "report.md", text)
+        if markdown:
+            (out / "images").mkdir(parents=True, exist_ok=True)
+            for name, picture in images:
+                shutil.copyfile(picture, out / "images" / name)
+            atomic_text(out / "report.md", text)
         if html:
-            atomic_text(out / "report.html", to_html(text, {f"images/{n}": p for n, p in images}))
+            atomic_text(out / runs.REPORT, to_html(text, {f"images/{n}": p for n, p in images}))
     except OSError as e:
         raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
     return text

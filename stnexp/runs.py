@@ -31,6 +31,7 @@ METRICS = "metrics.csv"  # one row per epoch per variant/seed/model
 RESULTS = "results"  # results.{md,csv,json}: the test scores of `train`
 EVAL = "eval"  # eval.{md,csv,json}: where `stnexp eval` wrote its scores up to 0.2.0.dev0
 ANALYSIS = "analysis"  # analysis.{md,json}: paired significance and rectification of the best checkpoints
+REPORT = "report.html"  # the run's report in one page (stnexp report --html), written at the end of train
 EVALS = "evals"  # evals/<name>.{md,csv,json}: each `stnexp eval`, by name; evals/index.md lists them
 EVAL_INDEX = "index.md"
 TABLE_SUFFIXES = (".md", ".csv", ".json")
@@ -41,7 +42,7 @@ CHECKPOINT_KINDS = ("best", "last")
 MARKER = ".stnexp-run"  # written first into every run directory: what --force recognises a run by
 LOCK = ".stnexp-lock"  # held (flock) by the process training into the directory
 
-OWN_FILES = [CONFIG, ENV, LOG, METRICS] + [stem + suffix for stem in (RESULTS, EVAL, ANALYSIS) for suffix in TABLE_SUFFIXES] + [MARKER, LOCK]
+OWN_FILES = [CONFIG, ENV, LOG, METRICS, REPORT] + [stem + suffix for stem in (RESULTS, EVAL, ANALYSIS) for suffix in TABLE_SUFFIXES] + [MARKER, LOCK]
 
 
 def checkpoint_path(run: Path, variant: str, model: str, seed: int, kind: str) -> Path:

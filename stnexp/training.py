@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from stnexp import analysis, checkpoints, data, evaluation, members, pictures, reporting, runs
+from stnexp import analysis, checkpoints, data, evaluation, members, pictures, report, reporting, runs
 from stnexp.config import Config
+from stnexp.errors import UserError
 from stnexp.device import autocast_dtype, configure, describe
 from stnexp.members import Length, Member
 from stnexp.step import TrainStep
@@ -131,7 +132,11 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
     write_curves(run.dir)
     reporting.write(run.dir, runs.RESULTS, rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
     log.info("\n" + reporting.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted))
-    log.info(f"results: {run.dir / (runs.RESULTS + '.md')}")
+    try:
+        report.write([run.dir], False, run.dir, html=True, markdown=False)
+        log.info(f"results: {run.dir / (runs.RESULTS + '.md')}; all of it in one page: {run.dir / runs.REPORT}")
+    except UserError as e:  # the tables are written; a page that cannot be made must not fail the run
+        log.warning(f"results: {run.dir / (runs.RESULTS + '.md')}; no {runs.REPORT}: {e}")
     if interrupted:
         raise Interrupted()
     log.info(f"finished in {duration(time.perf_counter() - t0)}; run directory: {run.dir}")
@@ -365,7 +370,6 @@ def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command
     Raises Interrupted after Ctrl-C (the run is resumable)."""
     from stnexp import config as C
     from stnexp.device import resolve
-    from stnexp.errors import UserError
 
     torch_device = resolve(cfg.device)
     with runs.prepare(cfg, out, resume, force) as run:

@@ -17,7 +17,7 @@ def invoke(*args):
 
 
 def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
-    for name in ("config.yaml", "env.json", "metrics.csv", "results.md", "results.csv", "results.json", "analysis.md", "analysis.json", "train.log"):
+    for name in ("config.yaml", "env.json", "metrics.csv", "results.md", "results.csv", "results.json", "analysis.md", "analysis.json", "report.html", "train.log"):
         assert (tiny_run / name).is_file(), name
     for model in ("cnn", "st-cnn"):
         for kind in ("best", "last"):
