@@ -7,8 +7,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from stnexp import config as C, paper, reporting, runs
 from stnexp.errors import UserError
 
@@ -32,11 +30,11 @@ def read(path: Path) -> Source:
         raise UserError(f"{path}: not a stnexp run directory")
     if not results.is_file():
         raise UserError(f"{path}: no {results.name} (the run has not scored its models yet)")
+    cfg = C.load(path / runs.CONFIG)
     try:
         rows = json.loads(results.read_text())
-        cfg = C.validate(yaml.safe_load((path / runs.CONFIG).read_text()))
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise UserError(f"{path}: unreadable results or config ({C._first_line(e)})") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{results}: unreadable ({C._first_line(e)})") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and {"variant", "model", "seed", "error", "checkpoint"} <= set(r) for r in rows):
         raise UserError(f"{results}: not a results table written by stnexp")
     t = cfg.train
@@ -160,8 +158,8 @@ def runs_table(out: Path) -> str:
     rows = []
     for path in found:
         try:
-            cfg = C.validate(yaml.safe_load((path / runs.CONFIG).read_text()))
-        except (OSError, yaml.YAMLError, UserError):
+            cfg = C.load(path / runs.CONFIG)
+        except UserError:
             continue  # not a run this version can read
         try:
             started = str(json.loads((path / runs.ENV).read_text()).get("started", "?"))
