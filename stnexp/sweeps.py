@@ -36,7 +36,10 @@ def parse(item: str) -> tuple[str, list[str]]:
         raise UserError(f"--sweep {C._cut(item)}: expected KEY=V1,V2,...")
     values, depth, start = [], 0, 0
     for i, ch in enumerate(text + ","):
-        depth += ch in "[{(" and 1 or (ch in "]})" and -1 or 0)
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
         if ch == "," and depth == 0:
             values.append(text[start:i].strip())
             start = i + 1
@@ -65,8 +68,9 @@ def plan(sweeps: list[str]) -> tuple[list[str], list[tuple[str, dict[str, str]]]
 
 
 def run(cfg_path: Path, sets: list[str], sweeps: list[str], out: Path | None, resume: bool, force: bool, command: str) -> Path:
-    """Train every child of the sweep (skipping, with --resume, those already finished) and write the
-    sweep table after each. Every child's config is validated before anything is trained."""
+    """Train every child of the sweep (skipping, with --resume, those already finished), then write the
+    sweep table (also after Ctrl-C or an error: what finished so far). Every child's config is validated
+    before anything is trained."""
     from stnexp import training
 
     if resume and force:
