@@ -76,12 +76,16 @@ def fixed(digits: Digits, spec: VariantConfig, seed: int, name: str, part: str) 
     set is the same on every device and for every run with that seed."""
     gens = distortions.generators("cpu", spec, seed, name, part)
     params = distortions.sample(gens, spec, geometry.ink_boxes(digits.images))
+    return Fixed(render_all(digits, params, spec), digits.labels.long(), params)
+
+
+def render_all(digits: Digits, params: Params, spec: VariantConfig) -> torch.Tensor:
+    """Every digit of a set rendered with its parameters, CHUNK digits at a time."""
     chunks = [
         distortions.render(digits.images[i : i + CHUNK], distortions.take(params, slice(i, i + CHUNK)), spec, digits.images)
         for i in range(0, len(digits), CHUNK)
     ]
-    images = torch.cat(chunks) if chunks else torch.zeros(0, 1, spec.canvas, spec.canvas, device=digits.images.device)
-    return Fixed(images, digits.labels.long(), params)
+    return torch.cat(chunks) if chunks else torch.zeros(0, 1, spec.canvas, spec.canvas, device=digits.images.device)
 
 
 class Stream:

@@ -12,7 +12,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from torch import nn
 
-from stnexp import checkpoints, config as C, data, distortions, models, reporting, runs
+from stnexp import checkpoints, config as C, data, models, reporting, runs
 from stnexp.device import autocast_dtype, channels_last
 from stnexp.errors import UserError
 
@@ -68,21 +68,7 @@ class TestSets:
     def get(self, cfg: C.Config, variant: str, seed: int, canvas: int | None = None, extra: dict | None = None) -> TestSet:
         """The test set of `variant` (ad-hoc from `extra`, the run's, or a preset) for `seed`, rendered on a
         canvas of side `canvas` when given (the digit placed as the variant says, on that canvas)."""
-        extra = extra or {}
-        if variant in extra:
-            spec = extra[variant]
-        elif variant in cfg.data.variants:
-            spec = cfg.variant(variant)
-        elif variant in C.PRESETS:
-            spec = C.VariantConfig(preset=variant)
-        else:
-            known = ", ".join(list(extra) + list(cfg.data.variants))
-            raise UserError(f"--variant {variant}: not a variant of the run or --set ({known}) nor a preset ({', '.join(C.PRESETS)})")
-        if canvas is not None and canvas != spec.canvas:
-            try:
-                spec = C.VariantConfig.model_validate({**spec.model_dump(), "canvas": canvas})
-            except C.ValidationError as e:
-                raise UserError(f"--canvas {canvas}: variant {variant}: " + "; ".join(C._describe(err) for err in e.errors())) from None
+        spec = _spec(cfg, variant, canvas, extra or {})
         key = (str(cfg.data.root), variant, seed, spec)
         if key not in self.sets:
             root = str(cfg.data.root)
@@ -92,15 +78,12 @@ class TestSets:
             self.sets[key] = TestSet(variant, s.images, s.labels, params=s.params)
         return self.sets[key]
 
-
     def swept(self, cfg: C.Config, variant: str, seed: int, key: str, value: float, canvas: int | None = None) -> TestSet:
         """The test set of `variant` for `seed` with one pose parameter fixed for every digit: `rotation`
         (degrees), `scale`, or `shift` (the digit's centre moved this many px to the right of the canvas's
         centre); everything else each digit drew stays as in the test set."""
         base = self.get(cfg, variant, seed, canvas)
-        spec = cfg.variant(variant) if variant in cfg.data.variants else C.VariantConfig(preset=variant)
-        if canvas is not None:
-            spec = C.VariantConfig.model_validate({**spec.model_dump(), "canvas": canvas})
+        spec = _spec(cfg, variant, canvas, {})
         cache = ("swept", str(cfg.data.root), variant, seed, spec, key, value)
         if cache not in self.sets:
             params = dict(base.params)
@@ -111,11 +94,28 @@ class TestSets:
                 params["scale"] = torch.full((n,), float(value), device=params["scale"].device)
             else:
                 params["shift"] = torch.tensor([[float(value), 0.0]], device=params["shift"].device).expand(n, 2).clone()
-            digits = self.digits[str(cfg.data.root)].test
-            images = torch.cat([distortions.render(digits.images[i : i + data.CHUNK], distortions.take(params, slice(i, i + data.CHUNK)), spec, digits.images)
-                                for i in range(0, n, data.CHUNK)])
+            images = data.render_all(self.digits[str(cfg.data.root)].test, params, spec)
             self.sets[cache] = TestSet(f"{key}={value:g}", images, base.labels, params=params)
         return self.sets[cache]
+
+
+def _spec(cfg: C.Config, variant: str, canvas: int | None, extra: dict) -> C.VariantConfig:
+    """A variant by name (ad-hoc from `extra`, the run's, or a preset), on `canvas` when given."""
+    if variant in extra:
+        spec = extra[variant]
+    elif variant in cfg.data.variants:
+        spec = cfg.variant(variant)
+    elif variant in C.PRESETS:
+        spec = C.VariantConfig(preset=variant)
+    else:
+        known = ", ".join(list(extra) + list(cfg.data.variants))
+        raise UserError(f"--variant {variant}: not a variant of the run or --set ({known}) nor a preset ({', '.join(C.PRESETS)})")
+    if canvas is not None and canvas != spec.canvas:
+        try:
+            spec = C.VariantConfig.model_validate({**spec.model_dump(), "canvas": canvas})
+        except C.ValidationError as e:
+            raise UserError(f"--canvas {canvas}: variant {variant}: " + "; ".join(C._describe(err) for err in e.errors())) from None
+    return spec
 
 
 SWEEPABLE = ("rotation", "scale", "shift")

@@ -70,11 +70,8 @@ def affine_grid(theta: torch.Tensor, size: int | tuple[int, int]) -> torch.Tenso
 def projective_grid(matrix: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """N x h x w x 2 grid of the 3x3 homographies `matrix` (output (x, y, 1) -> input, then divided by
     the third coordinate). A matrix whose last row is (0, 0, 1) gives the affine grid of its top rows."""
-    with _fp32(matrix.device):
-        p = base_grid(size, matrix.device)
-        ones = torch.ones_like(p[..., :1])
-        q = torch.einsum("nij,hwj->nhwi", matrix.float(), torch.cat([p, ones], -1))
-        return q[..., :2] / q[..., 2:]
+    h, w = _size(size)
+    return project(matrix, base_grid(size, matrix.device).reshape(-1, 2)).reshape(-1, h, w, 2)
 
 
 def homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:

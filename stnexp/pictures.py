@@ -68,6 +68,24 @@ def transformer(model, x: torch.Tensor, labels: torch.Tensor, path: Path) -> Pat
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 
 
+def _frame(draw, font, box: tuple[int, int, int, int], y_text: tuple[str, str], x_text: tuple[str, str], gutter: int) -> None:
+    """A plot's frame: its top and bottom values in the `gutter` px to its left, its first and last x below."""
+    x0, y0, w, h = box
+    black = (0, 0, 0)
+    draw.rectangle((x0, y0, x0 + w, y0 + h), outline=black)
+    draw.text((x0 - gutter + 2, y0), y_text[0], fill=black, font=font)
+    draw.text((x0 - gutter + 2, y0 + h - 10), y_text[1], fill=black, font=font)
+    draw.text((x0, y0 + h + 2), x_text[0], fill=black, font=font)
+    draw.text((x0 + w - 6 * len(x_text[1]), y0 + h + 2), x_text[1], fill=black, font=font)
+
+
+def _legend(draw, font, names: list[str], x: int, y: int) -> None:
+    """A colour swatch and a name per line, in PALETTE order."""
+    for i, name in enumerate(names):
+        draw.rectangle((x, y + 12 * i + 3, x + 14, y + 12 * i + 7), fill=PALETTE[i % len(PALETTE)])
+        draw.text((x + 20, y + 12 * i), name, fill=(0, 0, 0), font=font)
+
+
 def curves(rows: list[dict], path: Path, title: str) -> Path:
     """Training curves of the models of one (variant, seed) from metrics.csv rows: on the left the training
     loss per epoch, on the right the training (thin) and validation (thick) accuracy, a colour per model."""
@@ -90,12 +108,8 @@ def curves(rows: list[dict], path: Path, title: str) -> Path:
         lo, hi = min(values), max(values)
         hi = hi if hi > lo else lo + 1e-6
         y0 = head + margin // 2
-        draw.rectangle((x0, y0, x0 + w, y0 + h), outline=(0, 0, 0))
         draw.text((x0, y0 - 14), label, fill=(0, 0, 0), font=font)
-        draw.text((x0 - margin + 2, y0), f"{hi:.3g}", fill=(0, 0, 0), font=font)
-        draw.text((x0 - margin + 2, y0 + h - 10), f"{lo:.3g}", fill=(0, 0, 0), font=font)
-        draw.text((x0, y0 + h + 2), f"epoch {e_lo}", fill=(0, 0, 0), font=font)
-        draw.text((x0 + w - 50, y0 + h + 2), f"epoch {e_hi}", fill=(0, 0, 0), font=font)
+        _frame(draw, font, (x0, y0, w, h), (f"{hi:.3g}", f"{lo:.3g}"), (f"epoch {e_lo}", f"epoch {e_hi}"), margin)
         for i, name in enumerate(names):
             mine = [r for r in rows if r["model"] == name]
             for key, width in series:
@@ -108,10 +122,7 @@ def curves(rows: list[dict], path: Path, title: str) -> Path:
 
     panel(margin, "training loss", [("train_loss", 2)])
     panel(2 * margin + w, "accuracy: training (thin), validation (thick)", [("train_acc", 1), ("val_acc", 3)])
-    for i, name in enumerate(names):
-        y = head + margin + h + 14 + 12 * i
-        draw.rectangle((margin, y + 3, margin + 14, y + 7), fill=PALETTE[i % len(PALETTE)])
-        draw.text((margin + 20, y), name, fill=(0, 0, 0), font=font)
+    _legend(draw, font, names, margin, head + margin + h + 14)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
@@ -128,15 +139,10 @@ def sweep(rows: list[dict], swept: tuple[str, list[float]], path: Path, title: s
     image = Image.new("RGB", (w + 2 * margin, head + h + 2 * margin + 12 * len(labels)), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     draw.text((margin, 6), title, fill=(0, 0, 0), font=font)
-    errors = [float(r["error"]) for r in rows]
-    hi = max(max(errors), 1e-6)
+    hi = max(max(float(r["error"]) for r in rows), 1e-6)
     x0, y0 = margin, head
     span = (values[-1] - values[0]) or 1.0
-    draw.rectangle((x0, y0, x0 + w, y0 + h), outline=(0, 0, 0))
-    draw.text((4, y0), f"{hi:.3g}%", fill=(0, 0, 0), font=font)
-    draw.text((4, y0 + h - 10), "0%", fill=(0, 0, 0), font=font)
-    draw.text((x0, y0 + h + 2), f"{key} {values[0]:g}", fill=(0, 0, 0), font=font)
-    draw.text((x0 + w - 70, y0 + h + 2), f"{key} {values[-1]:g}", fill=(0, 0, 0), font=font)
+    _frame(draw, font, (x0, y0, w, h), (f"{hi:.3g}%", "0%"), (f"{key} {values[0]:g}", f"{key} {values[-1]:g}"), margin)
     for i, label in enumerate(labels):
         colour = PALETTE[i % len(PALETTE)]
         mine = [r for r in rows if f"{r['variant']} / {r['model']}" == label]
@@ -145,9 +151,7 @@ def sweep(rows: list[dict], swept: tuple[str, list[float]], path: Path, title: s
             draw.line(pts, fill=colour, width=2)
         for x, y in pts:
             draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
-        ly = y0 + h + 20 + 12 * i
-        draw.rectangle((margin, ly + 3, margin + 14, ly + 7), fill=colour)
-        draw.text((margin + 20, ly), label, fill=(0, 0, 0), font=font)
+    _legend(draw, font, labels, margin, y0 + h + 20)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path

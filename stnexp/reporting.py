@@ -15,6 +15,9 @@ RESULT_FIELDS = ["variant", "model", "seed", "checkpoint", "correct", "accuracy"
 EVAL_FIELDS = ["variant", "model", "seed", "checkpoint", "tested_on", "correct", "accuracy", "error", "n_test", "params"]
 
 
+PARTIAL = "(partial: the run was interrupted)"  # in the title of an interrupted run's table (runs.status reads it)
+
+
 def cell(errors: list[float]) -> str:
     if not errors:
         return "-"
@@ -51,7 +54,7 @@ def table(rows: list[dict], row_label, col_key: str, title: str, first: str = "m
 def results_markdown(rows: list[dict], partial: bool = False) -> str:
     best = [r for r in rows if r["checkpoint"] == "best"]
     last = [r for r in rows if r["checkpoint"] == "last"]
-    note = " (partial: the run was interrupted)" if partial else ""
+    note = f" {PARTIAL}" if partial else ""
     by_model = lambda r: r["model"]  # noqa: E731
     out = table(best, by_model, "variant", f"Best checkpoint by validation accuracy{note}")
     if last:

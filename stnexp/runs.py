@@ -333,7 +333,9 @@ def status(run: Path) -> str:
         return "running"
     md = run / f"{RESULTS}.md"
     try:
-        finished = "(partial: the run was interrupted)" not in md.read_text(encoding="utf-8")
+        from stnexp.reporting import PARTIAL
+
+        finished = PARTIAL not in md.read_text(encoding="utf-8")
     except OSError:
         finished = False
     return "finished" if finished else "interrupted"
@@ -398,7 +400,7 @@ def eval_name(source: Path, which: str, tested_on: list[str], canvas) -> str:
 
     what = Path(source).stem if Path(source).is_file() else which
     name = f"{what}-on-{'+'.join(tested_on) or 'own'}" + (f"-canvas-{canvas}" if canvas is not None else "")
-    name = re.sub(r"[^A-Za-z0-9_.+=-]", "_", name.replace(":", "_"))
+    name = re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)
     return name if len(name) <= 120 else name[:100] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
 
 
