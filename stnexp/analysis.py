@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 
 import torch
 
-from stnexp import geometry, transforms
+from stnexp import geometry, models, transforms
 
 ALPHA = 0.05
 
@@ -116,52 +117,97 @@ def residual(theta_model: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor
     return {"angle": rot, "log_scale": log_scale, "shift": trans * 14.0}  # 14 px: half the digit's side
 
 
+def _centred(v: torch.Tensor, circular: bool = False) -> torch.Tensor:
+    """v minus its mean (angles in degrees: minus their circular mean, wrapped into [-180, 180))."""
+    v = v.double()
+    if not circular:
+        return v - v.mean()
+    mean = torch.atan2(torch.sin(torch.deg2rad(v)).mean(), torch.cos(torch.deg2rad(v)).mean())
+    return torch.remainder(v - torch.rad2deg(mean) + 180.0, 360.0) - 180.0
+
+
 def _spread(v: torch.Tensor, circular: bool = False) -> tuple[float, float]:
     """(std, width of the central 90%) of one residual; angles are first centred on their circular mean."""
-    v = v.double()
-    if circular:
-        mean = torch.atan2(torch.sin(torch.deg2rad(v)).mean(), torch.cos(torch.deg2rad(v)).mean())
-        v = torch.remainder(v - torch.rad2deg(mean) + 180.0, 360.0) - 180.0
+    v = _centred(v, circular)
     lo, hi = torch.quantile(v, torch.tensor([0.05, 0.95], dtype=v.dtype))
     return float(v.std()), float(hi - lo)
 
 
-def rectification(model, images: torch.Tensor, params: dict, canvas: int, batch: int = 1000) -> dict | None:
+@dataclass
+class Rectified:
+    """One transformer's rectification: `row` the spreads for the table (and analysis.json), `true` and
+    `undone` per pose part (angle, log_scale) the true distortion of each test digit and how much of it
+    the transformer took away (true minus residual), each about its mean over the digits, for the
+    scatter."""
+
+    row: dict
+    true: dict[str, torch.Tensor]
+    undone: dict[str, torch.Tensor]
+
+
+def rectification(model, images: torch.Tensor, params: dict, canvas: int, batch: int = 1000) -> Rectified | None:
     """The spread of each residual before (the true distortion) and after the model's transformer, for a
-    transformer of an affine family at the input on a variant whose only warp is the pose; else None."""
+    transformer of an affine family on a variant whose only warp is the pose; else None. At conv1 theta
+    warps the feature maps: it is read in the image's coordinates (see `_in_image`)."""
     stn = getattr(model, "stn", None)
-    if stn is None or model.at != "input" or transforms.FAMILIES[stn.transform].theta is None or set(params) != {"angle", "scale", "shift"}:
+    family = transforms.FAMILIES[stn.transform] if stn is not None else None
+    if family is None or family.theta is None or set(params) != {"angle", "scale", "shift"}:
         return None
     was = model.training
     model.eval()
     with torch.inference_mode():
         theta = torch.cat([transforms.theta(stn.transform, model.transform_params(images[i : i + batch])) for i in range(0, len(images), batch)])
     model.train(was)
+    if model.at == "conv1":
+        theta = _in_image(theta, canvas)
     p = {k: v.to(theta.device) for k, v in params.items()}
     eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=theta.device).expand_as(theta)
     before, after = (residual(t, p["angle"], p["scale"], p["shift"], canvas) for t in (eye, theta))
-    out = {}
+    row: dict = {}
     for key in ("angle", "log_scale"):
-        out[f"{key}_std_before"], out[f"{key}_range_before"] = _spread(before[key], key == "angle")
-        out[f"{key}_std_after"], out[f"{key}_range_after"] = _spread(after[key], key == "angle")
+        row[f"{key}_std_before"], row[f"{key}_range_before"] = _spread(before[key], key == "angle")
+        row[f"{key}_std_after"], row[f"{key}_range_after"] = _spread(after[key], key == "angle")
     # a shift's spread: the root of the summed variances of x and y
     for when, r in (("before", before), ("after", after)):
-        out[f"shift_std_{when}"] = math.sqrt(sum(_spread(r["shift"][:, i])[0] ** 2 for i in range(2)))
-    return {k: round(v, 4) for k, v in out.items()}
+        row[f"shift_std_{when}"] = math.sqrt(sum(_spread(r["shift"][:, i])[0] ** 2 for i in range(2)))
+    row = {k: round(v, 4) for k, v in row.items()}
+    row["at"] = model.at
+    row["cannot"] = [part for part in transforms.POSE if part not in family.moves]
+    # both about their means: a transformer that maps every digit to one pose, whichever, lies on y = x
+    true = {k: _centred(before[k], k == "angle") for k in ("angle", "log_scale")}
+    undone = {k: _centred(before[k] - after[k], k == "angle") for k in true}
+    return Rectified(row, {k: v.cpu() for k, v in true.items()}, {k: v.cpu() for k, v in undone.items()})
+
+
+def _in_image(theta: torch.Tensor, canvas: int) -> torch.Tensor:
+    """A conv1 transformer's theta in the image's normalised coordinates. Feature map pixel j (after the
+    valid KxK convolution and the 2x2 pool) is centred on image pixel 2j + 0.5 + (K - 1) / 2, so the
+    maps span (canvas - K + 1) / canvas of the image around the same centre: the linear part is the same
+    in both frames, the shift shrinks by that ratio."""
+    ratio = (canvas - models.CONV1_KERNEL + 1) / canvas
+    return torch.cat([theta[:, :, :2], theta[:, :, 2:] * ratio], 2)
+
+
+NOT_MOVED = {"angle": "cannot rotate", "scale": "cannot scale", "shift": "cannot shift"}
 
 
 def rectification_markdown(rows: list[dict]) -> str:
     lines = ["**Rectification**: the spread of each test digit's pose before the transformer (its true distortion) "
              "and after it (what the classifier sees). An invariant transformer maps every digit to one pose: "
              "spreads near 0. Angle in degrees, scale as log, shift in pixels of the 28 px digit; std and the "
-             "width of the central 90%.", ""]
+             "width of the central 90%. A transformer after conv1 warps feature maps; its theta is read in the "
+             "image's coordinates.", ""]
     lines.append("| variant | seed | model | angle std | angle 90% | log-scale std | log-scale 90% | shift std |")
     lines.append("|---|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        def pair(key):
-            return f"{r[key + '_before']:.3g} -> {r[key + '_after']:.3g}"
-        lines.append(f"| {r['variant']} | {r['seed']} | {r['model']} | {pair('angle_std')} | {pair('angle_range')} | "
-                     f"{pair('log_scale_std')} | {pair('log_scale_range')} | {pair('shift_std')} |")
+        cannot = r.get("cannot", [])
+
+        def pair(key, part):
+            after = f"({NOT_MOVED[part]})" if part in cannot else f"{r[key + '_after']:.3g}"
+            return f"{r[key + '_before']:.3g} -> {after}"
+        model = r["model"] + (" (at conv1)" if r.get("at") == "conv1" else "")
+        lines.append(f"| {r['variant']} | {r['seed']} | {model} | {pair('angle_std', 'angle')} | {pair('angle_range', 'angle')} | "
+                     f"{pair('log_scale_std', 'scale')} | {pair('log_scale_range', 'scale')} | {pair('shift_std', 'shift')} |")
     return "\n".join(lines) + "\n"
 
 

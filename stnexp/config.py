@@ -253,6 +253,7 @@ class TrainConfig(Strict):
     cuda_graphs: bool = Field(True, description="on CUDA, capture each model's whole training step as a CUDA graph and replay it (models without dropout); the tiny nets are launch-bound")
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
     deterministic: bool = Field(False, description="ask torch for deterministic kernels (CPU runs are reproducible anyway; CUDA grid_sample backward is not)")
+    tensorboard: bool = Field(False, description="also write TensorBoard event files to `tb/` in the run directory: per model and epoch its loss, accuracies and lr, and the transformer's picture (needs `pip install 'stnexp[tensorboard]'`)")
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -327,7 +328,7 @@ class Config(Strict):
     def results_view(self) -> dict:
         """The part of the config that decides results (not where the run goes or which device runs it)."""
         d = self.model_dump(mode="json", exclude={"device", "out", "name"})
-        for how in ("compile", "cuda_graphs"):  # how fast, not what is computed
+        for how in ("compile", "cuda_graphs", "tensorboard"):  # how fast or what else is written, not what is computed
             d["train"].pop(how)
         return d
 

@@ -23,6 +23,7 @@ ModelConfig = Union[CNNConfig, FCNConfig]
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 N_CLASSES = 10
 MAX_SIZE = 1024  # the largest image side searched for the smallest one that fits
+CONV1_KERNEL = 9  # the paper's first convolution: 9x9, valid
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,7 @@ def plan(cfg: ModelConfig, in_size: int) -> Plan:
     loc_in = stn_out = None
     seen = in_size  # what the layers behind the transformer see
     if stn is not None:
-        loc_in = in_size if stn.at == "input" else after_block(in_size, 9)
+        loc_in = in_size if stn.at == "input" else after_block(in_size, CONV1_KERNEL)
         stn_out = stn.out_size or loc_in
         seen = stn_out // stn.pool
     if cfg.arch == "fcn":
@@ -90,7 +91,7 @@ def plan(cfg: ModelConfig, in_size: int) -> Plan:
     elif stn is not None and stn.at == "conv1":
         side = after_block(seen, 7)
     else:
-        side = after_block(after_block(seen, 9), 7)
+        side = after_block(after_block(seen, CONV1_KERNEL), 7)
     problem = None
     if loc_in is not None and loc_kind(cfg) == "conv" and loc_side(loc_in) < 1:
         problem = f"the localisation net needs {'images' if stn.at == 'input' else 'conv1 maps'} of at least 4 px, got {loc_in}"
@@ -213,7 +214,7 @@ class CNN(_Transforming):
         c1, c2 = cfg.channels
         self.at = cfg.stn.at if cfg.stn else None
         # creation order block1, stn, block2, classifier: weights drawn from a seed stay those of 0.1
-        self.block1 = conv_block(1, c1, 9, cfg.norm)
+        self.block1 = conv_block(1, c1, CONV1_KERNEL, cfg.norm)
         self.stn = None
         if cfg.stn is not None:
             self.stn = Transformer(1 if self.at == "input" else c1, p.loc_in, p.stn_out, cfg.stn, loc_kind(cfg))

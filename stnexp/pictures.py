@@ -48,9 +48,7 @@ def pairs(left: torch.Tensor, right: torch.Tensor, path: Path, title: str, capti
         if captions:
             text, good = captions[i]
             draw.text((x0 + 2, y0 + cell), text, fill=(255, 255, 255) if good else (255, 90, 90), font=font)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    return _save(image, path)
 
 
 @torch.no_grad()
@@ -66,6 +64,23 @@ def transformer(model, x: torch.Tensor, labels: torch.Tensor, path: Path) -> Pat
 
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+
+
+def _canvas(width: int, height: int, title: str):
+    """A white picture with `title` on top, its draw and its font."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    draw.text((8, 6), title, fill=(0, 0, 0), font=font)
+    return image, draw, font
+
+
+def _save(image, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
 
 
 def _frame(draw, font, box: tuple[int, int, int, int], y_text: tuple[str, str], x_text: tuple[str, str], gutter: int) -> None:
@@ -89,14 +104,9 @@ def _legend(draw, font, names: list[str], x: int, y: int) -> None:
 def curves(rows: list[dict], path: Path, title: str) -> Path:
     """Training curves of the models of one (variant, seed) from metrics.csv rows: on the left the training
     loss per epoch, on the right the training (thin) and validation (thick) accuracy, a colour per model."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.load_default()
     names = list(dict.fromkeys(r["model"] for r in rows))
     w, h, margin, head = 420, 260, 44, 34
-    image = Image.new("RGB", (2 * w + 3 * margin, h + head + 2 * margin + 12 * len(names)), (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    draw.text((margin, 6), title, fill=(0, 0, 0), font=font)
+    image, draw, font = _canvas(2 * w + 3 * margin, h + head + 2 * margin + 12 * len(names), title)
     epochs = [int(r["epoch"]) for r in rows]
     e_lo, e_hi = min(epochs), max(max(epochs), min(epochs) + 1)
 
@@ -123,22 +133,15 @@ def curves(rows: list[dict], path: Path, title: str) -> Path:
     panel(margin, "training loss", [("train_loss", 2)])
     panel(2 * margin + w, "accuracy: training (thin), validation (thick)", [("train_acc", 1), ("val_acc", 3)])
     _legend(draw, font, names, margin, head + margin + h + 14)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    return _save(image, path)
 
 
 def sweep(rows: list[dict], swept: tuple[str, list[float]], path: Path, title: str) -> Path:
     """Test error against the fixed value of a pose parameter (`eval --sweep`), a line per model."""
-    from PIL import Image, ImageDraw, ImageFont
-
     key, values = swept
-    font = ImageFont.load_default()
     labels = list(dict.fromkeys(f"{r['variant']} / {r['model']}" for r in rows))
     w, h, margin, head = 640, 300, 48, 30
-    image = Image.new("RGB", (w + 2 * margin, head + h + 2 * margin + 12 * len(labels)), (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    draw.text((margin, 6), title, fill=(0, 0, 0), font=font)
+    image, draw, font = _canvas(w + 2 * margin, head + h + 2 * margin + 12 * len(labels), title)
     hi = max(max(float(r["error"]) for r in rows), 1e-6)
     x0, y0 = margin, head
     span = (values[-1] - values[0]) or 1.0
@@ -152,6 +155,59 @@ def sweep(rows: list[dict], swept: tuple[str, list[float]], path: Path, title: s
         for x, y in pts:
             draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
     _legend(draw, font, labels, margin, y0 + h + 20)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    return _save(image, path)
+
+
+SCATTER_POINTS = 2000  # a dot per digit for the first this many test digits: more only blackens the plot
+UNITS = {"angle": "degrees", "log_scale": "log", "scale": "", "shift": "px from the centre"}
+
+
+def scatter(true: dict[str, torch.Tensor], undone: dict[str, torch.Tensor], path: Path, title: str) -> Path:
+    """Per pose part (angle, log scale) a panel: each test digit's true distortion (x) against how much
+    of it the transformer undid (y), both about their means. On the diagonal the transformer undoes it
+    all; flat, none of it."""
+    parts = list(true)
+    size, margin, head, gap = 300, 52, 30, 24
+    image, draw, font = _canvas(len(parts) * (size + margin + gap) + margin, head + size + 2 * margin + 12, title)
+    for k, part in enumerate(parts):
+        x, y = true[part][:SCATTER_POINTS].double(), undone[part][:SCATTER_POINTS].double()
+        lo, hi = float(torch.minimum(x.min(), y.min())), float(torch.maximum(x.max(), y.max()))
+        hi = hi if hi > lo else lo + 1e-6
+        x0, y0 = margin + k * (size + margin + gap), head + 14
+        draw.text((x0, y0 - 14), f"{part.replace('_', ' ')} ({UNITS[part]}, about the mean): undone (y) vs true (x)", fill=(0, 0, 0), font=font)
+        _frame(draw, font, (x0, y0, size, size), (f"{hi:.3g}", f"{lo:.3g}"), (f"{lo:.3g}", f"{hi:.3g}"), margin)
+        draw.line((x0, y0 + size, x0 + size, y0), fill=(190, 190, 190), width=1)  # undone == true
+        for a, b in zip(x.tolist(), y.tolist()):
+            px, py = x0 + size * (a - lo) / (hi - lo), y0 + size - size * (b - lo) / (hi - lo)
+            draw.point((px, py), fill=PALETTE[0])
+    draw.text((margin, head + size + margin), "grey diagonal: the transformer undoes the whole distortion; a flat cloud: none of it",
+              fill=(0, 0, 0), font=font)
+    return _save(image, path)
+
+
+def invariance(rows: list[dict], path: Path, title: str) -> Path:
+    """Test error against the true distortion (analysis.binned rows of one variant and seed): a panel per
+    pose part, a line per model through the bins' centres."""
+    parts = list(dict.fromkeys(r["by"] for r in rows))
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    w, h, margin, head, gap = 300, 220, 52, 30, 24
+    image, draw, font = _canvas(len(parts) * (w + margin + gap) + margin, head + h + 2 * margin + 12 * len(names), title)
+    for k, part in enumerate(parts):
+        mine = [r for r in rows if r["by"] == part]
+        edges = mine[0]["edges"]
+        centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
+        hi = max([e for r in mine for e in r["error"] if e is not None] + [1e-6])
+        x0, y0 = margin + k * (w + margin + gap), head + 14
+        unit = f" ({UNITS[part]})" if UNITS[part] else ""
+        draw.text((x0, y0 - 14), f"test error % by true {part}{unit}", fill=(0, 0, 0), font=font)
+        _frame(draw, font, (x0, y0, w, h), (f"{hi:.3g}%", "0%"), (f"{edges[0]:.3g}", f"{edges[-1]:.3g}"), margin)
+        for i, name in enumerate(names):
+            pts = [(x0 + w * (c - edges[0]) / (edges[-1] - edges[0]), y0 + h - h * e / hi)
+                   for r in mine if r["model"] == name for c, e in zip(centres, r["error"]) if e is not None]
+            colour = PALETTE[i % len(PALETTE)]
+            if len(pts) > 1:
+                draw.line(pts, fill=colour, width=2)
+            for px, py in pts:
+                draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=colour)
+    _legend(draw, font, names, margin, head + h + margin)
+    return _save(image, path)

@@ -187,8 +187,10 @@ def runs_table(out: Path) -> str:
 
 
 def pictures_of(path: Path) -> list[Path]:
-    """A run's PNGs: training curves, then what each transformer made of the digits, then eval sweeps."""
-    found = sorted((path / runs.CURVES).glob("*/*.png")) + sorted((path / runs.PICTURES).glob("**/*.png"))
+    """A run's PNGs: training curves, error by the true distortion, then per transformer what it made of
+    the digits and how much of their pose it undid, then eval sweeps."""
+    found = [p for folder in (runs.CURVES, runs.INVARIANCE) for p in sorted((path / folder).glob("*/*.png"))]
+    found += [p for folder in (runs.PICTURES, runs.RECTIFICATION) for p in sorted((path / folder).glob("**/*.png"))]
     return found + sorted((path / runs.EVALS).glob("*.png"))
 
 

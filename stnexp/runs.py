@@ -38,6 +38,9 @@ TABLE_SUFFIXES = (".md", ".csv", ".json")
 CHECKPOINTS = "checkpoints"  # checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
 PICTURES = "stn"  # stn/<variant>/<model>-s<seed>.png: a folder per variant, so no two names meet
 CURVES = "curves"  # curves/<variant>/s<seed>.png: training curves of the models of one (variant, seed)
+INVARIANCE = "invariance"  # invariance/<variant>/s<seed>.png: test error by the true distortion, every model
+RECTIFICATION = "rectification"  # rectification/<variant>/<model>-s<seed>.png: undone vs true pose per digit
+TB = "tb"  # tb/<variant>/s<seed>/<model>/: TensorBoard event files (train.tensorboard)
 CHECKPOINT_KINDS = ("best", "last")
 MARKER = ".stnexp-run"  # written first into every run directory: what --force recognises a run by
 LOCK = ".stnexp-lock"  # held (flock) by the process training into the directory
@@ -55,6 +58,14 @@ def picture_path(run: Path, variant: str, model: str, seed: int) -> Path:
 
 def curves_path(run: Path, variant: str, seed: int) -> Path:
     return run / CURVES / variant / f"s{seed}.png"
+
+
+def invariance_path(run: Path, variant: str, seed: int) -> Path:
+    return run / INVARIANCE / variant / f"s{seed}.png"
+
+
+def rectification_path(run: Path, variant: str, model: str, seed: int) -> Path:
+    return run / RECTIFICATION / variant / f"{model}-s{seed}.png"
 
 
 def picture_path_0_1(run: Path, variant: str, model: str, seed: int) -> Path:
@@ -186,11 +197,13 @@ def written_files(run: Path) -> list[Path]:
         cfg = C.load(run / CONFIG)
     except UserError:
         return files
+    files += sorted((run / TB).glob("*/*/*/events.out.tfevents.*"))
     for variant in cfg.data.variants:
-        files += [curves_path(run, variant, seed) for seed in cfg.seeds]
+        files += [p for seed in cfg.seeds for p in (curves_path(run, variant, seed), invariance_path(run, variant, seed))]
         for model in cfg.models:
             for seed in cfg.seeds:
-                files += [picture_path(run, variant, model, seed), picture_path_0_1(run, variant, model, seed)]
+                files += [picture_path(run, variant, model, seed), picture_path_0_1(run, variant, model, seed),
+                          rectification_path(run, variant, model, seed)]
                 for kind in CHECKPOINT_KINDS:
                     path = checkpoint_path(run, variant, model, seed, kind)
                     files += [path, *path.parent.glob(f".{path.name}.tmp*")]
@@ -204,9 +217,9 @@ def clear(run: Path, remove_dir: bool) -> None:
     for path in written_files(run):
         if path.name != LOCK:
             path.unlink(missing_ok=True)
-    for parent in (run / CHECKPOINTS, run / PICTURES, run / CURVES):
+    for parent in (run / CHECKPOINTS, run / PICTURES, run / CURVES, run / INVARIANCE, run / RECTIFICATION, run / TB):
         if parent.is_dir():
-            for folder in parent.iterdir():
+            for folder in sorted(parent.glob("**/"), key=lambda p: -len(p.parts)):  # deepest first
                 _remove_if_empty(folder)
         _remove_if_empty(parent)
     _remove_if_empty(run / EVALS)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from stnexp import analysis, checkpoints, data, evaluation, members, pictures, report, reporting, runs
+from stnexp import analysis, board, checkpoints, data, evaluation, members, pictures, report, reporting, runs
 from stnexp.config import Config
 from stnexp.errors import UserError
 from stnexp.device import autocast_dtype, configure, describe
@@ -49,6 +49,7 @@ class Run:
     log: logging.Logger
     stop: threading.Event
     split: data.Split
+    tb: board.Board | None = None  # train.tensorboard: the open event writers
 
 
 @dataclass
@@ -117,7 +118,8 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
     t0 = time.perf_counter()
     split = data.split(cfg.data, device)
     log.debug(f"digits on {device} in {time.perf_counter() - t0:.2f}s")
-    run = Run(cfg, Path(run_dir), device, dtype, log, stop or threading.Event(), split)
+    tb = board.Board(Path(run_dir)) if cfg.train.tensorboard else None
+    run = Run(cfg, Path(run_dir), device, dtype, log, stop or threading.Event(), split, tb)
     history: list[dict] = []
     interrupted = False
     try:
@@ -128,6 +130,9 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
                 history += [r for m in group.members for r in m.history]
     except Interrupted:
         interrupted = True
+    finally:
+        if tb is not None:
+            tb.close()
     rows = score(run)
     write_curves(run.dir)
     reporting.write(run.dir, runs.RESULTS, rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
@@ -273,6 +278,8 @@ def end_epoch(run: Run, group: Group, epoch: Epoch) -> None:
             "train_loss": loss, "train_acc": train_acc, "val_acc": val_acc, "lr": float(m.opt.param_groups[0]["lr"]),
             "seconds": round(seconds, 3), "images_per_s": round(n_images / seconds, 1) if seconds else None,
         })
+        if run.tb is not None:
+            run.tb.epoch(m.history[-1], m.model, group.val.images if group.val is not None else None)
         m.epoch = epoch.number
         score = float(epoch.number) if group.val is None else val_acc  # without a validation set the newest epoch is "best"
         if m.diverged is None and score is not None and score > m.best_val:
@@ -343,9 +350,25 @@ def score(run: Run) -> list[dict]:
             pictures.transformer(model, test.images[:PICTURE_DIGITS], test.labels[:PICTURE_DIGITS], path)
             r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
             if r is not None:
-                rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r})
-    write_analysis(run.dir, analysis.paired_rows(right, errors), rectified, analysis.binned(right, params))
+                rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r.row})
+                write_scatter(run.dir, key, r, model.stn.transform)
+    binned = analysis.binned(right, params)
+    write_analysis(run.dir, analysis.paired_rows(right, errors), rectified, binned)
+    for variant, seed in dict.fromkeys((b["variant"], b["seed"]) for b in binned):
+        mine = [b for b in binned if (b["variant"], b["seed"]) == (variant, seed)]
+        pictures.invariance(mine, runs.invariance_path(run.dir, variant, seed), f"test error by the true distortion of the digits: variant {variant}, seed {seed} (best checkpoints)")
     return rows
+
+
+def write_scatter(run_dir: Path, key: tuple[str, int, str], r: analysis.Rectified, transform: str) -> None:
+    """rectification/<variant>/<model>-s<seed>.png: how much of each digit's angle and scale the
+    transformer undid, for the parts of the pose that vary and that its family can change."""
+    variant, seed, name = key
+    moves = {"angle": "angle", "log_scale": "scale"}
+    parts = [p for p in r.true if moves[p] not in r.row["cannot"] and float(r.true[p].std()) > 1e-6]
+    if parts:
+        title = f"what {name} ({transform}{', at conv1' if r.row['at'] == 'conv1' else ''}) undid of each test digit's pose: variant {variant}, seed {seed}"
+        pictures.scatter({p: r.true[p] for p in parts}, {p: r.undone[p] for p in parts}, runs.rectification_path(run_dir, variant, name, seed), title)
 
 
 def write_analysis(run_dir: Path, paired: list[dict], rectified: list[dict], binned: list[dict]) -> None:
@@ -372,6 +395,7 @@ def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command
     from stnexp.device import resolve
 
     torch_device = resolve(cfg.device)
+    board.check(cfg.train.tensorboard)
     with runs.prepare(cfg, out, resume, force) as run:
         log = runs.logger(run)
         log.debug("command: " + command)

@@ -16,20 +16,25 @@ from stnexp import geometry
 @dataclass(frozen=True)
 class Family:
     """One family: `n_params` regressed numbers starting at `identity`; `theta` turns them into 2x3
-    matrices where the family is affine (None otherwise); `grid(params, size)` gives the sampling grid."""
+    matrices where the family is affine (None otherwise); `grid(params, size)` gives the sampling grid;
+    `moves` the parts of a pose (angle, scale, shift) an affine family can change."""
 
     what: str
     identity: tuple[float, ...]
     grid: Callable[[torch.Tensor, "int | tuple[int, int]"], torch.Tensor]
     theta: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    moves: tuple[str, ...] = ()
 
     @property
     def n_params(self) -> int:
         return len(self.identity)
 
 
-def _affine(theta: Callable[[torch.Tensor], torch.Tensor], what: str, identity: tuple[float, ...]) -> Family:
-    return Family(what, identity, lambda p, size: geometry.affine_grid(theta(p), size), theta)
+POSE = ("angle", "scale", "shift")
+
+
+def _affine(theta: Callable[[torch.Tensor], torch.Tensor], what: str, identity: tuple[float, ...], moves: tuple[str, ...] = POSE) -> Family:
+    return Family(what, identity, lambda p, size: geometry.affine_grid(theta(p), size), theta, moves)
 
 
 def _zero(p: torch.Tensor) -> torch.Tensor:
@@ -45,11 +50,11 @@ TPS_POINTS = 4  # the paper's 16 control points
 FAMILIES: dict[str, Family] = {
     "affine": _affine(lambda p: p.view(-1, 2, 3), "any 2x3 matrix", (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)),
     # (scale, tx, ty): zooms and moves, cannot turn
-    "attention": _affine(lambda p: geometry.theta_from_params(_zero(p), p[:, 0], p[:, 1], p[:, 2]), "scale + shift", (1.0, 0.0, 0.0)),
+    "attention": _affine(lambda p: geometry.theta_from_params(_zero(p), p[:, 0], p[:, 1], p[:, 2]), "scale + shift", (1.0, 0.0, 0.0), ("scale", "shift")),
     # (angle, scale, tx, ty)
     "similarity": _affine(lambda p: geometry.theta_from_params(p[:, 0], p[:, 1], p[:, 2], p[:, 3]), "rotation + scale + shift", (0.0, 1.0, 0.0, 0.0)),
-    "translation": _affine(lambda p: geometry.theta_from_params(_zero(p), _one(p), p[:, 0], p[:, 1]), "shift", (0.0, 0.0)),
-    "rotation": _affine(lambda p: geometry.theta_from_params(p[:, 0], _one(p), _zero(p), _zero(p)), "rotation", (0.0,)),
+    "translation": _affine(lambda p: geometry.theta_from_params(_zero(p), _one(p), p[:, 0], p[:, 1]), "shift", (0.0, 0.0), ("shift",)),
+    "rotation": _affine(lambda p: geometry.theta_from_params(p[:, 0], _one(p), _zero(p), _zero(p)), "rotation", (0.0,), ("angle",)),
     # a 3x3 homography with its last entry fixed at 1
     "projective": Family(
         "homography", (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),

@@ -49,7 +49,7 @@ def test_a_transformer_that_undoes_each_distortion_leaves_every_digit_in_one_pos
     assert r["angle"].abs().max() < 1e-6 and r["log_scale"].abs().max() < 1e-6 and r["shift"].abs().max() < 1e-6
 
 
-def test_a_model_without_an_affine_input_transformer_has_no_rectification():
+def test_a_model_without_an_affine_transformer_has_no_rectification():
     from stnexp import config, models
 
     params = {"angle": torch.zeros(4), "scale": torch.ones(4), "shift": torch.zeros(4, 2)}
@@ -61,8 +61,8 @@ def test_a_model_without_an_affine_input_transformer_has_no_rectification():
     angle, scale, shift = _poses(4)
     r = analysis.rectification(aff, x, {"angle": angle, "scale": scale, "shift": shift}, 42)
     # a transformer at the identity leaves the spread as it was
-    assert r["angle_std_after"] == pytest.approx(r["angle_std_before"], abs=1e-3)
-    assert math.isfinite(r["shift_std_after"])
+    assert r.row["angle_std_after"] == pytest.approx(r.row["angle_std_before"], abs=1e-3)
+    assert math.isfinite(r.row["shift_std_after"])
 
 
 def test_error_is_binned_by_the_true_distortion_of_each_digit():
@@ -74,3 +74,87 @@ def test_error_is_binned_by_the_true_distortion_of_each_digit():
     assert row["by"] == "angle" and row["edges"][0] == -45 and row["edges"][-1] == 45
     assert row["error"] == [0.0, 0.0, 0.0, 100.0, 100.0, 100.0] and sum(row["n"]) == 600
     assert "| m | 0.00 | 0.00 | 0.00 | 100.00 | 100.00 | 100.00 |" in analysis.binned_markdown(rows)
+
+
+def test_a_conv1_transformers_theta_read_in_image_coordinates_moves_the_image_as_it_moves_the_maps():
+    from stnexp import config, models
+
+    m = models.build(config.CNNConfig(arch="cnn", stn=config.TransformerConfig(at="conv1")), 42)
+    with torch.no_grad():  # conv1 copies the pixel under its kernel's centre: the maps are the image, cropped and pooled
+        m.block1[0].weight.zero_()
+        m.block1[0].weight[:, :, 4, 4] = 1
+        m.block1[0].bias.zero_()
+    yy, xx = torch.meshgrid(torch.arange(42.0), torch.arange(42.0), indexing="ij")
+    blob = torch.exp(-((xx - 19) ** 2 + (yy - 23) ** 2) / 8)[None, None]
+
+    def centre(maps):  # of the first map, in map pixels
+        f = maps[0, 0]
+        ys, xs = torch.meshgrid(torch.arange(17.0), torch.arange(17.0), indexing="ij")
+        return torch.stack([(f * xs).sum(), (f * ys).sum()]) / f.sum()
+
+    theta = torch.tensor([[[0.8, 0.0, 0.6], [0.0, 0.8, -0.3]]])
+    with torch.no_grad():
+        warped_maps = geometry.sample(m.block1(blob), geometry.affine_grid(theta, 17))
+        maps_of_warped = m.block1(geometry.sample(blob, geometry.affine_grid(analysis._in_image(theta, 42), 42)))
+        maps_of_naive = m.block1(geometry.sample(blob, geometry.affine_grid(theta, 42)))
+    assert (centre(warped_maps) - centre(maps_of_warped)).abs().max() < 0.15
+    assert (centre(warped_maps) - centre(maps_of_naive)).abs().max() > 0.5  # the raw theta would misplace it
+
+
+def _fixed_transformer(transform: str, at: str, params: torch.Tensor):
+    """A CNN behind a transformer whose localisation net answers `params` for every image."""
+    from stnexp import config, models
+
+    m = models.build(config.CNNConfig(arch="cnn", stn=config.TransformerConfig(transform=transform, at=at)), 42)
+    m.transform_params = lambda x: params.expand(len(x), -1)
+    return m
+
+
+def test_a_family_that_cannot_turn_says_so_instead_of_a_residual_angle():
+    angle, scale, shift = _poses(200)
+    att = _fixed_transformer("attention", "input", torch.tensor([[0.8, 0.1, 0.0]]))
+    r = analysis.rectification(att, torch.rand(200, 1, 42, 42), {"angle": angle, "scale": scale, "shift": shift}, 42)
+    assert r.row["cannot"] == ["angle"] and r.row["at"] == "input"
+    line = analysis.rectification_markdown([{"variant": "rts", "seed": 0, "model": "att", **r.row}]).splitlines()[-1]
+    assert line.startswith("| rts | 0 | att | 26") and "-> (cannot rotate) |" in line and "cannot scale" not in line
+    c1 = _fixed_transformer("affine", "conv1", torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]))
+    r = analysis.rectification(c1, torch.rand(200, 1, 42, 42), {"angle": angle, "scale": scale, "shift": shift}, 42)
+    assert r.row["cannot"] == [] and "| att (at conv1) |" in analysis.rectification_markdown([{"variant": "rts", "seed": 0, "model": "att", **r.row}])
+
+
+def test_the_scatter_puts_a_transformer_that_undoes_the_pose_on_the_diagonal_and_the_identity_on_zero(tmp_path):
+    from PIL import Image
+
+    from stnexp import pictures
+
+    angle, scale, shift = _poses(300)
+    params = {"angle": angle, "scale": scale, "shift": shift}
+    d = geometry.distortion_theta(angle, scale, shift, 28, 42).double()
+    undo = torch.linalg.inv(torch.cat([d, torch.tensor([0.0, 0.0, 1.0], dtype=d.dtype).expand(len(d), 1, 3)], 1))[:, :2].float()
+    images = torch.rand(300, 1, 42, 42)
+    inverse = _fixed_transformer("affine", "input", torch.zeros(1, 6))
+    inverse.transform_params = lambda x: undo[: len(x)].reshape(len(x), 6)  # one batch of all 300 digits
+    r = analysis.rectification(inverse, images, params, 42, batch=300)
+    for part in ("angle", "log_scale"):
+        assert torch.allclose(r.undone[part], r.true[part], atol=1e-4)  # all of it undone
+    assert abs(float(r.true["log_scale"].mean())) < 1e-6  # about the mean (the angle: about its circular mean)
+    assert r.row["angle_std_after"] < 1e-3 and r.row["shift_std_after"] < 1e-3
+    identity = _fixed_transformer("affine", "input", torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]))
+    r = analysis.rectification(identity, images, params, 42)
+    assert all(r.undone[p].abs().max() < 1e-4 for p in ("angle", "log_scale"))  # none of it
+    path = pictures.scatter(r.true, r.undone, tmp_path / "s.png", "scatter")
+    with Image.open(path) as png:
+        png.verify()
+
+
+def test_the_invariance_plot_draws_the_binned_errors_of_every_model(tmp_path):
+    from PIL import Image
+
+    from stnexp import pictures
+
+    angle = torch.linspace(-45, 45, 600)
+    params = {("rts", 0): {"angle": angle, "scale": torch.linspace(0.7, 1.2, 600), "shift": torch.zeros(600, 2)}}
+    rows = analysis.binned({("rts", 0, "a"): angle <= 0, ("rts", 0, "b"): angle > 0}, params)
+    assert {(r["model"], r["by"]) for r in rows} == {(m, k) for m in "ab" for k in ("angle", "scale")}
+    with Image.open(pictures.invariance(rows, tmp_path / "inv.png", "by distortion")) as png:
+        assert png.width > 2 * png.height  # a panel per varying part: angle and scale side by side

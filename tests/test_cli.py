@@ -24,8 +24,9 @@ def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
             assert (tiny_run / "checkpoints" / "rts" / f"{model}-s0-{kind}.pt").is_file()
     from PIL import Image
 
-    with Image.open(tiny_run / "curves" / "rts" / "s0.png") as png:
-        png.verify()  # the training curves of the models of (rts, seed 0)
+    for picture in ("curves/rts/s0.png", "invariance/rts/s0.png", "rectification/rts/st-cnn-s0.png"):
+        with Image.open(tiny_run / picture) as png:
+            png.verify()  # training curves, error by the true distortion, what the transformer undid
     with Image.open(tiny_run / "stn" / "rts" / "st-cnn-s0.png") as png:
         png.verify()  # a complete, well-formed PNG
     with Image.open(tiny_run / "stn" / "rts" / "st-cnn-s0.png") as png:
@@ -373,6 +374,32 @@ def test_report_merges_runs_and_puts_the_papers_number_beside_ours(tiny_run, tmp
     assert plain.exit_code == 0 and "| cnn | 119,050 |" in plain.output
 
 
+def test_tensorboard_gets_each_models_scalars_per_epoch_and_the_transformers_picture(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    r = invoke("train", "configs/smoke.yaml", "--out", tmp_path / "run", *[a for s in TINY for a in ("--set", s)], "--set", "train.tensorboard=true")
+    assert r.exit_code == 0, r.output
+    for model in ("cnn", "st-cnn"):
+        events = EventAccumulator(str(tmp_path / "run" / "tb" / "rts" / "s0" / model))
+        events.Reload()
+        tags = events.Tags()
+        assert set(tags["scalars"]) == {"loss/train", "accuracy/train", "accuracy/val", "lr"}
+        assert [e.step for e in events.Scalars("loss/train")] == [4, 8]  # the optimizer step after each of 2 epochs
+        assert tags["images"] == (["transformer"] if model == "st-cnn" else [])
+    r = invoke("train", "configs/smoke.yaml", "--out", tmp_path / "run", "--force", *[a for s in TINY for a in ("--set", s)])
+    assert r.exit_code == 0 and not (tmp_path / "run" / "tb").exists()  # --force clears what the earlier run wrote
+
+
+def test_tensorboard_without_the_package_exits_2_before_any_run_directory(tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
+    r = invoke("train", "configs/smoke.yaml", "--out", tmp_path / "run", "--set", "train.tensorboard=true")
+    assert r.exit_code == 2 and "train.tensorboard: true needs the tensorboard package" in r.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_report_of_a_folder_that_is_no_run_exits_2(tmp_path):
     r = invoke("report", tmp_path)
     assert r.exit_code == 2 and "not a stnexp run directory" in r.output
@@ -534,11 +561,11 @@ def test_report_writes_the_analysis_and_pictures_of_each_run_and_a_self_containe
     md = (tmp_path / "rep" / "report.md").read_text()
     assert f"## Run 1: `{tiny_run}`" in md and "McNemar" in md and "Rectification" in md
     pngs = sorted(p.name for p in (tmp_path / "rep" / "images").iterdir())
-    assert pngs == ["run1-curves-rts-s0.png", "run1-stn-rts-st-cnn-s0.png"]
+    assert pngs == ["run1-curves-rts-s0.png", "run1-invariance-rts-s0.png", "run1-rectification-rts-st-cnn-s0.png", "run1-stn-rts-st-cnn-s0.png"]
     assert all(f"(images/{name})" in md for name in pngs)
     page = (tmp_path / "rep" / "report.html").read_text()
     # one file that opens from anywhere: every picture inside it, nothing linked
-    assert page.count('src="data:image/png;base64,') == 2 and 'src="images/' not in page
+    assert page.count('src="data:image/png;base64,') == 4 and 'src="images/' not in page
     assert "<table>" in page and "<td>st-cnn</td>" in page
     r = invoke("report", tiny_run, "--html")
     assert r.exit_code == 2 and "--html: name the folder" in r.output
