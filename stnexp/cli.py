@@ -50,6 +50,8 @@ def _guard(fn, log_path: Optional[Path] = None):
     try:
         return fn()
     except UserError as e:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun every rank finds it; rank 0 says it once
+            raise typer.Exit(2)
         _fail(str(e), 2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

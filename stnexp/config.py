@@ -253,12 +253,18 @@ class TrainConfig(Strict):
     cuda_graphs: bool = Field(True, description="on CUDA, capture each model's whole training step as a CUDA graph and replay it (models without dropout); the tiny nets are launch-bound")
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
     deterministic: bool = Field(False, description="ask torch for deterministic kernels (CPU runs are reproducible anyway; CUDA grid_sample backward is not)")
+    parallel: Literal["off", "jobs", "data"] = Field("off", description="under torchrun: `jobs` deals the (variant, seed) groups out over the processes, `data` trains every group data-parallel (DistributedDataParallel, each process a shard of every batch); off: one process (README: More than one GPU or machine)")
     tensorboard: bool = Field(False, description="also write TensorBoard event files to `tb/` in the run directory: per model and epoch its loss, accuracies and lr, and the transformer's picture (needs `pip install 'stnexp[tensorboard]'`)")
 
     @field_validator("amp", mode="before")
     @classmethod
     def _amp(cls, v: Any) -> Any:
         # YAML 1.1 reads a bare `off` as false: take it as the user wrote it
+        return "off" if v is False else v
+
+    @field_validator("parallel", mode="before")
+    @classmethod
+    def _parallel(cls, v: Any) -> Any:
         return "off" if v is False else v
 
     @model_validator(mode="after")
@@ -328,7 +334,7 @@ class Config(Strict):
     def results_view(self) -> dict:
         """The part of the config that decides results (not where the run goes or which device runs it)."""
         d = self.model_dump(mode="json", exclude={"device", "out", "name"})
-        for how in ("compile", "cuda_graphs", "tensorboard"):  # how fast or what else is written, not what is computed
+        for how in ("compile", "cuda_graphs", "tensorboard", "parallel"):  # how fast or what else is written, not what is computed
             d["train"].pop(how)
         return d
 

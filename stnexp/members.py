@@ -45,6 +45,8 @@ class Member:
     history: list = field(default_factory=list)
     # the model's own random stream (dropout draws from it), so what other models draw does not matter
     rng: dict | None = None
+    # train.parallel: data: the DistributedDataParallel wrapper the step calls (the same parameters)
+    ddp: torch.nn.Module | None = None
 
     @property
     def dropout(self) -> bool:

@@ -31,7 +31,7 @@ def update(m: Member, x: torch.Tensor, y: torch.Tensor, sums: Sums, autocast, la
     activations (1.1x the CPU step rate of unsetting them first, scripts/bench.py). Under capture the
     graph's backward then writes fresh gradients each replay."""
     with autocast():
-        logits = m.model(x)
+        logits = (m.ddp or m.model)(x)
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     m.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -53,7 +53,8 @@ class TrainStep:
         device = next(m.model.parameters()).device
         self.m, self.ls, self.dtype, self.device_type = m, t.label_smoothing, dtype, device.type
         self.sums = Sums(device)
-        self.graphed = t.cuda_graphs and device.type == "cuda" and not m.dropout
+        # a data-parallel step all-reduces its gradients between ranks: no graph around that
+        self.graphed = t.cuda_graphs and device.type == "cuda" and not m.dropout and m.ddp is None
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def _autocast(self, cache: bool = True):

@@ -8,6 +8,7 @@ times a second. At the end the checkpoints are scored from disk, as `stnexp eval
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from stnexp import analysis, board, checkpoints, data, evaluation, members, pictures, report, reporting, runs
+from stnexp import analysis, board, checkpoints, data, evaluation, members, parallel, pictures, report, reporting, runs
 from stnexp.config import Config
 from stnexp.errors import UserError
 from stnexp.device import autocast_dtype, configure, describe
@@ -32,6 +33,7 @@ METRIC_FIELDS = ["variant", "seed", "model", "epoch", "step", "train_loss", "tra
 PROGRESS_EVERY = 0.5  # seconds between host reads of the device-side running sums (each read is a sync)
 PLAIN_EVERY = 30.0  # seconds between progress lines when the output is not a terminal (a file, a CI log)
 PICTURE_DIGITS = 32
+AGREE_EVERY = 50  # steps between the data-parallel ranks' agreement on Ctrl-C and divergence (one tiny all-reduce)
 
 
 class Interrupted(Exception):
@@ -50,6 +52,17 @@ class Run:
     stop: threading.Event
     split: data.Split
     tb: board.Board | None = None  # train.tensorboard: the open event writers
+    world: parallel.World | None = None  # under torchrun (train.parallel)
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files: one process, or rank 0 of several (in jobs mode
+        every rank writes its own groups' checkpoints too)."""
+        return self.world is None or self.world.leader
+
+    @property
+    def data_parallel(self) -> bool:
+        return self.world is not None and self.world.mode == "data"
 
 
 @dataclass
@@ -109,30 +122,43 @@ class Epoch:
     timers: dict[str, Timer]
 
 
-def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger, stop: threading.Event | None = None) -> list[dict]:
+def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger, stop: threading.Event | None = None,
+          world: parallel.World | None = None) -> list[dict]:
     """Train every (variant, seed) group of the config into `run_dir`, resuming what its checkpoints hold;
-    then score best and last checkpoints on the test sets and write the result tables."""
+    then score best and last checkpoints on the test sets and write the result tables. Under torchrun
+    (`world`) this rank trains its share (parallel.py) and rank 0 alone scores and writes the tables."""
     configure(device, cfg.train.deterministic)
     dtype = autocast_dtype(cfg.train.amp, device)
     log.info(f"device {device} ({describe(device)}), precision {'bf16 autocast' if dtype else 'fp32'}")
     t0 = time.perf_counter()
     split = data.split(cfg.data, device)
     log.debug(f"digits on {device} in {time.perf_counter() - t0:.2f}s")
-    tb = board.Board(Path(run_dir)) if cfg.train.tensorboard else None
-    run = Run(cfg, Path(run_dir), device, dtype, log, stop or threading.Event(), split, tb)
+    leads = world is None or world.leader
+    tb = board.Board(Path(run_dir)) if cfg.train.tensorboard and leads else None
+    run = Run(cfg, Path(run_dir), device, dtype, log, stop or threading.Event(), split, tb, world)
+    groups = [(vname, seed) for vname in cfg.data.variants for seed in cfg.seeds]
+    mine = parallel.deal(groups, world) if world is not None and world.mode == "jobs" else groups
     history: list[dict] = []
     interrupted = False
     try:
-        for vname in cfg.data.variants:
-            for seed in cfg.seeds:
-                group = make_group(run, vname, seed)
-                train_group(run, group, history)
-                history += [r for m in group.members for r in m.history]
+        for vname, seed in mine:
+            group = make_group(run, vname, seed)
+            train_group(run, group, history)
+            history += [r for m in group.members for r in m.history]
     except Interrupted:
         interrupted = True
     finally:
         if tb is not None:
             tb.close()
+    if world is not None and world.mode == "jobs":
+        interrupted = gather_jobs(run, mine, history, interrupted)
+        history.sort(key=lambda r: groups.index((r["variant"], r["seed"])))
+        if leads:
+            write_metrics(run.dir, history)
+    if not leads:
+        if interrupted:
+            raise Interrupted()
+        return []
     rows = score(run)
     write_curves(run.dir)
     reporting.write(run.dir, runs.RESULTS, rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
@@ -159,10 +185,18 @@ def make_group(run: Run, vname: str, seed: int) -> Group:
     group_members = [members.build(cfg, name, vname, seed, length, run.device) for name in cfg.models]
     for m in group_members:
         path = runs.checkpoint_path(run.dir, vname, m.name, seed, "last")
-        if path.exists():
-            members.restore(m, checkpoints.load(path), cfg, path)
+        # data-parallel ranks resume from rank 0's checkpoint, whether or not they see its folder
+        ck = checkpoints.load(path) if (run.writes or not run.data_parallel) and path.exists() else None
+        if run.data_parallel:
+            ck = parallel.from_leader(run.world, ck)
+        if ck is not None:
+            members.restore(m, ck, cfg, path)
         if cfg.train.compile:
             m.model.compile()
+        if run.data_parallel:
+            from torch.nn.parallel import DistributedDataParallel
+
+            m.ddp = DistributedDataParallel(m.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
     val = data.fixed(run.split.val, spec, seed, vname, "val") if cfg.data.val_size else None
     steps = {m.name: TrainStep(m, cfg.train, run.dtype) for m in group_members}
     return Group(vname, seed, stream, val, length, group_members, steps)
@@ -183,7 +217,8 @@ def train_group(run: Run, group: Group, earlier: list[dict]) -> None:
             continue
         epoch = run_epoch(run, group, number, active)
         end_epoch(run, group, epoch)
-        write_metrics(run.dir, earlier + [r for m in group.members for r in m.history])
+        if run.writes:
+            write_metrics(run.dir, earlier + [r for m in group.members for r in m.history])
 
 
 def run_epoch(run: Run, group: Group, number: int, active: list[Member]) -> Epoch:
@@ -199,9 +234,11 @@ def run_epoch(run: Run, group: Group, number: int, active: list[Member]) -> Epoc
     bar = tqdm(total=steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)  # no bar when not a terminal
     started = last_read = last_line = time.perf_counter()
     done = 0
+    part = parallel.shard(run.world, group.stream.batch_size) if run.data_parallel else slice(None)
     for x, y in group.stream.epoch(epoch.number):
         if done == steps:
             break
+        x, y = x[part], y[part]  # data-parallel: this rank's shard of the batch every rank drew
         for m in epoch.active:
             if m.diverged is not None:
                 continue
@@ -218,7 +255,8 @@ def run_epoch(run: Run, group: Group, number: int, active: list[Member]) -> Epoc
             if bar.disable and last_read - last_line >= PLAIN_EVERY and done < steps:
                 last_line = last_read
                 run.log.info(progress_line(group, epoch, (done, steps), post, last_read - started))
-        if run.stop.is_set():
+        stopping = agree(run, group, epoch, done) if run.data_parallel and (done % AGREE_EVERY == 0 or done == steps) else run.stop.is_set() and not run.data_parallel
+        if stopping:
             bar.close()
             raise Interrupted()
     bar.close()
@@ -232,9 +270,27 @@ def progress(run: Run, group: Group, epoch: Epoch, done: int) -> dict[str, str]:
     for m in epoch.active:
         sums = group.steps[m.name].sums
         loss = float(sums.loss) / done
-        post[m.name] = f"loss {loss:.3f} acc {int(sums.correct) / (done * group.stream.batch_size):.3f}"
-        check_divergence(run, group, m, loss, epoch.number)
+        post[m.name] = f"loss {loss:.3f} acc {int(sums.correct) / (done * group.stream.batch_size // world_size(run)):.3f}"
+        if not run.data_parallel:  # there the ranks decide together (agree)
+            check_divergence(run, group, m, loss, epoch.number)
     return post
+
+
+def world_size(run: Run) -> int:
+    return run.world.size if run.data_parallel else 1
+
+
+def agree(run: Run, group: Group, epoch: Epoch, done: int) -> bool:
+    """Data-parallel ranks, at the same step: a model diverged if its loss is not finite on some rank,
+    and all stop if Ctrl-C reached some rank. Returns whether to stop."""
+    active = [m for m in epoch.active if m.diverged is None]
+    flags = parallel.any_rank(run.world, [run.stop.is_set()] + [not math.isfinite(float(group.steps[m.name].sums.loss)) for m in active])
+    for m, bad in zip(active, flags[1:]):
+        if bad:
+            check_divergence(run, group, m, float("nan"), epoch.number)
+    if flags[0]:
+        run.stop.set()
+    return flags[0]
 
 
 def progress_line(group: Group, epoch: Epoch, done_of: tuple[int, int], post: dict[str, str], seconds: float) -> str:
@@ -268,11 +324,15 @@ def end_epoch(run: Run, group: Group, epoch: Epoch) -> None:
         sums = group.steps[m.name].sums
         seconds = epoch.timers[m.name].read()
         m.seconds += seconds
-        loss = float(sums.loss) / max(1, epoch.steps)
+        loss_sum, correct = float(sums.loss), int(sums.correct)
+        if run.data_parallel:  # each rank summed its shards: the mean of the shards' losses is the batch's
+            loss_sum, correct = parallel.total(run.world, [loss_sum, correct])
+            loss_sum, correct = loss_sum / run.world.size, int(correct)
+        loss = loss_sum / max(1, epoch.steps)
         check_divergence(run, group, m, loss, epoch.number)
         validate = group.val is not None and m.diverged is None and (epoch.number % cfg.train.eval_every == 0 or epoch.number == group.length.epochs)
-        val_acc = evaluation.correct(m.model, group.val.images, group.val.labels, run.dtype) / len(group.val.labels) if validate else None
-        train_acc = int(sums.correct) / max(1, n_images)
+        val_acc = validation(run, m, group.val) if validate else None
+        train_acc = correct / max(1, n_images)
         m.history.append({
             "variant": group.variant, "seed": group.seed, "model": m.name, "epoch": epoch.number, "step": m.step,
             "train_loss": loss, "train_acc": train_acc, "val_acc": val_acc, "lr": float(m.opt.param_groups[0]["lr"]),
@@ -295,10 +355,46 @@ def end_epoch(run: Run, group: Group, epoch: Epoch) -> None:
     run.log.info(f"{group.variant} s{group.seed} epoch {epoch.number}/{group.length.epochs}: " + ", ".join(summary))
 
 
+def validation(run: Run, m: Member, val: data.Fixed) -> float:
+    """Validation accuracy; data-parallel ranks score a share of the digits each and add the counts."""
+    if not run.data_parallel:
+        return evaluation.correct(m.model, val.images, val.labels, run.dtype) / len(val.labels)
+    w = run.world
+    (correct,) = parallel.total(w, [evaluation.correct(m.model, val.images[w.rank :: w.size], val.labels[w.rank :: w.size], run.dtype)])
+    return int(correct) / len(val.labels)
+
+
 def save(run: Run, m: Member, kind: str) -> None:
+    if run.data_parallel and not run.writes:  # rank 0 holds the same weights and writes them
+        return
     path = runs.checkpoint_path(run.dir, m.variant, m.name, m.seed, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoints.save(path, members.payload(m, run.cfg, kind))
+
+
+def gather_jobs(run: Run, mine: list[tuple[str, int]], history: list[dict], interrupted: bool) -> bool:
+    """Jobs mode, after training: every other rank sends rank 0 the checkpoints of its groups and their
+    metrics rows, so the run directory need not be shared between machines; rank 0 writes the files it
+    does not already have and adds the rows to `history`. Returns whether some rank was interrupted."""
+    files = {}
+    if not run.writes:
+        for vname, seed in mine:
+            for name in run.cfg.models:
+                for kind in runs.CHECKPOINT_KINDS:
+                    path = runs.checkpoint_path(run.dir, vname, name, seed, kind)
+                    if path.exists():
+                        files[path.relative_to(run.dir).as_posix()] = path.read_bytes()
+    got = parallel.to_leader(run.world, {"files": files, "history": [] if run.writes else history, "interrupted": interrupted})
+    if got is None:
+        return interrupted
+    for part in got[1:]:
+        for name, blob in part["files"].items():
+            path = run.dir / name
+            if not path.is_file() or path.read_bytes() != blob:  # on a shared folder: already there
+                path.parent.mkdir(parents=True, exist_ok=True)
+                checkpoints.atomic_write(path, lambda f: f.write(blob))
+        history += part["history"]
+    return any(part["interrupted"] for part in got)
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
@@ -390,23 +486,48 @@ def write_analysis(run_dir: Path, paired: list[dict], rectified: list[dict], bin
 def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command: str) -> Path:
     """`stnexp train` for one config: make (or resume, or overwrite) the run directory, train into it with
     Ctrl-C handled, and leave nothing behind when bad input stops it before the first checkpoint.
-    Raises Interrupted after Ctrl-C (the run is resumable)."""
-    from stnexp import config as C
+    Under torchrun (`train.parallel`) every rank joins; rank 0 makes the directory. Raises Interrupted
+    after Ctrl-C (the run is resumable)."""
     from stnexp.device import resolve
 
-    torch_device = resolve(cfg.device)
+    spot = parallel.plan(cfg.train.parallel)
+    torch_device = resolve(cfg.device if spot is None else parallel.device_of(cfg.device, spot[2]))
     board.check(cfg.train.tensorboard)
-    with runs.prepare(cfg, out, resume, force) as run:
+    if spot is None:
+        return _train_into(cfg, out, resume, force, command, torch_device, None)
+    rank, size, local = spot
+    parallel.check(cfg.train.parallel, size, len(cfg.data.variants) * len(cfg.seeds), cfg.train.batch_size)
+    world = parallel.start(cfg.train.parallel, rank, size, local, torch_device)
+    try:
+        if world.leader:
+            return _train_into(cfg, out, resume, force, command, torch_device, world)
+        return _follow(cfg, torch_device, world)
+    finally:
+        parallel.stop(world)
+
+
+def _train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command: str, device: torch.device, world: parallel.World | None) -> Path:
+    from stnexp import config as C
+
+    with contextlib.ExitStack() as stack:
+        try:
+            run = stack.enter_context(runs.prepare(cfg, out, resume, force))
+        except UserError as e:
+            if world is not None:  # the other ranks are waiting for the directory: tell them why there is none
+                parallel.from_leader(world, {"error": str(e)})
+            raise
+        if world is not None:
+            parallel.from_leader(world, {"run": str(run)})
         log = runs.logger(run)
         log.debug("command: " + command)
         if not resume:
             checkpoints.atomic_text(run / runs.CONFIG, C.dump(cfg))
-        runs.write_env(run, torch_device)
-        log.info(f"run directory: {run}")
+        runs.write_env(run, device)
+        log.info(f"run directory: {run}" + (f" ({world.size} processes, train.parallel: {world.mode})" if world else ""))
         stop = threading.Event()
         previous = install_sigint(stop)
         try:
-            train(cfg, run, torch_device, log, stop)
+            train(cfg, run, device, log, stop, world)
         except UserError:
             # bad input found before anything was trained (missing data files, say): leave nothing behind
             if not resume and not (run / runs.CHECKPOINTS).exists():
@@ -418,6 +539,25 @@ def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command
             raise
         finally:
             signal.signal(signal.SIGINT, previous)
+    return run
+
+
+def _follow(cfg: Config, device: torch.device, world: parallel.World) -> Path:
+    """A rank other than 0: train into the directory rank 0 made (its own copy of the path on another
+    machine), logging as `[rank N]` (jobs) or only warnings (data: rank 0 reports for all)."""
+    said = parallel.from_leader(world, None)
+    if "error" in said:
+        raise UserError(said["error"])  # rank 0 prints it
+    run = Path(said["run"])
+    log = runs.logger(None, quiet=world.mode == "data")
+    for h in log.handlers:
+        h.setFormatter(logging.Formatter(f"[rank {world.rank}] %(message)s"))
+    stop = threading.Event()
+    previous = install_sigint(stop)
+    try:
+        train(cfg, run, device, log, stop, world)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return run
 
 

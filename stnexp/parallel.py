@@ -1,0 +1,149 @@
+"""Training across processes started by torchrun (`train.parallel`), with torch.distributed alone.
+
+`jobs`: the (variant, seed) groups are dealt out over the ranks, each training its groups on its own
+device; at the end every rank sends the checkpoints it wrote to rank 0 (so the run directory need not
+be shared between machines), and rank 0 scores them all and writes the one run directory's tables.
+`data`: every rank trains every group on its shard of each global batch (DistributedDataParallel
+averages the gradients), so N ranks take the steps one process takes on whole batches; only rank 0
+writes. Objects travel over a gloo group, so that with nccl for the gradients the bookkeeping needs no
+GPU memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+
+from stnexp.errors import UserError
+
+LAUNCH = "torchrun --nproc_per_node=N -m stnexp train CFG"
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the ranks."""
+
+    mode: str  # jobs | data
+    rank: int
+    size: int
+    local_rank: int
+    objects: object  # the gloo process group for objects and flags
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """Started by torchrun (or anything else that sets its environment)."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def plan(mode: str) -> tuple[int, int, int] | None:
+    """(rank, size, local rank) under torchrun for `train.parallel: mode`; None to run as one process.
+    Every rank checks the same things, so each refuses alike and none waits for another."""
+    if not launched():
+        if mode == "data":
+            raise UserError(f"train.parallel: data needs several processes; start them with {LAUNCH}")
+        return None
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if mode == "off":
+        if size > 1:
+            raise UserError(f"train.parallel: off, but torchrun started {size} processes; set train.parallel: jobs or data")
+        return None
+    return rank, size, local
+
+
+def device_of(name: str, local_rank: int) -> str:
+    """A rank's device: `cuda:LOCAL_RANK` when the run is on CUDA, the configured one otherwise."""
+    if not (name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())):
+        return name
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if local_rank >= count:
+        raise UserError(f"device: local rank {local_rank} needs cuda:{local_rank}, but this machine has {count} CUDA device(s); start at most {count} processes per machine")
+    return f"cuda:{local_rank}"
+
+
+def start(mode: str, rank: int, size: int, local_rank: int, device: torch.device) -> World:
+    """Join the process group (nccl on CUDA, gloo on CPU) and make the gloo group for objects."""
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        # a rank whose groups finish early waits for the others at the end: hours in a Table 1 run
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(days=7))
+    objects = dist.new_group(backend="gloo") if device.type == "cuda" else dist.group.WORLD
+    return World(mode, rank, size, local_rank, objects)
+
+
+def stop(world: World | None) -> None:
+    import torch.distributed as dist
+
+    if world is not None and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def from_leader(world: World, value):
+    """Rank 0's `value`, on every rank."""
+    import torch.distributed as dist
+
+    box = [value if world.leader else None]
+    dist.broadcast_object_list(box, src=0, group=world.objects)
+    return box[0]
+
+
+def to_leader(world: World, value) -> list | None:
+    """Every rank's `value`, as a list by rank on rank 0 (None on the others)."""
+    import torch.distributed as dist
+
+    found = [None] * world.size if world.leader else None
+    dist.gather_object(value, found, dst=0, group=world.objects)
+    return found
+
+
+def any_rank(world: World, flags: list[bool]) -> list[bool]:
+    """Each flag set on some rank: the ranks of a data-parallel run agree on stopping and divergence."""
+    import torch.distributed as dist
+
+    t = torch.tensor([int(f) for f in flags], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=world.objects)
+    return [bool(v) for v in t.tolist()]
+
+
+def total(world: World, values: list[float]) -> list[float]:
+    """Sums over the ranks (validation counts, training sums of the shards)."""
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, group=world.objects)
+    return t.tolist()
+
+
+def barrier(world: World) -> None:
+    import torch.distributed as dist
+
+    dist.barrier(group=world.objects)
+
+
+def check(mode: str, size: int, n_groups: int, batch_size: int) -> None:
+    """What a config must allow for `size` processes, checked by every rank before any joins."""
+    if mode == "jobs" and n_groups < size:
+        raise UserError(f"train.parallel: jobs with {size} processes but only {n_groups} (variant, seed) group(s); start at most {n_groups}")
+    if mode == "data" and batch_size % size:
+        raise UserError(f"train.batch_size: {batch_size} does not split evenly over {size} processes (train.parallel: data)")
+
+
+def deal(groups: list, world: World) -> list:
+    """The groups of this rank in jobs mode: every size-th from its rank on."""
+    return groups[world.rank :: world.size]
+
+
+def shard(world: World, batch_size: int) -> slice:
+    """This rank's part of each global batch in data mode."""
+    per = batch_size // world.size
+    return slice(world.rank * per, (world.rank + 1) * per)
