@@ -129,7 +129,7 @@ def _centred(v: torch.Tensor, circular: bool = False) -> torch.Tensor:
 def _spread(v: torch.Tensor, circular: bool = False) -> tuple[float, float]:
     """(std, width of the central 90%) of one residual; angles are first centred on their circular mean."""
     v = _centred(v, circular)
-    lo, hi = torch.quantile(v, torch.tensor([0.05, 0.95], dtype=v.dtype))
+    lo, hi = torch.quantile(v, torch.tensor([0.05, 0.95], dtype=v.dtype, device=v.device))
     return float(v.std()), float(hi - lo)
 
 
