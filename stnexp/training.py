@@ -255,7 +255,10 @@ def run_epoch(run: Run, group: Group, number: int, active: list[Member]) -> Epoc
             if bar.disable and last_read - last_line >= PLAIN_EVERY and done < steps:
                 last_line = last_read
                 run.log.info(progress_line(group, epoch, (done, steps), post, last_read - started))
-        stopping = agree(run, group, epoch, done) if run.data_parallel and (done % AGREE_EVERY == 0 or done == steps) else run.stop.is_set() and not run.data_parallel
+        if run.data_parallel:  # Ctrl-C and divergence only at steps where every rank asks
+            stopping = (done % AGREE_EVERY == 0 or done == steps) and agree(run, group, epoch)
+        else:
+            stopping = run.stop.is_set()
         if stopping:
             bar.close()
             raise Interrupted()
@@ -280,7 +283,7 @@ def world_size(run: Run) -> int:
     return run.world.size if run.data_parallel else 1
 
 
-def agree(run: Run, group: Group, epoch: Epoch, done: int) -> bool:
+def agree(run: Run, group: Group, epoch: Epoch) -> bool:
     """Data-parallel ranks, at the same step: a model diverged if its loss is not finite on some rank,
     and all stop if Ctrl-C reached some rank. Returns whether to stop."""
     active = [m for m in epoch.active if m.diverged is None]
