@@ -16,8 +16,12 @@ test set included, again in alternation: `stnexp train` on a generated config ag
 own conventional run (`--conventional-process`) of the same work: 20k RTS training digits, one epoch of
 batch 256, SGD, the paper-sized CNN and ST-CNN, then both models scored on the 10k test digits.
 
+--fused S: S seeds of each model stepped one after another (as a run trains its seeds today) against
+one fused step of all S (parameters stacked, vmap), the same prepared batches, in alternation.
+
 usage: python scripts/bench.py [--device auto] [--n 10240] [--batch 256] [--amp auto] [--compile] [--pairs 3]
        python scripts/bench.py --whole-process [--pairs 3] [--n 20000]
+       python scripts/bench.py --fused 3 [--device auto] [--n 10240] [--pairs 3]
 """
 
 from __future__ import annotations
@@ -124,6 +128,56 @@ def stnexp_path(cfg, split, device):
     return wall, per_model, timed.steps * group.stream.batch_size, group.members, dtype
 
 
+def fused_case(seeds: int, n: int, batch: int, device, amp: str, graphs: bool, pairs: int) -> None:
+    """S models of one architecture (seeds 0..S-1, each on its own batch stream) stepped one after
+    another, as a run of S seeds trains them today, against one stacked step of all S (fused.py), in
+    alternation. The batches are made beforehand, the same for both: the step alone is measured."""
+    from stnexp import fused, members
+    from stnexp.step import TrainStep
+
+    cfg = config.validate({
+        "device": str(device), "seeds": list(range(seeds)),
+        "data": {"train_size": n, "val_size": 0, "variants": {"rts": None}},
+        "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}},
+        "train": {"batch_size": batch, "amp": amp, "lr": 0.01, "cuda_graphs": graphs},
+    })
+    dtype = dev.autocast_dtype(cfg.train.amp, device)
+    split = data.split(cfg.data, device)
+    streams = [data.Stream(split.train, cfg.variant("rts"), s, "rts", batch, True) for s in cfg.seeds]
+    batches = [(torch.stack([x for x, _ in b]), torch.stack([y for _, y in b])) for b in zip(*(st.epoch(1) for st in streams))]
+    length = members.Length(len(batches), 10**9, 1)
+    print(f"fused vs one after another: {seeds} seeds per model, {len(batches)} steps of batch {batch}, "
+          f"precision {'bf16 autocast' if dtype else 'fp32'}, cuda graphs {graphs and device.type == 'cuda'}, device {device}")
+    print()
+    print("| model | one after another, model-images/s | fused, model-images/s | fused / one after another |")
+    print("|---|---:|---:|---:|")
+    for name, mcfg in cfg.models.items():
+        singles = [TrainStep(members.build(cfg, name, "rts", s, length, device), cfg.train, dtype) for s in cfg.seeds]
+        stack = fused.Stack([members.build(cfg, name, "rts", s, length, device) for s in cfg.seeds], cfg.train, mcfg, dtype, length.steps_per_epoch, length.total)
+
+        def one_after_another():
+            for x, y in batches:
+                for i, st in enumerate(singles):
+                    st(x[i], y[i])
+
+        def together():
+            for x, y in batches:
+                stack(x, y)
+
+        rates: dict[str, list[float]] = {"a": [], "b": []}
+        for key, fn in (("a", one_after_another), ("b", together)):  # warm-up: kernels, capture
+            fn()
+        for _ in range(pairs):
+            for key, fn in (("a", one_after_another), ("b", together)):
+                sync(device)
+                t0 = time.perf_counter()
+                fn()
+                sync(device)
+                rates[key].append(seeds * len(batches) * batch / (time.perf_counter() - t0))
+        ratio = [b / a for a, b in zip(rates["a"], rates["b"])]
+        print(f"| {name} | {spread(rates['a'])} | {spread(rates['b'])} | {spread(ratio, '.2f')} |")
+
+
 def spread(values: list[float], fmt: str = ",.0f") -> str:
     """The median of the pairs' values and their range."""
     import statistics
@@ -211,6 +265,7 @@ def main():
     ap.add_argument("--skip-conventional", action="store_true", help="measure (b) only")
     ap.add_argument("--pairs", type=int, default=3, help="measurements in alternation, a then b, this many times (medians and range)")
     ap.add_argument("--whole-process", action="store_true", help="time whole processes instead: the conventional script against `stnexp train` (default --n 20000)")
+    ap.add_argument("--fused", type=int, metavar="S", help="instead: S seeds of each model stepped one after another against one fused, stacked step (fused.py)")
     ap.add_argument("--conventional-process", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -221,6 +276,10 @@ def main():
 
     device = dev.resolve(args.device)
     dev.configure(device, deterministic=False)  # as `stnexp train` does
+    if args.fused:
+        print(f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+              + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "") + f"; torch {torch.__version__}")
+        return fused_case(args.fused, args.n, args.batch, device, args.amp, not args.no_cuda_graphs, args.pairs)
     cfg = config.validate({
         "device": str(device),
         "data": {"train_size": args.n, "val_size": 0, "variants": {"rts": None}},

@@ -13,11 +13,12 @@ from stnexp.members import Member, own_rng
 
 
 class Sums:
-    """An epoch's running loss and correct-prediction count, on the device (read a few times a second)."""
+    """An epoch's running loss and correct-prediction count, on the device (read a few times a second);
+    one per model (`shape` (): a model; (S,): a stack of S models, fused.py)."""
 
-    def __init__(self, device: torch.device):
-        self.loss = torch.zeros((), device=device)
-        self.correct = torch.zeros((), dtype=torch.long, device=device)
+    def __init__(self, device: torch.device, shape: tuple[int, ...] = ()):
+        self.loss = torch.zeros(shape, device=device)
+        self.correct = torch.zeros(shape, dtype=torch.long, device=device)
 
     def zero(self) -> None:
         # in place: a captured graph adds into these very tensors
@@ -74,33 +75,41 @@ class TrainStep:
         self.graph.replay()
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        m = self.m
         self.x, self.y = x.clone(), y.clone()
-        for group in m.opt.param_groups:
-            group["lr"] = torch.tensor(float(group["lr"]), device=x.device)
-        saved_model = {k: v.clone() for k, v in m.model.state_dict().items()}
-        saved_opt = {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()} for p, st in m.opt.state.items()}
-        saved_sums = (self.sums.loss.clone(), self.sums.correct.clone())
         autocast = lambda: self._autocast(cache=False)  # noqa: E731 (a cache would outlive the capture)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP):
-                update(m, self.x, self.y, self.sums, autocast, self.ls)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            update(m, self.x, self.y, self.sums, autocast, self.ls)
-        # undo the warm-up: same tensors (the graph holds their addresses), the values from before
-        with torch.no_grad():
-            for k, v in m.model.state_dict().items():
-                v.copy_(saved_model[k])
-            for p, st in m.opt.state.items():
-                before = saved_opt.get(p, {})
-                for k, v in st.items():
-                    if torch.is_tensor(v):
-                        # a state that did not exist yet starts at zero: SGD's first momentum step
-                        # (buf = grad) and Adam's zero moments at step 0 are exactly that
-                        v.copy_(before[k]) if k in before else v.zero_()
-            self.sums.loss.copy_(saved_sums[0])
-            self.sums.correct.copy_(saved_sums[1])
+        self.graph = capture(lambda: update(self.m, self.x, self.y, self.sums, autocast, self.ls), self.m.model, self.m.opt, self.sums, x.device)
+
+
+def capture(step, module: torch.nn.Module, opt: torch.optim.Optimizer, sums: Sums, device: torch.device) -> torch.cuda.CUDAGraph:
+    """`step()` (reading its inputs from fixed tensors) captured as a CUDA graph after WARMUP eager
+    calls on a side stream; the weights and buffers of `module`, the state of `opt` and `sums` are put
+    back to what they were before, so that training takes exactly the steps the eager run would.
+    Learning rates move into device tensors that the scheduler fills between replays."""
+    for group in opt.param_groups:
+        group["lr"] = torch.tensor(float(group["lr"]), device=device)
+    saved_model = {k: v.clone() for k, v in module.state_dict().items()}
+    saved_opt = {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()} for p, st in opt.state.items()}
+    saved_sums = (sums.loss.clone(), sums.correct.clone())
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(TrainStep.WARMUP):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    # undo the warm-up: same tensors (the graph holds their addresses), the values from before
+    with torch.no_grad():
+        for k, v in module.state_dict().items():
+            v.copy_(saved_model[k])
+        for p, st in opt.state.items():
+            before = saved_opt.get(p, {})
+            for k, v in st.items():
+                if torch.is_tensor(v):
+                    # a state that did not exist yet starts at zero: SGD's first momentum step
+                    # (buf = grad) and Adam's zero moments at step 0 are exactly that
+                    v.copy_(before[k]) if k in before else v.zero_()
+        sums.loss.copy_(saved_sums[0])
+        sums.correct.copy_(saved_sums[1])
+    return graph

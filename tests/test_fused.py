@@ -1,0 +1,52 @@
+"""A stack of models trained as one (fused.py) takes the steps each model would take on its own."""
+
+import pytest
+import torch
+
+from stnexp import config, fused, members
+from stnexp.step import TrainStep
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _cfg(device: str, stn: dict | None, graphs: bool = True):
+    return config.validate({"device": device, "seeds": [0, 1, 2], "data": {"train_size": 512, "val_size": 0, "variants": {"rts": None}},
+                            "models": {"m": {"arch": "cnn", **({"stn": stn} if stn is not None else {})}},
+                            "train": {"batch_size": 32, "lr": 0.01, "amp": "off", "cuda_graphs": graphs}})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("stn", [None, {"loc_lr_scale": 0.1}, {"transform": "tps"}], ids=["cnn", "st-cnn", "st-cnn-tps"])
+def test_a_stack_of_three_seeds_steps_as_the_three_models_do_alone(device, stn):
+    cfg = _cfg(device, stn)
+    dev = torch.device(device)
+    length = members.Length(8, 8, 1)
+    own = [members.build(cfg, "m", "rts", s, length, dev) for s in cfg.seeds]
+    alone = [TrainStep(members.build(cfg, "m", "rts", s, length, dev), cfg.train, None) for s in cfg.seeds]
+    stack = fused.Stack(own, cfg.train, cfg.models["m"], None, 8, 8)
+    assert fused.fusable(own) and len(stack.opt.param_groups) == (1 if stn is None else 2)
+    # on CUDA convolutions run in TF32 (torch's default for cuDNN), grouped or not in their own ways
+    rtol, atol = (1e-5, 1e-4) if device == "cpu" else (1e-3, 1e-2)
+    g = torch.Generator().manual_seed(0)
+    for k in range(5):  # member i steps on batch i: each seed its own stream
+        x, y = torch.rand(3, 32, 1, 42, 42, generator=g).to(dev), torch.randint(0, 10, (3, 32), generator=g).to(dev)
+        stack(x, y)
+        stack.sched.step()
+        for i, step in enumerate(alone):
+            step(x[i], y[i])
+            step.m.sched.step()
+        if k == 0:  # the first step's losses: the same arithmetic but for the order of float sums
+            assert torch.allclose(stack.sums.loss, torch.stack([s.sums.loss for s in alone]), rtol=rtol)
+    stack.unstack()
+    for m, step in zip(own, alone):  # five steps on: the weights still agree
+        for p, q in zip(m.model.parameters(), step.m.model.parameters()):
+            assert torch.allclose(p, q, atol=atol, rtol=0.01)
+
+def test_models_with_dropout_or_different_shapes_are_not_fused():
+    cfg = config.validate({"seeds": [0, 1], "models": {"d": {"arch": "cnn", "dropout": 0.5}, "a": {"arch": "cnn"}, "b": {"arch": "cnn", "channels": [16, 64]}}})
+    length = members.Length(1, 1, 1)
+    build = lambda name, seed: members.build(cfg, name, "rts", seed, length, torch.device("cpu"))  # noqa: E731
+    assert fused.fusable([build("a", 0), build("a", 1)])
+    assert not fused.fusable([build("d", 0), build("d", 1)])
+    assert not fused.fusable([build("a", 0), build("b", 0)])
+    assert not fused.fusable([build("a", 0)])
