@@ -50,9 +50,12 @@ def _guard(fn, log_path: Optional[Path] = None):
     try:
         return fn()
     except UserError as e:
-        if os.environ.get("RANK", "0") != "0":  # under torchrun every rank finds it; rank 0 says it once
+        from stnexp.parallel import SharedError
+
+        rank = os.environ.get("RANK", "0")
+        if isinstance(e, SharedError) and rank != "0":  # every rank found it; rank 0 says it once
             raise typer.Exit(2)
-        _fail(str(e), 2)
+        _fail(str(e) if rank == "0" else f"[rank {rank}] {e}", 2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130)

@@ -16,10 +16,16 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from stnexp.errors import UserError
 
 LAUNCH = "torchrun --nproc_per_node=N -m stnexp train CFG"
+
+
+class SharedError(UserError):
+    """Bad input that every rank finds alike (the config, the launch, rank 0's run directory): rank 0
+    says it, the others end without repeating it."""
 
 
 @dataclass(frozen=True)
@@ -53,25 +59,27 @@ def plan(mode: str) -> tuple[int, int, int] | None:
     local = int(os.environ.get("LOCAL_RANK", rank))
     if mode == "off":
         if size > 1:
-            raise UserError(f"train.parallel: off, but torchrun started {size} processes; set train.parallel: jobs or data")
+            raise SharedError(f"train.parallel: off, but torchrun started {size} processes; set train.parallel: jobs or data")
         return None
     return rank, size, local
 
 
 def device_of(name: str, local_rank: int) -> str:
-    """A rank's device: `cuda:LOCAL_RANK` when the run is on CUDA, the configured one otherwise."""
+    """A rank's device: `cuda:LOCAL_RANK` when the run is on CUDA, the configured one otherwise. Every
+    rank of a machine checks that the machine has a GPU for each of its processes, so that rank 0's
+    machine refuses as a whole (another machine's ranks say it themselves)."""
     if not (name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())):
         return name
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if local_rank >= count:
-        raise UserError(f"device: local rank {local_rank} needs cuda:{local_rank}, but this machine has {count} CUDA device(s); start at most {count} processes per machine")
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+    if per_machine > count:
+        error = SharedError if int(os.environ.get("GROUP_RANK", 0)) == 0 else UserError
+        raise error(f"device: {per_machine} processes on this machine need as many GPUs, it has {count} CUDA device(s); start at most {count} per machine (--nproc_per_node)")
     return f"cuda:{local_rank}"
 
 
 def start(mode: str, rank: int, size: int, local_rank: int, device: torch.device) -> World:
     """Join the process group (nccl on CUDA, gloo on CPU) and make the gloo group for objects."""
-    import torch.distributed as dist
-
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -82,16 +90,12 @@ def start(mode: str, rank: int, size: int, local_rank: int, device: torch.device
 
 
 def stop(world: World | None) -> None:
-    import torch.distributed as dist
-
     if world is not None and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def from_leader(world: World, value):
     """Rank 0's `value`, on every rank."""
-    import torch.distributed as dist
-
     box = [value if world.leader else None]
     dist.broadcast_object_list(box, src=0, group=world.objects)
     return box[0]
@@ -99,8 +103,6 @@ def from_leader(world: World, value):
 
 def to_leader(world: World, value) -> list | None:
     """Every rank's `value`, as a list by rank on rank 0 (None on the others)."""
-    import torch.distributed as dist
-
     found = [None] * world.size if world.leader else None
     dist.gather_object(value, found, dst=0, group=world.objects)
     return found
@@ -108,8 +110,6 @@ def to_leader(world: World, value) -> list | None:
 
 def any_rank(world: World, flags: list[bool]) -> list[bool]:
     """Each flag set on some rank: the ranks of a data-parallel run agree on stopping and divergence."""
-    import torch.distributed as dist
-
     t = torch.tensor([int(f) for f in flags], dtype=torch.int32)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=world.objects)
     return [bool(v) for v in t.tolist()]
@@ -117,25 +117,17 @@ def any_rank(world: World, flags: list[bool]) -> list[bool]:
 
 def total(world: World, values: list[float]) -> list[float]:
     """Sums over the ranks (validation counts, training sums of the shards)."""
-    import torch.distributed as dist
-
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t, group=world.objects)
     return t.tolist()
 
 
-def barrier(world: World) -> None:
-    import torch.distributed as dist
-
-    dist.barrier(group=world.objects)
-
-
 def check(mode: str, size: int, n_groups: int, batch_size: int) -> None:
     """What a config must allow for `size` processes, checked by every rank before any joins."""
     if mode == "jobs" and n_groups < size:
-        raise UserError(f"train.parallel: jobs with {size} processes but only {n_groups} (variant, seed) group(s); start at most {n_groups}")
+        raise SharedError(f"train.parallel: jobs with {size} processes but only {n_groups} (variant, seed) group(s); start at most {n_groups}")
     if mode == "data" and batch_size % size:
-        raise UserError(f"train.batch_size: {batch_size} does not split evenly over {size} processes (train.parallel: data)")
+        raise SharedError(f"train.batch_size: {batch_size} does not split evenly over {size} processes (train.parallel: data)")
 
 
 def deal(groups: list, world: World) -> list:

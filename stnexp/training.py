@@ -550,7 +550,7 @@ def _follow(cfg: Config, device: torch.device, world: parallel.World) -> Path:
     machine), logging as `[rank N]` (jobs) or only warnings (data: rank 0 reports for all)."""
     said = parallel.from_leader(world, None)
     if "error" in said:
-        raise UserError(said["error"])  # rank 0 prints it
+        raise parallel.SharedError(said["error"])  # rank 0 says it
     run = Path(said["run"])
     log = runs.logger(None, quiet=world.mode == "data")
     for h in log.handlers:
