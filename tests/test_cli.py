@@ -386,8 +386,10 @@ def test_tensorboard_gets_each_models_scalars_per_epoch_and_the_transformers_pic
         assert set(tags["scalars"]) == {"loss/train", "accuracy/train", "accuracy/val", "lr"}
         assert [e.step for e in events.Scalars("loss/train")] == [4, 8]  # the optimizer step after each of 2 epochs
         assert tags["images"] == (["transformer"] if model == "st-cnn" else [])
-    r = invoke("train", "configs/smoke.yaml", "--out", tmp_path / "run", "--force", *[a for s in TINY for a in ("--set", s)])
-    assert r.exit_code == 0 and not (tmp_path / "run" / "tb").exists()  # --force clears what the earlier run wrote
+    from stnexp import runs
+
+    runs.clear(tmp_path / "run", remove_dir=False)  # what --force does first
+    assert not (tmp_path / "run" / "tb").exists()
 
 
 def test_tensorboard_without_the_package_exits_2_before_any_run_directory(tmp_path, monkeypatch):
