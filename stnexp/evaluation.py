@@ -130,7 +130,7 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
     except ValueError:
         start = None
     if key not in SWEEPABLE or not eq or start is None or step <= 0 or stop < start or (stop - start) / step > 1000:
-        raise UserError(f"--sweep {text!r}: expected rotation|scale|shift=START:STOP:STEP with STEP > 0 and at most 1000 steps (e.g. rotation=-180:180:15)")
+        raise UserError(f"--sweep {text!r}: expected rotation|scale|shift=START:STOP:STEP with START <= STOP, STEP > 0 and at most 1000 steps (e.g. rotation=-180:180:15)")
     count = int(math.floor((stop - start) / step + 1e-9)) + 1
     values = [round(start + i * step, 10) for i in range(count)]
     if key == "scale" and values[0] <= 0:
