@@ -119,7 +119,7 @@ def test_a_family_that_cannot_turn_says_so_instead_of_a_residual_angle():
     assert line.startswith("| rts | 0 | att | 26") and "-> (cannot rotate) |" in line and "cannot scale" not in line
     c1 = _fixed_transformer("affine", "conv1", torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]))
     r = analysis.rectification(c1, torch.rand(200, 1, 42, 42), {"angle": angle, "scale": scale, "shift": shift}, 42)
-    assert r.row["cannot"] == [] and "| att (at conv1) |" in analysis.rectification_markdown([{"variant": "rts", "seed": 0, "model": "att", **r.row}])
+    assert r.row["cannot"] == [] and "| c1 (at conv1) |" in analysis.rectification_markdown([{"variant": "rts", "seed": 0, "model": "c1", **r.row}])
 
 
 def test_the_scatter_puts_a_transformer_that_undoes_the_pose_on_the_diagonal_and_the_identity_on_zero(tmp_path):
