@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from stnexp import runs
+from stnexp import pictures, runs
 from stnexp.errors import UserError
 
 INSTALL = "pip install 'stnexp[tensorboard]'"
@@ -63,15 +63,13 @@ class Board:
 
 @torch.no_grad()
 def pair_strip(model: torch.nn.Module, digits: torch.Tensor) -> torch.Tensor:
-    """1 x H x W in [0, 1]: on top the digits, below what the transformer made of them (resized to the
-    digits' size), a 2 px gap between columns."""
+    """1 x H x W in [0, 1]: on top the digits, below what the transformer made of them (padded or resized
+    to the digits' size, as in the PNGs), a 2 px gap between columns."""
     was = model.training
     model.eval()
     made = model.transformed_images(digits).float()
     model.train(was)
-    size = digits.shape[-1]
-    if made.shape[-1] != size:
-        made = F.interpolate(made, size=(size, size), mode="bilinear", align_corners=False)
+    made = pictures.to_canvas(made, digits.shape[-1])
     column = torch.cat([digits.float(), made], 2).clamp(0, 1)  # N x 1 x 2size x size
     column = F.pad(column, (0, 2))  # the gap on each column's right
     return torch.cat(list(column), 2).cpu()  # 1 x 2size x N(size + 2)

@@ -193,9 +193,10 @@ def report(
             raise UserError("--html: name the folder to write it to with --out DIR")
         log = runs.logger()
         found = [runs.find_run(p, log) for p in run_dirs]
-        _echo(rp.make(found, paper))
+        table = rp.make(found, paper)
+        _echo(table)
         if out is not None:
-            rp.write(found, paper, Path(out), html)
+            rp.write(found, table, Path(out), html)
             _echo(f"wrote {Path(out) / 'report.md'}" + (f" and {Path(out) / 'report.html'}" if html else ""))
 
     _guard(body)

@@ -12,7 +12,7 @@ PAIRS_PER_ROW = 8
 ZOOM = 2  # pixels per digit pixel
 
 
-def _to_canvas(images: torch.Tensor, size: int) -> torch.Tensor:
+def to_canvas(images: torch.Tensor, size: int) -> torch.Tensor:
     """Pad (centred) or resize N x 1 x h x w images to size x size so that pairs line up in one grid."""
     h = images.shape[-1]
     if h == size:
@@ -29,7 +29,7 @@ def pairs(left: torch.Tensor, right: torch.Tensor, path: Path, title: str, capti
     from PIL import Image, ImageDraw, ImageFont
 
     size = max(left.shape[-1], right.shape[-1])
-    left, right = (_to_canvas(t.float().cpu(), size).clamp(0, 1).mul(255).round().to(torch.uint8) for t in (left, right))
+    left, right = (to_canvas(t.float().cpu(), size).clamp(0, 1).mul(255).round().to(torch.uint8) for t in (left, right))
     cell, gap = size * ZOOM, 4
     caption_h = 12 if captions else 0
     head = 16

@@ -194,16 +194,16 @@ def pictures_of(path: Path) -> list[Path]:
     return found + sorted((path / runs.EVALS).glob("*.png"))
 
 
-def write(paths: list[Path], as_paper: bool, out: Path, html: bool, markdown: bool = True) -> str:
-    """The report of runs `paths` into `out`: report.md (the merged table, then each run's analysis and
-    pictures, copied to out/images/), and with `html` report.html, one self-contained file (the pictures
-    embedded) that opens in a browser from disk; `markdown=False` writes report.html alone (the end of
-    `train` writes one into the run). Returns the Markdown."""
+def write(paths: list[Path], table: str, out: Path, html: bool, markdown: bool = True) -> str:
+    """The report of runs `paths` into `out`: report.md (`table`, their merged table from make(), then
+    each run's analysis and pictures, copied to out/images/), and with `html` report.html, one
+    self-contained file (the pictures embedded) that opens in a browser from disk; `markdown=False`
+    writes report.html alone (the end of `train` writes one into the run). Returns the Markdown."""
     import shutil
 
     from stnexp.checkpoints import atomic_text
 
-    parts = [make(paths, as_paper)]
+    parts = [table]
     images: list[tuple[str, Path]] = []
     for i, path in enumerate(paths, 1):
         analysis = path / f"{runs.ANALYSIS}.md"

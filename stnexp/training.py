@@ -133,8 +133,7 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
     t0 = time.perf_counter()
     split = data.split(cfg.data, device)
     log.debug(f"digits on {device} in {time.perf_counter() - t0:.2f}s")
-    leads = world is None or world.leader
-    tb = board.Board(Path(run_dir)) if cfg.train.tensorboard and leads else None
+    tb = board.Board(Path(run_dir)) if cfg.train.tensorboard and (world is None or world.leader) else None
     run = Run(cfg, Path(run_dir), device, dtype, log, stop or threading.Event(), split, tb, world)
     groups = [(vname, seed) for vname in cfg.data.variants for seed in cfg.seeds]
     mine = parallel.deal(groups, world) if world is not None and world.mode == "jobs" else groups
@@ -153,9 +152,9 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
     if world is not None and world.mode == "jobs":
         interrupted = gather_jobs(run, mine, history, interrupted)
         history.sort(key=lambda r: groups.index((r["variant"], r["seed"])))
-        if leads:
+        if run.writes:
             write_metrics(run.dir, history)
-    if not leads:
+    if not run.writes:
         if interrupted:
             raise Interrupted()
         return []
@@ -164,7 +163,7 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
     reporting.write(run.dir, runs.RESULTS, rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
     log.info("\n" + reporting.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted))
     try:
-        report.write([run.dir], False, run.dir, html=True, markdown=False)
+        report.write([run.dir], report.make([run.dir], False), run.dir, html=True, markdown=False)
         log.info(f"results: {run.dir / (runs.RESULTS + '.md')}; all of it in one page: {run.dir / runs.REPORT}")
     except UserError as e:  # the tables are written; a page that cannot be made must not fail the run
         log.warning(f"results: {run.dir / (runs.RESULTS + '.md')}; no {runs.REPORT}: {e}")
