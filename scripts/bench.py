@@ -17,7 +17,9 @@ own conventional run (`--conventional-process`) of the same work: 20k RTS traini
 batch 256, SGD, the paper-sized CNN and ST-CNN, then both models scored on the 10k test digits.
 
 --fused S: S seeds of each model stepped one after another (as a run trains its seeds today) against
-one fused step of all S (parameters stacked, vmap), the same prepared batches, in alternation.
+one fused step of all S (parameters stacked, vmap) and, on CUDA with graphs, against all their steps
+captured into one graph with a stream per model (fused.Together); a last row does the same with both
+models of each seed. The same prepared batches for all, in alternation.
 
 usage: python scripts/bench.py [--device auto] [--n 10240] [--batch 256] [--amp auto] [--compile] [--pairs 3]
        python scripts/bench.py --whole-process [--pairs 3] [--n 20000]
@@ -130,8 +132,9 @@ def stnexp_path(cfg, split, device):
 
 def fused_case(seeds: int, n: int, batch: int, device, amp: str, graphs: bool, pairs: int) -> None:
     """S models of one architecture (seeds 0..S-1, each on its own batch stream) stepped one after
-    another, as a run of S seeds trains them today, against one stacked step of all S (fused.py), in
-    alternation. The batches are made beforehand, the same for both: the step alone is measured."""
+    another, as a run of S seeds trains them today, against one stacked step of all S and against one
+    graph of all their steps (fused.py), in alternation. The batches are made beforehand, the same for
+    all: the step alone is measured."""
     from stnexp import fused, members
     from stnexp.step import TrainStep
 
@@ -149,33 +152,54 @@ def fused_case(seeds: int, n: int, batch: int, device, amp: str, graphs: bool, p
     print(f"fused vs one after another: {seeds} seeds per model, {len(batches)} steps of batch {batch}, "
           f"precision {'bf16 autocast' if dtype else 'fp32'}, cuda graphs {graphs and device.type == 'cuda'}, device {device}")
     print()
-    print("| model | one after another, model-images/s | fused, model-images/s | fused / one after another |")
-    print("|---|---:|---:|---:|")
-    for name, mcfg in cfg.models.items():
-        singles = [TrainStep(members.build(cfg, name, "rts", s, length, device), cfg.train, dtype) for s in cfg.seeds]
-        stack = fused.Stack([members.build(cfg, name, "rts", s, length, device) for s in cfg.seeds], cfg.train, mcfg, dtype, length.steps_per_epoch, length.total)
+    print("| models | one after another, model-images/s | fused (stacked, vmap) | fused / one after another | together (one graph, a stream per model) | together / one after another |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rows = {name: [name] for name in cfg.models} | {"cnn + st-cnn": list(cfg.models)}
+    for row, names in rows.items():
+        def fresh():  # seed-major: member i trains on seed i // len(names)'s batches
+            return [TrainStep(members.build(cfg, name, "rts", s, length, device), cfg.train, dtype) for s in cfg.seeds for name in names]
+
+        singles, together = fresh(), fused.Together(fresh())
+        stack = None
+        if len(names) == 1:
+            mcfg = cfg.models[names[0]]
+            stack = fused.Stack([members.build(cfg, names[0], "rts", s, length, device) for s in cfg.seeds], cfg.train, mcfg, dtype, length.steps_per_epoch, length.total)
+        per = len(names)  # each seed's batch goes to every model of the row
 
         def one_after_another():
             for x, y in batches:
                 for i, st in enumerate(singles):
-                    st(x[i], y[i])
+                    st(x[i // per], y[i // per])
 
-        def together():
+        def stacked():
             for x, y in batches:
                 stack(x, y)
 
-        rates: dict[str, list[float]] = {"a": [], "b": []}
-        for key, fn in (("a", one_after_another), ("b", together)):  # warm-up: kernels, capture
+        def side_by_side():
+            for x, y in batches:
+                together(x.repeat_interleave(per, 0), y.repeat_interleave(per, 0))
+
+        cases = {"a": one_after_another, "b": stacked if stack else None, "c": side_by_side if together.graphed else None}
+        cases = {k: fn for k, fn in cases.items() if fn is not None}
+        rates: dict[str, list[float]] = {k: [] for k in cases}
+        for fn in cases.values():  # warm-up: kernels, capture
             fn()
         for _ in range(pairs):
-            for key, fn in (("a", one_after_another), ("b", together)):
+            for key, fn in cases.items():
                 sync(device)
                 t0 = time.perf_counter()
                 fn()
                 sync(device)
-                rates[key].append(seeds * len(batches) * batch / (time.perf_counter() - t0))
-        ratio = [b / a for a, b in zip(rates["a"], rates["b"])]
-        print(f"| {name} | {spread(rates['a'])} | {spread(rates['b'])} | {spread(ratio, '.2f')} |")
+                rates[key].append(len(singles) * len(batches) * batch / (time.perf_counter() - t0))
+
+        def column(key):
+            if key not in rates:
+                return "-", "-"
+            return spread(rates[key]), spread([b / a for a, b in zip(rates["a"], rates[key])], ".2f")
+
+        print(f"| {row} | {spread(rates['a'])} | {' | '.join(column('b'))} | {' | '.join(column('c'))} |")
+    print()
+    print("fused: one stacked model per architecture (not for models of different shapes); together: CUDA graphs only")
 
 
 def spread(values: list[float], fmt: str = ",.0f") -> str:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one go, a few minutes on one H100/H200: the CUDA tests, the benchmark (CUDA graphs
-# on and off), and configs/rts.yaml under a time limit (SIGINT at the limit: partial table, resumable).
+# on and off; 3 seeds one after another, stacked, or in one graph), and configs/rts.yaml under a time
+# limit (SIGINT at the limit: partial table, resumable).
 # usage: bash scripts/gpu_check.sh [OUT_DIR] [RTS_SECONDS]
 set -u
 out=${1:-/tmp/gpu-check}
@@ -8,9 +9,10 @@ limit=${2:-330}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"; } 2>&1 | tee "$out/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_geometry.py tests/test_models.py tests/test_cli.py 2>&1 | tee "$out/cuda-tests.txt"
+python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_geometry.py tests/test_models.py tests/test_cli.py tests/test_fused.py 2>&1 | tee "$out/cuda-tests.txt"
 python3 scripts/bench.py --device cuda --n 51200 2>&1 | grep -v Warning | tee "$out/bench.txt"
 python3 scripts/bench.py --device cuda --n 51200 --skip-conventional --no-cuda-graphs 2>&1 | grep -v Warning | tee -a "$out/bench.txt"
+python3 scripts/bench.py --device cuda --n 25600 --fused 3 2>&1 | grep -v Warning | tee "$out/bench-fused.txt"
 start=$(date +%s)
 timeout -s INT "$limit" python3 -m stnexp train configs/rts.yaml --out /tmp/rts-run --force > "$out/rts-train.txt" 2>&1
 echo "rts.yaml exit $? after $(( $(date +%s) - start )) s" | tee -a "$out/rts-train.txt"

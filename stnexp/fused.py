@@ -4,6 +4,10 @@ optimizer step, the whole step one CUDA graph where CUDA graphs are on. Each mod
 (x is S x B x ...), its own initial weights and its own numbers; the members' own modules get the
 weights back with `unstack()` (to validate, picture or save them).
 
+`Together` is the other way to fill a GPU: the members keep their own modules and optimizers (any
+architectures) and their steps are captured into one CUDA graph, each on its own stream, so the GPU
+may run the small kernels of several models at once.
+
 Measured with `scripts/bench.py --fused S`; `stnexp train` does not fuse yet.
 """
 
@@ -21,7 +25,7 @@ from torch.func import functional_call, vmap
 from stnexp import optim
 from stnexp.config import TrainConfig
 from stnexp.members import Member
-from stnexp.step import Sums, capture
+from stnexp.step import Sums, TrainStep, capture, capture_together
 
 # vmap runs affine_grid once per member (no batching rule in torch yet); the grid is small, the
 # warning says nothing a user can act on
@@ -101,3 +105,28 @@ class Stack:
         for i, m in enumerate(self.members):
             for name, p in m.model.named_parameters():
                 p.copy_(stacked[name][i])
+
+
+class Together:
+    """Several members' own steps (TrainStep) taken as one: on CUDA with graphs, one graph with a branch
+    per member on its own stream; elsewhere one after another, as unfused. Each member keeps its model,
+    optimizer, sums and batch; the arithmetic is that of its own step."""
+
+    def __init__(self, steps: list[TrainStep]):
+        self.steps = steps
+        self.graphed = all(s.graphed for s in steps)
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def __call__(self, xs: torch.Tensor, ys: torch.Tensor) -> None:
+        """One step of every member, member i on batch (xs[i], ys[i])."""
+        if not self.graphed:
+            for step, x, y in zip(self.steps, xs, ys):
+                step(x, y)
+            return
+        if self.graph is None:
+            parts = [(step.replayable(x, y), step.m.model, step.m.opt, step.sums) for step, x, y in zip(self.steps, xs, ys)]
+            self.graph = capture_together(parts, xs.device)
+        for step, x, y in zip(self.steps, xs, ys):
+            step.x.copy_(x)
+            step.y.copy_(y)
+        self.graph.replay()

@@ -75,9 +75,13 @@ class TrainStep:
         self.graph.replay()
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.graph = capture(self.replayable(x, y), self.m.model, self.m.opt, self.sums, x.device)
+
+    def replayable(self, x: torch.Tensor, y: torch.Tensor):
+        """The step as a graph replays it: reading its batch from fixed tensors (first holding x, y)."""
         self.x, self.y = x.clone(), y.clone()
         autocast = lambda: self._autocast(cache=False)  # noqa: E731 (a cache would outlive the capture)
-        self.graph = capture(lambda: update(self.m, self.x, self.y, self.sums, autocast, self.ls), self.m.model, self.m.opt, self.sums, x.device)
+        return lambda: update(self.m, self.x, self.y, self.sums, autocast, self.ls)
 
 
 def capture(step, module: torch.nn.Module, opt: torch.optim.Optimizer, sums: Sums, device: torch.device) -> torch.cuda.CUDAGraph:
@@ -85,31 +89,66 @@ def capture(step, module: torch.nn.Module, opt: torch.optim.Optimizer, sums: Sum
     calls on a side stream; the weights and buffers of `module`, the state of `opt` and `sums` are put
     back to what they were before, so that training takes exactly the steps the eager run would.
     Learning rates move into device tensors that the scheduler fills between replays."""
-    for group in opt.param_groups:
-        group["lr"] = torch.tensor(float(group["lr"]), device=device)
-    saved_model = {k: v.clone() for k, v in module.state_dict().items()}
-    saved_opt = {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()} for p, st in opt.state.items()}
-    saved_sums = (sums.loss.clone(), sums.correct.clone())
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(TrainStep.WARMUP):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
+    return capture_together([(step, module, opt, sums)], device)
+
+
+def capture_together(parts: list[tuple], device: torch.device) -> torch.cuda.CUDAGraph:
+    """capture() of several steps, `parts` of (step, module, opt, sums), into one graph. With more than
+    one, each step runs on its own stream, forked from the capture stream and joined back, so the graph
+    has a branch per step that the GPU may run side by side: small models leave most of a GPU idle."""
+    saved = [_snapshot(module, opt, sums, device) for _, module, opt, sums in parts]
+    streams = [torch.cuda.Stream() for _ in parts]
+    _fork(streams)
+    for _ in range(TrainStep.WARMUP):
+        for stream, (step, *_rest) in zip(streams, parts):
+            with torch.cuda.stream(stream):
+                step()
+    _join(streams)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        step()
-    # undo the warm-up: same tensors (the graph holds their addresses), the values from before
-    with torch.no_grad():
-        for k, v in module.state_dict().items():
-            v.copy_(saved_model[k])
-        for p, st in opt.state.items():
-            before = saved_opt.get(p, {})
-            for k, v in st.items():
-                if torch.is_tensor(v):
-                    # a state that did not exist yet starts at zero: SGD's first momentum step
-                    # (buf = grad) and Adam's zero moments at step 0 are exactly that
-                    v.copy_(before[k]) if k in before else v.zero_()
-        sums.loss.copy_(saved_sums[0])
-        sums.correct.copy_(saved_sums[1])
+        if len(parts) == 1:
+            parts[0][0]()
+        else:
+            _fork(streams)
+            for stream, (step, *_rest) in zip(streams, parts):
+                with torch.cuda.stream(stream):
+                    step()
+            _join(streams)
+    for (_, module, opt, sums), before in zip(parts, saved):
+        _restore(module, opt, sums, before)
     return graph
+
+
+def _fork(streams: list[torch.cuda.Stream]) -> None:
+    for stream in streams:
+        stream.wait_stream(torch.cuda.current_stream())
+
+
+def _join(streams: list[torch.cuda.Stream]) -> None:
+    for stream in streams:
+        torch.cuda.current_stream().wait_stream(stream)
+
+
+def _snapshot(module: torch.nn.Module, opt: torch.optim.Optimizer, sums: Sums, device: torch.device) -> tuple:
+    for group in opt.param_groups:
+        group["lr"] = torch.tensor(float(group["lr"]), device=device)
+    return ({k: v.clone() for k, v in module.state_dict().items()},
+            {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()} for p, st in opt.state.items()},
+            (sums.loss.clone(), sums.correct.clone()))
+
+
+@torch.no_grad()
+def _restore(module: torch.nn.Module, opt: torch.optim.Optimizer, sums: Sums, saved: tuple) -> None:
+    """Undo the warm-up: the same tensors (the graph holds their addresses), the values from before."""
+    saved_model, saved_opt, saved_sums = saved
+    for k, v in module.state_dict().items():
+        v.copy_(saved_model[k])
+    for p, st in opt.state.items():
+        before = saved_opt.get(p, {})
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                # a state that did not exist yet starts at zero: SGD's first momentum step
+                # (buf = grad) and Adam's zero moments at step 0 are exactly that
+                v.copy_(before[k]) if k in before else v.zero_()
+    sums.loss.copy_(saved_sums[0])
+    sums.correct.copy_(saved_sums[1])

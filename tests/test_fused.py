@@ -50,3 +50,34 @@ def test_models_with_dropout_or_different_shapes_are_not_fused():
     assert not fused.fusable([build("d", 0), build("d", 1)])
     assert not fused.fusable([build("a", 0), build("b", 0)])
     assert not fused.fusable([build("a", 0)])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_models_stepped_together_take_the_steps_they_take_alone(device):
+    # a CNN and an ST-CNN for each of two seeds, each on its own batch: on CUDA one graph with a stream
+    # per model, on the CPU one after another
+    cfg = config.validate({"device": device, "seeds": [0, 1], "data": {"train_size": 512, "val_size": 0, "variants": {"rts": None}},
+                           "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}},
+                           "train": {"batch_size": 32, "lr": 0.01, "amp": "off"}})
+    dev = torch.device(device)
+    length = members.Length(8, 8, 1)
+
+    def fresh():
+        return [TrainStep(members.build(cfg, name, "rts", s, length, dev), cfg.train, None) for s in cfg.seeds for name in cfg.models]
+
+    together, alone = fused.Together(fresh()), fresh()
+    assert together.graphed == (device == "cuda")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x, y = torch.rand(4, 32, 1, 42, 42, generator=g).to(dev), torch.randint(0, 10, (4, 32), generator=g).to(dev)
+        together(x, y)
+        for i, step in enumerate(alone):
+            step(x[i], y[i])
+        for step in together.steps + alone:
+            step.m.sched.step()
+    # the same steps on the same numbers; on CUDA cuDNN may pick other TF32 kernels for a graph
+    rtol, atol = (1e-5, 1e-5) if device == "cpu" else (1e-3, 1e-2)
+    for a, b in zip(together.steps, alone):
+        assert torch.allclose(a.sums.loss, b.sums.loss, rtol=rtol)
+        for p, q in zip(a.m.model.parameters(), b.m.model.parameters()):
+            assert torch.allclose(p, q, rtol=0.01, atol=atol)
