@@ -130,6 +130,8 @@ def _join(streams: list[torch.cuda.Stream]) -> None:
 
 
 def _snapshot(module: torch.nn.Module, opt: torch.optim.Optimizer, sums: Sums, device: torch.device) -> tuple:
+    """Move the learning rates into device tensors (the graph reads them there), then copy what the
+    warm-up will change: weights and buffers, optimizer state, sums."""
     for group in opt.param_groups:
         group["lr"] = torch.tensor(float(group["lr"]), device=device)
     return ({k: v.clone() for k, v in module.state_dict().items()},
