@@ -118,15 +118,13 @@ def stnexp_path(cfg, split, device):
         run = training.Run(cfg, Path(nowhere), device, dtype, logging.getLogger("bench"), threading.Event(), split)
         group = training.make_group(run, "rts", 0)
     # epoch 1 warms up (kernel selection, compilation); epoch 2 is timed
-    first = training.run_epoch(run, group, 1, group.members)
-    for timer in first.timers.values():
-        timer.read()
+    training.run_epoch(run, [(group, group.members)], 1)
     sync(device)
     t0 = time.perf_counter()
-    timed = training.run_epoch(run, group, 2, group.members)
+    (timed,) = training.run_epoch(run, [(group, group.members)], 2)
     sync(device)
     wall = time.perf_counter() - t0
-    per_model = {name: timer.read() for name, timer in timed.timers.items()}
+    per_model = timed.seconds
     return wall, per_model, timed.steps * group.stream.batch_size, group.members, dtype
 
 

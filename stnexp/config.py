@@ -251,6 +251,7 @@ class TrainConfig(Strict):
     amp: Literal["auto", "off", "bf16"] = Field("auto", description="mixed precision: auto (bf16 on CUDA and on CPUs with AMX, else fp32) | off | bf16; theta, grid and sampling always run in fp32")
     compile: bool = Field(False, description="compile the models with torch.compile (in place, checkpoint keys unchanged)")
     cuda_graphs: bool = Field(True, description="on CUDA, capture each model's whole training step as a CUDA graph and replay it (models without dropout); the tiny nets are launch-bound")
+    fuse: Literal["auto", "off", "on"] = Field("auto", description="on: each variant's seeds train in lockstep and every step of all their models is taken at once, on CUDA with graphs as one graph with a stream per model (the same numbers as off); auto: on where measured faster, so far nowhere (README, Performance) | off")
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
     deterministic: bool = Field(False, description="ask torch for deterministic kernels (CPU runs are reproducible anyway; CUDA grid_sample backward is not)")
     parallel: Literal["off", "jobs", "data"] = Field("off", description="under torchrun: `jobs` deals the (variant, seed) groups out over the processes, `data` trains every group data-parallel (DistributedDataParallel, each process a shard of every batch); off: one process (README: More than one GPU or machine)")
@@ -266,6 +267,11 @@ class TrainConfig(Strict):
     @classmethod
     def _parallel(cls, v: Any) -> Any:
         return "off" if v is False else v
+
+    @field_validator("fuse", mode="before")
+    @classmethod
+    def _fuse(cls, v: Any) -> Any:
+        return {False: "off", True: "on"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _length(self) -> "TrainConfig":
@@ -334,7 +340,7 @@ class Config(Strict):
     def results_view(self) -> dict:
         """The part of the config that decides results (not where the run goes or which device runs it)."""
         d = self.model_dump(mode="json", exclude={"device", "out", "name"})
-        for how in ("compile", "cuda_graphs", "tensorboard", "parallel"):  # how fast or what else is written, not what is computed
+        for how in ("compile", "cuda_graphs", "fuse", "tensorboard", "parallel"):  # how fast or what else is written, not what is computed
             d["train"].pop(how)
         return d
 

@@ -8,7 +8,9 @@ weights back with `unstack()` (to validate, picture or save them).
 architectures) and their steps are captured into one CUDA graph, each on its own stream, so the GPU
 may run the small kernels of several models at once.
 
-Measured with `scripts/bench.py --fused S`; `stnexp train` does not fuse yet.
+Measured with `scripts/bench.py --fused S`. `stnexp train` with `train.fuse: on` trains each variant's
+seeds in lockstep and takes every step of all their models through one Together; `auto` turns that on
+only where it has been measured faster (wanted()).
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ from stnexp.step import Sums, TrainStep, capture, capture_together
 # vmap runs affine_grid once per member (no batching rule in torch yet); the grid is small, the
 # warning says nothing a user can act on
 warnings.filterwarnings("ignore", message=r".*batching rule for aten::affine_grid_generator.*")
+
+
+def wanted(fuse: str) -> bool:
+    """Whether `stnexp train` steps models together (train.fuse). auto: where measured faster, and that
+    is nowhere yet: on a CPU Together is one model after another (nothing to gain), the stacked step
+    measured slower on the CPU and on an H100 (README, Performance), and Together on a GPU is not yet
+    measured (scripts/gpu_check.sh measures it)."""
+    return fuse == "on"
 
 
 def fusable(members: list[Member]) -> bool:
@@ -117,15 +127,15 @@ class Together:
         self.graphed = all(s.graphed for s in steps)
         self.graph: torch.cuda.CUDAGraph | None = None
 
-    def __call__(self, xs: torch.Tensor, ys: torch.Tensor) -> None:
-        """One step of every member, member i on batch (xs[i], ys[i])."""
+    def __call__(self, xs, ys) -> None:
+        """One step of every member, member i on batch (xs[i], ys[i]): tensors S x B x ..., or lists."""
         if not self.graphed:
             for step, x, y in zip(self.steps, xs, ys):
                 step(x, y)
             return
         if self.graph is None:
             parts = [(step.replayable(x, y), step.m.model, step.m.opt, step.sums) for step, x, y in zip(self.steps, xs, ys)]
-            self.graph = capture_together(parts, xs.device)
+            self.graph = capture_together(parts, xs[0].device)
         for step, x, y in zip(self.steps, xs, ys):
             step.x.copy_(x)
             step.y.copy_(y)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from stnexp import analysis, board, checkpoints, data, evaluation, members, parallel, pictures, report, reporting, runs
+from stnexp import analysis, board, checkpoints, data, evaluation, fused, members, parallel, pictures, report, reporting, runs
 from stnexp.config import Config
 from stnexp.errors import UserError
 from stnexp.device import autocast_dtype, configure, describe
@@ -114,12 +114,13 @@ class Timer:
 
 @dataclass
 class Epoch:
-    """One epoch of a group as it ran: its number, the models that trained, the steps taken, their timers."""
+    """One epoch of a group as it ran: its number, the models that trained, the steps taken and each
+    model's compute seconds (models stepped together share their step's time equally)."""
 
     number: int
     active: list[Member]
     steps: int
-    timers: dict[str, Timer]
+    seconds: dict[str, float]
 
 
 def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger, stop: threading.Event | None = None,
@@ -137,13 +138,17 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
     run = Run(cfg, Path(run_dir), device, dtype, log, stop or threading.Event(), split, tb, world)
     groups = [(vname, seed) for vname in cfg.data.variants for seed in cfg.seeds]
     mine = parallel.deal(groups, world) if world is not None and world.mode == "jobs" else groups
+    fuse = fused.wanted(cfg.train.fuse)
+    if fuse:
+        log.info("train.fuse: each variant's seeds train in lockstep, all their models' steps taken together"
+                 + (" in one CUDA graph" if cfg.train.cuda_graphs and device.type == "cuda" else ""))
     history: list[dict] = []
     interrupted = False
     try:
-        for vname, seed in mine:
-            group = make_group(run, vname, seed)
-            train_group(run, group, history)
-            history += [r for m in group.members for r in m.history]
+        for bundle in lockstep(mine, fuse):
+            trained = [make_group(run, vname, seed) for vname, seed in bundle]
+            train_groups(run, trained, history, fuse)
+            history += [r for g in trained for m in g.members for r in m.history]
     except Interrupted:
         interrupted = True
     finally:
@@ -201,69 +206,118 @@ def make_group(run: Run, vname: str, seed: int) -> Group:
     return Group(vname, seed, stream, val, length, group_members, steps)
 
 
-def train_group(run: Run, group: Group, earlier: list[dict]) -> None:
-    """Train a group's models to the end, epoch by epoch; `earlier` holds the metrics of groups done before."""
-    first = min(m.epoch for m in group.members)
-    name = f"{group.variant} seed {group.seed}"
-    if first >= group.length.epochs or all(m.diverged for m in group.members):
-        run.log.info(f"{name}: already trained")
-        return
-    if first:
-        run.log.info(f"{name}: resuming after epoch {first}")
-    for number in range(first + 1, group.length.epochs + 1):
-        active = [m for m in group.members if m.epoch < number and m.diverged is None]
-        if not active:
+def lockstep(groups: list[tuple[str, int]], fuse: bool) -> list[list[tuple[str, int]]]:
+    """The (variant, seed) groups that train at the same time: with train.fuse all seeds of a variant
+    (their lengths are equal), else each group alone."""
+    if not fuse:
+        return [[g] for g in groups]
+    return [[g for g in groups if g[0] == v] for v in dict.fromkeys(v for v, _ in groups)]
+
+
+def train_groups(run: Run, groups: list[Group], earlier: list[dict], fuse: bool = False) -> None:
+    """Train groups' models to the end, epoch by epoch, the groups in lockstep (one group: as it is);
+    with `fuse` every step of all their models is taken together (fused.Together). `earlier` holds the
+    metrics of groups done before."""
+    todo = []
+    for group in groups:
+        name, first = f"{group.variant} seed {group.seed}", min(m.epoch for m in group.members)
+        if first >= group.length.epochs or all(m.diverged for m in group.members):
+            run.log.info(f"{name}: already trained")
             continue
-        epoch = run_epoch(run, group, number, active)
-        end_epoch(run, group, epoch)
+        if first:
+            run.log.info(f"{name}: resuming after epoch {first}")
+        todo.append(group)
+    if not todo:
+        return
+    together: dict | None = {} if fuse else None
+    first = min(m.epoch for g in todo for m in g.members)
+    for number in range(first + 1, max(g.length.epochs for g in todo) + 1):
+        parts = [(g, active) for g in todo if (active := [m for m in g.members if m.epoch < number and m.diverged is None])]
+        if not parts:
+            continue
+        for (group, _), epoch in zip(parts, run_epoch(run, parts, number, together)):
+            end_epoch(run, group, epoch)
         if run.writes:
-            write_metrics(run.dir, earlier + [r for m in group.members for r in m.history])
+            write_metrics(run.dir, earlier + [r for g in groups for m in g.members for r in m.history])
 
 
-def run_epoch(run: Run, group: Group, number: int, active: list[Member]) -> Epoch:
-    """Step the `active` models through epoch `number` of the group's stream; returns the epoch with its
-    steps and timers. A model whose running loss stops being finite stops (diverged)."""
-    per_epoch, total = group.length.steps_per_epoch, group.length.total
+def run_epoch(run: Run, parts: list[tuple[Group, list[Member]]], number: int, together: dict | None = None) -> list[Epoch]:
+    """Step each group's `active` models through epoch `number` of its stream, the groups in lockstep;
+    returns each group's epoch with its steps and seconds. `together` None: one model after another,
+    each timed alone; a dict: each step of all the models at once through fused.Together (kept in the
+    dict between epochs). A model whose running loss stops being finite stops (diverged)."""
+    group0 = parts[0][0]
+    per_epoch, total = group0.length.steps_per_epoch, group0.length.total
     steps = min(per_epoch, total - (number - 1) * per_epoch)
-    epoch = Epoch(number, active, 0, {m.name: Timer(run.device) for m in active})
-    for m in epoch.active:
-        m.model.train()
-        group.steps[m.name].sums.zero()
-    desc = f"{group.variant} s{group.seed} epoch {epoch.number}/{group.length.epochs}"
-    bar = tqdm(total=steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)  # no bar when not a terminal
+    epochs = [Epoch(number, active, 0, {}) for _, active in parts]
+    timers = {key: Timer(run.device) for key in ([None] if together is not None else [id(m) for _, active in parts for m in active])}
+    for group, active in parts:
+        for m in active:
+            m.model.train()
+            group.steps[m.name].sums.zero()
+    label = f"{group0.variant} s{','.join(str(g.seed) for g, _ in parts)}"
+    bar = tqdm(total=steps, desc=f"{label} epoch {number}/{group0.length.epochs}", unit="step", leave=False, dynamic_ncols=True, disable=None)  # no bar when not a terminal
     started = last_read = last_line = time.perf_counter()
     done = 0
-    part = parallel.shard(run.world, group.stream.batch_size) if run.data_parallel else slice(None)
-    for x, y in group.stream.epoch(epoch.number):
+    part = parallel.shard(run.world, group0.stream.batch_size) if run.data_parallel else slice(None)
+    for batches in zip(*(g.stream.epoch(number) for g, _ in parts)):
         if done == steps:
             break
-        x, y = x[part], y[part]  # data-parallel: this rank's shard of the batch every rank drew
-        for m in epoch.active:
-            if m.diverged is not None:
-                continue
-            with epoch.timers[m.name]:
-                group.steps[m.name](x, y)
-                m.sched.step()
-            m.step += 1
+        batches = [(x[part], y[part]) for x, y in batches]  # data-parallel: this rank's shard of the batch every rank drew
+        step_models([(g.steps[m.name], m, batch) for (g, active), batch in zip(parts, batches) for m in active if m.diverged is None], timers, together)
         done += 1
         bar.update(1)
         if time.perf_counter() - last_read > PROGRESS_EVERY or done == steps:
             last_read = time.perf_counter()
-            post = progress(run, group, epoch, done)
+            post = {}
+            for (group, _), epoch in zip(parts, epochs):
+                numbers = progress(run, group, epoch, done)
+                post.update(numbers if len(parts) == 1 else {f"{k} s{group.seed}": v for k, v in numbers.items()})
             bar.set_postfix(post, refresh=False)
             if bar.disable and last_read - last_line >= PLAIN_EVERY and done < steps:
                 last_line = last_read
-                run.log.info(progress_line(group, epoch, (done, steps), post, last_read - started))
+                run.log.info(progress_line(label, group0, number, (done, steps), post, last_read - started))
         if run.data_parallel:  # Ctrl-C and divergence only at steps where every rank asks
-            stopping = (done % AGREE_EVERY == 0 or done == steps) and agree(run, group, epoch)
+            stopping = (done % AGREE_EVERY == 0 or done == steps) and any([agree(run, g, e) for (g, _), e in zip(parts, epochs)])
         else:
             stopping = run.stop.is_set()
         if stopping:
             bar.close()
             raise Interrupted()
     bar.close()
-    epoch.steps = done
-    return epoch
+    shared = timers[None].read() / sum(len(e.active) for e in epochs) if together is not None else None
+    for epoch in epochs:
+        epoch.steps = done
+        epoch.seconds = {m.name: shared if shared is not None else timers[id(m)].read() for m in epoch.active}
+    return epochs
+
+
+def step_models(live: list[tuple[TrainStep, Member, tuple]], timers: dict, together: dict | None) -> None:
+    """One optimizer step of each (step, model, its group's batch): one model after another, each
+    timed alone, or all at once through fused.Together under one timer."""
+    if together is None:
+        for step, m, (x, y) in live:
+            with timers[id(m)]:
+                step(x, y)
+                m.sched.step()
+    elif live:
+        with timers[None]:
+            joint(together, [step for step, _, _ in live])([x for *_, (x, _) in live], [y for *_, (_, y) in live])
+            for _, m, _ in live:
+                m.sched.step()
+    for _, m, _ in live:
+        m.step += 1
+
+
+def joint(cache: dict, steps: list[TrainStep]) -> fused.Together:
+    """The Together of these steps, made (and on CUDA captured) anew only when the set of models changes:
+    one diverged, or a group resumed from an earlier epoch than the others. The old one goes first, so
+    its graph's memory is free before the new capture."""
+    key = tuple(map(id, steps))
+    if cache.get("key") != key:
+        cache.clear()
+        cache.update(key=key, step=fused.Together(steps))
+    return cache["step"]
 
 
 def progress(run: Run, group: Group, epoch: Epoch, done: int) -> dict[str, str]:
@@ -295,14 +349,14 @@ def agree(run: Run, group: Group, epoch: Epoch) -> bool:
     return flags[0]
 
 
-def progress_line(group: Group, epoch: Epoch, done_of: tuple[int, int], post: dict[str, str], seconds: float) -> str:
+def progress_line(label: str, group: Group, number: int, done_of: tuple[int, int], post: dict[str, str], seconds: float) -> str:
     """The progress bar as one plain line: where the epoch is, its pace, each model's running numbers and
-    the time the group still needs at this pace (validation not counted)."""
+    the time the group (or groups in lockstep, `label`) still needs at this pace (validation not counted)."""
     done, steps = done_of
     per_second = done / max(seconds, 1e-9)
-    left = group.length.total - (epoch.number - 1) * group.length.steps_per_epoch - done
+    left = group.length.total - (number - 1) * group.length.steps_per_epoch - done
     models = ", ".join(f"{name} {numbers}" for name, numbers in post.items())
-    return (f"{group.variant} s{group.seed} epoch {epoch.number}/{group.length.epochs} step {done}/{steps}, "
+    return (f"{label} epoch {number}/{group.length.epochs} step {done}/{steps}, "
             f"{per_second * group.stream.batch_size:,.0f} images/s, {models}, about {duration(left / per_second)} left")
 
 
@@ -324,7 +378,7 @@ def end_epoch(run: Run, group: Group, epoch: Epoch) -> None:
     summary = []
     for m in epoch.active:
         sums = group.steps[m.name].sums
-        seconds = epoch.timers[m.name].read()
+        seconds = epoch.seconds[m.name]
         m.seconds += seconds
         loss_sum, correct = float(sums.loss), int(sums.correct)
         if run.data_parallel:  # each rank summed its shards: the mean of the shards' losses is the batch's

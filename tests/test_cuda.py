@@ -70,7 +70,7 @@ def test_graphed_training_steps_match_eager_ones():
     groups = {}
     for graphs in (False, True):
         run, group = _group(graphs, stream)
-        epoch = training.run_epoch(run, group, 1, group.members)
+        (epoch,) = training.run_epoch(run, [(group, group.members)], 1)
         assert epoch.steps == len(stream)
         groups[graphs] = group
         assert all((group.steps[m.name].graph is not None) == graphs for m in group.members)

@@ -1,4 +1,7 @@
-"""A stack of models trained as one (fused.py) takes the steps each model would take on its own."""
+"""Models stepped as one (fused.py: a stack, or Together) take the steps each model takes on its own,
+and `train.fuse: on` gives a run the numbers of an unfused one."""
+
+import math
 
 import pytest
 import torch
@@ -81,3 +84,95 @@ def test_models_stepped_together_take_the_steps_they_take_alone(device):
         assert torch.allclose(a.sums.loss, b.sums.loss, rtol=rtol)
         for p, q in zip(a.m.model.parameters(), b.m.model.parameters()):
             assert torch.allclose(p, q, rtol=0.01, atol=atol)
+
+
+
+# train.fuse: on. On the CPU the models are stepped one after another either way, so fused training must
+# give exactly the numbers of unfused training; on CUDA the same test checks one graph of six models.
+def _training(tmp_path, device: str, fuse: str):
+    """A run's training without its final scoring: CNN, ST-CNN and `wild` for two seeds of RTS."""
+    import logging
+    import threading
+
+    from stnexp import data, training
+
+    cfg = config.validate({"device": device, "seeds": [0, 1], "data": {"train_size": 256, "val_size": 128, "variants": {"rts": None}},
+                           "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}, "wild": {"arch": "cnn"}},
+                           "train": {"epochs": 2, "batch_size": 64, "amp": "off", "fuse": fuse}})
+    dev = torch.device(device)
+    run = training.Run(cfg, tmp_path, dev, None, logging.getLogger("test"), threading.Event(), data.split(cfg.data, dev))
+
+    def train():
+        groups = [training.make_group(run, "rts", seed) for seed in cfg.seeds]  # resumed from tmp_path's checkpoints
+        training.train_groups(run, groups, [], fused.wanted(fuse))
+        return groups
+
+    return train
+
+
+def _numbers(groups):
+    """Each model's history (without timings) and final weights; of `wild` only when it stopped (the
+    step at which a loss is seen to be nan depends on when the host reads it)."""
+    history = [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for g in groups for m in g.members for r in m.history]
+    wild = [(r["epoch"], math.isnan(r["train_loss"])) for r in history if r["model"] == "wild"]
+    return [r for r in history if r["model"] != "wild"], wild, [m.model.state_dict() for g in groups for m in g.members if m.name != "wild"]
+
+
+@pytest.fixture
+def wild_diverges(monkeypatch):
+    """Model `wild` blows up in its first epoch: the models stepped together must go on without it."""
+    build = members.build
+
+    def absurd_lr_for_wild(cfg, name, *args):
+        m = build(cfg, name, *args)
+        if name == "wild":
+            m.sched.base_lrs = [1e30 for _ in m.sched.base_lrs]
+        return m
+
+    monkeypatch.setattr(members, "build", absurd_lr_for_wild)
+
+
+def _same(a, b, exact: bool):
+    (history_a, wild_a, weights_a), (history_b, wild_b, weights_b) = a, b
+    assert wild_a == wild_b == [(1, True), (1, True)]  # both seeds' wild stopped in epoch 1, the others went on
+    if exact:
+        assert history_a == history_b
+    else:
+        assert [r["model"] for r in history_a] == [r["model"] for r in history_b]
+    for wa, wb in zip(weights_a, weights_b):
+        for k in wa:  # on CUDA a graph may pick other TF32 kernels
+            assert torch.equal(wa[k], wb[k]) if exact else torch.allclose(wa[k], wb[k], rtol=0.01, atol=1e-2), k
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_training_gives_every_model_the_numbers_of_unfused_training(tmp_path, device, wild_diverges):
+    off = _numbers(_training(tmp_path / "off", device, "off")())
+    on = _numbers(_training(tmp_path / "on", device, "on")())
+    _same(on, off, exact=device == "cpu")
+
+
+def test_fused_training_resumes_with_its_seeds_at_different_epochs(tmp_path, monkeypatch, wild_diverges):
+    from stnexp import training
+
+    straight = _numbers(_training(tmp_path / "straight", "cpu", "off")())
+    end_epoch = training.end_epoch
+
+    def stop_after_seed_0_epoch_1(run, group, epoch):
+        end_epoch(run, group, epoch)
+        if (group.seed, epoch.number) == (0, 1):  # seed 1 has no checkpoint yet
+            raise training.Interrupted()
+
+    monkeypatch.setattr(training, "end_epoch", stop_after_seed_0_epoch_1)
+    train = _training(tmp_path / "cut", "cpu", "on")
+    with pytest.raises(training.Interrupted):
+        train()
+    monkeypatch.setattr(training, "end_epoch", end_epoch)
+    _same(_numbers(train()), straight, exact=True)
+
+
+def test_fuse_trains_each_variants_seeds_in_lockstep():
+    from stnexp.training import lockstep
+
+    groups = [("rts", 0), ("rts", 1), ("rotated", 0), ("rotated", 1)]
+    assert lockstep(groups, False) == [[g] for g in groups]
+    assert lockstep(groups, True) == [[("rts", 0), ("rts", 1)], [("rotated", 0), ("rotated", 1)]]

@@ -187,7 +187,7 @@ def test_unexpected_error_is_one_line_with_the_traceback_in_train_log(tmp_path, 
     def boom(*a, **k):
         raise RuntimeError("planted failure")
 
-    monkeypatch.setattr(training, "train_group", boom)
+    monkeypatch.setattr(training, "train_groups", boom)
     r = cli("train", "configs/smoke.yaml", "--out", tmp_path / "run", sets=TINY)
     assert r.exit_code == 1
     assert r.stderr.strip() == "error: unexpected RuntimeError: planted failure (traceback in train.log)"
