@@ -93,7 +93,11 @@ def conventional(mcfg, digits, n, batch, device, workers) -> float:
 
 
 def textbook(model):
-    """The same network with ReLU before max-pool, as conventional code writes it (same function)."""
+    """The same network with ReLU before max-pool and conv1's plain backward, as conventional code
+    writes it (same function)."""
+    for conv in model.modules():
+        if isinstance(conv, models.ImageConv):
+            conv.fast_grad = False
     for seq in model.modules():
         if isinstance(seq, torch.nn.Sequential):
             layers = list(seq)

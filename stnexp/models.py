@@ -35,9 +35,58 @@ def conv_block(c_in: int, c_out: int, kernel: int, norm: str) -> nn.Sequential:
     with any monotonic function, so the output is the same, and the ReLU (forward and backward) touches
     4x fewer values (a fifth of the CNN's CPU step time went to them). Batch norm may flip signs, so
     there the textbook order stays."""
+    conv = (ImageConv if c_in == 1 else nn.Conv2d)(c_in, c_out, kernel)
     if norm == "batch":
-        return nn.Sequential(nn.Conv2d(c_in, c_out, kernel), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2))
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel), nn.MaxPool2d(2), nn.ReLU(inplace=True))
+        return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    return nn.Sequential(conv, nn.MaxPool2d(2), nn.ReLU(inplace=True))
+
+
+class ImageConv(nn.Conv2d):
+    """A valid convolution of one-channel images (conv1), as nn.Conv2d (the same weights, draws and
+    state_dict keys), whose gradient with respect to the images, when one is needed (behind a
+    transformer at the input), is computed on the CPU as a depthwise convolution summed over the
+    channels: oneDNN's own for one input channel took about 5x the forward pass, a quarter of the
+    ST-CNN's CPU step (README, Performance). `fast_grad` False: nn.Conv2d's own backward (the
+    conventional pipeline of scripts/bench.py). Under vmap (fused.Stack) images do not report that
+    they require a gradient, so the plain path runs there."""
+
+    fast_grad = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = self.stride == (1, 1) and self.padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1
+        if self.fast_grad and plain and x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled():
+            return _ImageConvFn.apply(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+class _ImageConvFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        # under autocast conv2d would run in its lower precision: do the same casts here, by hand, and
+        # keep what the convolution saw for the backward pass
+        ctx.dtypes = (x.dtype, w.dtype, b.dtype if b is not None else None)
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        x, w, b = x.to(dtype), w.to(dtype), (b.to(dtype) if b is not None else None)
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        with torch.autocast("cpu", enabled=False):
+            return F.conv2d(x, w, b)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, w = ctx.saved_tensors
+        g = g.to(x.dtype)
+        _, gw, gb = torch.ops.aten.convolution_backward(g, x, w, [w.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                                                        [False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]])
+        gx = None
+        if ctx.needs_input_grad[0]:
+            # the full correlation of each channel's gradient with its own flipped kernel, then the sum
+            # over channels: a depthwise forward conv, which oneDNN runs fast (faster than the same as
+            # a transposed conv, 4x faster than one conv from all channels to one)
+            gx = F.conv2d(g, w.flip(2, 3), groups=w.shape[0], padding=(w.shape[-2] - 1, w.shape[-1] - 1)).sum(1, keepdim=True)
+        dx, dw, db = ctx.dtypes
+        return (gx.to(dx) if gx is not None else None, gw.to(dw) if gw is not None else None,
+                gb.to(db) if gb is not None else None)
 
 
 def after_block(size: int, kernel: int) -> int:

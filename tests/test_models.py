@@ -99,6 +99,33 @@ def test_transform_parameters_and_sampling_are_float32_under_autocast():
         assert net.transformed_images(x).dtype == torch.float32
 
 
+def test_conv1_behind_a_transformer_gets_the_gradients_of_a_plain_conv():
+    # ImageConv computes the gradient for its images its own way on the CPU: it must be nn.Conv2d's in
+    # fp32, and under bf16 autocast at least as close to the fp32 one as nn.Conv2d's own bf16 gradient
+    torch.manual_seed(0)
+    conv = models.ImageConv(1, 32, 9)
+    plain = torch.nn.Conv2d(1, 32, 9)
+    plain.load_state_dict(conv.state_dict())
+    image = torch.rand(8, 1, 42, 42)
+
+    def grads(layer, autocast):
+        x = image.clone().requires_grad_()
+        layer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = layer(x)
+        (out.float() * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        return [t.detach().clone() for t in (out, x.grad, layer.weight.grad, layer.bias.grad)]
+
+    def off(a, b):
+        return float((a.float() - b.float()).norm() / b.float().norm())
+
+    truth = grads(plain, False)
+    assert all(off(a, b) < 1e-6 for a, b in zip(grads(conv, False), truth))
+    ours, theirs = grads(conv, True), grads(plain, True)
+    assert [t.dtype for t in ours] == [t.dtype for t in theirs]
+    assert all(off(a, t) <= max(off(b, t), 1e-6) * 1.01 for a, b, t in zip(ours, theirs, truth))
+
+
 @pytest.mark.parametrize("arch", ["cnn", "stn-cnn", "fcn", "st-fcn"])
 def test_a_few_hundred_images_of_training_lower_the_loss(arch):
     from stnexp import mnist
