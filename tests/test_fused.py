@@ -86,7 +86,6 @@ def test_models_stepped_together_take_the_steps_they_take_alone(device):
             assert torch.allclose(p, q, rtol=0.01, atol=atol)
 
 
-
 # train.fuse: on. On the CPU the models are stepped one after another either way, so fused training must
 # give exactly the numbers of unfused training; on CUDA the same test checks one graph of six models.
 def _training(tmp_path, device: str, fuse: str):
