@@ -45,8 +45,8 @@ class ImageConv(nn.Conv2d):
     """A valid convolution of one-channel images (conv1), as nn.Conv2d (the same weights, draws and
     state_dict keys), whose gradient with respect to the images, when one is needed (behind a
     transformer at the input), is computed on the CPU as a depthwise convolution summed over the
-    channels: oneDNN's own for one input channel took about 5x the forward pass, a quarter of the
-    ST-CNN's CPU step (README, Performance). `fast_grad` False: nn.Conv2d's own backward (the
+    channels: oneDNN's own for one input channel took about 5x the forward pass, some 110 ms of a
+    245 ms ST-CNN step (batch 128, fp32; README, Performance). `fast_grad` False: nn.Conv2d's own backward (the
     conventional pipeline of scripts/bench.py). Under vmap (fused.Stack) images do not report that
     they require a gradient, so the plain path runs there."""
 
