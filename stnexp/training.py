@@ -278,6 +278,7 @@ def run_epoch(run: Run, parts: list[tuple[Group, list[Member]]], number: int, to
                 last_line = last_read
                 run.log.info(progress_line(label, group0, number, (done, steps), post, last_read - started))
         if run.data_parallel:  # Ctrl-C and divergence only at steps where every rank asks
+            # a list, not a generator: every group's all-reduce must run on every rank
             stopping = (done % AGREE_EVERY == 0 or done == steps) and any([agree(run, g, e) for (g, _), e in zip(parts, epochs)])
         else:
             stopping = run.stop.is_set()
