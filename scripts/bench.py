@@ -93,10 +93,10 @@ def conventional(mcfg, digits, n, batch, device, workers) -> float:
 
 
 def textbook(model):
-    """The same network with ReLU before max-pool and conv1's plain backward, as conventional code
+    """The same network with ReLU before max-pool and nn.Conv2d's own convolutions, as conventional code
     writes it (same function)."""
     for conv in model.modules():
-        if isinstance(conv, models.ImageConv):
+        if isinstance(conv, (models.ImageConv, models.Conv)):
             conv.fast_grad = False
     for seq in model.modules():
         if isinstance(seq, torch.nn.Sequential):

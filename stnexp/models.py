@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stnexp import geometry, transforms
+from stnexp import geometry, spectral, transforms
 from stnexp.config import CNNConfig, FCNConfig, TransformerConfig
 
 ModelConfig = Union[CNNConfig, FCNConfig]
@@ -35,10 +35,31 @@ def conv_block(c_in: int, c_out: int, kernel: int, norm: str) -> nn.Sequential:
     with any monotonic function, so the output is the same, and the ReLU (forward and backward) touches
     4x fewer values (a fifth of the CNN's CPU step time went to them). Batch norm may flip signs, so
     there the textbook order stays."""
-    conv = (ImageConv if c_in == 1 else nn.Conv2d)(c_in, c_out, kernel)
+    conv = (ImageConv if c_in == 1 else Conv)(c_in, c_out, kernel)
     if norm == "batch":
         return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2))
     return nn.Sequential(conv, nn.MaxPool2d(2), nn.ReLU(inplace=True))
+
+
+def _plain(conv: nn.Conv2d) -> bool:
+    return conv.stride == (1, 1) and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1
+
+
+class Conv(nn.Conv2d):
+    """A valid convolution of feature maps (conv2), as nn.Conv2d (the same weights, draws and state_dict
+    keys), whose training steps on the CPU in fp32 go through the DFT (spectral.conv2d): oneDNN's
+    backward of conv2 took about 3x its forward there, some 75 of a 145 ms CNN step (batch 128; README,
+    Performance), and forward and backward through the DFT together take about half of oneDNN's.
+    Evaluation (no gradient), CUDA and bf16 autocast, where oneDNN's matrix units win, take nn.Conv2d's
+    path. `fast_grad` False: always nn.Conv2d's (the conventional pipeline of scripts/bench.py)."""
+
+    fast_grad = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.fast_grad and _plain(self) and x.device.type == "cpu" and torch.is_grad_enabled()
+                and not torch.is_autocast_enabled("cpu") and (x.requires_grad or self.weight.requires_grad)):
+            return spectral.conv2d(x, self.weight, self.bias)
+        return super().forward(x)
 
 
 class ImageConv(nn.Conv2d):
@@ -53,8 +74,7 @@ class ImageConv(nn.Conv2d):
     fast_grad = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = self.stride == (1, 1) and self.padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1
-        if self.fast_grad and plain and x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled():
+        if self.fast_grad and _plain(self) and x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled():
             return _ImageConvFn.apply(x, self.weight, self.bias)
         return super().forward(x)
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stnexp import config, models, optim, transforms
+from stnexp import config, models, optim, spectral, transforms
 
 TRANSFORMS = list(transforms.FAMILIES)
 
@@ -124,6 +124,47 @@ def test_conv1_behind_a_transformer_gets_the_gradients_of_a_plain_conv():
     ours, theirs = grads(conv, True), grads(plain, True)
     assert [t.dtype for t in ours] == [t.dtype for t in theirs]
     assert all(off(a, t) <= max(off(b, t), 1e-6) * 1.01 for a, b, t in zip(ours, theirs, truth))
+
+
+@pytest.mark.parametrize("shape", [
+    (4, 3, 5, 3, 8, 9),   # batch, c_in, c_out, kernel, height, width: odd and even sides
+    (4, 3, 5, 3, 9, 8),
+    (2, 2, 3, 4, 4, 4),   # the kernel as large as the image: one output
+    (16, 32, 64, 7, 17, 17),  # the paper CNN's conv2 on 42x42 digits
+])
+def test_the_convolution_through_the_dft_is_a_valid_conv2d_and_has_its_gradients(shape):
+    n, c, o, k, h, w = shape
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(n, c, h, w), torch.randn(o, c, k, k), torch.randn(o)
+    probe = torch.randn(n, o, h - k + 1, w - k + 1)
+
+    def run(conv):
+        inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        out = conv(*inputs)
+        return [out.detach(), *torch.autograd.grad((out * probe).sum(), inputs)]
+
+    for ours, truth in zip(run(spectral.conv2d), run(F.conv2d)):
+        assert float((ours - truth).norm() / truth.norm()) < 1e-5
+
+
+def test_conv2_trains_through_the_dft_on_the_cpu_and_scores_through_conv2d(monkeypatch):
+    calls = []
+    through_dft = spectral.conv2d
+    monkeypatch.setattr(spectral, "conv2d", lambda *a: calls.append(1) or through_dft(*a))
+    torch.manual_seed(0)
+    conv = models.Conv(32, 64, 7)
+    plain = torch.nn.Conv2d(32, 64, 7)
+    plain.load_state_dict(conv.state_dict())
+    x = torch.randn(4, 32, 17, 17)
+    with torch.no_grad():
+        assert torch.equal(conv(x), plain(x)) and not calls
+    out = conv(x)
+    assert len(calls) == 1 and torch.allclose(out, plain(x), atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # oneDNN's bf16 kernels, not the DFT in fp32
+        assert conv(x).dtype == torch.bfloat16 and len(calls) == 1
+    conv.fast_grad = False
+    conv(x)
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("arch", ["cnn", "stn-cnn", "fcn", "st-fcn"])
