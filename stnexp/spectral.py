@@ -24,7 +24,8 @@ def bases(h: int, w: int, out_h: int, out_w: int, dtype: torch.dtype, device: to
     """The DFT matrices for h x w signals (w's half spectrum: real signals), built in float64 and
     rounded once. Forward: `w` (2M x w: cos rows, then -sin rows; M = w // 2 + 1) and `cos_h`, `sin_h`
     (h x h). Inverse to the out_h x out_w top-left outputs: `inv_re`, `inv_im` (2 out_h x h, rows
-    ordered (output row, real/imaginary)) and `inv_w` (out_w x 2M)."""
+    ordered (output row, real/imaginary)) and `inv_w` (out_w x 2M). `kernel`: the spectra of the
+    (h - out_h + 1) x (w - out_w + 1) kernels as one matrix (2 x H x M rows)."""
     m = w // 2 + 1
     ang_w = 2 * math.pi * torch.outer(torch.arange(m, dtype=torch.float64), torch.arange(w, dtype=torch.float64)) / w
     ang_h = 2 * math.pi * torch.outer(torch.arange(h, dtype=torch.float64), torch.arange(h, dtype=torch.float64)) / h
@@ -44,6 +45,12 @@ def bases(h: int, w: int, out_h: int, out_w: int, dtype: torch.dtype, device: to
         "inv_im": torch.stack([-si, ci], 1).reshape(2 * out_h, h),
         "inv_w": torch.cat([cj, -sj], 1),
     }
+    # the kernels' spectra in one product: what spectrum() makes of each one-pixel kernel, as the
+    # rows of a (2 H M) x (kernel pixels) matrix (the kernel is a few dozen numbers; its two small
+    # products cost more in their layouts than in arithmetic)
+    kh, kw = h - out_h + 1, w - out_w + 1
+    re, im = spectrum(torch.eye(kh * kw, dtype=torch.float64).view(kh * kw, kh, kw), made)
+    made["kernel"] = torch.stack([re, im])
     return {k: v.to(dtype=dtype, device=device).contiguous() for k, v in made.items()}
 
 
@@ -72,9 +79,9 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     m = w // 2 + 1
     freqs = h * m
     x_re, x_im = spectrum(x.contiguous().view(n * c, h, w), b)
-    w_re, w_im = spectrum(weight.reshape(o * c, kh, kw), b)
+    w_re, w_im = (b["kernel"].view(2 * freqs, kh * kw) @ weight.reshape(o * c, kh * kw).t()).view(2, freqs, o, c)
     x_re, x_im = x_re.view(freqs, n, c), x_im.view(freqs, n, c)
-    w_re, w_im = w_re.view(freqs, o, c).transpose(1, 2), w_im.view(freqs, o, c).transpose(1, 2)  # F x c x o
+    w_re, w_im = w_re.transpose(1, 2), w_im.transpose(1, 2)  # F x c x o
     # correlation: X times the kernel's conjugate, at every frequency a (n x c) @ (c x o) product
     y_re = torch.baddbmm(torch.bmm(x_re, w_re), x_im, w_im)
     y_im = torch.baddbmm(torch.bmm(x_im, w_re), x_re, w_im, alpha=-1)
