@@ -50,8 +50,10 @@ class Conv(nn.Conv2d):
     keys), whose training steps on the CPU in fp32 go through the DFT (spectral.conv2d): oneDNN's
     backward of conv2 took about 3x its forward there, some 75 of a 145 ms CNN step (batch 128; README,
     Performance), and forward and backward through the DFT together take about half of oneDNN's.
-    Evaluation (no gradient), CUDA and bf16 autocast, where oneDNN's matrix units win, take nn.Conv2d's
-    path. `fast_grad` False: always nn.Conv2d's (the conventional pipeline of scripts/bench.py)."""
+    Evaluation (no gradient: scores stay nn.Conv2d's), CUDA (cuDNN) and bf16 autocast (oneDNN's AMX
+    kernels) take nn.Conv2d's path. `fast_grad` False: always nn.Conv2d's (the conventional pipeline of
+    scripts/bench.py). Under vmap (fused.Stack) neither input reports that it requires a gradient, so
+    the plain path runs there."""
 
     fast_grad = True
 
