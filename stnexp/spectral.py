@@ -7,8 +7,9 @@ columns), the product a batch of (batch x c_in) @ (c_in x c_out) matrix products
 For conv2 of the paper's CNN (32 -> 64 channels, 7x7 on 17x17) that is about a fifth of the direct
 convolution's multiply-adds, and autograd's backward pass through the same products is as cheap; on
 a CPU without bf16 matrix units oneDNN's backward of that conv takes about 3x its forward
-(README, Performance). Only plain ops are used, so autograd, vmap and any device work as for
-F.conv2d; the results agree with it to float rounding (tests/test_models.py).
+(README, Performance). Only plain differentiable ops are used, so autograd needs no backward of its
+own; values and gradients agree with F.conv2d's to float rounding (tests/test_models.py, on the CPU:
+the only place models.Conv calls it).
 """
 
 from __future__ import annotations
