@@ -207,6 +207,67 @@ def fused_case(seeds: int, n: int, batch: int, device, amp: str, graphs: bool, p
     print("fused: one stacked model per architecture (not for models of different shapes); together: CUDA graphs only")
 
 
+def profile_case(batch: int, device, amp: str, steps: int) -> None:
+    """Where one model's training step spends its time: torch.profiler over `steps` eager steps, each
+    kernel's (on a CPU: each op's) own device time per step, the largest first; then the step's wall time
+    eager and, on CUDA, as one replayed graph, at batch B and 3B (whether a bigger step fills the device
+    better, which is what running several models at once can gain)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from stnexp import members
+    from stnexp.step import TrainStep
+
+    def cfg(b, graphs):
+        return config.validate({
+            "device": str(device), "data": {"train_size": b, "val_size": 0, "variants": {"rts": None}},
+            "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}},
+            "train": {"batch_size": b, "amp": amp, "lr": 0.01, "cuda_graphs": graphs}})
+
+    def step_for(name, b, graphs):
+        c = cfg(b, graphs)
+        split = data.split(c.data, device)
+        x, y = next(iter(data.Stream(split.train, c.variant("rts"), 0, "rts", b, True).epoch(1)))
+        return TrainStep(members.build(c, name, "rts", 0, members.Length(1, 10**9, 1), device), c.train, dev.autocast_dtype(amp, device)), x, y
+
+    def wall(step, x, y, n):
+        for _ in range(5):  # warm-up: kernel choice, capture
+            step(x, y)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step(x, y)
+        sync(device)
+        return (time.perf_counter() - t0) / n
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    for name in ("cnn", "st-cnn"):
+        step, x, y = step_for(name, batch, False)
+        eager = wall(step, x, y, steps)
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                step(x, y)
+            sync(device)
+        # kernels (CUDA) or ops (CPU) by their own time; on a CPU nested ops would count twice otherwise
+        rows = [e for e in prof.key_averages() if (e.device_type.name == "CUDA") == cuda]
+        own = lambda e: (getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) if cuda else e.self_cpu_time_total) / steps  # noqa: E731 (us per step)
+        rows = sorted((e for e in rows if own(e) > 0), key=own, reverse=True)
+        total = sum(own(e) for e in rows)
+        print(f"{name}, batch {batch}: {'kernel' if cuda else 'op'} time {total / 1000:.3f} ms a step "
+              f"(eager wall {eager * 1000:.3f} ms a step), {sum(e.count for e in rows) / steps:.0f} {'kernels' if cuda else 'ops'} a step")
+        print(f"| {'kernel' if cuda else 'op'} | calls a step | us a step | share |")
+        print("|---|---:|---:|---:|")
+        for e in rows[:14]:
+            print(f"| {e.key[:90]} | {e.count / steps:.0f} | {own(e):.1f} | {own(e) / total:.1%} |")
+        print()
+        if cuda:
+            for b in (batch, 3 * batch):
+                graphed, gx, gy = step_for(name, b, True)
+                seconds = wall(graphed, gx, gy, steps)
+                print(f"{name}: one graph a step, batch {b}: {seconds * 1000:.3f} ms a step, {b / seconds:,.0f} images/s")
+            print()
+
+
 def spread(values: list[float], fmt: str = ",.0f") -> str:
     """The median of the pairs' values and their range."""
     import statistics
@@ -295,6 +356,7 @@ def main():
     ap.add_argument("--pairs", type=int, default=3, help="measurements in alternation, a then b, this many times (medians and range)")
     ap.add_argument("--whole-process", action="store_true", help="time whole processes instead: the conventional script against `stnexp train` (default --n 20000)")
     ap.add_argument("--fused", type=int, metavar="S", help="instead: S seeds of each model stepped one after another against one fused, stacked step (fused.py)")
+    ap.add_argument("--profile", action="store_true", help="instead: where one model's step spends its time (torch.profiler), and on CUDA the graphed step at --batch and 3x --batch")
     ap.add_argument("--conventional-process", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -309,6 +371,10 @@ def main():
         print(f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
               + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "") + f"; torch {torch.__version__}")
         return fused_case(args.fused, args.n, args.batch, device, args.amp, not args.no_cuda_graphs, args.pairs)
+    if args.profile:
+        print(f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+              + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "") + f"; torch {torch.__version__}")
+        return profile_case(args.batch, device, args.amp, 20)
     cfg = config.validate({
         "device": str(device),
         "data": {"train_size": args.n, "val_size": 0, "variants": {"rts": None}},

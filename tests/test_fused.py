@@ -31,7 +31,10 @@ def test_a_stack_of_three_seeds_steps_as_the_three_models_do_alone(device, stn):
     # on CUDA convolutions run in TF32 (torch's default for cuDNN), grouped or not in their own ways
     rtol, atol = (1e-5, 1e-4) if device == "cpu" else (1e-3, 1e-2)
     g = torch.Generator().manual_seed(0)
-    for k in range(5):  # member i steps on batch i: each seed its own stream
+    # three steps: on random images the sampler's pixel boundaries make float-rounding differences grow
+    # several-fold a step (a TPS transformer's weights: under a thousandth of the tolerance after three steps,
+    # a third of it after five on a 2-core EPYC, past it after five on a 16-core Xeon)
+    for k in range(3):  # member i steps on batch i: each seed its own stream
         x, y = torch.rand(3, 32, 1, 42, 42, generator=g).to(dev), torch.randint(0, 10, (3, 32), generator=g).to(dev)
         stack(x, y)
         stack.sched.step()
@@ -41,7 +44,7 @@ def test_a_stack_of_three_seeds_steps_as_the_three_models_do_alone(device, stn):
         if k == 0:  # the first step's losses: the same arithmetic but for the order of float sums
             assert torch.allclose(stack.sums.loss, torch.stack([s.sums.loss for s in alone]), rtol=rtol)
     stack.unstack()
-    for m, step in zip(own, alone):  # five steps on: the weights still agree
+    for m, step in zip(own, alone):  # three steps on: the weights still agree
         for p, q in zip(m.model.parameters(), step.m.model.parameters()):
             assert torch.allclose(p, q, atol=atol, rtol=0.01)
 
