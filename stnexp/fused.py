@@ -10,7 +10,7 @@ may run the small kernels of several models at once.
 
 Measured with `scripts/bench.py --fused S`. `stnexp train` with `train.fuse: on` trains each variant's
 seeds in lockstep and takes every step of all their models through one Together; `auto` turns that on
-only where it has been measured faster (wanted()).
+where it has been measured faster: on CUDA with graphs (wanted()).
 """
 
 from __future__ import annotations
@@ -34,12 +34,15 @@ from stnexp.step import Sums, TrainStep, capture, capture_together
 warnings.filterwarnings("ignore", message=r".*batching rule for aten::affine_grid_generator.*")
 
 
-def wanted(fuse: str) -> bool:
-    """Whether `stnexp train` steps models together (train.fuse). auto: where measured faster, and that
-    is nowhere yet: on a CPU Together is one model after another (nothing to gain), the stacked step
-    measured slower on the CPU and on an H100 (README, Performance), and Together on a GPU is not yet
-    measured (scripts/gpu_check.sh measures it)."""
-    return fuse == "on"
+def wanted(t: TrainConfig, device: torch.device) -> bool:
+    """Whether `stnexp train` steps models together (train.fuse). auto: where it was measured faster,
+    on CUDA with graphs (one graph with a stream per model: 1.22x to 1.29x the model-images/s of one
+    model after another, 3 seeds of CNN + ST-CNN on an H200; README, Performance). Not on a CPU, where
+    Together is one model after another anyway, nor where the steps are not graphed (eager steps,
+    data-parallel ones)."""
+    if t.fuse != "auto":
+        return t.fuse == "on"
+    return device.type == "cuda" and t.cuda_graphs and t.parallel != "data"
 
 
 def fusable(members: list[Member]) -> bool:

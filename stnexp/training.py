@@ -138,7 +138,7 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
     run = Run(cfg, Path(run_dir), device, dtype, log, stop or threading.Event(), split, tb, world)
     groups = [(vname, seed) for vname in cfg.data.variants for seed in cfg.seeds]
     mine = parallel.deal(groups, world) if world is not None and world.mode == "jobs" else groups
-    fuse = fused.wanted(cfg.train.fuse)
+    fuse = fused.wanted(cfg.train, device)
     if fuse:
         log.info("train.fuse: each variant's seeds train in lockstep, all their models' steps taken together"
                  + (" in one CUDA graph" if cfg.train.cuda_graphs and device.type == "cuda" else ""))
