@@ -122,24 +122,30 @@ class Stack:
 
 class Together:
     """Several members' own steps (TrainStep) taken as one: on CUDA with graphs, one graph with a branch
-    per member on its own stream; elsewhere one after another, as unfused. Each member keeps its model,
-    optimizer, sums and batch; the arithmetic is that of its own step."""
+    per member on its own stream; elsewhere one after another, as unfused. A step that cannot be
+    graphed (dropout, data-parallel) runs eagerly beside the graph of the others, so one such model
+    does not cost the others their graph. Each member keeps its model, optimizer, sums and batch; the
+    arithmetic is that of its own step."""
 
     def __init__(self, steps: list[TrainStep]):
         self.steps = steps
-        self.graphed = all(s.graphed for s in steps)
+        # the members in the joint graph: those whose own step is graphed, if there are two or more
+        shared = [i for i, s in enumerate(steps) if s.graphed]
+        self.shared = shared if len(shared) > 1 else []
+        self.graphed = bool(self.shared) and len(self.shared) == len(steps)  # all of them in one graph
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def __call__(self, xs, ys) -> None:
         """One step of every member, member i on batch (xs[i], ys[i]): tensors S x B x ..., or lists."""
-        if not self.graphed:
-            for step, x, y in zip(self.steps, xs, ys):
-                step(x, y)
+        for i, (step, x, y) in enumerate(zip(self.steps, xs, ys)):
+            if i not in self.shared:
+                step(x, y)  # eagerly, or its own graph
+        if not self.shared:
             return
         if self.graph is None:
-            parts = [(step.replayable(x, y), step.m.model, step.m.opt, step.sums) for step, x, y in zip(self.steps, xs, ys)]
-            self.graph = capture_together(parts, xs[0].device)
-        for step, x, y in zip(self.steps, xs, ys):
-            step.x.copy_(x)
-            step.y.copy_(y)
+            parts = [(self.steps[i].replayable(xs[i], ys[i]), self.steps[i].m.model, self.steps[i].m.opt, self.steps[i].sums) for i in self.shared]
+            self.graph = capture_together(parts, xs[self.shared[0]].device)
+        for i in self.shared:
+            self.steps[i].x.copy_(xs[i])
+            self.steps[i].y.copy_(ys[i])
         self.graph.replay()

@@ -71,10 +71,11 @@ def test_models_with_dropout_or_different_shapes_are_not_fused():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_models_stepped_together_take_the_steps_they_take_alone(device):
-    # a CNN and an ST-CNN for each of two seeds, each on its own batch: on CUDA one graph with a stream
-    # per model, on the CPU one after another
+    # a CNN, an ST-CNN and a CNN with dropout for each of two seeds, each on its own batch: on CUDA one
+    # graph with a stream per model and the dropout models (no graph) eagerly beside it, on the CPU
+    # one after another
     cfg = config.validate({"device": device, "seeds": [0, 1], "data": {"train_size": 512, "val_size": 0, "variants": {"rts": None}},
-                           "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}},
+                           "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}, "drop": {"arch": "cnn", "dropout": 0.5}},
                            "train": {"batch_size": 32, "lr": 0.01, "amp": "off"}})
     dev = torch.device(device)
     length = members.Length(8, 8, 1)
@@ -83,10 +84,11 @@ def test_models_stepped_together_take_the_steps_they_take_alone(device):
         return [TrainStep(members.build(cfg, name, "rts", s, length, dev), cfg.train, None) for s in cfg.seeds for name in cfg.models]
 
     together, alone = fused.Together(fresh()), fresh()
-    assert together.graphed == (device == "cuda")
+    in_graph = [together.steps[i].m.name for i in together.shared]
+    assert in_graph == (["cnn", "st-cnn"] * 2 if device == "cuda" else []) and not together.graphed
     g = torch.Generator().manual_seed(0)
     for _ in range(5):
-        x, y = torch.rand(4, 32, 1, 42, 42, generator=g).to(dev), torch.randint(0, 10, (4, 32), generator=g).to(dev)
+        x, y = torch.rand(6, 32, 1, 42, 42, generator=g).to(dev), torch.randint(0, 10, (6, 32), generator=g).to(dev)
         together(x, y)
         for i, step in enumerate(alone):
             step(x[i], y[i])
