@@ -33,7 +33,7 @@ def test_a_stack_of_three_seeds_steps_as_the_three_models_do_alone(device, stn):
     g = torch.Generator().manual_seed(0)
     # three steps: on random images the sampler's pixel boundaries make float-rounding differences grow
     # several-fold a step (a TPS transformer's weights: under a thousandth of the tolerance after three steps,
-    # a third of it after five on a 2-core EPYC, past it after five on a 16-core Xeon)
+    # about 0.4 of it after five on a 2-core EPYC, past it after five on a 16-core Xeon)
     for k in range(3):  # member i steps on batch i: each seed its own stream
         x, y = torch.rand(3, 32, 1, 42, 42, generator=g).to(dev), torch.randint(0, 10, (3, 32), generator=g).to(dev)
         stack(x, y)
@@ -47,6 +47,7 @@ def test_a_stack_of_three_seeds_steps_as_the_three_models_do_alone(device, stn):
     for m, step in zip(own, alone):  # three steps on: the weights still agree
         for p, q in zip(m.model.parameters(), step.m.model.parameters()):
             assert torch.allclose(p, q, atol=atol, rtol=0.01)
+
 
 def test_fuse_auto_is_on_only_where_it_was_measured_faster():
     def wanted(device, **train):
