@@ -4,7 +4,8 @@
     torchvision RandomAffine), fp32, NCHW, the textbook layer order (ReLU before max-pool); each model
     trained on its own pass, as two separate scripts would.
 (b) stnexp: digits on the device, whole-batch distortion on the device, both models side by side on the
-    same batches, precision and memory layout as `stnexp train` picks them (training.run_epoch itself).
+    same batches, precision and memory layout as `stnexp train` picks them (training.run_epoch itself),
+    each model's step timed alone as with `train.fuse: off` (`--fused` measures stepping them together).
 Same work in both: RTS (rotation +-45, scale 0.7-1.2, shift in a 42x42 canvas), N training images, the
 paper-sized CNN and ST-CNN, SGD with momentum.
 
