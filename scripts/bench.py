@@ -269,6 +269,12 @@ def profile_case(batch: int, device, amp: str, steps: int) -> None:
             print()
 
 
+def machine(device) -> str:
+    """The line that says where a measurement ran."""
+    return (f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+            + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
+
+
 def spread(values: list[float], fmt: str = ",.0f") -> str:
     """The median of the pairs' values and their range."""
     import statistics
@@ -369,12 +375,10 @@ def main():
     device = dev.resolve(args.device)
     dev.configure(device, deterministic=False)  # as `stnexp train` does
     if args.fused:
-        print(f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-              + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "") + f"; torch {torch.__version__}")
+        print(machine(device) + f"; torch {torch.__version__}")
         return fused_case(args.fused, args.n, args.batch, device, args.amp, not args.no_cuda_graphs, args.pairs)
     if args.profile:
-        print(f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-              + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "") + f"; torch {torch.__version__}")
+        print(machine(device) + f"; torch {torch.__version__}")
         return profile_case(args.batch, device, args.amp, 20)
     cfg = config.validate({
         "device": str(device),
@@ -382,8 +386,7 @@ def main():
         "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {}}},
         "train": {"batch_size": args.batch, "amp": args.amp, "compile": args.compile, "lr": 0.01, "cuda_graphs": not args.no_cuda_graphs},
     })
-    print(f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-          + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
+    print(machine(device))
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}")
     print(f"work: RTS 42x42, n={args.n} images per model, batch {args.batch}, SGD momentum 0.9, device {device}")
 

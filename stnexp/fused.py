@@ -132,8 +132,12 @@ class Together:
         # the members in the joint graph: those whose own step is graphed, if there are two or more
         shared = [i for i, s in enumerate(steps) if s.graphed]
         self.shared = shared if len(shared) > 1 else []
-        self.graphed = bool(self.shared) and len(self.shared) == len(steps)  # all of them in one graph
         self.graph: torch.cuda.CUDAGraph | None = None
+
+    @property
+    def graphed(self) -> bool:
+        """Whether all the members step in the one graph."""
+        return bool(self.shared) and len(self.shared) == len(self.steps)
 
     def __call__(self, xs, ys) -> None:
         """One step of every member, member i on batch (xs[i], ys[i]): tensors S x B x ..., or lists."""
