@@ -338,6 +338,8 @@ def test_every_paper_config_is_the_papers_protocol(column):
     rows = {paper.row(cfg, m) for m in cfg.models}
     want = {"FCN", "CNN", "ST-FCN Aff", "ST-CNN Aff"} if column == "cluttered" else set(paper.ROWS)
     assert rows == want and all(paper.column(cfg, v) for v in cfg.data.variants)
+    # the paper reports no localisation lr multiplier for MNIST, and a tenth measured worse (RESULTS.md)
+    assert all(m.stn.loc_lr_scale == 1.0 for m in cfg.models.values() if m.stn)
 
 
 def _copy_results(run, to, seed, error):

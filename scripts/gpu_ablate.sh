@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The RTS recipe ablations in one go on one H100/H200, one run after another (runs on one GPU take
+# turns): configs/ablations/rts-recipe.yaml (7 models, one change each, 3 seeds), then its cnn and st-cnn
+# with all 60,000 training digits (no validation set: the last epoch counts as best), then with weight
+# decay 5e-4. Each is shortened to ITERS iterations (lr / 10 at a third and two thirds). A shared deadline
+# (SIGINT: partial tables) keeps the whole under SECONDS. Per run and model: mean +- std of the test
+# error over the seeds, best and last checkpoint, in OUT_DIR/summary.txt. Arguments after SECONDS go to
+# every run (e.g. --set train.compile=true).
+# usage: bash scripts/gpu_ablate.sh [OUT_DIR] [ITERS] [SECONDS] [--set KEY=VALUE ...]
+set -u
+out=${1:-/tmp/gpu-ablate}
+iters=${2:-10000}
+seconds=${3:-540}
+shift $(( $# < 3 ? $# : 3 ))
+extra=("$@")
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+deadline=$(( $(date +%s) + seconds ))
+left() { echo $(( deadline - $(date +%s) )); }
+sum="$out/summary.txt"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee "$sum"
+pair='models={cnn: {arch: cnn}, st-cnn: {arch: cnn, stn: {transform: affine}}}'
+ablate() {  # NAME, then --set arguments for configs/ablations/rts-recipe.yaml
+  local name=$1; shift
+  if [ "$(left)" -lt 40 ]; then echo "$name: skipped (deadline)" | tee -a "$sum"; return; fi
+  local start=$(date +%s)
+  timeout -s INT "$(( $(left) - 15 ))" python3 -m stnexp train configs/ablations/rts-recipe.yaml \
+    --set train.iterations="$iters" --set train.every=$(( (iters + 2) / 3 )) "$@" "${extra[@]}" \
+    --out "/tmp/ablate/$name" --force > "$out/$name.txt" 2>&1
+  echo "$name: exit $?, $(( $(date +%s) - start )) s whole process" | tee -a "$sum"
+  python3 - "/tmp/ablate/$name" <<'PY' | tee -a "$sum"
+import collections, json, statistics, sys
+try:
+    rows = json.load(open(f"{sys.argv[1]}/results.json"))
+except OSError:
+    sys.exit(print("  no results"))
+errors = collections.defaultdict(list)
+for r in rows:
+    errors[(r["model"], r["checkpoint"])].append(r["error"])
+def cell(e):
+    return f"{statistics.mean(e):.2f} +- {statistics.stdev(e):.2f} {e}" if len(e) > 1 else f"{e}"
+for model in dict.fromkeys(r["model"] for r in rows):
+    print(f"  {model:14} best {cell(errors[model, 'best'])}   last {cell(errors[model, 'last'])}")
+PY
+  cp "/tmp/ablate/$name/results.md" "$out/$name-results.md" 2>/dev/null
+  cp "/tmp/ablate/$name/analysis.md" "$out/$name-analysis.md" 2>/dev/null
+}
+ablate models
+ablate all-60k --set "$pair" --set data.train_size=60000 --set data.val_size=0
+ablate wd5e-4 --set "$pair" --set train.weight_decay=0.0005
+tar czf "$out/ablate-runs.tar.gz" --exclude=checkpoints -C /tmp ablate
