@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -340,6 +341,14 @@ def test_every_paper_config_is_the_papers_protocol(column):
     assert rows == want and all(paper.column(cfg, v) for v in cfg.data.variants)
     # the paper reports no localisation lr multiplier for MNIST, and a tenth measured worse (RESULTS.md)
     assert all(m.stn.loc_lr_scale == 1.0 for m in cfg.models.values() if m.stn)
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in Path("configs").rglob("*.yaml")), ids=str)
+def test_every_shipped_config_validates(path):
+    from stnexp import config
+
+    cfg = config.load(path)
+    assert cfg.models and cfg.data.variants and cfg.seeds
 
 
 def _copy_results(run, to, seed, error):
