@@ -343,11 +343,14 @@ def test_every_paper_config_is_the_papers_protocol(column):
     assert all(m.stn.loc_lr_scale == 1.0 for m in cfg.models.values() if m.stn)
 
 
-@pytest.mark.parametrize("path", sorted(str(p) for p in Path("configs").rglob("*.yaml")), ids=str)
-def test_every_shipped_config_validates(path):
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")))
+def test_every_shipped_config_validates(name):
     from stnexp import config
 
-    cfg = config.load(path)
+    cfg = config.load(CONFIGS / name)
     assert cfg.models and cfg.data.variants and cfg.seeds
 
 
