@@ -3,9 +3,9 @@
 # turns): configs/ablations/rts-recipe.yaml (7 models, one change each, 3 seeds), then its cnn and st-cnn
 # with all 60,000 training digits (no validation set: the last epoch counts as best), then with weight
 # decay 5e-4. Each is shortened to ITERS iterations (lr / 10 at a third and two thirds). A shared deadline
-# (SIGINT: partial tables) keeps the whole under SECONDS. Per run and model: mean +- std of the test
-# error over the seeds, best and last checkpoint, in OUT_DIR/summary.txt. Arguments after SECONDS go to
-# every run (e.g. --set train.compile=true).
+# (SIGINT: partial tables) keeps the whole under SECONDS. Each run's results.md (per model: mean +- std
+# of the test error over the seeds, best and last checkpoint) goes into OUT_DIR/summary.txt. Arguments
+# after SECONDS go to every run (e.g. --set train.compile=true).
 # usage: bash scripts/gpu_ablate.sh [OUT_DIR] [ITERS] [SECONDS] [--set KEY=VALUE ...]
 set -u
 out=${1:-/tmp/gpu-ablate}
@@ -28,21 +28,8 @@ ablate() {  # NAME, then --set arguments for configs/ablations/rts-recipe.yaml
     --set train.iterations="$iters" --set train.every=$(( (iters + 2) / 3 )) "$@" "${extra[@]}" \
     --out "/tmp/ablate/$name" --force > "$out/$name.txt" 2>&1
   echo "$name: exit $?, $(( $(date +%s) - start )) s whole process" | tee -a "$sum"
-  python3 - "/tmp/ablate/$name" <<'PY' | tee -a "$sum"
-import collections, json, statistics, sys
-try:
-    rows = json.load(open(f"{sys.argv[1]}/results.json"))
-except OSError:
-    sys.exit(print("  no results"))
-errors = collections.defaultdict(list)
-for r in rows:
-    errors[(r["model"], r["checkpoint"])].append(r["error"])
-def cell(e):
-    return f"{statistics.mean(e):.2f} +- {statistics.stdev(e):.2f} {e}" if len(e) > 1 else f"{e}"
-for model in dict.fromkeys(r["model"] for r in rows):
-    print(f"  {model:14} best {cell(errors[model, 'best'])}   last {cell(errors[model, 'last'])}")
-PY
-  cp "/tmp/ablate/$name/results.md" "$out/$name-results.md" 2>/dev/null
+  # results.md already holds each model's mean +- std over the seeds, best and last checkpoint
+  { cat "/tmp/ablate/$name/results.md" 2>/dev/null || echo "  no results"; } | tee -a "$sum"
   cp "/tmp/ablate/$name/analysis.md" "$out/$name-analysis.md" 2>/dev/null
 }
 ablate models
