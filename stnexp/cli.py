@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import os
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -54,6 +55,8 @@ def _guard(fn, log_path: Optional[Path] = None):
 
         rank = os.environ.get("RANK", "0")
         if isinstance(e, SharedError) and rank != "0":  # every rank found it; rank 0 says it once
+            # torchrun ends every rank as soon as one exits with an error: wait so rank 0 gets to say it
+            time.sleep(2)
             raise typer.Exit(2)
         _fail(str(e) if rank == "0" else f"[rank {rank}] {e}", 2)
     except KeyboardInterrupt:
