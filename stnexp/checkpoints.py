@@ -93,6 +93,8 @@ def _malformed(ck: dict) -> str | None:
             return f"{key!r} is {type(ck[key]).__name__}, not what stnexp writes there"
     if ck["kind"] not in ("best", "last"):
         return f"'kind' is {ck['kind'][:20]!r}, not best or last"
+    if ck.get("precision", "fp32") not in ("bf16", "fp32"):  # absent before version 0.2
+        return f"'precision' is {str(ck['precision'])[:20]!r}, not bf16 or fp32"
     if not 1 <= ck["in_size"] <= config.MAX_SIDE:
         return f"'in_size' is {ck['in_size']}, outside 1-{config.MAX_SIDE}"
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ck["model"].items()):

@@ -248,7 +248,7 @@ class TrainConfig(Strict):
     gamma: float = Field(0.1, gt=0.0, description="`step` schedule: the factor")
     warmup: int = Field(0, ge=0, description="linear warm-up length, in epochs (iterations when `iterations` is set)")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the cross-entropy loss")
-    amp: Literal["auto", "off", "bf16"] = Field("auto", description="mixed precision: auto (bf16 on CUDA and on CPUs with AMX, else fp32) | off | bf16; theta, grid and sampling always run in fp32")
+    amp: Literal["auto", "off", "bf16"] = Field("auto", description="mixed precision: auto (bf16 on CUDA and on CPUs with bf16 instructions, `avx512_bf16` or AMX, else fp32) | off | bf16; theta, grid and sampling always run in fp32")
     compile: bool = Field(False, description="compile the models with torch.compile (in place, checkpoint keys unchanged)")
     cuda_graphs: bool = Field(True, description="on CUDA, capture each model's whole training step as a CUDA graph and replay it (models without dropout); the tiny nets are launch-bound")
     fuse: Literal["auto", "off", "on"] = Field("auto", description="on: each variant's seeds train in lockstep and every step of all their models is taken at once, on CUDA with graphs as one graph with a stream per model (the same numbers as off); auto: on where measured faster, on CUDA with graphs outside data-parallel mode (1.2-1.3x on an H200; README, Performance) | off")

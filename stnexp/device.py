@@ -25,22 +25,43 @@ def resolve(name: str) -> torch.device:
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `train.amp`, or None for fp32. `auto` takes bf16 where it was measured faster
-    (scripts/bench.py): on CUDA, and on CPUs with AMX (2.4x the CNN's and 3.7x the ST-CNN's fp32 training
-    throughput on a 2-core Xeon); elsewhere fp32, since bf16 emulated without AMX is slower."""
+    (scripts/bench.py --precision; README, Performance): on CUDA, and on CPUs whose cores compute in bf16
+    (`avx512_bf16` or AMX); elsewhere fp32, since bf16 emulated in fp32 units is slower."""
     if amp == "off":
         return None
     if amp == "bf16":
         return torch.bfloat16
-    if device.type == "cuda" or (device.type == "cpu" and cpu_has_amx()):
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
         return torch.bfloat16
     return None
 
 
-def cpu_has_amx() -> bool:
+def precision(dtype: torch.dtype | None) -> str:
+    """How a checkpoint, env.json and an eval table name the precision a model ran at."""
+    return "bf16" if dtype == torch.bfloat16 else "fp32"
+
+
+def dtype_of(name: str) -> torch.dtype | None:
+    """The autocast dtype of a precision named by precision()."""
+    return torch.bfloat16 if name == "bf16" else None
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # bf16 dot products in the vector units, or AMX's tiles
+
+
+def cpu_flags() -> set[str]:
     try:
-        return any("amx_bf16" in line for line in open("/proc/cpuinfo") if line.startswith("flags"))
+        return {f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split(":", 1)[1].split()}
     except OSError:
-        return False
+        return set()
+
+
+def cpu_has_bf16() -> bool:
+    return any(f in cpu_flags() for f in BF16_FLAGS)
+
+
+def cpu_has_amx() -> bool:
+    return "amx_bf16" in cpu_flags()
 
 
 def channels_last(device: torch.device) -> bool:

@@ -69,9 +69,11 @@ def build(cfg: Config, name: str, variant: str, seed: int, length: Length, devic
     return m
 
 
-def payload(m: Member, cfg: Config, kind: str) -> dict:
-    """What a checkpoint of `m` holds (kind: best | last). The keys are those of version 0.1."""
+def payload(m: Member, cfg: Config, kind: str, precision: str) -> dict:
+    """What a checkpoint of `m` holds (kind: best | last). The keys are those of version 0.1, and
+    `precision` (bf16 | fp32), which the model trained at and is scored at wherever it is evaluated."""
     return {
+        "precision": precision,
         "kind": kind, "variant": m.variant, "model_name": m.name, "seed": m.seed, "in_size": m.in_size,
         "config": cfg.model_dump(mode="json"), "config_digest": cfg.digest(),
         "model": m.model.state_dict(), "optimizer": optim.plain_lrs(m.opt.state_dict()), "scheduler": optim.plain_lrs(m.sched.state_dict()),

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from stnexp.checkpoints import atomic_text
 
-RESULT_FIELDS = ["variant", "model", "seed", "checkpoint", "correct", "accuracy", "error", "n_test", "params", "train_seconds", "status"]
-EVAL_FIELDS = ["variant", "model", "seed", "checkpoint", "tested_on", "correct", "accuracy", "error", "n_test", "params"]
+RESULT_FIELDS = ["variant", "model", "seed", "checkpoint", "correct", "accuracy", "error", "n_test", "params", "train_seconds", "status", "precision"]
+EVAL_FIELDS = ["variant", "model", "seed", "checkpoint", "tested_on", "correct", "accuracy", "error", "n_test", "params", "precision"]
 
 
 PARTIAL = "(partial: the run was interrupted)"  # in the title of an interrupted run's table (runs.status reads it)
@@ -68,7 +68,16 @@ def eval_markdown(rows: list[dict]) -> str:
         mine = [r for r in rows if r["checkpoint"] == kind]
         label = lambda r: f"{r['variant']} / {r['model']}"  # noqa: E731
         parts.append(table(mine, label, "tested_on", f"{kind} checkpoints: trained on (rows) vs tested on (columns)", "trained on / model"))
-    return "\n".join(parts)
+    return "\n".join(parts) + "\n" + precision_note(rows)
+
+
+def precision_note(rows: list[dict]) -> str:
+    """The line under an eval table that says at which precision the models were scored."""
+    by = {}
+    for r in rows:
+        by.setdefault(r.get("precision", "fp32"), set()).add(r["model"])
+    shown = "; ".join(f"{p}: {', '.join(sorted(models))}" for p, models in sorted(by.items()))
+    return f"Scored at the precision each model trained at ({shown}).\n"
 
 
 def param_comment(counts: dict[str, dict[str, int]], canvases: dict[str, int]) -> str:

@@ -244,7 +244,10 @@ def _differences(a, b, prefix="") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def write_env(run: Path, device) -> None:
+def write_env(run: Path, device, precision: str, resume: bool = False) -> None:
+    """env.json: where and with what the run trains. A resume keeps what the first process wrote (when it
+    started, on which machine and at which precision: what eval falls back on for checkpoints that do
+    not say it) and adds its own under `resumed`."""
     import torch
 
     import stnexp
@@ -260,10 +263,19 @@ def write_env(run: Path, device) -> None:
         "device_name": describe(device),
         "cpu": describe(torch.device("cpu")),
         "threads": torch.get_num_threads(),
+        "precision": precision,
         "git_commit": _git_commit(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if resume:
+        try:
+            first = json.loads((run / ENV).read_text())
+        except (OSError, ValueError):
+            first = None
+        if isinstance(first, dict):
+            resumed = first.get("resumed") if isinstance(first.get("resumed"), list) else []
+            env = {**first, "resumed": resumed + [env]}
     checkpoints.atomic_text(run / ENV, json.dumps(env, indent=2) + "\n")
 
 

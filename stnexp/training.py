@@ -25,7 +25,7 @@ from tqdm import tqdm
 from stnexp import analysis, board, checkpoints, data, evaluation, fused, members, parallel, pictures, report, reporting, runs
 from stnexp.config import Config
 from stnexp.errors import UserError
-from stnexp.device import autocast_dtype, configure, describe
+from stnexp.device import autocast_dtype, configure, describe, precision
 from stnexp.members import Length, Member
 from stnexp.step import TrainStep
 
@@ -426,7 +426,7 @@ def save(run: Run, m: Member, kind: str) -> None:
         return
     path = runs.checkpoint_path(run.dir, m.variant, m.name, m.seed, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoints.save(path, members.payload(m, run.cfg, kind))
+    checkpoints.save(path, members.payload(m, run.cfg, kind, precision(run.dtype)))
 
 
 def gather_jobs(run: Run, mine: list[tuple[str, int]], history: list[dict], interrupted: bool) -> bool:
@@ -579,7 +579,7 @@ def _train_into(cfg: Config, out: Path | None, resume: bool, force: bool, comman
         log.debug("command: " + command)
         if not resume:
             checkpoints.atomic_text(run / runs.CONFIG, C.dump(cfg))
-        runs.write_env(run, device)
+        runs.write_env(run, device, precision(autocast_dtype(cfg.train.amp, device)), resume)
         log.info(f"run directory: {run}" + (f" ({world.size} processes, train.parallel: {world.mode})" if world else ""))
         stop = threading.Event()
         previous = install_sigint(stop)
