@@ -179,7 +179,7 @@ def _canvas(value: Optional[str]):
 
 @app.command(short_help="Merge the results of runs into one table, optionally beside the paper's Table 1.")
 def report(
-    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories whose results to merge"),
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories whose results to merge (a sweep folder: all its children)"),
     paper: bool = typer.Option(False, "--paper", help="the paper's layout (rows FCN ... ST-CNN TPS, columns R RTS P E TC), the paper's number beside each of ours"),
     out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="write the report to DIR: report.md with each run's analysis and pictures (copied to DIR/images)"),
     html: bool = typer.Option(False, "--html", help="also DIR/report.html: one self-contained page, pictures embedded (needs --out)"),
@@ -189,13 +189,13 @@ def report(
     full report in DIR: the table, each run's analysis and its pictures, as Markdown (and --html)."""
 
     def body():
-        from stnexp import report as rp, runs
+        from stnexp import report as rp, runs, sweeps
         from stnexp.errors import UserError
 
         if html and out is None:
             raise UserError("--html: name the folder to write it to with --out DIR")
         log = runs.logger()
-        found = [runs.find_run(p, log) for p in run_dirs]
+        found = sweeps.reported(run_dirs, log)
         table = rp.make(found, paper)
         _echo(table)
         if out is not None:

@@ -65,10 +65,12 @@ def _trained(metrics: Path) -> int | None:
 
 
 def merged(sources: list[Source], as_paper: bool) -> list[dict]:
-    """Every source's rows, labelled for the table: `label` (the row) and `column`. A (label, column,
-    seed) given by several runs is taken from the last of them. As the paper: the paper's row and column
-    where the model and variant have one (a row shared by two differently named models keeps the names)."""
-    out: dict[tuple, dict] = {}
+    """Every source's rows, labelled for the table: `label` (the row) and `column`. As the paper: the
+    paper's row and column where the model and variant have one (a row shared by two differently named
+    models keeps the names). Rows share a cell only when their models trained by the same recipe (model,
+    variant, data and training config): a label that runs with different recipes give is split, each
+    part named by its run; the same seed of the same recipe from two runs is an error naming both."""
+    labelled = []
     for s in sources:
         names: dict[str, list[str]] = {}
         for m in s.cfg.models:
@@ -81,8 +83,30 @@ def merged(sources: list[Source], as_paper: bool) -> list[dict]:
                 row = paper.row(s.cfg, r["model"])
                 label = row if row and len(names[row]) == 1 else (f"{row} ({r['model']})" if row else r["model"])
                 column = paper.column(s.cfg, r["variant"]) or r["variant"]
-            out[(label, column, r["seed"])] = {**r, "label": label, "column": column}
-    return list(out.values())
+            labelled.append((s, recipe(s.cfg, r["model"], r["variant"]), {**r, "label": label, "column": column, "paper_row": label}))
+    recipes: dict[tuple, set] = {}
+    for _, key, r in labelled:
+        recipes.setdefault((r["label"], r["column"]), set()).add(key)
+    out: dict[tuple, tuple[Source, dict]] = {}
+    for s, key, r in labelled:
+        if len(recipes[(r["label"], r["column"])]) > 1:
+            r = {**r, "label": f"{r['label']} ({s.path.name})"}
+        cell = (r["label"], r["column"], r["seed"], key)
+        if cell in out and out[cell][0].path != s.path:
+            raise UserError(f"{out[cell][0].path} and {s.path} both hold seed {r['seed']} of {r['model']} on {r['variant']} "
+                            "with the same recipe: report one of them")
+        out[cell] = (s, r)
+    return [r for _, r in out.values()]
+
+
+def recipe(cfg: C.Config, model: str, variant: str) -> str:
+    """What decides a model's result besides its seed: its own config, its variant's, the data and the
+    training recipe (not the run's other models and variants, nor its seeds, device or speed settings)."""
+    view = cfg.results_view()
+    view["models"] = view["models"][model]
+    view["data"]["variants"] = cfg.variant(variant).model_dump(mode="json")
+    view.pop("seeds")
+    return json.dumps(view, sort_keys=True)
 
 
 def _ordered(values: list[str], first: list[str]) -> list[str]:
@@ -103,7 +127,7 @@ def paper_table(rows: list[dict]) -> str:
             here = [r for r in rows if r["label"] == label and r["column"] == c]
             ok = [r["error"] for r in here if r.get("status", "ok") == "ok"]
             ours = reporting.cell(ok) if ok or not here else here[0]["status"]
-            theirs = paper.TABLE1.get(label, {}).get(c)
+            theirs = paper.TABLE1.get(here[0]["paper_row"], {}).get(c) if here else None
             seeds = f" ({len(here)} seeds)" if len(here) > 1 else ""
             cells.append(f"{ours}{seeds} [{theirs}]" if theirs is not None else f"{ours}{seeds}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")

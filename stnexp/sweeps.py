@@ -139,6 +139,24 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
     return out
 
 
+def reported(paths: list[Path], log) -> list[Path]:
+    """What `stnexp report` reads for the paths it is given: a sweep folder stands for its children (in
+    the plan's order, those that are runs), a sweep's own tables (as `SWEEP/*` names them) are skipped,
+    and anything else is a run or a config's run folder (runs.find_run)."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        spec = _read_plan(path) if path.is_dir() else None
+        if spec is not None:
+            children = [path / str(name) for name in spec.get("children", []) if runs.is_run(path / str(name))]
+            log.info(f"{path}: a sweep, reporting its {len(children)} child run(s)")
+            out += children
+        elif path.is_file() and path.name in {TABLE + suffix for suffix in runs.TABLE_SUFFIXES} and _read_plan(path.parent) is not None:
+            log.info(f"{path}: the sweep's own table, skipped")
+        else:
+            out.append(runs.find_run(path, log))
+    return list(dict.fromkeys(out))
+
+
 def _read_plan(folder: Path) -> dict | None:
     try:
         spec = json.loads((folder / PLAN).read_text())

@@ -388,6 +388,25 @@ def test_report_merges_runs_and_puts_the_papers_number_beside_ours(tiny_run, tmp
     assert plain.exit_code == 0 and "| cnn | 119,050 |" in plain.output
 
 
+def test_report_keeps_runs_of_different_recipes_apart_and_refuses_one_seed_given_twice(tiny_run, tmp_path):
+    from stnexp import config
+
+    rows = json.loads((tiny_run / "results.json").read_text())
+    cnn = next(r["error"] for r in rows if r["model"] == "cnn" and r["checkpoint"] == "best")
+    other = tmp_path / "other-lr"
+    _copy_results(tiny_run, other, 1, cnn + 2.0)
+    cfg = config.load(other / "config.yaml")
+    (other / "config.yaml").write_text(config.dump(config.validate({**cfg.model_dump(mode="json"), "train": {**cfg.train.model_dump(mode="json"), "lr": 0.5}})))
+    r = invoke("report", tiny_run, other, "--paper")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert f"| CNN ({tiny_run.name}) | {cnn:.2f} [0.8] |" in lines and f"| CNN (other-lr) | {cnn + 2.0:.2f} [0.8] |" in lines
+    same = tmp_path / "same"
+    _copy_results(tiny_run, same, 0, cnn)
+    r = invoke("report", tiny_run, same)
+    assert r.exit_code == 2 and f"{tiny_run} and {same} both hold seed 0 of cnn on rts with the same recipe" in r.output
+
+
 def test_tensorboard_gets_each_models_scalars_per_epoch_and_the_transformers_picture(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -528,6 +547,14 @@ def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path
     assert sum(r["best"] for r in rows if r["model"] == "cnn") == 1 and sum(r["best"] for r in rows if r["model"] == "st-cnn") == 1
     md = (out / "sweep.md").read_text()
     assert "| train.lr | models.st-cnn.loc_lr_scale | model | rts | val acc % | best |" in md
+    # report of the sweep folder, or of everything in it as `SWEEP/*` names it: every child, a row per
+    # model and child (their lr differs, so no cell merges them)
+    for given in ([out], sorted(p for p in out.iterdir() if not p.name.startswith("."))):
+        rep = invoke("report", *given)
+        assert rep.exit_code == 0, rep.output
+        for child in children:
+            for model in ("cnn", "st-cnn"):
+                assert any(line.startswith(f"| {model} ({child}) |") for line in rep.output.splitlines()), rep.output
     # --resume skips finished children; an unfinished one is trained again
     (out / children[1] / "results.md").unlink()
     r = invoke(*args, "--resume")
