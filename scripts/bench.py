@@ -17,6 +17,9 @@ test set included, again in alternation: `stnexp train` on a generated config ag
 own conventional run (`--conventional-process`) of the same work: 20k RTS training digits, one epoch of
 batch 256, SGD, the paper-sized CNN and ST-CNN, then both models scored on the 10k test digits.
 
+--precision: (b) in fp32 against (b) in bf16 autocast, in alternation: the figure `train.amp: auto`
+decides by (bf16 on CPUs with `avx512_bf16` or AMX).
+
 --fused S: S seeds of each model stepped one after another (as a run trains its seeds today) against
 one fused step of all S (parameters stacked, vmap) and, on CUDA with graphs, against all their steps
 captured into one graph with a stream per model (fused.Together); a last row does the same with both
@@ -25,6 +28,7 @@ models of each seed. The same prepared batches for all, in alternation.
 usage: python scripts/bench.py [--device auto] [--n 10240] [--batch 256] [--amp auto] [--compile] [--pairs 3]
        python scripts/bench.py --whole-process [--pairs 3] [--n 20000]
        python scripts/bench.py --fused 3 [--device auto] [--n 10240] [--pairs 3]
+       python scripts/bench.py --precision [--device auto] [--n 10240] [--batch 256] [--pairs 3]
 """
 
 from __future__ import annotations
@@ -269,6 +273,33 @@ def profile_case(batch: int, device, amp: str, steps: int) -> None:
             print()
 
 
+def precision_case(n: int, batch: int, device, pairs: int) -> None:
+    """(b) in fp32 against (b) in bf16 autocast, in alternation: what `train.amp: auto` decides by."""
+    flags = sorted(dev.cpu_flags() & set(dev.BF16_FLAGS)) if device.type == "cpu" else []
+    print(machine(device) + f"; torch {torch.__version__}; bf16 flags: {', '.join(flags) or 'none'}")
+    print(f"work: RTS 42x42, n={n} images per model, batch {batch}, SGD momentum 0.9, both models side by side, each step timed alone")
+    print(f"train.amp auto here: {dev.precision(dev.autocast_dtype('auto', device))}")
+    rates: dict[str, dict[str, list[float]]] = {}
+    for _ in range(pairs):
+        for amp in ("off", "bf16"):
+            cfg = config.validate({
+                "device": str(device), "data": {"train_size": n, "val_size": 0, "variants": {"rts": None}},
+                "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {}}},
+                "train": {"batch_size": batch, "amp": amp, "lr": 0.01},
+            })
+            wall, per_model, imgs, _, _ = stnexp_path(cfg, data.split(cfg.data, device), device)
+            for name, seconds in [*per_model.items(), ("cnn + st-cnn (wall)", wall)]:
+                rates.setdefault(name, {}).setdefault(amp, []).append(imgs / seconds)
+    print()
+    print(f"images/s, median (range) of {pairs} pair(s) in alternation")
+    print()
+    print("| model | fp32 | bf16 autocast | bf16 / fp32 |")
+    print("|---|---:|---:|---:|")
+    for name, by in rates.items():
+        ratio = [b / a for a, b in zip(by["off"], by["bf16"])]
+        print(f"| {name} | {spread(by['off'])} | {spread(by['bf16'])} | **{spread(ratio, '.2f')}** |")
+
+
 def machine(device) -> str:
     """The line that says where a measurement ran."""
     return (f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
@@ -364,6 +395,7 @@ def main():
     ap.add_argument("--whole-process", action="store_true", help="time whole processes instead: the conventional script against `stnexp train` (default --n 20000)")
     ap.add_argument("--fused", type=int, metavar="S", help="instead: S seeds of each model stepped one after another against one fused, stacked step (fused.py)")
     ap.add_argument("--profile", action="store_true", help="instead: where one model's step spends its time (torch.profiler), and on CUDA the graphed step at --batch and 3x --batch")
+    ap.add_argument("--precision", action="store_true", help="instead: (b) in fp32 against (b) in bf16 autocast, in alternation (what train.amp: auto decides by)")
     ap.add_argument("--conventional-process", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -377,6 +409,8 @@ def main():
     if args.fused:
         print(machine(device) + f"; torch {torch.__version__}")
         return fused_case(args.fused, args.n, args.batch, device, args.amp, not args.no_cuda_graphs, args.pairs)
+    if args.precision:
+        return precision_case(args.n, args.batch, device, args.pairs)
     if args.profile:
         print(machine(device) + f"; torch {torch.__version__}")
         return profile_case(args.batch, device, args.amp, 20)

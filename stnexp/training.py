@@ -16,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -53,6 +53,7 @@ class Run:
     split: data.Split
     tb: board.Board | None = None  # train.tensorboard: the open event writers
     world: parallel.World | None = None  # under torchrun (train.parallel)
+    bundles_after: int = 0  # groups (or lockstep bundles) still to train after the current one: the time left
 
     @property
     def writes(self) -> bool:
@@ -145,9 +146,11 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
     history: list[dict] = []
     interrupted = False
     try:
-        for bundle in lockstep(mine, fuse):
-            trained = [make_group(run, vname, seed) for vname, seed in bundle]
-            train_groups(run, trained, history, fuse)
+        bundles = lockstep(mine, fuse)
+        for i, bundle in enumerate(bundles):
+            now = replace(run, bundles_after=len(bundles) - 1 - i)
+            trained = [make_group(now, vname, seed) for vname, seed in bundle]
+            train_groups(now, trained, history, fuse)
             history += [r for g in trained for m in g.members for r in m.history]
     except Interrupted:
         interrupted = True
@@ -273,6 +276,7 @@ def run_epoch(run: Run, parts: list[tuple[Group, list[Member]]], number: int, to
             for (group, _), epoch in zip(parts, epochs):
                 numbers = progress(run, group, epoch, done)
                 post.update(numbers if len(parts) == 1 else {f"{k} s{group.seed}": v for k, v in numbers.items()})
+            post["left"] = time_left(run, group0, number, done, last_read - started)
             bar.set_postfix(post, refresh=False)
             if bar.disable and last_read - last_line >= PLAIN_EVERY and done < steps:
                 last_line = last_read
@@ -352,13 +356,23 @@ def agree(run: Run, group: Group, epoch: Epoch) -> bool:
 
 def progress_line(label: str, group: Group, number: int, done_of: tuple[int, int], post: dict[str, str], seconds: float) -> str:
     """The progress bar as one plain line: where the epoch is, its pace, each model's running numbers and
-    the time the group (or groups in lockstep, `label`) still needs at this pace (validation not counted)."""
+    the time left (post["left"], from time_left)."""
     done, steps = done_of
-    per_second = done / max(seconds, 1e-9)
-    left = group.length.total - (number - 1) * group.length.steps_per_epoch - done
-    models = ", ".join(f"{name} {numbers}" for name, numbers in post.items())
+    models = ", ".join(f"{name} {numbers}" for name, numbers in post.items() if name != "left")
     return (f"{label} epoch {number}/{group.length.epochs} step {done}/{steps}, "
-            f"{per_second * group.stream.batch_size:,.0f} images/s, {models}, about {duration(left / per_second)} left")
+            f"{done / max(seconds, 1e-9) * group.stream.batch_size:,.0f} images/s, {models}, about {post['left']} left")
+
+
+def time_left(run: Run, group: Group, number: int, done: int, seconds: float) -> str:
+    """The training time the group (or the groups in lockstep) still needs at this epoch's pace, and with
+    groups still to come the whole run's, each taken to cost as much as this one (validation and
+    scoring not counted): an estimate."""
+    per_second = done / max(seconds, 1e-9)
+    here = group.length.total - (number - 1) * group.length.steps_per_epoch - done
+    text = duration(here / per_second)
+    if run.bundles_after:
+        text += f" (group), {duration((here + run.bundles_after * group.length.total) / per_second)} (run)"
+    return text
 
 
 def duration(seconds: float) -> str:

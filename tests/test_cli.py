@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -511,6 +512,13 @@ def test_output_to_a_file_gets_plain_progress_lines_and_the_end_says_where_the_r
     assert "images/s, cnn loss " in lines[0] and ", st-cnn loss " in lines[0] and lines[0].endswith(" left")
     assert lines[0] in (out / "train.log").read_text()
     assert r.output.splitlines()[-1].startswith("finished in ") and r.output.splitlines()[-1].endswith(f"run directory: {out}")
+    # with another group to come, the time left for this group and for the whole run
+    r = _train(tmp_path / "two", sets=["seeds=[0, 1]"])
+    assert r.exit_code == 0, r.output
+    first = next(line for line in r.output.splitlines() if line.startswith("rts s0 epoch 1/1 step 1/2, "))
+    assert re.search(r"about \d+m \d\ds \(group\), \d+m \d\ds \(run\) left$", first), first
+    assert next(line for line in r.output.splitlines() if line.startswith("rts s1 epoch 1/1 step 1/2, ")).endswith("s left")
+    assert "(run)" not in next(line for line in r.output.splitlines() if line.startswith("rts s1 epoch 1/1 step 1/2, "))
 
 
 def test_version_and_plain_help():
