@@ -91,6 +91,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out or RUN_DIR (default: the newest run of this config) from its last checkpoints"),
     force: bool = typer.Option(False, "--force", help="overwrite the run in --out (only a stnexp run directory, only the files that run wrote)"),
     sweep: Optional[List[str]] = typer.Option(None, "--sweep", metavar="KEY=V1,V2", help="train once per value of KEY (cross product over repeated --sweep) as child runs of one folder, with one sweep table"),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="with --sweep: train only every N-th child from child I (0-based), joining the sweep in --out if another shard made it; one process per shard (a job array's tasks, say)"),
 ):
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
 
@@ -100,12 +101,14 @@ def train(
 
         sets = list(set_ or []) + ([f"device={device}"] if device else [])
         try:
+            if shard is not None and not sweep:
+                raise UserError("--shard splits the children of a --sweep over processes: give --sweep too")
             if sweep:
                 from stnexp import sweeps
 
                 if config_file.is_dir():
                     raise UserError("--sweep takes a config file, not a run directory (resume a sweep with CFG --sweep ... --resume)")
-                sweeps.run(config_file, sets, list(sweep), out, resume, force, " ".join(sys.argv))
+                sweeps.run(config_file, sets, list(sweep), sweeps.Request(out, resume, force, " ".join(sys.argv), sweeps.parse_shard(shard)))
                 return
             cfg_path, target = config_file, out
             if cfg_path.is_dir():

@@ -18,6 +18,7 @@ import re
 import statistics
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from stnexp import config as C, runs
 from stnexp.checkpoints import atomic_text
@@ -67,30 +68,58 @@ def plan(sweeps: list[str]) -> tuple[list[str], list[tuple[str, dict[str, str]]]
     return keys, children
 
 
-def run(cfg_path: Path, sets: list[str], sweeps: list[str], out: Path | None, resume: bool, force: bool, command: str) -> Path:
-    """Train every child of the sweep (skipping, with --resume, those already finished), then write the
-    sweep table (also after Ctrl-C or an error: what finished so far). Every child's config is validated
-    before anything is trained."""
+class Request(NamedTuple):
+    """How to run a sweep: where (--out), whether to continue or overwrite it, the command line, and
+    which share of its children this process trains (--shard: (I, N), or None for all)."""
+
+    out: Path | None
+    resume: bool
+    force: bool
+    command: str
+    shard: tuple[int, int] | None = None
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`--shard I/N` -> (I, N), 0 <= I < N."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*", text)
+    if not m or not int(m[1]) < int(m[2]):
+        raise UserError(f"--shard {C._cut(text)}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(m[1]), int(m[2])
+
+
+def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Path:
+    """Train every child of the sweep (skipping, with --resume or --shard, those already finished; with
+    --shard only this shard's), then write the sweep table (also after Ctrl-C or an error: what finished
+    so far, whichever shard finished it). Every child's config is validated before anything is trained."""
     from stnexp import training
 
-    if resume and force:
+    if how.resume and how.force:
         raise UserError("--resume and --force exclude each other")
+    if how.shard and how.force:
+        raise UserError("--shard and --force exclude each other: one shard would clear what the others trained")
     keys, children = plan(sweeps)
     cfgs = {name: C.load(cfg_path, sets + [f"{k}={v}" for k, v in values.items()]) for name, values in children}
     base = C.load(cfg_path, sets)
     spec = {"config": str(Path(cfg_path).resolve()), "set": sets, "sweep": sweeps, "children": [name for name, _ in children]}
-    parent = _parent(base, out, resume, force, spec)
+    if how.shard is not None and how.out is None:
+        raise UserError("--shard: name the sweep folder that every shard shares with --out")
+    # a shard joins the sweep another shard made, as --resume would (the same plan, or exit 2)
+    joining = how.resume or (how.shard is not None and _read_plan(Path(how.out)) is not None)
+    parent = _parent(base, how.out, joining, how.force, spec)
+    mine = children if how.shard is None else children[how.shard[0]::how.shard[1]]
     log = runs.logger()
-    log.info(f"sweep of {len(children)} runs in {parent}")
+    log.info(f"sweep of {len(children)} runs in {parent}" + (f", this shard ({how.shard[0]}/{how.shard[1]}) trains {len(mine)}" if how.shard else ""))
     try:
-        for name, values in children:
+        for name, values in mine:
             child = parent / name
-            started = (child / runs.CONFIG).is_file()
-            if resume and started and runs.status(child) == "finished":
+            started = (child / runs.CONFIG).is_file() and (joining or how.shard is not None)
+            if started and runs.status(child) == "finished":
                 log.info(f"{name}: finished already")
                 continue
             log.info(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items())}")
-            training.train_into(cfgs[name], child, resume and started, False, command)
+            training.train_into(cfgs[name], child, started, False, how.command)
     finally:
         runs.logger()
         write_table(parent, keys, children)

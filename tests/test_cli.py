@@ -573,6 +573,36 @@ def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path
     assert r.exit_code == 2 and "the sweep differs" in r.output
 
 
+def test_shards_of_a_sweep_train_their_own_children_into_one_folder_and_its_table(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["train", "configs/smoke.yaml", "--sweep", "train.lr=0.01,0.02,0.05", "--set", "data.train_size=256",
+            "--set", "data.val_size=128", "--set", "train.epochs=1", "--out", out]
+    first = invoke(*args, "--shard", "1/2")
+    assert first.exit_code == 0, first.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["02-lr=0.02"]
+    second = invoke(*args, "--shard", "0/2")
+    assert second.exit_code == 0, second.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["01-lr=0.01", "02-lr=0.02", "03-lr=0.05"]
+    assert "02-lr=0.02" not in second.output.split("this shard", 1)[1]  # the other shard's child is not trained again
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [r["train.lr"] for r in rows] == ["0.01", "0.01", "0.02", "0.02", "0.05", "0.05"]
+    # a shard of another sweep cannot join this one
+    r = invoke(*args[:3], "train.lr=0.1,0.2", *args[4:], "--shard", "0/2")
+    assert r.exit_code == 2 and "the sweep differs" in r.output
+
+
+@pytest.mark.parametrize("shard, message", [
+    ("2/2", "--shard 2/2: expected I/N with 0 <= I < N, e.g. 0/4"),
+    ("a/b", "--shard a/b: expected I/N with 0 <= I < N"),
+])
+def test_a_bad_shard_exits_2(tmp_path, shard, message):
+    r = invoke("train", "configs/smoke.yaml", "--sweep", "train.lr=0.1,0.2", "--shard", shard, "--out", tmp_path / "s")
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "s").exists()
+    r = invoke("train", "configs/smoke.yaml", "--shard", "0/2", "--out", tmp_path / "s")
+    assert r.exit_code == 2 and "--shard splits the children of a --sweep over processes: give --sweep too" in r.output
+
+
 @pytest.mark.parametrize("sweep, message", [
     ("train.lr", "--sweep train.lr: expected KEY=V1,V2,..."),
     ("train.lr=0.1,,0.2", "--sweep train.lr=0.1,,0.2: an empty value"),
