@@ -77,6 +77,27 @@ def test_eval_reproduces_results_json_exactly(tiny_run, tmp_path):
         assert got == want
 
 
+@pytest.mark.parametrize("trained_with_bf16", [True, False])
+def test_eval_scores_at_the_precision_the_model_trained_at_on_any_machine(tmp_path, monkeypatch, trained_with_bf16):
+    from stnexp import checkpoints, device
+
+    # `train.amp: auto` resolves by the CPU's bf16 instructions: train on one kind of CPU, score on the other
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: trained_with_bf16)
+    r = _train(tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    want = "bf16" if trained_with_bf16 else "fp32"
+    ck = checkpoints.load(tmp_path / "run" / "checkpoints" / "rts" / "st-cnn-s0-best.pt")
+    assert ck["precision"] == want and json.loads((tmp_path / "run" / "env.json").read_text())["precision"] == want
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: not trained_with_bf16)
+    r = invoke("eval", tmp_path / "run", "--out", tmp_path / "eval")
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "eval" / "best-on-own.json").read_text())
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [(e["model"], e["correct"]) for e in rows] == [(e["model"], e["correct"]) for e in results if e["checkpoint"] == "best"]
+    assert {e["precision"] for e in rows} == {want} == {e["precision"] for e in results}
+    assert f"Scored at the precision each model trained at ({want}: cnn, st-cnn)." in (tmp_path / "eval" / "best-on-own.md").read_text()
+
+
 def test_eval_of_one_checkpoint_on_other_variants(tiny_run, tmp_path):
     ck = tiny_run / "checkpoints" / "rts" / "st-cnn-s0-best.pt"
     r = invoke("eval", ck, "--variant", "rts", "--variant", "translated", "--out", tmp_path)
