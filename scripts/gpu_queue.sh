@@ -9,10 +9,14 @@
 #      1.5M training images per model), then `stnexp report --paper` over them (table1-fast.md);
 #   3. bench.py --precision (fp32 against bf16 on the GPU) and --fused 3 (one model after another,
 #      stacked, together) if time is left.
-# usage: bash scripts/gpu_queue.sh [OUT_DIR] [SECONDS (default 520)]
+# usage: bash scripts/gpu_queue.sh [OUT_DIR] [SECONDS (default 520)] [--set KEY=VALUE ...]
+# The --sets go to every training run: at tiny sizes on a CPU, to try the script itself:
+#   bash scripts/gpu_queue.sh /tmp/q 300 --set device=cpu --set train.epochs=1 --set data.train_size=512 --set data.val_size=256
 set -u
 out=${1:-/tmp/gpu-queue}
 seconds=${2:-520}
+shift $(( $# < 2 ? $# : 2 ))
+sets=("$@")
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 if [ -d .whl ] && ! python3 -c "import pydantic" 2>/dev/null; then
@@ -29,7 +33,7 @@ runs=()
 for config in configs/fast/*.yaml; do
   column=$(basename "$config" .yaml)
   if [ "$(left)" -lt 30 ]; then echo "$column: skipped (deadline)"; continue; fi
-  timeout -s INT "$(( $(left) - 20 ))" python3 -m stnexp train "$config" --out "/tmp/fast/$column" --force > "$out/fast-$column.txt" 2>&1
+  timeout -s INT "$(( $(left) - 20 ))" python3 -m stnexp train "$config" "${sets[@]}" --out "/tmp/fast/$column" --force > "$out/fast-$column.txt" 2>&1
   echo "$column: exit $? -- $(tail -n 1 "$out/fast-$column.txt")"
   runs+=("/tmp/fast/$column")
 done
