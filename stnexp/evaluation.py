@@ -194,8 +194,8 @@ def score(paths: list[Path], sets_for: Callable[[dict, C.Config], list[TestSet]]
 
 
 def trained_precision(ck: dict, cfg: C.Config, path: Path, device: torch.device) -> str:
-    """The precision (bf16 | fp32) the checkpoint's model trained at, which scoring uses on any machine:
-    the same weights scored in fp32 instead of bf16 get up to 14 of 10,000 test digits otherwise. Checkpoints
+    """The precision (bf16 | fp32) the checkpoint's model trained at, which scoring uses on any machine
+    (the same weights scored at another precision classify some test digits differently). Checkpoints
     since version 0.2 say it. For older ones: the config, where it named a precision; else the run's
     env.json under the rule `auto` then had (bf16 on CUDA and on CPUs with AMX, and no AMD CPU has AMX);
     else, for an Intel CPU whose flags were not recorded, that rule on this machine, as then."""
