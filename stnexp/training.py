@@ -32,6 +32,7 @@ from stnexp.step import TrainStep
 METRIC_FIELDS = ["variant", "seed", "model", "epoch", "step", "train_loss", "train_acc", "val_acc", "lr", "seconds", "images_per_s"]
 PROGRESS_EVERY = 0.5  # seconds between host reads of the device-side running sums (each read is a sync)
 PLAIN_EVERY = 30.0  # seconds between progress lines when the output is not a terminal (a file, a CI log)
+LEFT = "time left"  # the progress bar's key for the time left: a space, so that no model name can take it
 PICTURE_DIGITS = 32
 AGREE_EVERY = 50  # steps between the data-parallel ranks' agreement on Ctrl-C and divergence (one tiny all-reduce)
 
@@ -276,7 +277,7 @@ def run_epoch(run: Run, parts: list[tuple[Group, list[Member]]], number: int, to
             for (group, _), epoch in zip(parts, epochs):
                 numbers = progress(run, group, epoch, done)
                 post.update(numbers if len(parts) == 1 else {f"{k} s{group.seed}": v for k, v in numbers.items()})
-            post["left"] = time_left(run, group0, number, done, last_read - started)
+            post[LEFT] = time_left(run, group0, number, done, last_read - started)
             bar.set_postfix(post, refresh=False)
             if bar.disable and last_read - last_line >= PLAIN_EVERY and done < steps:
                 last_line = last_read
@@ -356,11 +357,11 @@ def agree(run: Run, group: Group, epoch: Epoch) -> bool:
 
 def progress_line(label: str, group: Group, number: int, done_of: tuple[int, int], post: dict[str, str], seconds: float) -> str:
     """The progress bar as one plain line: where the epoch is, its pace, each model's running numbers and
-    the time left (post["left"], from time_left)."""
+    the time left (post[LEFT], from time_left)."""
     done, steps = done_of
-    models = ", ".join(f"{name} {numbers}" for name, numbers in post.items() if name != "left")
+    models = ", ".join(f"{name} {numbers}" for name, numbers in post.items() if name != LEFT)
     return (f"{label} epoch {number}/{group.length.epochs} step {done}/{steps}, "
-            f"{done / max(seconds, 1e-9) * group.stream.batch_size:,.0f} images/s, {models}, about {post['left']} left")
+            f"{done / max(seconds, 1e-9) * group.stream.batch_size:,.0f} images/s, {models}, about {post[LEFT]} left")
 
 
 def time_left(run: Run, group: Group, number: int, done: int, seconds: float) -> str:
