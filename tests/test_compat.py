@@ -87,7 +87,8 @@ def test_every_preset_makes_the_images_of_0_1_bit_for_bit_with_mkl_reproducible(
     # takes other code paths on Intel CPUs than on the AMD one that made the digests); with MKL's
     # conditional numerical reproducibility on, bit for bit. It must be set before MKL starts: a fresh process
     code = "import json, test_compat; print(json.dumps(test_compat.preset_streams()))"
-    env = {**os.environ, "MKL_CBWR": "COMPATIBLE", "PYTHONPATH": str(Path(__file__).parent)}
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)  # keep the caller's
+    env = {**os.environ, "MKL_CBWR": "COMPATIBLE", "PYTHONPATH": path}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.splitlines()[-1])
