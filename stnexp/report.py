@@ -72,18 +72,17 @@ def merged(sources: list[Source], as_paper: bool) -> list[dict]:
     part named by its run; the same seed of the same recipe from two runs is an error naming both."""
     labelled = []
     for s in sources:
-        names: dict[str, list[str]] = {}
-        for m in s.cfg.models:
-            names.setdefault(paper.row(s.cfg, m) or m, []).append(m)
         for r in s.rows:
             if r["model"] not in s.cfg.models or r["variant"] not in s.cfg.data.variants:
                 continue
             label, column = r["model"], r["variant"]
             if as_paper:
-                row = paper.row(s.cfg, r["model"])
-                label = row if row and len(names[row]) == 1 else (f"{row} ({r['model']})" if row else r["model"])
+                row = paper.row(s.cfg, r["model"], r["variant"])
+                sharing = [m for m in s.cfg.models if paper.row(s.cfg, m, r["variant"]) == row]
+                label = row if row and len(sharing) == 1 else (f"{row} ({r['model']})" if row else r["model"])
                 column = paper.column(s.cfg, r["variant"]) or r["variant"]
-            labelled.append((s, recipe(s.cfg, r["model"], r["variant"]), {**r, "label": label, "column": column, "paper_row": label}))
+            paper_row = paper.row(s.cfg, r["model"], r["variant"]) if as_paper else None
+            labelled.append((s, recipe(s.cfg, r["model"], r["variant"]), {**r, "label": label, "column": column, "paper_row": paper_row}))
     recipes: dict[tuple, set] = {}
     for _, key, r in labelled:
         recipes.setdefault((r["label"], r["column"]), set()).add(key)
@@ -118,11 +117,13 @@ def paper_table(rows: list[dict]) -> str:
     """Our mean +- std test error beside the paper's, rows and columns in the paper's order."""
     labels = _ordered([r["label"] for r in rows], paper.ROWS)
     cols = _ordered([r["column"] for r in rows], list(paper.COLUMNS.values()))
-    lines = ["**Test error %: ours (mean ± std over seeds, best checkpoint by validation), the paper's in brackets**", ""]
-    lines.append("| model | " + " | ".join(cols) + " |")
-    lines.append("|---|" + "---:|" * len(cols))
+    lines = ["**Test error %: ours (mean ± std over seeds, best checkpoint by validation), the paper's in brackets** "
+             "(a paper row holds only the paper's model as stnexp builds it, paper.py; any other model keeps its name)", ""]
+    lines.append("| model | params | " + " | ".join(cols) + " |")
+    lines.append("|---|---:|" + "---:|" * len(cols))
     for label in labels:
-        cells = []
+        params = sorted({r["params"] for r in rows if r["label"] == label})
+        cells = [f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}-{params[-1]:,}"]
         for c in cols:
             here = [r for r in rows if r["label"] == label and r["column"] == c]
             ok = [r["error"] for r in here if r.get("status", "ok") == "ok"]
@@ -131,6 +132,16 @@ def paper_table(rows: list[dict]) -> str:
             seeds = f" ({len(here)} seeds)" if len(here) > 1 else ""
             cells.append(f"{ours}{seeds} [{theirs}]" if theirs is not None else f"{ours}{seeds}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def deviations_text(sources: list[Source], rows: list[dict]) -> str:
+    """Under the paper table: how stnexp's paper models and each run's recipe depart from the paper."""
+    lines = ["", "How this departs from the paper (stn-paper.md):", ""]
+    pooled = any(r["column"] in paper.POOLED and r["paper_row"] and r["paper_row"].startswith("ST-") for r in rows)
+    lines += [f"- {paper.WIDTHS_NOTE}"] + ([f"- {paper.POOL_NOTE}"] if pooled else [])
+    for s in sources:
+        lines.append(f"- `{s.path}`: " + ("; ".join(paper.deviations(s.cfg, s.trained)) or "the paper's protocol"))
     return "\n".join(lines) + "\n"
 
 
@@ -150,7 +161,7 @@ def make(paths: list[Path], as_paper: bool) -> str:
     if not rows:
         raise UserError("no results in " + ", ".join(str(p) for p in paths))
     if as_paper:
-        body = paper_table(rows)
+        body = paper_table(rows) + deviations_text(sources, rows)
     else:
         body = reporting.table(rows, lambda r: r["label"], "column", "Best checkpoint by validation accuracy")
     return body + intervals_text(rows) + sources_text(sources)

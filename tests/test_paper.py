@@ -1,0 +1,81 @@
+"""Which of a run's models stand in the STN paper's rows (only the paper's model, as stnexp builds it, in
+that column), and how a run's recipe departs from the paper's protocol."""
+
+import pytest
+
+from stnexp import config, models, paper
+
+COLUMNS = {"R": ("rotated", 28), "RTS": ("rts", 42), "P": ("projective", 28), "E": ("elastic", 28), "TC": ("cluttered", 60)}
+
+
+def _cfg(model: dict, preset: str = "rts", **over) -> config.Config:
+    return config.validate({"data": {"variants": {preset: {"preset": preset}}}, "models": {"m": model}, **over})
+
+
+@pytest.mark.parametrize("column", list(COLUMNS))
+@pytest.mark.parametrize("name", paper.ROWS)
+def test_the_papers_model_of_each_row_and_column_gets_that_row(name, column):
+    preset, side = COLUMNS[column]
+    m = paper.model(name, column, side).model_dump(mode="json", exclude_none=True)
+    assert paper.row(_cfg(m, preset), "m", preset) == name
+
+
+def test_the_papers_model_written_with_defaults_left_out_is_still_the_papers():
+    assert paper.row(_cfg({"arch": "cnn", "stn": {"transform": "tps"}}, "rotated"), "m", "rotated") == "ST-CNN TPS"
+    assert paper.row(_cfg({"arch": "fcn", "stn": {"transform": "affine", "out_size": 84, "pool": 2}}), "m", "rts") == "ST-FCN Aff"
+    # the flat form of version 0.1
+    assert paper.row(_cfg({"arch": "stn-cnn", "transform": "projective"}, "elastic"), "m", "elastic") == "ST-CNN Proj"
+
+
+@pytest.mark.parametrize(
+    "model, preset",
+    [
+        ({"arch": "cnn", "norm": "batch"}, "rts"),
+        ({"arch": "cnn", "channels": [64, 128]}, "rts"),
+        ({"arch": "cnn", "dropout": 0.5}, "rts"),
+        ({"arch": "fcn", "hidden": [512, 512]}, "rotated"),
+        ({"arch": "cnn", "norm": "batch", "stn": {"transform": "affine", "out_size": 84, "pool": 2}}, "rts"),
+        ({"arch": "fcn", "stn": {"transform": "affine", "loc": "conv", "out_size": 84, "pool": 2}}, "rts"),
+        ({"arch": "cnn", "stn": {"transform": "affine", "loc": "fc"}}, "rotated"),
+        ({"arch": "cnn", "stn": {"transform": "affine"}}, "rts"),  # RTS: the paper pooled the transformer's output
+        ({"arch": "cnn", "stn": {"transform": "affine", "out_size": 120}}, "cluttered"),  # sampled at twice, not pooled
+        ({"arch": "cnn", "stn": {"transform": "affine", "pool": 2, "out_size": 56}}, "rotated"),  # R: the paper did not pool
+        ({"arch": "cnn", "stn": {"transform": "affine", "at": "conv1"}}, "rotated"),
+        ({"arch": "cnn", "stn": {"transform": "attention"}}, "rotated"),
+    ],
+)
+def test_a_model_that_is_not_the_papers_gets_no_paper_row(model, preset):
+    assert paper.row(_cfg(model, preset), "m", preset) is None
+
+
+def test_a_variant_that_is_not_a_preset_as_it_is_has_no_column_and_its_models_no_row():
+    cfg = config.validate({"data": {"variants": {"rts": {"preset": "rts", "rotation": [-10, 10]}}}, "models": {"cnn": {"arch": "cnn"}}})
+    assert paper.column(cfg, "rts") is None and paper.row(cfg, "cnn", "rts") is None
+
+
+@pytest.mark.parametrize("column", ["rts", "cluttered"])
+def test_on_rts_and_tc_the_papers_transformer_pools_and_its_classifier_is_the_cnns(column):
+    cfg = config.load(f"configs/paper/{column}.yaml")
+    side = cfg.variant(column).canvas
+    st = next(m for m in cfg.models.values() if m.arch == "cnn" and m.stn)
+    assert (st.stn.pool, st.stn.out_size) == (2, 2 * side)
+    built, plain = models.build(st, side), models.build(cfg.models["cnn"], side)
+    assert models.n_params(built) - models.n_params(built.stn) == models.n_params(plain)
+
+
+@pytest.mark.parametrize("column", ["rotated", "rts", "projective", "elastic", "cluttered"])
+def test_a_shipped_paper_config_departs_from_the_protocol_in_nothing_but_the_shared_notes(column):
+    assert paper.deviations(config.load(f"configs/paper/{column}.yaml")) == []
+
+
+def test_deviations_name_each_departure_from_the_papers_protocol():
+    cfg = config.load("configs/fast/rts.yaml")
+    got = paper.deviations(cfg, trained=1000)
+    steps = 30 * (50000 // 256)
+    assert f"{steps:,} iterations (the paper: 150,000)" in got
+    assert "interrupted after 1,000 iterations" in got
+    assert "train.lr 0.1 (the paper: 0.01)" in got and "train.schedule onecycle (the paper: step)" in got
+    assert "train.label_smoothing 0.1 (the paper: 0.0)" in got
+    assert "st-cnn: localisation net at 0.1 x the lr (the paper reports no multiplier for MNIST)" in got
+    short = config.load("configs/paper/rts.yaml", sets=["train.iterations=15000", "train.every=5000", "seeds=[0]"])
+    assert paper.deviations(short) == ["15,000 iterations (the paper: 150,000)", "train.every 5000 (the paper: 50000)", "1 seed (the paper: the mean of 3)"]
