@@ -1,6 +1,7 @@
 """Paired significance and rectification: what stnexp says beyond accuracy."""
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -47,6 +48,22 @@ def test_a_transformer_that_undoes_each_distortion_leaves_every_digit_in_one_pos
     undo = torch.linalg.inv(full)[:, :2]  # what the classifier sees is the undistorted digit
     r = analysis.residual(undo, angle, scale, shift, 42)
     assert r["angle"].abs().max() < 1e-6 and r["log_scale"].abs().max() < 1e-6 and r["shift"].abs().max() < 1e-6
+
+
+def test_a_transformer_that_undoes_each_distortion_then_applies_a_fixed_map_leaves_that_map():
+    """Residual = distortion o transformer (classifier view -> canvas -> digit). A transformer that is
+    the distortion's inverse followed by a fixed E leaves E for every digit. The reversed composition,
+    transformer o distortion = D^-1 E D, keeps E's angle and scale but not its shift, so this catches it."""
+    angle, scale, shift = _poses()
+    d = geometry.distortion_theta(angle, scale, shift, 28, 42).double()
+    row = torch.tensor([0.0, 0.0, 1.0], dtype=d.dtype).expand(len(d), 1, 3)
+    a = math.radians(20.0)
+    e = torch.tensor([[0.9 * math.cos(a), -0.9 * math.sin(a), 0.2], [0.9 * math.sin(a), 0.9 * math.cos(a), -0.1], [0, 0, 1]], dtype=d.dtype)
+    t = (torch.linalg.inv(torch.cat([d, row], 1)) @ e)[:, :2]
+    r = analysis.residual(t, angle, scale, shift, 42)
+    assert torch.allclose(r["angle"], torch.full_like(r["angle"], 20.0), atol=1e-6)
+    assert torch.allclose(r["log_scale"], torch.full_like(r["log_scale"], math.log(0.9)), atol=1e-6)
+    assert torch.allclose(r["shift"], torch.tensor([0.2 * 14, -0.1 * 14], dtype=d.dtype).expand(len(d), 2), atol=1e-6)
 
 
 def test_a_model_without_an_affine_transformer_has_no_rectification():
@@ -158,3 +175,52 @@ def test_the_invariance_plot_draws_the_binned_errors_of_every_model(tmp_path):
     assert {(r["model"], r["by"]) for r in rows} == {(m, k) for m in "ab" for k in ("angle", "scale")}
     with Image.open(pictures.invariance(rows, tmp_path / "inv.png", "by distortion")) as png:
         assert png.width > 2 * png.height  # a panel per varying part: angle and scale side by side
+
+
+# Student's t, 97.5% quantile, by degrees of freedom (standard tables, 4 significant digits)
+T975 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 10: 2.228, 11: 2.201, 15: 2.131, 20: 2.086,
+        30: 2.042, 40: 2.021, 60: 2.000, 100: 1.984}
+
+
+@pytest.mark.parametrize("df", sorted(T975))
+def test_the_interval_over_seeds_uses_students_t_for_any_number_of_seeds(df):
+    values = [float(i % 3) for i in range(df + 1)]  # n = df + 1 seeds, not all equal
+    mean, half = analysis.mean_interval(values)
+    sd = statistics.stdev(values)
+    assert mean == pytest.approx(statistics.mean(values))
+    assert half / (sd / math.sqrt(len(values))) == pytest.approx(T975[df], rel=5e-4)
+
+
+def test_twelve_seeds_get_the_t_interval_not_the_normal_one():
+    values = [0.0, 1.0] * 6
+    # sd = sqrt(12 / 11 / 4); t(0.975, 11) = 2.201, where the normal 1.96 would give 0.295 for sd 0.522
+    assert analysis.mean_interval(values)[1] == pytest.approx(2.201 * math.sqrt(3 / 11) / math.sqrt(12), rel=1e-3)
+    assert analysis.mean_interval([1.0]) is None
+
+
+def test_holm_multiplies_the_ith_smallest_p_by_m_minus_i_and_keeps_the_order():
+    # m = 4: 0.01 * 4, 0.02 * 3, 0.03 * 2 -> 0.06, max(0.06, 0.8 * 1)
+    assert analysis.holm([0.03, 0.8, 0.01, 0.02]) == pytest.approx([0.06, 0.8, 0.04, 0.06])
+    # a later, smaller product does not fall below an earlier one (step-down monotone), and 1 caps it
+    assert analysis.holm([0.01, 0.011, 0.9, 0.6]) == pytest.approx([0.04, 0.04, 1.0, 1.0])
+    assert analysis.holm([0.2]) == [0.2] and analysis.holm([]) == []
+
+
+def test_many_pairs_of_one_variant_and_seed_are_judged_on_holms_adjusted_p():
+    n = 200
+    base = torch.zeros(n, dtype=torch.bool)
+    # a and b differ on 12 digits, all one way: raw p = 2 / 2^12 = 4.9e-4; with 28 pairs it stays significant
+    # a and c differ on 7, all one way: raw p = 2 / 2^7 = 0.0156 < 0.05, but not after Holm over 28 pairs
+    right = {("rts", 0, "a"): base.clone(), ("rts", 0, "b"): base.clone(), ("rts", 0, "c"): base.clone()}
+    right[("rts", 0, "b")][:12] = True
+    right[("rts", 0, "c")][100:107] = True
+    for k in range(5):  # five more models like a: 8 models, 28 pairs in the family
+        right[("rts", 0, f"x{k}")] = base.clone()
+    rows = {(r["model_a"], r["model_b"]): r for r in analysis.paired_rows(right, {k: 0.0 for k in right})}
+    assert len(rows) == 28 and {r["pairs"] for r in rows.values()} == {28}
+    ab, ac = rows[("a", "b")], rows[("a", "c")]
+    assert ab["p_value"] == pytest.approx(2 / 2**12, rel=5e-3) and ab["significant"]
+    assert ac["p_value"] == pytest.approx(2 / 2**7, rel=5e-3) and ac["p_value"] < 0.05
+    assert ac["p_holm"] > 0.05 and not ac["significant"]
+    md = analysis.paired_markdown(list(rows.values()))
+    assert "Holm's method" in md and "| p | p Holm |" in md
