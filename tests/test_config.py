@@ -31,8 +31,13 @@ def test_a_variant_named_like_a_preset_uses_it_and_can_override_ranges(tmp_path)
 
 def test_config_is_frozen(tmp_path):
     cfg = config.load(write(tmp_path, "seeds: [1]\n"))
-    with pytest.raises(Exception):
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         cfg.seeds = [2]
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        cfg.train.lr = 1.0  # nested sections too
+    assert cfg.seeds == [1] and cfg.train.lr == 0.01
 
 
 def test_unknown_key_names_the_key_and_suggests(tmp_path):

@@ -118,3 +118,19 @@ def test_training_batches_of_a_cluttered_variant_cut_patches_from_the_training_d
     b = [x for x, _ in stream.epoch(1)]
     assert len(a) == 4 and a[0].shape == (64, 1, 60, 60)
     assert all(torch.equal(x, y) for x, y in zip(a, b))  # an epoch replays exactly
+    # where the patches come from: training digits all blank but digit 0, which is white all over, and
+    # labels that name each digit. A digit other than 0 shows nothing but whole 6x6 white patches of digit
+    # 0: patches are cut from these training digits, from no other set
+    images = torch.zeros(256, 28, 28, dtype=torch.uint8)
+    images[0] = 255
+    stream = data.Stream(data.Digits(images, torch.arange(256)), spec(preset="cluttered"), 0, "tc", 64, resample=True)
+    patches = 0
+    for x, y in stream.epoch(1):
+        for img in x[y != 0, 0]:
+            lit = img > 0
+            assert torch.equal(img[lit], torch.ones(int(lit.sum()))), "a pixel that is no white patch of digit 0"
+            if lit.any():
+                rows, cols = lit.any(1).nonzero(), lit.any(0).nonzero()
+                assert rows.numel() >= 6 and cols.numel() >= 6  # whole patches, never cut smaller
+                patches += 1
+    assert patches > 0  # 4 batches of 64 with 6 patches each: about 6 from digit 0

@@ -129,9 +129,12 @@ def test_a_homography_grid_sends_the_corners_where_a_closed_form_says():
     # an independent evaluation of the same map at every output pixel centre
     q = np.einsum("ij,hwj->hwi", h, np.concatenate([base, np.ones_like(base[..., :1])], -1))
     assert np.allclose(grid, q[..., :2] / q[..., 2:], atol=1e-5)
-    # and the corners themselves land where they were sent
-    c = np.concatenate([corners, np.ones((4, 1))], 1) @ h.T
-    assert np.allclose(c[:, :2] / c[:, 2:], moved, atol=1e-9)
+    # stnexp's own homography from four point pairs is the same matrix, and its `project` sends the
+    # corners where they were sent
+    src, dst = torch.tensor(corners)[None], torch.tensor(moved)[None]
+    ours = geometry.homography(src, dst)
+    assert np.allclose(ours[0].double().numpy(), h, atol=1e-6)
+    assert np.allclose(geometry.project(ours, src)[0].double().numpy(), moved, atol=1e-6)
 
 
 @pytest.mark.parametrize("k", [2, 3, 4])
