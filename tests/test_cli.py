@@ -200,6 +200,57 @@ def test_train_resumes_a_run_directory_with_its_own_config(tiny_run, tmp_path):
     assert r.exit_code == 2 and "the config differs from the run's in train.lr" in r.output
 
 
+def test_the_best_checkpoint_is_the_epoch_of_highest_validation_accuracy(tmp_path, monkeypatch):
+    from stnexp import training
+
+    scripted = {1: 0.5, 2: 0.9, 3: 0.7}  # validation accuracy peaks at epoch 2 of 3
+    monkeypatch.setattr(training, "validation", lambda run, m, val: scripted[len(m.history) + 1])
+    sets = [a for s in TINY for a in ("--set", s)]
+    assert invoke("train", "configs/smoke.yaml", "--out", tmp_path / "three", *sets, "--set", "train.epochs=3").exit_code == 0
+    monkeypatch.undo()
+    assert invoke("train", "configs/smoke.yaml", "--out", tmp_path / "two", *sets, "--set", "train.epochs=2").exit_code == 0
+    for model in ("cnn", "st-cnn"):
+        best = torch.load(tmp_path / "three" / "checkpoints" / "rts" / f"{model}-s0-best.pt", weights_only=True)
+        last = torch.load(tmp_path / "three" / "checkpoints" / "rts" / f"{model}-s0-last.pt", weights_only=True)
+        after_two = torch.load(tmp_path / "two" / "checkpoints" / "rts" / f"{model}-s0-last.pt", weights_only=True)
+        assert (best["epoch"], best["best_val"], last["epoch"]) == (2, 0.9, 3)
+        # the weights of epoch 2 (the same batches and steps as a run that stopped there), not the last ones
+        assert all(torch.equal(best["model"][k], after_two["model"][k]) for k in best["model"])
+        assert not all(torch.equal(best["model"][k], last["model"][k]) for k in best["model"])
+
+
+def test_training_validation_and_test_digits_are_disjoint_by_index(monkeypatch):
+    """Each digit's index into the 60,000 training images is written into its pixels: the training
+    digits are the first train_size, the validation digits the last val_size, the test digits the
+    test files'."""
+    import types
+
+    import numpy as np
+
+    from stnexp import data
+
+    def numbered(n, offset):
+        images = np.zeros((n, 28, 28), dtype=np.uint8)
+        i = np.arange(n) + offset
+        images[:, 0, 0], images[:, 0, 1], images[:, 0, 2] = i % 256, (i // 256) % 256, i // 65536
+        return images
+
+    fake = types.SimpleNamespace(train_images=numbered(60000, 0), train_labels=np.zeros(60000, dtype=np.uint8),
+                                 test_images=numbered(10000, 100000), test_labels=np.zeros(10000, dtype=np.uint8))
+    monkeypatch.setattr(mnist, "load", lambda *a: fake)
+
+    def index(d):
+        px = d.images[:, 0, :3].long()
+        return set((px[:, 0] + 256 * px[:, 1] + 65536 * px[:, 2]).tolist())
+
+    for train_size, val_size in [(50000, 10000), (1024, 512), (59000, 0)]:
+        split = data.split(config.DataConfig(train_size=train_size, val_size=val_size), torch.device("cpu"))
+        train, val, test = index(split.train), index(split.val), index(split.test)
+        assert train == set(range(train_size)) and val == set(range(60000 - val_size, 60000))
+        assert test == set(range(100000, 110000))
+        assert not (train & val) and not (train & test) and not (val & test)
+
+
 def test_runs_lists_each_run_with_its_errors_and_status(tiny_run, tmp_path):
     import fcntl
     import os

@@ -111,7 +111,8 @@ def bf16_error_bound(magnitude: torch.Tensor, roundings: int, products: int) -> 
     return (roundings * BF16_U + products * FP32_U) * (1 + BF16_U) ** roundings * magnitude
 
 
-def test_conv1_behind_a_transformer_gets_the_gradients_of_a_plain_conv():
+@pytest.mark.parametrize("size", [28, 42, 60])  # the canvases of R, P and E; RTS; TC
+def test_conv1_behind_a_transformer_gets_the_gradients_of_a_plain_conv(size):
     # ImageConv computes the gradient for its images its own way on the CPU: it must be nn.Conv2d's in
     # fp32, and under bf16 autocast within the error bf16 rounding allows, which nn.Conv2d's own bf16
     # gradient must meet too. The gradient is a sum of 32 x 9 x 9 products, mostly cancelling (the
@@ -120,8 +121,9 @@ def test_conv1_behind_a_transformer_gets_the_gradients_of_a_plain_conv():
     conv = models.ImageConv(1, 32, 9)
     plain = torch.nn.Conv2d(1, 32, 9)
     plain.load_state_dict(conv.state_dict())
-    image = torch.rand(8, 1, 42, 42)
-    probe = torch.linspace(-1, 1, 8 * 32 * 34 * 34).view(8, 32, 34, 34)
+    image = torch.rand(8, 1, size, size)
+    side = size - 8
+    probe = torch.linspace(-1, 1, 8 * 32 * side * side).view(8, 32, side, side)
 
     def grads(layer, autocast):
         x = image.clone().requires_grad_()
@@ -157,7 +159,9 @@ def test_conv1_behind_a_transformer_gets_the_gradients_of_a_plain_conv():
     (4, 3, 5, 3, 8, 9),   # batch, c_in, c_out, kernel, height, width: odd and even sides
     (4, 3, 5, 3, 9, 8),
     (2, 2, 3, 4, 4, 4),   # the kernel as large as the image: one output
-    (16, 32, 64, 7, 17, 17),  # the paper CNN's conv2 on 42x42 digits
+    (16, 32, 64, 7, 10, 10),  # the paper CNN's conv2 on 28x28 canvases (R, P, E)
+    (16, 32, 64, 7, 17, 17),  # on 42x42 (RTS)
+    (16, 32, 64, 7, 26, 26),  # on 60x60 (TC)
 ])
 def test_the_convolution_through_the_dft_is_a_valid_conv2d_and_has_its_gradients(shape):
     n, c, o, k, h, w = shape
@@ -192,6 +196,38 @@ def test_conv2_trains_through_the_dft_on_the_cpu_and_scores_through_conv2d(monke
     conv.fast_grad = False
     conv(x)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("stn", [None, {"transform": "affine"}, {"transform": "affine", "at": "conv1"}], ids=["cnn", "st-cnn", "st-cnn-conv1"])
+@pytest.mark.parametrize("size", [28, 42, 60])
+def test_a_models_gradients_are_the_same_with_the_fast_cpu_kernels_on_and_off(stn, size, monkeypatch):
+    cfg = config.CNNConfig(arch="cnn", stn=None if stn is None else config.TransformerConfig(**stn))
+    torch.manual_seed(0)
+    model = models.build(cfg, size)
+    with torch.no_grad():  # a transformer away from the identity, so that conv1's input gradient matters
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, y = torch.rand(16, 1, size, size), torch.randint(0, 10, (16,))
+
+    def grads():
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    calls = []
+    dft, image_conv = spectral.conv2d, models._ImageConvFn.apply
+    monkeypatch.setattr(spectral, "conv2d", lambda *a: calls.append("dft") or dft(*a))
+    monkeypatch.setattr(models._ImageConvFn, "apply", lambda *a: calls.append("image") or image_conv(*a))
+    fast = grads()
+    # the fast kernels did run: conv2 through the DFT, and conv1's image gradient behind an input transformer
+    assert calls == (["image", "dft"] if stn and stn.get("at") != "conv1" else ["dft"])
+    monkeypatch.setattr(models.Conv, "fast_grad", False)
+    monkeypatch.setattr(models.ImageConv, "fast_grad", False)
+    plain = grads()
+    assert len(calls) == (2 if stn and stn.get("at") != "conv1" else 1)  # and none with the switch off
+    assert fast.keys() == plain.keys()
+    for name in fast:
+        assert float((fast[name] - plain[name]).norm()) <= 1e-5 * float(plain[name].norm()) + 1e-9, name
 
 
 @pytest.mark.parametrize("arch", ["cnn", "stn-cnn", "fcn", "st-fcn"])
