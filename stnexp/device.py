@@ -103,8 +103,8 @@ def configure(device: torch.device, deterministic: bool) -> None:
 def keep_freed_memory() -> None:
     """glibc hands large freed blocks back to the OS and maps them afresh, zeroed, on the next allocation;
     a CPU training step frees and reallocates its ~20 MB activations every step. Raising the mmap and trim
-    thresholds keeps them in the heap: 1.27x the CPU training and 1.8x the evaluation throughput on a
-    2-core Xeon (scripts/bench.py). A no-op where the C library is not glibc."""
+    thresholds keeps them in the heap (faster CPU training and evaluation: README, Performance). A no-op
+    where the C library is not glibc."""
     import ctypes
 
     try:
