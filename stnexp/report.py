@@ -68,7 +68,7 @@ def merged(sources: list[Source], as_paper: bool) -> list[dict]:
     """Every source's rows, labelled for the table: `label` (the row) and `column`. As the paper: the
     paper's row and column where the model and variant have one (a row shared by two differently named
     models keeps the names). Rows share a cell only when their models trained by the same recipe (model,
-    variant, data and training config): a label that runs with different recipes give is split, each
+    variant, data and training config) for the same number of steps: a label that runs with different recipes give is split, each
     part named by its run; the same seed of the same recipe from two runs is an error naming both."""
     labelled = []
     for s in sources:
@@ -82,7 +82,10 @@ def merged(sources: list[Source], as_paper: bool) -> list[dict]:
                 label = row if row and len(sharing) == 1 else (f"{row} ({r['model']})" if row else r["model"])
                 column = paper.column(s.cfg, r["variant"]) or r["variant"]
             paper_row = paper.row(s.cfg, r["model"], r["variant"]) if as_paper else None
-            labelled.append((s, recipe(s.cfg, r["model"], r["variant"]), {**r, "label": label, "column": column, "paper_row": paper_row}))
+            # an interrupted run trained less than its config says: its budget is the steps it took
+            budget = s.trained if s.trained is not None and s.trained < s.iterations else s.iterations
+            key = f"{recipe(s.cfg, r['model'], r['variant'])} {budget}"
+            labelled.append((s, key, {**r, "label": label, "column": column, "paper_row": paper_row}))
     recipes: dict[tuple, set] = {}
     for _, key, r in labelled:
         recipes.setdefault((r["label"], r["column"]), set()).add(key)

@@ -518,6 +518,16 @@ def test_report_keeps_runs_of_different_recipes_apart_and_refuses_one_seed_given
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert f"| CNN ({tiny_run.name}) | 119,050 | {cnn:.2f} [0.8] |" in lines and f"| CNN (other-lr) | 119,050 | {cnn + 2.0:.2f} [0.8] |" in lines
+    # the same config, but a run interrupted after half its steps (metrics.csv ends at step 4 of 8)
+    short = tmp_path / "short"
+    _copy_results(tiny_run, short, 2, cnn + 3.0)
+    metrics = (short / "metrics.csv").read_text().splitlines()
+    (short / "metrics.csv").write_text("\n".join([metrics[0]] + [m for m in metrics[1:] if m.split(",")[4] == "4"]) + "\n")
+    r = invoke("report", tiny_run, short, "--paper")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert f"| CNN ({tiny_run.name}) | 119,050 | {cnn:.2f} [0.8] |" in lines and f"| CNN (short) | 119,050 | {cnn + 3.0:.2f} [0.8] |" in lines
+    assert any(f"`{short}`: 4 of 8 iterations (interrupted)" in line for line in lines)
     same = tmp_path / "same"
     _copy_results(tiny_run, same, 0, cnn)
     r = invoke("report", tiny_run, same)
