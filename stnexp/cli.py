@@ -64,6 +64,11 @@ def _guard(fn, log_path: Optional[Path] = None):
         raise typer.Exit(130)
     except typer.Exit:
         raise
+    except BrokenPipeError:  # whoever read stdout has gone (`| head`): end quietly, as Unix tools do
+        from stnexp.runs import stdout_gone
+
+        stdout_gone()
+        raise typer.Exit(0)
     except Exception as e:  # the last line of defence: no traceback on the terminal
         import logging
         import traceback
@@ -262,7 +267,7 @@ def config_schema():
 
     from stnexp import config
 
-    typer.echo(json.dumps(config.schema(), indent=2))
+    _guard(lambda: typer.echo(json.dumps(config.schema(), indent=2)))
 
 
 # what a terminal that cannot show a character gets instead

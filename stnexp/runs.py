@@ -300,13 +300,30 @@ def _git_commit() -> str | None:
         return None
 
 
+def stdout_gone() -> None:
+    """The reader of stdout went away (`stnexp ... | head -1`): send the rest of the process's stdout to
+    the null device, so that neither later writes nor the flush at exit fail."""
+    import os
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout (a test's capture)
+        sys.stdout = open(os.devnull, "w")
+
+
 class _TqdmHandler(logging.Handler):
-    """Console output that does not tear the progress bars."""
+    """Console output that does not tear the progress bars. A closed stdout does not stop the work: the
+    messages go on into train.log."""
 
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
 
-        tqdm.write(self.format(record), file=sys.stderr if record.levelno >= logging.WARNING else sys.stdout)
+        try:
+            tqdm.write(self.format(record), file=sys.stderr if record.levelno >= logging.WARNING else sys.stdout)
+        except BrokenPipeError:
+            stdout_gone()
 
 
 def logger(run: Path | None = None, quiet: bool = False) -> logging.Logger:

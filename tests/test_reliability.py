@@ -222,3 +222,31 @@ def test_a_malformed_checkpoint_exits_2_in_one_line(tmp_path, tiny_run, change, 
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and message in r.output, r.output
     with pytest.raises(UserError, match="odd.pt: malformed checkpoint"):
         checkpoints.load(tmp_path / "odd.pt")
+
+
+def test_a_closed_stdout_does_not_stop_training_and_train_log_gets_everything(tmp_path):
+    """`stnexp train CFG | head -1`: the reader goes after the first line; training goes on to the end."""
+    argv = [sys.executable, "-m", "stnexp", "train", "configs/smoke.yaml", "--out", str(tmp_path / "run")]
+    for s in TINY:
+        argv += ["--set", s]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()  # head -1 exits
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err.decode()
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+    run = tmp_path / "run"
+    assert (run / "results.json").is_file() and (run / "checkpoints" / "rts" / "st-cnn-s0-best.pt").is_file()
+    log = (run / "train.log").read_text()
+    assert "rts s0 epoch 2/2" in log and "results:" in log
+
+
+@pytest.mark.parametrize("command", [["config", "show", "configs/smoke.yaml"], ["config", "schema"], ["runs", "{run}"],
+                                     ["report", "{run}"], ["eval", "{run}", "--out", "{out}"]])
+def test_a_short_command_whose_reader_has_gone_ends_quietly(command, tiny_run, tmp_path):
+    argv = [sys.executable, "-m", "stnexp"] + [a.format(run=tiny_run, out=tmp_path / "ev") for a in command]
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    p = subprocess.run(argv, stdout=write, stderr=subprocess.PIPE, timeout=300)
+    os.close(write)
+    assert p.returncode == 0 and p.stderr == b"", p.stderr.decode()
