@@ -38,7 +38,12 @@ AGREE_EVERY = 50  # steps between the data-parallel ranks' agreement on Ctrl-C a
 
 
 class Interrupted(Exception):
-    """Ctrl-C during training: the last completed epoch's checkpoints are on disk and resumable."""
+    """Ctrl-C during training: the last completed epoch's checkpoints are on disk and resumable
+    (`nothing`: no epoch had completed, so there is nothing to resume)."""
+
+    def __init__(self, nothing: bool = False):
+        super().__init__()
+        self.nothing = nothing
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,8 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
             raise Interrupted()
         return []
     rows = score(run)
+    if interrupted and not rows:  # Ctrl-C before any epoch ended: no checkpoint, no table to write
+        raise Interrupted(nothing=True)
     write_curves(run.dir)
     reporting.write(run.dir, runs.RESULTS, rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
     log.info("\n" + reporting.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted))
@@ -594,6 +601,8 @@ def _train_into(cfg: Config, out: Path | None, resume: bool, force: bool, comman
         log.debug("command: " + command)
         if not resume:
             checkpoints.atomic_text(run / runs.CONFIG, C.dump(cfg))
+        elif not any((run / runs.CHECKPOINTS).rglob("*.pt")):
+            log.info(f"{run}: no checkpoint yet (no epoch had completed): training starts from the beginning")
         runs.write_env(run, device, precision(autocast_dtype(cfg.train.amp, device)), resume)
         log.info(f"run directory: {run}" + (f" ({world.size} processes, train.parallel: {world.mode})" if world else ""))
         stop = threading.Event()
@@ -606,8 +615,12 @@ def _train_into(cfg: Config, out: Path | None, resume: bool, force: bool, comman
                 runs.logger(None)
                 runs.clear(run, remove_dir=True)
             raise
-        except Interrupted:
-            log.warning(f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out {run}")
+        except Interrupted as e:
+            if e.nothing:
+                log.warning(f"interrupted before the first epoch ended: no checkpoint, nothing to resume; {run} holds the "
+                            f"config, train.log and env.json (--resume --out {run} starts training from the beginning)")
+            else:
+                log.warning(f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out {run}")
             raise
         finally:
             signal.signal(signal.SIGINT, previous)

@@ -250,3 +250,33 @@ def test_a_short_command_whose_reader_has_gone_ends_quietly(command, tiny_run, t
     p = subprocess.run(argv, stdout=write, stderr=subprocess.PIPE, timeout=300)
     os.close(write)
     assert p.returncode == 0 and p.stderr == b"", p.stderr.decode()
+
+
+def test_ctrl_c_before_the_first_epoch_ends_says_nothing_is_resumable_and_writes_no_table(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "stnexp", "train", "configs/smoke.yaml", "--out", str(out)]
+    for s in ["data.train_size=20000", "data.val_size=256", "train.epochs=4", "train.batch_size=64", "device=cpu"]:
+        argv += ["--set", s]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while "device cpu" not in ((out / "train.log").read_text() if (out / "train.log").exists() else ""):
+        assert p.poll() is None and time.time() < deadline, "training did not start"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)  # its first epoch of 313 steps takes seconds
+    output = p.communicate(timeout=120)[0]
+    assert p.returncode == 130, output
+    assert "interrupted before the first epoch ended: no checkpoint, nothing to resume" in output
+    assert "checkpoints of the last completed epoch" not in output and "Traceback" not in output
+    assert not list(out.rglob("*.pt")) and not (out / "results.md").exists() and not (out / "results.json").exists()
+    # --resume says that it starts over (the training itself left out: it is any run's)
+    from stnexp import training
+
+    monkeypatch.setattr(training, "train", lambda *a: [])
+    first = {**json.loads((out / "env.json").read_text()), "started": "2026-01-01T00:00:00+0000"}
+    (out / "env.json").write_text(json.dumps(first))
+    r = cli("train", out, "--resume")
+    assert r.exit_code == 0 and "no checkpoint yet (no epoch had completed): training starts from the beginning" in r.output
+    # the run started when it first did: env.json keeps that, `stnexp runs` shows it, the resume is added
+    env = json.loads((out / "env.json").read_text())
+    assert env["started"] == first["started"] and len(env["resumed"]) == 1
+    assert f"| {first['started']} |" in cli("runs", tmp_path).output
