@@ -83,11 +83,16 @@ def payload(m: Member, cfg: Config, kind: str, precision: str) -> dict:
     }
 
 
-def restore(m: Member, ck: dict, cfg: Config, path: Path) -> None:
-    """Continue `m` from checkpoint `ck`, which must come from this very config."""
+def restore(m: Member, ck: dict, cfg: Config, path: Path, kind: str = "last") -> None:
+    """Continue `m` from checkpoint `ck`, which must come from this very config and be the `kind`
+    checkpoint of this very member (a file swapped with another seed's or model's is refused)."""
     # compared through today's reading of the checkpoint's config, so runs of older versions resume too
     if C.validate(ck["config"]).digest() != cfg.digest():
         raise UserError(f"{path}: made by a different config than this run's; resume with the run's config")
+    mine = {"model_name": m.name, "variant": m.variant, "seed": m.seed, "kind": kind, "in_size": m.in_size}
+    wrong = [f"{key} {ck.get(key)!r}, not {want!r}" for key, want in mine.items() if ck.get(key) != want]
+    if wrong:
+        raise UserError(f"{path}: the checkpoint of another slot ({'; '.join(wrong)}); put back the file this run wrote there")
     problem = models.mismatch(m.model, ck["model"])
     if problem:
         raise UserError(f"{path}: does not fit the configured model ({problem})")

@@ -280,3 +280,21 @@ def test_ctrl_c_before_the_first_epoch_ends_says_nothing_is_resumable_and_writes
     env = json.loads((out / "env.json").read_text())
     assert env["started"] == first["started"] and len(env["resumed"]) == 1
     assert f"| {first['started']} |" in cli("runs", tmp_path).output
+
+
+@pytest.mark.parametrize("swap, named", [
+    (("cnn-s0-last.pt", "cnn-s1-last.pt"), "seed 1, not 0"),
+    (("cnn-s0-last.pt", "st-cnn-s0-last.pt"), "model_name 'st-cnn', not 'cnn'"),
+    (("cnn-s0-last.pt", "cnn-s0-best.pt"), "kind 'best', not 'last'"),
+])
+def test_resume_refuses_a_checkpoint_swapped_in_from_another_slot(tmp_path, swap, named):
+    out = tmp_path / "run"
+    assert cli("train", "configs/smoke.yaml", "--out", out, sets=TINY + ["seeds=[0,1]", "train.epochs=1"]).exit_code == 0
+    folder = out / "checkpoints" / "rts"
+    a, b = folder / swap[0], folder / swap[1]
+    first, second = a.read_bytes(), b.read_bytes()
+    a.write_bytes(second)
+    b.write_bytes(first)
+    r = cli("train", out, "--resume")
+    assert r.exit_code == 2, r.output
+    assert f"{a}: the checkpoint of another slot" in r.output and named in r.output
