@@ -102,7 +102,8 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     keys, children = plan(sweeps)
     cfgs = {name: C.load(cfg_path, sets + [f"{k}={v}" for k, v in values.items()]) for name, values in children}
     base = C.load(cfg_path, sets)
-    spec = {"config": str(Path(cfg_path).resolve()), "set": sets, "sweep": sweeps, "children": [name for name, _ in children]}
+    spec = {"config": str(Path(cfg_path).resolve()), "set": sets, "sweep": sweeps, "children": [name for name, _ in children],
+            "digest": base.digest()}
     if how.shard is not None and how.out is None:
         raise UserError("--shard: name the sweep folder that every shard shares with --out")
     # a shard joins the sweep another shard made, as --resume would (the same plan, or exit 2)
@@ -149,13 +150,15 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
             raise UserError(f"--resume: {out} holds no sweep to resume (no {PLAN})")
         if {k: old.get(k) for k in ("set", "sweep")} != {k: spec[k] for k in ("set", "sweep")}:
             raise UserError(f"--resume: the sweep differs from the one in {out} (--sweep {' '.join(old.get('sweep', []))}); resume with the same options")
+        if old.get("digest", spec["digest"]) != spec["digest"]:  # plans before 0.2 have none: a started child still refuses another config when resumed
+            raise UserError(f"--resume: the config differs from the one the sweep in {out} was made with ({old.get('config')}); "
+                            "resume with that config")
     elif out.is_dir() and any(out.iterdir()):
         if not force:
             raise UserError(f"--out {out}: not empty; pass --resume to continue that sweep or --force to overwrite it")
         if old is None:
             raise UserError(f"--out {out}: not a sweep folder (no {PLAN}); --force overwrites only sweeps, pick an empty or new folder")
-        for name in old.get("children", []):
-            child = out / str(name)
+        for child in _children(out, old):
             if child.is_dir() and runs.is_run(child):
                 runs.clear(child, remove_dir=True)
         for suffix in runs.TABLE_SUFFIXES:
@@ -176,7 +179,7 @@ def reported(paths: list[Path], log) -> list[Path]:
     for path in map(Path, paths):
         spec = _read_plan(path) if path.is_dir() else None
         if spec is not None:
-            children = [path / str(name) for name in spec.get("children", []) if runs.is_run(path / str(name))]
+            children = [child for child in _children(path, spec) if runs.is_run(child)]
             log.info(f"{path}: a sweep, reporting its {len(children)} child run(s)")
             out += children
         elif path.is_file() and path.name in {TABLE + suffix for suffix in runs.TABLE_SUFFIXES} and _read_plan(path.parent) is not None:
@@ -192,6 +195,20 @@ def _read_plan(folder: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return spec if isinstance(spec, dict) else None
+
+
+def _children(folder: Path, spec: dict) -> list[Path]:
+    """The child run folders a plan names: each one folder directly inside the sweep folder (a plan that
+    names `../elsewhere` or `a/b` is refused, so that --force never clears a run outside it)."""
+    names = spec.get("children", [])
+    if not isinstance(names, list):
+        raise UserError(f"{folder / PLAN}: 'children' is not a list of folder names")
+    out = []
+    for name in names:
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise UserError(f"{folder / PLAN}: names {C._cut(str(name))!r} as a child, which is not a folder inside the sweep")
+        out.append(folder / name)
+    return out
 
 
 # ---------------------------------------------------------------- the table

@@ -687,6 +687,8 @@ def test_version_and_plain_help():
 
 
 def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path):
+    import shutil
+
     out = tmp_path / "sweep"
     args = ["train", "configs/smoke.yaml", "--sweep", "train.lr=0.01,0.05", "--sweep", "models.st-cnn.loc_lr_scale=0.1",
             "--set", "data.train_size=256", "--set", "data.val_size=128", "--out", out]
@@ -723,6 +725,22 @@ def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path
     # another sweep cannot resume this one
     r = invoke(*args[:-2], "--sweep", "train.epochs=1,2", "--out", out, "--resume")
     assert r.exit_code == 2 and "the sweep differs" in r.output
+    # nor the same options on another config file (other models): nothing is trained or changed
+    other = tmp_path / "other.yaml"
+    other.write_text((Path("configs/smoke.yaml").read_text()).replace("st-cnn: {arch: cnn, stn: {transform: affine}}",
+                                                                       "st-cnn: {arch: cnn, norm: batch, stn: {transform: affine}}"))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    r = invoke("train", other, *args[2:], "--resume")
+    assert r.exit_code == 2 and "the config differs from the one the sweep" in r.output, r.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    # a plan whose children lie outside the sweep folder: --force clears nothing there
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(out / children[0], outside)
+    plan = json.loads((out / ".stnexp-sweep").read_text())
+    (out / ".stnexp-sweep").write_text(json.dumps({**plan, "children": ["../elsewhere"]}))
+    r = invoke(*args, "--force")
+    assert r.exit_code == 2 and "names '../elsewhere' as a child, which is not a folder inside the sweep" in r.output
+    assert (outside / "results.json").is_file() and (outside / "checkpoints").is_dir()
 
 
 def test_shards_of_a_sweep_train_their_own_children_into_one_folder_and_its_table(tmp_path):
