@@ -83,21 +83,19 @@ class TestSets:
         """The test set of `variant` for `seed` with one pose parameter fixed for every digit: `rotation`
         (degrees), `scale`, or `shift` (the digit's centre moved this many px to the right of the canvas's
         centre); everything else each digit drew stays as in the test set."""
+        # not cached: a sweep of many values holds one rendered set at a time (10k digits on 42x42 are 70 MB)
         base = self.get(cfg, variant, seed, canvas)
         spec = _spec(cfg, variant, canvas, {})
-        cache = ("swept", str(cfg.data.root), variant, seed, spec, key, value)
-        if cache not in self.sets:
-            params = dict(base.params)
-            n = len(base.labels)
-            if key == "rotation":
-                params["angle"] = torch.full((n,), float(value), device=params["angle"].device)
-            elif key == "scale":
-                params["scale"] = torch.full((n,), float(value), device=params["scale"].device)
-            else:
-                params["shift"] = torch.tensor([[float(value), 0.0]], device=params["shift"].device).expand(n, 2).clone()
-            images = data.render_all(self.digits[str(cfg.data.root)].test, params, spec)
-            self.sets[cache] = TestSet(f"{key}={value:g}", images, base.labels, params=params)
-        return self.sets[cache]
+        params = dict(base.params)
+        n = len(base.labels)
+        if key == "rotation":
+            params["angle"] = torch.full((n,), float(value), device=params["angle"].device)
+        elif key == "scale":
+            params["scale"] = torch.full((n,), float(value), device=params["scale"].device)
+        else:
+            params["shift"] = torch.tensor([[float(value), 0.0]], device=params["shift"].device).expand(n, 2).clone()
+        images = data.render_all(self.digits[str(cfg.data.root)].test, params, spec)
+        return TestSet(f"{key}={value:g}", images, base.labels, params=params)
 
 
 def _spec(cfg: C.Config, variant: str, canvas: int | None, extra: dict) -> C.VariantConfig:
@@ -120,6 +118,7 @@ def _spec(cfg: C.Config, variant: str, canvas: int | None, extra: dict) -> C.Var
 
 
 SWEEPABLE = ("rotation", "scale", "shift")
+SWEEP_LIMIT = 1e4  # degrees, factor or px: far beyond any pose a digit can take, and safe in float32
 
 
 def parse_sweep(text: str) -> tuple[str, list[float]]:
@@ -130,8 +129,10 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
         start, stop, step = (float(p) for p in parts) if len(parts) == 3 else (None, None, None)
     except ValueError:
         start = None
-    if key not in SWEEPABLE or not eq or start is None or step <= 0 or stop < start or (stop - start) / step > 1000:
-        raise UserError(f"--sweep {text!r}: expected rotation|scale|shift=START:STOP:STEP with START <= STOP, STEP > 0 and at most 1000 steps (e.g. rotation=-180:180:15)")
+    finite = start is not None and all(math.isfinite(v) and abs(v) <= SWEEP_LIMIT for v in (start, stop, step))
+    if key not in SWEEPABLE or not eq or not finite or step <= 0 or stop < start or (stop - start) / step > 1000:
+        raise UserError(f"--sweep {C._cut(text)!r}: expected rotation|scale|shift=START:STOP:STEP, finite numbers within "
+                        f"+-{SWEEP_LIMIT:g}, START <= STOP, STEP > 0 and at most 1000 steps (e.g. rotation=-180:180:15)")
     count = int(math.floor((stop - start) / step + 1e-9)) + 1
     values = [round(start + i * step, 10) for i in range(count)]
     if key == "scale" and values[0] <= 0:
@@ -178,7 +179,7 @@ def score(paths: list[Path], sets_for: Callable[[dict, C.Config], list[TestSet]]
                 hint = "" if test.external else " (render it on the model's canvas with --canvas model)"
                 raise UserError(f"{what} {size}x{size} but {path.name} takes {ck['in_size']}x{ck['in_size']}{hint}")
             # a best checkpoint of the last epoch holds the weights of the last one: count its digits once
-            key = (str(path.parent), ck["variant"], ck["model_name"], ck["seed"], ck["step"], id(test))
+            key = (str(path.parent), ck["variant"], ck["model_name"], ck["seed"], ck["step"], test.name, test.images.shape)
             if key not in counted:
                 counted[key] = right(model, test.images, test.labels, dtype)
             n_ok, n = int(counted[key].sum()), len(test.labels)
@@ -249,6 +250,11 @@ def score_run(source: Path, variants: list[str], external: tuple[Path, Path] | N
             device = resolve("auto")
     else:
         device = resolve(device)
+    if isinstance(canvas, int):  # before anything is rendered: a canvas no model takes is refused at once
+        for path in found:
+            side = checkpoints.load(path)["in_size"]
+            if side != canvas:
+                raise UserError(f"--canvas {canvas}: {path.name} takes {side}x{side} (--canvas model renders each model's own)")
     keep_freed_memory()
     if external is not None:
         ext = read_external(*external, device)
@@ -260,8 +266,8 @@ def score_run(source: Path, variants: list[str], external: tuple[Path, Path] | N
 
         def sets_for(ck, cfg):
             side = ck["in_size"] if canvas == "model" else canvas
-            if sweep is not None:  # each model's own variant, one pose parameter fixed at each value
-                return [tests.swept(cfg, ck["variant"], ck["seed"], sweep[0], v, side) for v in sweep[1]]
+            if sweep is not None:  # each model's own variant, one pose parameter fixed at each value, one at a time
+                return (tests.swept(cfg, ck["variant"], ck["seed"], sweep[0], v, side) for v in sweep[1])
             return [tests.get(cfg, name, ck["seed"], side, extra) for name in variants or list(extra or {}) or [ck["variant"]]]
 
     rows = []

@@ -785,6 +785,36 @@ def test_a_bad_sweep_exits_2_before_anything_is_written(tmp_path, sweep, message
     assert not (tmp_path / "s").exists()
 
 
+def test_eval_sweep_holds_at_most_two_swept_test_sets_at_a_time(tiny_run, tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    from stnexp import evaluation
+
+    made = []
+    swept = evaluation.TestSets.swept
+
+    def tracked(self, *a):
+        gc.collect()  # the one being scored is still held while the next is made: never more
+        assert all(ref() is None for ref in made[:-1]), "an earlier swept set is still held"
+        test = swept(self, *a)
+        made.append(weakref.ref(test.images))  # the rendered digits, what costs the memory
+        return test
+
+    monkeypatch.setattr(evaluation.TestSets, "swept", tracked)
+    r = invoke("eval", tiny_run, "--sweep", "rotation=-60:60:30", "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    assert len(made) == 2 * 5  # each of two models on each of five values
+
+
+def test_eval_on_a_canvas_no_model_takes_exits_2_before_rendering(tiny_run, tmp_path, monkeypatch):
+    from stnexp import data
+
+    monkeypatch.setattr(data, "render_all", lambda *a: pytest.fail("rendered a test set"))
+    r = invoke("eval", tiny_run, "--canvas", "512", "--out", tmp_path)
+    assert r.exit_code == 2 and "--canvas 512: cnn-s0-best.pt takes 42x42" in r.output, r.output
+
+
 def test_eval_sweep_fixes_one_pose_parameter_at_each_value_and_plots_the_error(tiny_run, tmp_path, monkeypatch):
     from PIL import Image
 
@@ -813,7 +843,8 @@ def test_eval_sweep_fixes_one_pose_parameter_at_each_value_and_plots_the_error(t
     # every digit turned by exactly 30 degrees; its scale and place as in the test set
     assert torch.all(fixed.params["angle"] == 30.0)
     assert torch.equal(fixed.params["scale"], base.params["scale"]) and torch.equal(fixed.params["shift"], base.params["shift"])
-    for bad in ("rotation=30:-30:1", "tilt=0:1:1", "scale=0:1:0.5", "rotation=0:1"):
+    for bad in ("rotation=30:-30:1", "tilt=0:1:1", "scale=0:1:0.5", "rotation=0:1", "rotation=nan:1:1", "rotation=1e300:1e300:1",
+                "shift=-inf:0:1"):
         r = invoke("eval", tiny_run, "--sweep", bad, "--out", tmp_path)
         assert r.exit_code == 2 and "--sweep" in r.output, (bad, r.output)
 
