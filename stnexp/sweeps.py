@@ -14,6 +14,7 @@ import csv
 import io
 import itertools
 import json
+import math
 import re
 import statistics
 import time
@@ -26,6 +27,7 @@ from stnexp.errors import UserError
 
 PLAN = ".stnexp-sweep"
 TABLE = "sweep"
+MAX_CHILDREN = 1000  # runs in one sweep: each is a run directory and a config validated before any trains
 
 
 def parse(item: str) -> tuple[str, list[str]]:
@@ -41,9 +43,13 @@ def parse(item: str) -> tuple[str, list[str]]:
             depth += 1
         elif ch in "]})":
             depth -= 1
+        if depth < 0:
+            break
         if ch == "," and depth == 0:
             values.append(text[start:i].strip())
             start = i + 1
+    if depth != 0:
+        raise UserError(f"--sweep {C._cut(item)}: unbalanced brackets")
     if any(not v for v in values):
         raise UserError(f"--sweep {C._cut(item)}: an empty value")
     for v in values:
@@ -60,6 +66,9 @@ def plan(sweeps: list[str]) -> tuple[list[str], list[tuple[str, dict[str, str]]]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
         raise UserError(f"--sweep {twice[0]}: swept twice; give its values in one --sweep")
+    count = math.prod(len(values) for _, values in parsed)
+    if count > MAX_CHILDREN:
+        raise UserError(f"--sweep: {' x '.join(str(len(v)) for _, v in parsed)} = {count:,} runs, more than {MAX_CHILDREN:,} in one sweep")
     children = []
     for i, combo in enumerate(itertools.product(*[values for _, values in parsed]), 1):
         values = dict(zip(keys, combo))
@@ -102,6 +111,12 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     keys, children = plan(sweeps)
     cfgs = {name: C.load(cfg_path, sets + [f"{k}={v}" for k, v in values.items()]) for name, values in children}
     base = C.load(cfg_path, sets)
+    from stnexp import board
+    from stnexp.device import resolve
+
+    for name, cfg in cfgs.items():  # what train checks before it makes a directory, for every child first
+        resolve(cfg.device)
+        board.check(cfg.train.tensorboard)
     spec = {"config": str(Path(cfg_path).resolve()), "set": sets, "sweep": sweeps, "children": [name for name, _ in children],
             "digest": base.digest()}
     if how.shard is not None and how.out is None:

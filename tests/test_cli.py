@@ -778,10 +778,21 @@ def test_a_bad_shard_exits_2(tmp_path, shard, message):
     ("train.lr=0.1,,0.2", "--sweep train.lr=0.1,,0.2: an empty value"),
     ("train.lrr=1,2", "train.lrr: unknown key (did you mean 'lr'?)"),
     ("train.lr=-1,1", "train.lr: input should be greater than 0, got -1"),
+    ("train.lr=[0.1,0.2", "--sweep train.lr=[0.1,0.2: unbalanced brackets"),
+    ("train.lr=0.1]", "--sweep train.lr=0.1]: unbalanced brackets"),
+    ("train.lr=" + ",".join(str(i) for i in range(1, 1002)), "--sweep: 1001 = 1,001 runs, more than 1,000 in one sweep"),
 ])
 def test_a_bad_sweep_exits_2_before_anything_is_written(tmp_path, sweep, message):
     r = invoke("train", "configs/smoke.yaml", "--sweep", sweep, "--out", tmp_path / "s")
     assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("how", [["--sweep", "device=cpu,cuda"], ["--sweep", "train.lr=0.1,0.2", "--device", "cuda"]])
+def test_a_sweep_whose_child_cannot_run_here_exits_2_before_any_trains(tmp_path, how):
+    r = invoke("train", "configs/smoke.yaml", *how, "--set", "data.train_size=256", "--out", tmp_path / "s")
+    assert r.exit_code == 2 and "CUDA is not available" in r.output, r.output
     assert not (tmp_path / "s").exists()
 
 
