@@ -354,12 +354,15 @@ class Config(Strict):
 
 class _Loader(yaml.SafeLoader):
     """YAML as people write numbers and mappings: `1e9` and `1.0e9` are numbers (YAML 1.1 reads them as
-    strings), and a key given twice in one mapping is an error, not a silent overwrite."""
+    strings), and a key given twice in one mapping is an error, not a silent overwrite (a key that
+    overrides one merged in with `<<: *anchor` is not given twice)."""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
             seen = set()
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: merged below, its keys may be overridden
+                    continue
                 key = self.construct_object(key_node, deep=deep)
                 try:
                     twice = key in seen

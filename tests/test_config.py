@@ -223,3 +223,14 @@ def test_pooling_after_the_transformer_is_checked_against_the_layers_behind(tmp_
     assert lines == ["data.variants.rts: canvas 42 is too small for model s (it needs at least 48)"]
     cfg = config.load(write(tmp_path, "data: {variants: {rts: null}}\nmodels: {s: {arch: cnn, stn: {pool: 2, out_size: 48}}}\n"))
     assert cfg.models["s"].stn.pool == 2
+
+
+def test_yaml_merge_keys_merge_and_a_key_beside_them_overrides_the_merged_one(tmp_path):
+    text = ("models:\n  cnn: &c {arch: cnn, channels: [16, 32]}\n  st-cnn:\n    <<: *c\n    stn: {transform: affine}\n"
+            "  wide:\n    <<: *c\n    channels: [64, 128]\n")
+    cfg = config.load(write(tmp_path, text))
+    assert cfg.models["st-cnn"].channels == (16, 32) and cfg.models["st-cnn"].stn.transform == "affine"
+    assert cfg.models["wide"].channels == (64, 128) and cfg.models["wide"].stn is None
+    # a key given twice beside a merge is still an error
+    twice = "models:\n  cnn: &c {arch: cnn}\n  b:\n    <<: *c\n    norm: batch\n    norm: none\n"
+    assert problems(tmp_path, twice) == [f"{tmp_path / 'c.yaml'}: line 6: key 'norm' given twice in one mapping"]
