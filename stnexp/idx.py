@@ -19,6 +19,7 @@ _CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
 
 
 MAX_BYTES = 1 << 30  # the most uncompressed data one IDX file may declare (MNIST's largest is 47 MB)
+MAX_DIMS = 16  # MNIST's files have 1 or 3; numpy takes at most 64
 
 
 def read_bytes(path: Path) -> bytes:
@@ -75,10 +76,14 @@ def parse(content: bytes, path: Path | str = "<bytes>", md5: str | None = None) 
     dtype = np.dtype(_DTYPES[content[2]])
     ndim = content[3]
     header = 4 + 4 * ndim
+    if ndim > MAX_DIMS:
+        raise UserError(f"{path}: its header declares {ndim} dimensions, more than the {MAX_DIMS} an IDX file may have here")
     if ndim == 0 or len(content) < header:
         raise UserError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + int(np.prod(shape, dtype=object)) * dtype.itemsize  # Python integers: no overflow
+    if expected > MAX_BYTES:
+        raise UserError(f"{path}: its header declares {expected:,} bytes, more than the {MAX_BYTES:,} an IDX file may hold here")
     if len(content) != expected:
         what = "truncated" if len(content) < expected else "has trailing bytes"
         raise UserError(f"{path}: {what}: dimensions {'x'.join(map(str, shape))} need {expected} bytes, file has {len(content)}")
