@@ -163,7 +163,7 @@ def eval_(
         if (images is None) != (labels is None):
             raise UserError("--images and --labels go together")
         if name is not None and not C.NAME.match(name):
-            raise UserError(f"--name {name!r}: must be letters, digits, '_', '.' or '-'")
+            raise UserError(f"--name {C._cut(repr(name))}: {C.NAME_RULE}")
         external = (images, labels) if images is not None else None
         md, target = evaluation.evaluate(source, list(variant or []), external, checkpoint, _canvas(canvas), list(set_ or []),
                                          name, force, out, device, runs.logger(), sweep)

@@ -36,7 +36,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cluttered": {"canvas": 60, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": "fit", "patches": 6, "patch_size": 6},
 }
 MAX_SIDE = 512  # the largest canvas and sampler output a config allows
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # at most 64: names become file and folder names
+NAME_RULE = "must be 1-64 letters, digits, '_', '.' or '-' (starting with a letter or digit)"
 
 
 MAX_BYTES = 1 << 20  # a config file larger than this is refused before it is parsed
@@ -160,7 +161,7 @@ class DataConfig(Strict):
         out = {}
         for name, spec in v.items():
             if not isinstance(name, str) or not NAME.match(name):
-                raise ValueError(f"variant name {name!r} must be letters, digits, '_', '.' or '-'")
+                raise ValueError(f"variant name {_cut(repr(name))} {NAME_RULE}")
             spec = {} if spec is None else spec
             if isinstance(spec, dict) and "preset" not in spec and name in PRESETS:
                 spec = {**spec, "preset": name}
@@ -307,7 +308,7 @@ class Config(Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         if not NAME.match(v):
-            raise ValueError(f"must be letters, digits, '_', '.' or '-', got {v!r}")
+            raise ValueError(f"{NAME_RULE}, got {_cut(repr(v))}")
         return v
 
     @field_validator("device")
@@ -325,7 +326,7 @@ class Config(Strict):
                 raise ValueError("at least one model is needed")
             for name in v:
                 if not isinstance(name, str) or not NAME.match(name):
-                    raise ValueError(f"model name {name!r} must be letters, digits, '_', '.' or '-'")
+                    raise ValueError(f"model name {_cut(repr(name))} {NAME_RULE}")
         return v
 
     @field_validator("models", mode="after")

@@ -234,3 +234,11 @@ def test_yaml_merge_keys_merge_and_a_key_beside_them_overrides_the_merged_one(tm
     # a key given twice beside a merge is still an error
     twice = "models:\n  cnn: &c {arch: cnn}\n  b:\n    <<: *c\n    norm: batch\n    norm: none\n"
     assert problems(tmp_path, twice) == [f"{tmp_path / 'c.yaml'}: line 6: key 'norm' given twice in one mapping"]
+
+
+@pytest.mark.parametrize("where", ["models.{n}={{arch: cnn}}", "data.variants.{n}={{preset: rts}}", "name={n}"])
+def test_a_name_longer_than_64_characters_is_refused_before_anything_runs_and_shown_cut(tmp_path, where):
+    config.load(write(tmp_path, "seeds: [1]\n"), [where.format(n="a" * 64)])  # 64 is fine
+    with pytest.raises(UserError) as e:
+        config.load(write(tmp_path, "seeds: [1]\n"), [where.format(n="a" * 500)])
+    assert config.NAME_RULE in str(e.value) and "a" * 201 not in str(e.value) and len(str(e.value)) < 400
