@@ -35,7 +35,7 @@ def read(path: Path) -> Source:
         rows = json.loads(results.read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"{results}: unreadable ({C._first_line(e)})") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and {"variant", "model", "seed", "error", "checkpoint"} <= set(r) for r in rows):
+    if not isinstance(rows, list) or not all(_is_result(r) for r in rows):
         raise UserError(f"{results}: not a results table written by stnexp")
     t = cfg.train
     per_epoch = max(1, cfg.data.train_size // min(t.batch_size, cfg.data.train_size))
@@ -47,6 +47,17 @@ def read(path: Path) -> Source:
         device = "?"
     best = [r for r in rows if r["checkpoint"] == "best"]
     return Source(path, cfg, best, iterations, device, _trained(path / runs.METRICS))
+
+
+RESULT_TYPES = {"variant": str, "model": str, "seed": int, "error": (int, float), "checkpoint": str, "params": int}
+
+
+def _is_result(r) -> bool:
+    """A row of results.json as stnexp writes it: its fields there and of their types (a damaged or
+    hand-edited file is refused, not half read)."""
+    return (isinstance(r, dict) and RESULT_TYPES.keys() <= r.keys()
+            and all(isinstance(r[k], t) and not isinstance(r[k], bool) for k, t in RESULT_TYPES.items())
+            and isinstance(r.get("status", "ok"), str))
 
 
 def _trained(metrics: Path) -> int | None:
@@ -203,10 +214,19 @@ def runs_table(out: Path) -> str:
             started = str(json.loads((path / runs.ENV).read_text()).get("started", "?"))
         except (OSError, ValueError, AttributeError):
             started = "?"
+        name = path.relative_to(out) if path != Path(out) else path
         try:
-            results = [r for r in json.loads((path / f"{runs.RESULTS}.json").read_text()) if r.get("checkpoint") == "best"]
-        except (OSError, ValueError, AttributeError):
+            results = json.loads((path / f"{runs.RESULTS}.json").read_text())
+        except FileNotFoundError:
             results = []
+        except (OSError, ValueError):
+            results = None
+        if results is not None and not (isinstance(results, list) and all(_is_result(r) for r in results)):
+            results = None
+        if results is None:  # one damaged run does not hide the others
+            rows.append((started, f"| {name} | {started} | {', '.join(cfg.data.variants)} | - | damaged: {runs.RESULTS}.json is not stnexp's |"))
+            continue
+        results = [r for r in results if r["checkpoint"] == "best"]
         scores = []
         for m in cfg.models:
             per = []
@@ -215,7 +235,6 @@ def runs_table(out: Path) -> str:
                 if errs:
                     per.append(f"{statistics.mean(errs):.2f}" if len(cfg.data.variants) == 1 else f"{v} {statistics.mean(errs):.2f}")
             scores.append(f"{m} {' / '.join(per) if per else '-'}")
-        name = path.relative_to(out) if path != Path(out) else path
         rows.append((started, f"| {name} | {started} | {', '.join(cfg.data.variants)} | {'; '.join(scores)} | {runs.status(path)} |"))
     rows.sort(key=lambda r: r[0], reverse=True)
     return "\n".join(lines + [r for _, r in rows]) + "\n"

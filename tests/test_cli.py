@@ -275,6 +275,28 @@ def test_runs_lists_each_run_with_its_errors_and_status(tiny_run, tmp_path):
     assert invoke("runs", tmp_path / "none").exit_code == 2
 
 
+@pytest.mark.parametrize("damage", [
+    lambda rows: [{**r, "error": "1.5"} for r in rows],
+    lambda rows: [{**r, "seed": None} for r in rows],
+    lambda rows: {"not": "a list"},
+    lambda rows: ["a", "b"],
+])
+def test_a_damaged_results_json_is_refused_by_report_and_marked_by_runs_which_lists_the_others(tiny_run, tmp_path, damage):
+    import shutil
+
+    for name in ("good", "bad"):
+        shutil.copytree(tiny_run, tmp_path / "smoke" / name, ignore=shutil.ignore_patterns("checkpoints"))
+    results = tmp_path / "smoke" / "bad" / "results.json"
+    results.write_text(json.dumps(damage(json.loads(results.read_text()))))
+    r = invoke("report", tmp_path / "smoke" / "bad")
+    assert r.exit_code == 2 and f"{results}: not a results table written by stnexp" in r.output
+    r = invoke("runs", tmp_path)
+    assert r.exit_code == 0, r.output
+    rows = {line.split(" | ")[0].strip("| "): line for line in r.output.splitlines() if line.startswith("| smoke/")}
+    assert rows["smoke/good"].endswith("| finished |")
+    assert rows["smoke/bad"].endswith("| damaged: results.json is not stnexp's |")
+
+
 def test_external_idx_eval_scores_the_set_as_is(tiny_run, tmp_path):
     from stnexp import config, data
 
