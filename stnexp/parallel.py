@@ -48,6 +48,28 @@ def launched() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
+def _launch_env() -> tuple[int, int, int]:
+    """RANK, WORLD_SIZE and LOCAL_RANK as torchrun sets them, checked: every process says what is wrong
+    (a RANK left in the shell has no torchrun and no other process behind it)."""
+    env = os.environ
+
+    def number(key: str, default: str | None = None) -> int:
+        text = env.get(key, default)
+        if text is None or not text.strip().isdigit():
+            raise UserError(f"{key}={str(text)[:40]!r}: expected a whole number >= 0, as torchrun sets it")
+        return int(text)
+
+    size = number("WORLD_SIZE")
+    rank, local = number("RANK"), number("LOCAL_RANK", env["RANK"])
+    if not 1 <= size or rank >= size:
+        raise UserError(f"RANK={rank} and WORLD_SIZE={size}: expected 0 <= RANK < WORLD_SIZE")
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not env.get(k)]
+    if missing:
+        raise UserError(f"RANK={rank} and WORLD_SIZE={size} are set but {' and '.join(missing)} not: to run as one process unset "
+                        f"RANK and WORLD_SIZE; to run several, start them with {LAUNCH}")
+    return rank, size, local
+
+
 def plan(mode: str) -> tuple[int, int, int] | None:
     """(rank, size, local rank) under torchrun for `train.parallel: mode`; None to run as one process.
     Every rank checks the same things, so each refuses alike and none waits for another."""
@@ -55,8 +77,7 @@ def plan(mode: str) -> tuple[int, int, int] | None:
         if mode == "data":
             raise UserError(f"train.parallel: data needs several processes; start them with {LAUNCH}")
         return None
-    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", rank))
+    rank, size, local = _launch_env()
     if mode == "off":
         if size > 1:
             raise SharedError(f"train.parallel: off, but torchrun started {size} processes; set train.parallel: jobs or data")

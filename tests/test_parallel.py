@@ -119,3 +119,17 @@ def test_data_mode_without_torchrun_exits_2_saying_how_to_start_it(tmp_path):
     r = CliRunner().invoke(app, ["train", "configs/smoke.yaml", "--out", str(tmp_path / "run"), *sets("train.parallel=data")])
     assert r.exit_code == 2 and "train.parallel: data needs several processes; start them with torchrun" in r.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RANK": "1", "WORLD_SIZE": "2"}, "RANK=1 and WORLD_SIZE=2 are set but MASTER_ADDR and MASTER_PORT not: to run as one process unset"),
+    ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x': expected a whole number >= 0, as torchrun sets it"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "-1", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "LOCAL_RANK='-1': expected a whole number"),
+    ({"RANK": "2", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "RANK=2 and WORLD_SIZE=2: expected 0 <= RANK < WORLD_SIZE"),
+])
+def test_a_bad_or_leftover_launch_environment_exits_2_on_every_rank_saying_what_is_wrong(tmp_path, monkeypatch, env, message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    r = CliRunner().invoke(app, ["train", "configs/smoke.yaml", "--out", str(tmp_path / "run"), *sets()])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "run").exists()
