@@ -295,6 +295,16 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
 
 
 def main() -> None:
+    # a path or name that is not UTF-8 would be written into train.log, env.json and the tables, which are
+    # UTF-8: refuse it before anything is made
+    for arg in sys.argv[1:]:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            typer.echo(f"error: '{shown[:200]}': not valid UTF-8; stnexp writes the paths and names it is given into "
+                       "UTF-8 files (train.log, env.json, the tables): rename it", err=True)
+            sys.exit(2)
     # print what the terminal can encode (an ASCII or Latin-1 locale cannot show every character of a
     # table) instead of dying after the work is done
     for stream in (sys.stdout, sys.stderr):

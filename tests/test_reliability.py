@@ -298,3 +298,10 @@ def test_resume_refuses_a_checkpoint_swapped_in_from_another_slot(tmp_path, swap
     r = cli("train", out, "--resume")
     assert r.exit_code == 2, r.output
     assert f"{a}: the checkpoint of another slot" in r.output and named in r.output
+
+
+def test_a_path_that_is_not_utf8_exits_2_before_anything_is_made(tmp_path):
+    out = os.fsencode(tmp_path) + b"/run\xff"
+    p = subprocess.run([sys.executable, "-m", "stnexp", "train", "configs/smoke.yaml", "--out", out], capture_output=True, timeout=120)
+    assert p.returncode == 2 and b"not valid UTF-8" in p.stderr and b"Traceback" not in p.stderr, p.stderr
+    assert os.listdir(tmp_path) == []
