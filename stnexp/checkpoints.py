@@ -6,6 +6,7 @@ torch.load(weights_only=True): a crafted pickle that would run code is refused b
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 from pathlib import Path
@@ -28,6 +29,10 @@ def atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise UserError(f"{path}: no space left on device (the file is as it was before: nothing half-written)") from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -70,11 +70,14 @@ def _guard(fn, log_path: Optional[Path] = None):
         stdout_gone()
         raise typer.Exit(0)
     except Exception as e:  # the last line of defence: no traceback on the terminal
+        import errno
         import logging
         import traceback
 
         if os.environ.get("STNEXP_DEBUG"):
             raise
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            _fail(f"{e.filename or 'writing'}: no space left on device", 2)
         log = logging.getLogger("stnexp")
         log.debug("unexpected error:\n" + traceback.format_exc())
         where = " (traceback in train.log)" if any(isinstance(h, logging.FileHandler) for h in log.handlers) else " (set STNEXP_DEBUG=1 for the traceback)"

@@ -108,18 +108,38 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
             raise UserError(f"--out {out}: not empty; pass --resume to continue that run or --force to overwrite it")
         if not is_run(out):
             raise UserError(f"--out {out}: not a stnexp run directory (no {MARKER}); --force overwrites only runs, pick an empty or new folder")
+    made = [p for p in (out, *out.parents) if not p.exists()]  # what mkdir will make, removed again on failure
     try:
         out.mkdir(parents=True, exist_ok=True)
         held = _lock(out)
     except OSError as e:
+        _remove_made(made)
         raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
     try:
         if non_empty and force:
             clear(out, remove_dir=False)
-        (out / MARKER).write_text(json.dumps({"stnexp": _version()}) + "\n")
+        from stnexp.checkpoints import atomic_text
+
+        try:
+            atomic_text(out / MARKER, json.dumps({"stnexp": _version()}) + "\n")
+        except UserError:
+            held.close()
+            _remove_made(made)
+            raise
         yield out
     finally:
         held.close()
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Remove the folders a failed start made (deepest first), and the lock file it left in them."""
+    for folder in made:
+        for leftover in (folder / LOCK, folder / MARKER):
+            leftover.unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _default_out(cfg, resume: bool) -> Path:
@@ -300,6 +320,16 @@ def _git_commit() -> str | None:
         return None
 
 
+class _LogFile(logging.FileHandler):
+    """train.log. A line that cannot be written (the disk is full) is dropped without the traceback
+    logging prints by default: the write that matters fails with its own one-line error."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
+
+
 def stdout_gone() -> None:
     """The reader of stdout went away (`stnexp ... | head -1`): send the rest of the process's stdout to
     the null device, so that neither later writes nor the flush at exit fail."""
@@ -340,7 +370,7 @@ def logger(run: Path | None = None, quiet: bool = False) -> logging.Logger:
         console.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(console)
     if run is not None:
-        f = logging.FileHandler(run / LOG)
+        f = _LogFile(run / LOG)
         f.setLevel(logging.DEBUG)
         f.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(f)

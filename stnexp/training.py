@@ -599,19 +599,19 @@ def _train_into(cfg: Config, out: Path | None, resume: bool, force: bool, comman
             parallel.from_leader(world, {"run": str(run)})
         log = runs.logger(run)
         log.debug("command: " + command)
-        if not resume:
-            checkpoints.atomic_text(run / runs.CONFIG, C.dump(cfg))
-        elif not any((run / runs.CHECKPOINTS).rglob("*.pt")):
-            log.info(f"{run}: no checkpoint yet (no epoch had completed): training starts from the beginning")
-        runs.write_env(run, device, precision(autocast_dtype(cfg.train.amp, device)), resume)
-        log.info(f"run directory: {run}" + (f" ({world.size} processes, train.parallel: {world.mode})" if world else ""))
         stop = threading.Event()
         previous = install_sigint(stop)
         try:
+            if not resume:
+                checkpoints.atomic_text(run / runs.CONFIG, C.dump(cfg))
+            elif not any((run / runs.CHECKPOINTS).rglob("*.pt")):
+                log.info(f"{run}: no checkpoint yet (no epoch had completed): training starts from the beginning")
+            runs.write_env(run, device, precision(autocast_dtype(cfg.train.amp, device)), resume)
+            log.info(f"run directory: {run}" + (f" ({world.size} processes, train.parallel: {world.mode})" if world else ""))
             train(cfg, run, device, log, stop, world)
         except UserError:
             # bad input found before anything was trained (missing data files, say): leave nothing behind
-            if not resume and not (run / runs.CHECKPOINTS).exists():
+            if not resume and not any((run / runs.CHECKPOINTS).rglob("*.pt")):
                 runs.logger(None)
                 runs.clear(run, remove_dir=True)
             raise

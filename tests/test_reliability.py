@@ -305,3 +305,51 @@ def test_a_path_that_is_not_utf8_exits_2_before_anything_is_made(tmp_path):
     p = subprocess.run([sys.executable, "-m", "stnexp", "train", "configs/smoke.yaml", "--out", out], capture_output=True, timeout=120)
     assert p.returncode == 2 and b"not valid UTF-8" in p.stderr and b"Traceback" not in p.stderr, p.stderr
     assert os.listdir(tmp_path) == []
+
+
+def _disk_full(*a, **k):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_at_the_first_checkpoint_exits_2_naming_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    from stnexp import checkpoints
+
+    monkeypatch.setattr(checkpoints.torch, "save", _disk_full)
+    out = tmp_path / "run"
+    r = cli("train", "configs/smoke.yaml", "--out", out, sets=TINY)
+    assert r.exit_code == 2, r.output
+    assert "checkpoints/rts/cnn-s0-best.pt: no space left on device" in r.output and "unexpected" not in r.output and "Traceback" not in r.output
+    assert not out.exists()
+
+
+def test_a_full_disk_when_the_run_directory_is_made_leaves_no_directory_and_no_lock(tmp_path, monkeypatch):
+    from stnexp import runs
+
+    monkeypatch.setattr(runs, "_lock", _disk_full)
+    out = tmp_path / "new" / "run"
+    r = cli("train", "configs/smoke.yaml", "--out", out, sets=TINY)
+    assert r.exit_code == 2 and f"--out {out}: not writable (No space left on device)" in r.output
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_mid_run_keeps_the_last_checkpoints_and_resume_finishes_once_there_is_space(tmp_path, monkeypatch):
+    from stnexp import checkpoints
+
+    out = tmp_path / "run"
+    save = checkpoints.torch.save
+    calls = []
+
+    def full_after_the_first_epoch(obj, f, *a, **k):  # 2 models x (best, last) per epoch
+        calls.append(1)
+        return _disk_full() if len(calls) > 4 else save(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoints.torch, "save", full_after_the_first_epoch)
+    r = cli("train", "configs/smoke.yaml", "--out", out, sets=TINY)
+    assert r.exit_code == 2 and "no space left on device" in r.output
+    assert torch.load(out / "checkpoints" / "rts" / "cnn-s0-last.pt", weights_only=True)["epoch"] == 1  # whole, not half
+    monkeypatch.undo()
+    r = cli("train", out, "--resume")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "results.json").read_text())
