@@ -295,21 +295,20 @@ def evaluate(source: Path, variants: list[str], external: tuple[Path, Path] | No
     tested_on = [Path(external[0]).name.split(".")[0]] if external else [f"sweep-{sweep}"] if sweep else variants or list(extra)
     label = name or runs.eval_name(src, which, tested_on, canvas)
     where = Path(out) if out is not None else runs.eval_dir(src)
-    target = runs.claim_eval(where, label, force)  # before the work: a name in use is refused at once
-    rows = score_run(src, variants, external, [which], device, log, canvas, extra, swept)
-    md = reporting.eval_markdown(rows)
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        reporting.write(where, target.name, rows, md, reporting.EVAL_FIELDS)
-        if swept:
-            from stnexp import pictures
+    with runs.claimed_eval(where, label, force) as target:  # before the work: a name in use is refused at once
+        rows = score_run(src, variants, external, [which], device, log, canvas, extra, swept)
+        md = reporting.eval_markdown(rows)
+        try:
+            reporting.write(where, target.name, rows, md, reporting.EVAL_FIELDS)
+            if swept:
+                from stnexp import pictures
 
-            pictures.sweep(rows, swept, target.with_suffix(".png"), f"test error as {swept[0]} is fixed at each value, every model ({label})")
-        on = ", ".join(tested_on) or "each model's own variant"
-        scored = f"{which} checkpoints of {src}" if src.is_dir() else str(src)
-        runs.index_eval(where, label, f"{time.strftime('%Y-%m-%d %H:%M')}, {scored}, on {on}" + (f", canvas {canvas}" if canvas else ""))
-    except OSError as e:
-        raise UserError(f"--out {where}: not writable ({e.strerror or e})") from None
+                pictures.sweep(rows, swept, target.with_suffix(".png"), f"test error as {swept[0]} is fixed at each value, every model ({label})")
+            on = ", ".join(tested_on) or "each model's own variant"
+            scored = f"{which} checkpoints of {src}" if src.is_dir() else str(src)
+            runs.index_eval(where, label, f"{time.strftime('%Y-%m-%d %H:%M')}, {scored}, on {on}" + (f", canvas {canvas}" if canvas else ""))
+        except OSError as e:
+            raise UserError(f"--out {where}: not writable ({e.strerror or e})") from None
     return md, target
 
 

@@ -34,6 +34,7 @@ ANALYSIS = "analysis"  # analysis.{md,json}: paired significance and rectificati
 REPORT = "report.html"  # the run's report in one page (stnexp report --html), written at the end of train
 EVALS = "evals"  # evals/<name>.{md,csv,json}: each `stnexp eval`, by name; evals/index.md lists them
 EVAL_INDEX = "index.md"
+INDEX_LOCK = ".index.lock"  # held while an eval adds its line to evals/index.md
 TABLE_SUFFIXES = (".md", ".csv", ".json")
 CHECKPOINTS = "checkpoints"  # checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
 PICTURES = "stn"  # stn/<variant>/<model>-s<seed>.png: a folder per variant, so no two names meet
@@ -181,6 +182,22 @@ class _Held:
             self.fd = None
 
 
+def _exclusive(path: Path, wait: bool) -> _Held | None:
+    """An flock on `path` (created if missing): held, or None when another process holds it and `wait`
+    is False. Where the platform has no flock, held without guarding."""
+    try:
+        import fcntl
+    except ImportError:
+        return _Held(None)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:
+        os.close(fd)
+        return None
+    return _Held(fd)
+
+
 def _lock(run: Path) -> _Held:
     try:
         import fcntl
@@ -211,8 +228,9 @@ def written_files(run: Path) -> list[Path]:
 
     files = [run / name for name in OWN_FILES]
     evals = run / EVALS
-    if evals.is_dir():
-        files += [p for p in evals.iterdir() if p.suffix in TABLE_SUFFIXES + (".png",)]
+    if evals.is_dir():  # the evaluations its index lists, not any file there that looks like one
+        files += [evals / EVAL_INDEX, evals / INDEX_LOCK]
+        files += [evals / f"{name}{suffix}" for name in eval_names(evals) for suffix in TABLE_SUFFIXES + (".png",)]
     try:
         cfg = C.load(run / CONFIG)
     except UserError:
@@ -486,20 +504,59 @@ def eval_name(source: Path, which: str, tested_on: list[str], canvas) -> str:
     return name if len(name) <= 120 else name[:100] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
 
 
-def claim_eval(folder: Path, name: str, force: bool) -> Path:
-    """The stem (folder/name) an evaluation writes to; an existing one only with --force."""
-    taken = [folder / f"{name}{suffix}" for suffix in TABLE_SUFFIXES if (folder / f"{name}{suffix}").exists()]
-    if taken and not force:
-        raise UserError(f"evaluation {name!r} exists ({taken[0]}); pass --force to replace it or --name to keep both")
-    return folder / name
+# names an evaluation may not take: the files of a run directory and of the evaluations' folder
+RESERVED_EVAL_NAMES = {RESULTS, ANALYSIS, Path(EVAL_INDEX).stem, Path(METRICS).stem, Path(CONFIG).stem, Path(ENV).stem,
+                       Path(REPORT).stem, Path(LOG).stem, "report", "sweep"}
+
+
+@contextmanager
+def claimed_eval(folder: Path, name: str, force: bool) -> Iterator[Path]:
+    """The stem (folder/name) an evaluation writes to, held against a second `stnexp eval` of the same
+    name for the body of the `with`; an existing one only with --force."""
+    if name.lower() in RESERVED_EVAL_NAMES:
+        raise UserError(f"--name {name}: the name of a file that a run or the evaluations' index owns; choose another")
+
+    def taken():
+        found = [folder / f"{name}{suffix}" for suffix in TABLE_SUFFIXES if (folder / f"{name}{suffix}").exists()]
+        if found and not force:
+            raise UserError(f"evaluation {name!r} exists ({found[0]}); pass --force to replace it or --name to keep both")
+
+    taken()  # before anything is made
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        held = _exclusive(folder / f".{name}.eval-lock", wait=False)
+    except OSError as e:
+        raise UserError(f"--out {folder}: not writable ({e.strerror or e})") from None
+    if held is None:
+        raise UserError(f"evaluation {name!r} is being written by another stnexp eval into {folder}; wait for it or pick another --name")
+    try:
+        taken()  # one that finished while this one waited to start
+        yield folder / name
+    finally:
+        (folder / f".{name}.eval-lock").unlink(missing_ok=True)  # still held: a process that opens it now finds the table
+        held.close()
+
+
+def eval_names(folder: Path) -> list[str]:
+    """The evaluations folder/index.md lists."""
+    try:
+        text = (folder / EVAL_INDEX).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [line[3:].split("`", 1)[0] for line in text.splitlines() if line.startswith("- `") and "`:" in line]
 
 
 def index_eval(folder: Path, name: str, line: str) -> None:
-    """Add (or replace) the evaluation's line in folder/index.md: one `- `name`: ...` line each."""
+    """Add (or replace) the evaluation's line in folder/index.md: one `- `name`: ...` line each. Evals
+    that end together take turns (a lock beside the index), so none loses another's line."""
     from stnexp.checkpoints import atomic_text
 
     index = folder / EVAL_INDEX
     head = "# Evaluations\n\nEach line: a name (its .md, .csv and .json beside this file), when, what was scored, on what.\n\n"
-    lines = [x for x in (index.read_text(encoding="utf-8").splitlines() if index.is_file() else []) if x.startswith("- `")]
-    lines = [x for x in lines if not x.startswith(f"- `{name}`:")] + [f"- `{name}`: {line}"]
-    atomic_text(index, head + "\n".join(lines) + "\n")
+    held = _exclusive(folder / INDEX_LOCK, wait=True)
+    try:
+        lines = [x for x in (index.read_text(encoding="utf-8").splitlines() if index.is_file() else []) if x.startswith("- `")]
+        lines = [x for x in lines if not x.startswith(f"- `{name}`:")] + [f"- `{name}`: {line}"]
+        atomic_text(index, head + "\n".join(lines) + "\n")
+    finally:
+        held.close()

@@ -163,10 +163,63 @@ def test_evaluations_keep_their_own_names_and_an_index(tiny_run, tmp_path):
     index = (evals / "index.md").read_text().splitlines()
     names = [line.split("`")[1] for line in index if line.startswith("- `")]
     assert names == ["best-on-rts+translated", "st-cnn-s0-best-on-translated", "second"]
-    # train --force clears a run's evaluations with the rest of what it wrote
+    # an eval name may not be a file the run or the index owns: results.md stays the run's
+    own = (run / "results.md").read_bytes()
+    for name in ("results", "index", "analysis"):
+        r = invoke("eval", run, "--out", run, "--name", name, "--force")
+        assert r.exit_code == 2 and f"--name {name}: the name of a file that a run or the evaluations' index owns" in r.output
+    assert (run / "results.md").read_bytes() == own
+    # train --force clears a run's evaluations, those its index lists, with the rest of what it wrote;
+    # a file of the user's there stays, though it looks like a table
+    (evals / "notes.md").write_text("mine")
     r = invoke("train", "configs/smoke.yaml", "--out", run, "--force", *[a for s in TINY for a in ("--set", s)], "--set", "train.epochs=1")
     assert r.exit_code == 0, r.output
-    assert not evals.exists()
+    assert sorted(p.name for p in evals.iterdir()) == ["notes.md"]
+
+
+def test_evals_that_end_together_each_get_their_line_in_the_index(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from stnexp import checkpoints, runs
+
+    write = checkpoints.atomic_text
+
+    def slow(path, text):  # widen the window between reading the index and writing it back
+        time.sleep(0.05)
+        write(path, text)
+
+    monkeypatch.setattr(checkpoints, "atomic_text", slow)
+    start = threading.Barrier(6)
+
+    def one(i):
+        start.wait()
+        runs.index_eval(tmp_path, f"e{i}", "a line")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(runs.eval_names(tmp_path)) == [f"e{i}" for i in range(6)]
+
+
+def test_an_eval_whose_name_another_eval_is_writing_exits_2(tiny_run, tmp_path):
+    import fcntl
+    import os
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    fd = os.open(out / ".mine.eval-lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a running `stnexp eval --name mine` holds it
+    try:
+        r = invoke("eval", tiny_run, "--out", out, "--name", "mine")
+    finally:
+        os.close(fd)
+    assert r.exit_code == 2 and "evaluation 'mine' is being written by another stnexp eval" in r.output
+    assert not (out / "mine.md").exists()
+    assert invoke("eval", tiny_run, "--out", out, "--name", "mine").exit_code == 0  # once it is done
+    assert not (out / ".mine.eval-lock").exists()
 
 
 def test_a_configs_run_folder_stands_for_its_newest_run(tiny_run, tmp_path):
