@@ -246,6 +246,7 @@ def runs_table(out: Path) -> str:
 def pictures_of(path: Path) -> list[Path]:
     """A run's PNGs: training curves, error by the true distortion, then per transformer what it made of
     the digits and how much of their pose it undid, then eval sweeps."""
+    runs.refuse_links(path)  # embeds only the run's own regular files, never what a link points to
     found = [p for folder in (runs.CURVES, runs.INVARIANCE) for p in sorted((path / folder).glob("*/*.png"))]
     found += [p for folder in (runs.PICTURES, runs.RECTIFICATION) for p in sorted((path / folder).glob("**/*.png"))]
     return found + sorted((path / runs.EVALS).glob("*.png"))

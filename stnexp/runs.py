@@ -49,6 +49,31 @@ LOCK = ".stnexp-lock"  # held (flock) by the process training into the directory
 OWN_FILES = [CONFIG, ENV, LOG, METRICS, REPORT] + [stem + suffix for stem in (RESULTS, EVAL, ANALYSIS) for suffix in TABLE_SUFFIXES] + [MARKER, LOCK]
 
 
+OWN_FOLDERS = [CHECKPOINTS, PICTURES, CURVES, INVARIANCE, RECTIFICATION, TB, EVALS]
+
+
+def refuse_links(run: Path) -> None:
+    """stnexp writes, removes and embeds only regular files inside a run directory: a symbolic link where
+    it keeps its own files (a top-level file it writes, or anywhere in its folders) would take a write or
+    a removal out of the run, so it is refused, before anything is changed. Links elsewhere in the run
+    directory are the user's, and left alone."""
+    owned = [run / name for name in OWN_FILES + OWN_FOLDERS]
+    for path in owned:
+        if path.is_symlink():
+            _linked(path)
+    for folder in (run / name for name in OWN_FOLDERS):
+        if folder.is_dir():
+            for root, dirs, files in os.walk(folder):  # does not follow links: they are listed, not entered
+                for name in dirs + files:
+                    if (Path(root) / name).is_symlink():
+                        _linked(Path(root) / name)
+
+
+def _linked(path: Path) -> None:
+    raise UserError(f"{path}: a symbolic link (to {os.readlink(path)}) where stnexp keeps its own files; it writes only "
+                    "regular files inside the run directory: remove the link (nothing was changed)")
+
+
 def checkpoint_path(run: Path, variant: str, model: str, seed: int, kind: str) -> Path:
     return run / CHECKPOINTS / variant / f"{model}-s{seed}-{kind}.pt"
 
@@ -97,6 +122,8 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     non_empty = out.is_dir() and any(out.iterdir())
+    if non_empty:
+        refuse_links(out)
     if resume:
         if not (out / CONFIG).is_file():
             raise UserError(f"--resume: {out} holds no run to resume (no {CONFIG})")
@@ -522,6 +549,11 @@ def claimed_eval(folder: Path, name: str, force: bool) -> Iterator[Path]:
             raise UserError(f"evaluation {name!r} exists ({found[0]}); pass --force to replace it or --name to keep both")
 
     taken()  # before anything is made
+    if folder.name == EVALS and is_run(folder.parent):  # a run's own evals/ (an --out of the user's may be a link)
+        refuse_links(folder.parent)
+    for path in (*(folder / f"{name}{suffix}" for suffix in TABLE_SUFFIXES + (".png",)), folder / EVAL_INDEX):
+        if path.is_symlink():
+            _linked(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         held = _exclusive(folder / f".{name}.eval-lock", wait=False)

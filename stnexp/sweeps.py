@@ -124,6 +124,7 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     # a shard joins the sweep another shard made, as --resume would (the same plan, or exit 2)
     joining = how.resume or (how.shard is not None and _read_plan(Path(how.out)) is not None)
     parent = _parent(base, how.out, joining, how.force, spec)
+    _children(parent, spec)  # no child may be a link to a run elsewhere, which training it would clear
     mine = children if how.shard is None else children[how.shard[0]::how.shard[1]]
     log = runs.logger()
     log.info(f"sweep of {len(children)} runs in {parent}" + (f", this shard ({how.shard[0]}/{how.shard[1]}) trains {len(mine)}" if how.shard else ""))
@@ -222,6 +223,8 @@ def _children(folder: Path, spec: dict) -> list[Path]:
     for name in names:
         if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
             raise UserError(f"{folder / PLAN}: names {C._cut(str(name))!r} as a child, which is not a folder inside the sweep")
+        if (folder / name).is_symlink():
+            raise UserError(f"{folder / name}: a symbolic link where the sweep keeps a child run; remove it (nothing was changed)")
         out.append(folder / name)
     return out
 

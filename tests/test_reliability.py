@@ -353,3 +353,77 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoints_and_resume_finishes_once
     r = cli("train", out, "--resume")
     assert r.exit_code == 0, r.output
     assert json.loads((out / "results.json").read_text())
+
+
+def _copy_run(tiny_run, to):
+    import shutil
+
+    shutil.copytree(tiny_run, to)
+    return to
+
+
+@pytest.mark.parametrize("link, target", [
+    ("evals", "notes"),  # a folder of the user's, linked in where the run keeps its evaluations
+    ("checkpoints", "other/checkpoints"),  # another run's checkpoints
+    (".stnexp-lock", "victim.txt"),
+    (".stnexp-run", "dangling-target"),
+    ("stn/rts/st-cnn-s0.png", "victim.txt"),
+])
+@pytest.mark.parametrize("how", ["--force", "--resume"])
+def test_a_symlink_where_a_run_keeps_its_files_exits_2_and_nothing_outside_changes(tiny_run, tmp_path, link, target, how):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    _copy_run(tiny_run, tmp_path / "other")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.md").write_text("my notes")
+    (tmp_path / "victim.txt").write_text("keep me")
+    where = run / link
+    if where.is_dir():
+        import shutil
+
+        shutil.rmtree(where)
+    else:
+        where.unlink(missing_ok=True)
+    where.symlink_to(tmp_path / target)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and run not in p.parents}
+    r = cli("train", "configs/smoke.yaml", "--out", run, how, sets=TINY)
+    assert r.exit_code == 2 and f"{where}: a symbolic link" in r.output and "nothing was changed" in r.output, r.output
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and run not in p.parents} == before
+    assert not (tmp_path / "dangling-target").exists()
+
+
+def test_eval_refuses_a_runs_evals_folder_that_is_a_symlink(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    (tmp_path / "notes").mkdir()
+    (run / "evals").symlink_to(tmp_path / "notes")
+    r = cli("eval", run)
+    assert r.exit_code == 2 and f"{run / 'evals'}: a symbolic link" in r.output
+    assert list((tmp_path / "notes").iterdir()) == []
+
+
+def test_report_embeds_no_picture_that_is_a_symlink(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not the run's")
+    picture = run / "curves" / "rts" / "s0.png"
+    picture.unlink()
+    picture.symlink_to(secret)
+    r = cli("report", run, "--html", "--out", tmp_path / "rep")
+    assert r.exit_code == 2 and f"{picture}: a symbolic link" in r.output
+    assert not (tmp_path / "rep" / "report.html").exists()
+
+
+def test_a_sweep_child_that_is_a_symlink_to_another_run_is_refused_before_it_is_cleared(tiny_run, tmp_path):
+    base = ["train", "configs/smoke.yaml", "--sweep", "train.lr=0.01,0.05", "--out", tmp_path / "sweep"]
+    sets = ["data.train_size=256", "data.val_size=128"]
+    assert cli(*base, sets=sets).exit_code == 0
+    other = _copy_run(tiny_run, tmp_path / "other")
+    child = tmp_path / "sweep" / "01-lr=0.01"
+    import shutil
+
+    shutil.rmtree(child)
+    child.symlink_to(other)
+    before = {p: p.read_bytes() for p in other.rglob("*") if p.is_file()}
+    for how in ("--resume", "--force"):
+        r = cli(*base, how, sets=sets)
+        assert r.exit_code == 2 and f"{child}: a symbolic link where the sweep keeps a child run" in r.output, r.output
+    assert {p: p.read_bytes() for p in other.rglob("*") if p.is_file()} == before
