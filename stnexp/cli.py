@@ -37,9 +37,16 @@ def _echo(text: str, err: bool = False, nl: bool = True) -> None:
     typer.echo(text, err=err, nl=nl)
 
 
+MAX_ERROR_LINES = 20  # however large the input, an error stays readable: the first lines, then how many more
+MAX_ERROR_LINE = 500  # characters of one line (values quoted in it are cut shorter where they are made)
+
+
 def _fail(lines: str, code: int) -> None:
-    for line in str(lines).splitlines():
-        _echo(f"error: {line}", err=True)
+    lines = str(lines).splitlines()
+    for line in lines[:MAX_ERROR_LINES]:
+        _echo(f"error: {line if len(line) <= MAX_ERROR_LINE else line[:MAX_ERROR_LINE - 3] + '...'}", err=True)
+    if len(lines) > MAX_ERROR_LINES:
+        _echo(f"error: ... and {len(lines) - MAX_ERROR_LINES} more", err=True)
     raise typer.Exit(code)
 
 

@@ -242,3 +242,15 @@ def test_a_name_longer_than_64_characters_is_refused_before_anything_runs_and_sh
     with pytest.raises(UserError) as e:
         config.load(write(tmp_path, "seeds: [1]\n"), [where.format(n="a" * 500)])
     assert config.NAME_RULE in str(e.value) and "a" * 201 not in str(e.value) and len(str(e.value)) < 400
+
+
+def test_an_error_of_a_huge_input_stays_a_few_lines_and_says_how_many_more(tmp_path):
+    from typer.testing import CliRunner
+
+    from stnexp.cli import MAX_ERROR_LINES, app
+
+    path = write(tmp_path, "train:\n" + "".join(f"  bad{i}: {'x' * 3000}\n" for i in range(300)))
+    r = CliRunner().invoke(app, ["config", "show", str(path)])
+    lines = r.output.splitlines()
+    assert r.exit_code == 2 and len(lines) == MAX_ERROR_LINES + 1 and lines[-1] == "error: ... and 280 more"
+    assert all(len(line) <= 510 for line in lines)
