@@ -217,7 +217,8 @@ def report(
         table = rp.make(found, paper)
         _echo(table)
         if out is not None:
-            rp.write(found, table, Path(out), html)
+            figures = (rp.table1_figure(found, Path(out)),) if paper else ()
+            rp.write(found, table, Path(out), html, figures=figures)
             _echo(f"wrote {Path(out) / 'report.md'}" + (f" and {Path(out) / 'report.html'}" if html else ""))
 
     _guard(body)

@@ -1,15 +1,75 @@
-"""Pictures: distorted digits beside their originals (preview), and test digits beside what a spatial
-transformer made of them, labelled so that a reader knows which is which."""
+"""Figures, drawn with matplotlib (the Agg backend: no display needed; imported when a figure is made, so
+that `stnexp --help` stays fast): training curves, error by the true distortion, what a transformer undid,
+eval sweeps, sweep tables, Table 1 beside the paper, and digits beside their distorted or transformed
+versions. Every figure is written twice, as PNG (the path given: for report.html and quick looks) and as
+PDF beside it (vector, for papers); sizes fit a paper's column (3.5 in) or its width (7 in)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 PAIRS_PER_ROW = 8
-ZOOM = 2  # pixels per digit pixel
+ZOOM = 2  # digit pixels per figure pixel at the PNG's resolution: the digits stay sharp
+VECTOR = ".pdf"  # the vector copy of every figure, beside its PNG
+COLUMN, WIDE = 3.5, 7.0  # inches: one column of a two-column paper, and its whole width
+DPI = 200
+# Okabe and Ito's colour-blind-safe palette; a model keeps its colour in every figure of a run (the
+# figures list models in the config's order)
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+UNITS = {"angle": "degrees", "log_scale": "log of the factor", "scale": "factor", "shift": "px from the centre",
+         "rotation": "degrees"}
+STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
+         "ytick.labelsize": 7, "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "axes.spines.top": False,
+         "axes.spines.right": False, "lines.linewidth": 1.4, "lines.markersize": 3, "savefig.bbox": "tight",
+         "pdf.fonttype": 42}  # TrueType in the PDF: text stays text
+
+
+def vector(path: Path) -> Path:
+    """The PDF that goes with a figure's PNG."""
+    return Path(path).with_suffix(VECTOR)
+
+
+@contextmanager
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kw):
+    """A figure in stnexp's style with its axes (a list), saved by _save and always closed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with matplotlib.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False, **kw)
+        try:
+            yield fig, list(axes.flat)
+        finally:
+            plt.close(fig)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    fig.savefig(vector(path))
+    return path
+
+
+def _colours(names: list[str]) -> dict[str, str]:
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(names))}
+
+
+def _legend_below(fig, axes, ncol: int = 4) -> None:
+    """One legend for the figure, below its axes (outside the data)."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), frameon=False, bbox_to_anchor=(0.5, -0.02))
+        fig.tight_layout(rect=(0, 0.1 + 0.04 * ((len(labels) - 1) // ncol), 1, 1))
+
+
+# ---------------------------------------------------------------- digits
 
 
 def to_canvas(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -24,31 +84,27 @@ def to_canvas(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def pairs(left: torch.Tensor, right: torch.Tensor, path: Path, title: str, captions: list[tuple[str, bool]] | None = None) -> Path:
-    """Save (left, right) pairs side by side, 8 pairs a row, upscaled ZOOM times, under a one-line `title`
-    that says what the two are; with `captions` a short text under each pair (red where it is False)."""
-    from PIL import Image, ImageDraw, ImageFont
-
+    """(left, right) pairs side by side, 8 pairs a row, under `title` (what the two are); with `captions`
+    a short text under each pair (red where it is False)."""
     size = max(left.shape[-1], right.shape[-1])
-    left, right = (to_canvas(t.float().cpu(), size).clamp(0, 1).mul(255).round().to(torch.uint8) for t in (left, right))
-    cell, gap = size * ZOOM, 4
-    caption_h = 12 if captions else 0
-    head = 16
+    left, right = (to_canvas(t.float().cpu(), size).clamp(0, 1) for t in (left, right))
     rows = -(-len(left) // PAIRS_PER_ROW)
-    pair = 2 * cell + 2  # two tiles with a thin line between them
-    image = Image.new("RGB", (gap + PAIRS_PER_ROW * (pair + gap), head + rows * (cell + caption_h + gap) + gap), (96, 96, 96))
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    draw.text((gap, 2), title, fill=(255, 255, 255), font=font)
-    for i in range(len(left)):
-        r, c = divmod(i, PAIRS_PER_ROW)
-        x0, y0 = gap + c * (pair + gap), head + gap + r * (cell + caption_h + gap)
-        for k, tile in enumerate((left[i, 0], right[i, 0])):
-            digit = Image.fromarray(tile.numpy(), mode="L").resize((cell, cell), Image.NEAREST)
-            image.paste(digit, (x0 + k * (cell + 2), y0))
-        if captions:
-            text, good = captions[i]
-            draw.text((x0 + 2, y0 + cell), text, fill=(255, 255, 255) if good else (255, 90, 90), font=font)
-    return _save(image, path)
+    tile = size * ZOOM / DPI  # inches per digit at the PNG's resolution
+    caption = 0.14 if captions else 0.0
+    width = max(WIDE, PAIRS_PER_ROW * (2 * tile + 0.12))
+    with _figure(width, rows * (tile + caption + 0.08) + 0.35, PAIRS_PER_ROW, rows) as (fig, axes):
+        for i, ax in enumerate(axes):
+            ax.axis("off")
+            if i >= len(left):
+                continue
+            gap = torch.full((size, max(1, size // 14)), 0.5)
+            ax.imshow(torch.cat([left[i, 0], gap, right[i, 0]], 1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if captions:
+                text, good = captions[i]
+                ax.set_title(text, fontsize=6, color="#000000" if good else "#D55E00", y=-0.2, pad=0)
+        fig.suptitle(title, fontsize=8)
+        fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=0.6 if captions else 0.2, w_pad=0.3)
+        return _save(fig, path)
 
 
 @torch.no_grad()
@@ -59,155 +115,165 @@ def transformer(model, x: torch.Tensor, labels: torch.Tensor, path: Path) -> Pat
     predicted = model(x).argmax(1).tolist()
     captions = [(f"predicted {p}, true {t}", p == t) for p, t in zip(predicted, labels.tolist())]
     what = "feature maps after conv1 (its transform shown on the image)" if model.at == "conv1" else "the image"
-    title = f"each pair: a test digit | what the transformer made of it; it warps {what}"
+    title = f"each pair: a test digit | what the transformer made of it (it warps {what}); caption red where the prediction is wrong"
     return pairs(x, model.transformed_images(x), path, title, captions)
 
 
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
-
-
-def _canvas(width: int, height: int, title: str):
-    """A white picture with `title` on top, its draw and its font."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    image = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    draw.text((8, 6), title, fill=(0, 0, 0), font=font)
-    return image, draw, font
-
-
-def _save(image, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
-
-
-def _frame(draw, font, box: tuple[int, int, int, int], y_text: tuple[str, str], x_text: tuple[str, str], gutter: int) -> None:
-    """A plot's frame: its top and bottom values in the `gutter` px to its left, its first and last x below."""
-    x0, y0, w, h = box
-    black = (0, 0, 0)
-    draw.rectangle((x0, y0, x0 + w, y0 + h), outline=black)
-    draw.text((x0 - gutter + 2, y0), y_text[0], fill=black, font=font)
-    draw.text((x0 - gutter + 2, y0 + h - 10), y_text[1], fill=black, font=font)
-    draw.text((x0, y0 + h + 2), x_text[0], fill=black, font=font)
-    draw.text((x0 + w - 6 * len(x_text[1]), y0 + h + 2), x_text[1], fill=black, font=font)
-
-
-def _legend(draw, font, names: list[str], x: int, y: int) -> None:
-    """A colour swatch and a name per line, in PALETTE order."""
-    for i, name in enumerate(names):
-        draw.rectangle((x, y + 12 * i + 3, x + 14, y + 12 * i + 7), fill=PALETTE[i % len(PALETTE)])
-        draw.text((x + 20, y + 12 * i), name, fill=(0, 0, 0), font=font)
+# ---------------------------------------------------------------- plots
 
 
 def curves(rows: list[dict], path: Path, title: str) -> Path:
-    """Training curves of the models of one (variant, seed) from metrics.csv rows: on the left the training
-    loss per epoch, on the right the training (thin) and validation (thick) accuracy, a colour per model."""
-    names = list(dict.fromkeys(r["model"] for r in rows))
-    w, h, margin, head = 420, 260, 44, 34
-    image, draw, font = _canvas(2 * w + 3 * margin, h + head + 2 * margin + 12 * len(names), title)
-    epochs = [int(r["epoch"]) for r in rows]
-    e_lo, e_hi = min(epochs), max(max(epochs), min(epochs) + 1)
+    """Training curves of the models of one (variant, seed) from metrics.csv rows: the training loss per
+    epoch, and the training (dashed) and validation (solid) accuracy, a colour per model."""
+    colour = _colours([r["model"] for r in rows])
 
-    def panel(x0: int, label: str, series: list[tuple[str, int]]) -> None:
-        """One framed plot of the columns `series` (metrics key, line width), every model."""
-        values = [float(r[key]) for r in rows for key, _ in series if r.get(key) not in (None, "")]
-        if not values:
-            return
-        lo, hi = min(values), max(values)
-        hi = hi if hi > lo else lo + 1e-6
-        y0 = head + margin // 2
-        draw.text((x0, y0 - 14), label, fill=(0, 0, 0), font=font)
-        _frame(draw, font, (x0, y0, w, h), (f"{hi:.3g}", f"{lo:.3g}"), (f"epoch {e_lo}", f"epoch {e_hi}"), margin)
-        for i, name in enumerate(names):
-            mine = [r for r in rows if r["model"] == name]
-            for key, width in series:
-                pts = [(x0 + w * (int(r["epoch"]) - e_lo) / (e_hi - e_lo), y0 + h - h * (float(r[key]) - lo) / (hi - lo))
-                       for r in mine if r.get(key) not in (None, "")]
-                if len(pts) == 1:
-                    draw.ellipse((pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2), fill=PALETTE[i % len(PALETTE)])
-                elif pts:
-                    draw.line(pts, fill=PALETTE[i % len(PALETTE)], width=width)
+    def series(name, key):
+        got = [(int(r["epoch"]), float(r[key])) for r in rows if r["model"] == name and r.get(key) not in (None, "")]
+        return [e for e, _ in got], [v for _, v in got]
 
-    panel(margin, "training loss", [("train_loss", 2)])
-    panel(2 * margin + w, "accuracy: training (thin), validation (thick)", [("train_acc", 1), ("val_acc", 3)])
-    _legend(draw, font, names, margin, head + margin + h + 14)
-    return _save(image, path)
+    with _figure(WIDE, 2.6, 2) as (fig, (loss, acc)):
+        for name, c in colour.items():
+            loss.plot(*series(name, "train_loss"), color=c, marker="o", label=name)
+            epochs, values = series(name, "train_acc")
+            acc.plot(epochs, [100 * v for v in values], color=c, linestyle="--", linewidth=1)
+            epochs, values = series(name, "val_acc")
+            acc.plot(epochs, [100 * v for v in values], color=c, marker="o")
+        loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
+        acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy: training (dashed), validation (solid)")
+        for ax in (loss, acc):
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        fig.suptitle(title)
+        _legend_below(fig, [loss])
+        return _save(fig, path)
 
 
 def sweep(rows: list[dict], swept: tuple[str, list[float]], path: Path, title: str) -> Path:
     """Test error against the fixed value of a pose parameter (`eval --sweep`), a line per model."""
-    key, values = swept
-    labels = list(dict.fromkeys(f"{r['variant']} / {r['model']}" for r in rows))
-    w, h, margin, head = 640, 300, 48, 30
-    image, draw, font = _canvas(w + 2 * margin, head + h + 2 * margin + 12 * len(labels), title)
-    hi = max(max(float(r["error"]) for r in rows), 1e-6)
-    x0, y0 = margin, head
-    span = (values[-1] - values[0]) or 1.0
-    _frame(draw, font, (x0, y0, w, h), (f"{hi:.3g}%", "0%"), (f"{key} {values[0]:g}", f"{key} {values[-1]:g}"), margin)
-    for i, label in enumerate(labels):
-        colour = PALETTE[i % len(PALETTE)]
-        mine = [r for r in rows if f"{r['variant']} / {r['model']}" == label]
-        pts = [(x0 + w * (float(r["tested_on"].split("=", 1)[1]) - values[0]) / span, y0 + h - h * float(r["error"]) / hi) for r in mine]
-        if len(pts) > 1:
-            draw.line(pts, fill=colour, width=2)
-        for x, y in pts:
-            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
-    _legend(draw, font, labels, margin, y0 + h + 20)
-    return _save(image, path)
+    key, _ = swept
+    label = lambda r: f"{r['model']} (trained on {r['variant']})"  # noqa: E731
+    colour = _colours([label(r) for r in rows])
+    with _figure(COLUMN * 1.6, 2.6) as (fig, (ax,)):
+        for name, c in colour.items():
+            mine = [r for r in rows if label(r) == name]
+            ax.plot([float(r["tested_on"].split("=", 1)[1]) for r in mine], [float(r["error"]) for r in mine], color=c, marker="o", label=name)
+        ax.set(xlabel=f"{key} fixed at ({UNITS.get(key, '')})", ylabel="test error (%)", title=title)
+        ax.set_ylim(bottom=0)
+        _legend_below(fig, [ax], ncol=2)
+        return _save(fig, path)
 
 
-SCATTER_POINTS = 2000  # a dot per digit for the first this many test digits: more only blackens the plot
-UNITS = {"angle": "degrees", "log_scale": "log", "scale": "", "shift": "px from the centre"}
+SCATTER_POINTS = 10000  # every test digit of a 10k test set, as a density
 
 
 def scatter(true: dict[str, torch.Tensor], undone: dict[str, torch.Tensor], path: Path, title: str) -> Path:
     """Per pose part (angle, log scale) a panel: each test digit's true distortion (x) against how much
-    of it the transformer undid (y), both about their means. On the diagonal the transformer undoes it
-    all; flat, none of it."""
+    of it the transformer undid (y), both about their means, as a density. On the diagonal the
+    transformer undoes it all; on the horizontal line, none of it."""
     parts = list(true)
-    size, margin, head, gap = 300, 52, 30, 24
-    image, draw, font = _canvas(len(parts) * (size + margin + gap) + margin, head + size + 2 * margin + 12, title)
-    for k, part in enumerate(parts):
-        x, y = true[part][:SCATTER_POINTS].double(), undone[part][:SCATTER_POINTS].double()
-        lo, hi = float(torch.minimum(x.min(), y.min())), float(torch.maximum(x.max(), y.max()))
-        hi = hi if hi > lo else lo + 1e-6
-        x0, y0 = margin + k * (size + margin + gap), head + 14
-        draw.text((x0, y0 - 14), f"{part.replace('_', ' ')} ({UNITS[part]}, about the mean): undone (y) vs true (x)", fill=(0, 0, 0), font=font)
-        _frame(draw, font, (x0, y0, size, size), (f"{hi:.3g}", f"{lo:.3g}"), (f"{lo:.3g}", f"{hi:.3g}"), margin)
-        draw.line((x0, y0 + size, x0 + size, y0), fill=(190, 190, 190), width=1)  # undone == true
-        for a, b in zip(x.tolist(), y.tolist()):
-            px, py = x0 + size * (a - lo) / (hi - lo), y0 + size - size * (b - lo) / (hi - lo)
-            draw.point((px, py), fill=PALETTE[0])
-    draw.text((margin, head + size + margin), "grey diagonal: the transformer undoes the whole distortion; a flat cloud: none of it",
-              fill=(0, 0, 0), font=font)
-    return _save(image, path)
+    with _figure(WIDE if len(parts) > 1 else COLUMN, 3.0, len(parts)) as (fig, axes):
+        for ax, part in zip(axes, parts):
+            x, y = true[part][:SCATTER_POINTS].double().cpu().numpy(), undone[part][:SCATTER_POINTS].double().cpu().numpy()
+            lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+            hi = hi if hi > lo else lo + 1e-6
+            art = ax.hexbin(x, y, gridsize=40, extent=(lo, hi, lo, hi), mincnt=1, bins="log", cmap="viridis", linewidths=0)
+            ax.plot([lo, hi], [lo, hi], color="#D55E00", linewidth=1, label="undoes all of it")
+            ax.plot([lo, hi], [0, 0], color="#000000", linewidth=1, linestyle="--", label="undoes none of it")
+            ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", title=part.replace("_", " "),
+                   xlabel=f"true {part.replace('_', ' ')} about the mean ({UNITS[part]})", ylabel=f"undone by the transformer ({UNITS[part]})")
+            fig.colorbar(art, ax=ax, label="test digits per cell", shrink=0.8)
+        fig.suptitle(title)
+        _legend_below(fig, axes, ncol=2)
+        return _save(fig, path)
 
 
 def invariance(rows: list[dict], path: Path, title: str) -> Path:
     """Test error against the true distortion (analysis.binned rows of one variant and seed): a panel per
     pose part, a line per model through the bins' centres."""
     parts = list(dict.fromkeys(r["by"] for r in rows))
-    names = list(dict.fromkeys(r["model"] for r in rows))
-    w, h, margin, head, gap = 300, 220, 52, 30, 24
-    image, draw, font = _canvas(len(parts) * (w + margin + gap) + margin, head + h + 2 * margin + 12 * len(names), title)
-    for k, part in enumerate(parts):
-        mine = [r for r in rows if r["by"] == part]
-        edges = mine[0]["edges"]
-        centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
-        hi = max([e for r in mine for e in r["error"] if e is not None] + [1e-6])
-        x0, y0 = margin + k * (w + margin + gap), head + 14
-        unit = f" ({UNITS[part]})" if UNITS[part] else ""
-        draw.text((x0, y0 - 14), f"test error % by true {part}{unit}", fill=(0, 0, 0), font=font)
-        _frame(draw, font, (x0, y0, w, h), (f"{hi:.3g}%", "0%"), (f"{edges[0]:.3g}", f"{edges[-1]:.3g}"), margin)
-        for i, name in enumerate(names):
-            pts = [(x0 + w * (c - edges[0]) / (edges[-1] - edges[0]), y0 + h - h * e / hi)
-                   for r in mine if r["model"] == name for c, e in zip(centres, r["error"]) if e is not None]
-            colour = PALETTE[i % len(PALETTE)]
-            if len(pts) > 1:
-                draw.line(pts, fill=colour, width=2)
-            for px, py in pts:
-                draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=colour)
-    _legend(draw, font, names, margin, head + h + margin)
-    return _save(image, path)
+    colour = _colours([r["model"] for r in rows])
+    with _figure(WIDE if len(parts) > 1 else COLUMN, 2.6, len(parts)) as (fig, axes):
+        for ax, part in zip(axes, parts):
+            for name, c in colour.items():
+                for r in (r for r in rows if r["by"] == part and r["model"] == name):
+                    edges = r["edges"]
+                    points = [((a + b) / 2, e) for a, b, e in zip(edges, edges[1:], r["error"]) if e is not None]
+                    ax.plot([p for p, _ in points], [e for _, e in points], color=c, marker="o", label=name)
+            ax.set(xlabel=f"true {part.replace('_', ' ')} ({UNITS[part]})", ylabel="test error (%)", title=f"by {part}")
+            ax.set_ylim(bottom=0)
+        fig.suptitle(title)
+        _legend_below(fig, axes)
+        return _save(fig, path)
+
+
+def table1(cells: list[dict], path: Path, title: str) -> Path:
+    """Table 1 as a figure: a panel per column, a row per model, our mean test error with its 95%
+    interval over seeds (a dot alone for one seed) beside the paper's number (a black cross). `cells`:
+    {label, column, mean, half (or None), seeds, paper (or None)}."""
+    columns = list(dict.fromkeys(c["column"] for c in cells))
+    labels = list(dict.fromkeys(c["label"] for c in cells))
+    with _figure(WIDE, 0.9 + 0.22 * len(labels), len(columns), sharey=True) as (fig, axes):
+        for ax, column in zip(axes, columns):
+            for c in (c for c in cells if c["column"] == column):
+                y = labels.index(c["label"])
+                ax.errorbar(c["mean"], y, xerr=c["half"] if c["half"] else None, fmt="o", color=PALETTE[0], capsize=2,
+                            label="ours: mean, 95% interval over seeds")
+                if c["paper"] is not None:
+                    ax.plot(c["paper"], y, "x", color="#000000", markersize=5, label="the paper")
+            ax.set(title=column, xlabel="test error (%)")
+            ax.set_xlim(left=0)
+        axes[0].set_yticks(range(len(labels)), labels)
+        axes[0].invert_yaxis()
+        fig.suptitle(title)
+        handles = {}
+        for ax in axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, -0.02))
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+        return _save(fig, path)
+
+
+def sweep_table(rows: list[dict], keys: list[str], path: Path, title: str) -> Path:
+    """A sweep's mean best validation accuracy (%) per child and model (sweeps.rows; the mean over its
+    variants): for two swept keys a heat map per model (the first key down, the second across), else a
+    line per model across the children."""
+    import math
+    import statistics
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    runs = {r["run"]: r for r in rows}  # each child's swept values
+    acc = {}
+    for run in runs:
+        for model in models:
+            vals = [r["val_acc"] for r in rows if r["run"] == run and r["model"] == model and r["val_acc"] is not None]
+            acc[(run, model)] = 100 * statistics.mean(vals) if vals else math.nan
+    if len(keys) == 2:
+        down, across = (list(dict.fromkeys(str(r[k]) for r in runs.values())) for k in keys)
+        child = {(str(r[keys[0]]), str(r[keys[1]])): run for run, r in runs.items()}
+        with _figure(min(WIDE, 0.8 + 2.8 * len(models)), 1.4 + 0.3 * len(down), len(models)) as (fig, axes):
+            for ax, model in zip(axes, models):
+                grid = [[acc.get((child.get((a, b)), model), math.nan) for b in across] for a in down]
+                finite = [v for line in grid for v in line if not math.isnan(v)] or [0.0]
+                middle = (max(finite) + min(finite)) / 2
+                art = ax.imshow(grid, cmap="viridis", aspect="auto")
+                for i, line in enumerate(grid):
+                    for j, v in enumerate(line):
+                        ax.text(j, i, "-" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6,
+                                color="#FFFFFF" if v < middle else "#000000")
+                ax.set_xticks(range(len(across)), across, rotation=30, ha="right")
+                ax.set_yticks(range(len(down)), down)
+                ax.set(xlabel=keys[1], ylabel=keys[0], title=model)
+                ax.grid(False)
+                fig.colorbar(art, ax=ax, label="validation accuracy (%)", shrink=0.8)
+            fig.suptitle(title)
+            fig.tight_layout()
+            return _save(fig, path)
+    colour = _colours(models)
+    names = [", ".join(str(r[k]) for k in keys) for r in runs.values()]
+    with _figure(COLUMN * 1.6, 2.6) as (fig, (ax,)):
+        for model in models:
+            ax.plot(range(len(runs)), [acc[(run, model)] for run in runs], color=colour[model], marker="o", label=model)
+        ax.set_xticks(range(len(runs)), names, rotation=30 if len(runs) > 4 else 0, ha="right" if len(runs) > 4 else "center")
+        ax.set(xlabel=", ".join(keys), ylabel="validation accuracy (%)", title=title)
+        _legend_below(fig, [ax])
+        return _save(fig, path)

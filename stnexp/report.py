@@ -159,6 +159,36 @@ def deviations_text(sources: list[Source], rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TABLE1_FIGURE = "table1.png"  # report --paper --out DIR: DIR/table1.png and .pdf
+
+
+def table1_figure(paths: list[Path], out: Path) -> Path:
+    """`report --paper --out DIR`: Table 1 as a figure, ours (mean, 95% t-interval over seeds) beside the
+    paper's number, a panel per column and a row per model, as in the printed table."""
+    from stnexp import analysis, pictures
+
+    rows = merged([read(p) for p in paths], True)
+    cells = []
+    labels = _ordered([r["label"] for r in rows], paper.ROWS)
+    for label in labels:
+        for column in _ordered([r["column"] for r in rows], list(paper.COLUMNS.values())):
+            here = [r for r in rows if r["label"] == label and r["column"] == column and r.get("status", "ok") == "ok"]
+            if not here:
+                continue
+            errors = [r["error"] for r in here]
+            interval = analysis.mean_interval(errors)
+            cells.append({"label": label, "column": column, "mean": interval[0] if interval else errors[0],
+                          "half": interval[1] if interval else None, "seeds": len(errors),
+                          "paper": paper.TABLE1.get(here[0]["paper_row"] or "", {}).get(column)})
+    seeds = sorted({c["seeds"] for c in cells})
+    shown = f"{seeds[0]}-{seeds[-1]} seeds" if len(seeds) > 1 else f"{seeds[0]} seed{'s' if seeds[0] > 1 else ''}"
+    title = f"test error: ours ({shown}) beside the paper's Table 1"
+    try:
+        return pictures.table1(cells, Path(out) / TABLE1_FIGURE, title)
+    except OSError as e:
+        raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
+
+
 def sources_text(sources: list[Source]) -> str:
     lines = ["", "Runs:", ""]
     for s in sources:
@@ -252,17 +282,21 @@ def pictures_of(path: Path) -> list[Path]:
     return found + sorted((path / runs.EVALS).glob("*.png"))
 
 
-def write(paths: list[Path], table: str, out: Path, html: bool, markdown: bool = True) -> str:
-    """The report of runs `paths` into `out`: report.md (`table`, their merged table from make(), then
-    each run's analysis and pictures, copied to out/images/), and with `html` report.html, one
-    self-contained file (the pictures embedded) that opens in a browser from disk; `markdown=False`
-    writes report.html alone (the end of `train` writes one into the run). Returns the Markdown."""
+def write(paths: list[Path], table: str, out: Path, html: bool, markdown: bool = True, figures: tuple[Path, ...] = ()) -> str:
+    """The report of runs `paths` into `out`: report.md (`table`, their merged table from make(), the
+    `figures` made of it, then each run's analysis and pictures, copied to out/images/), and with `html`
+    report.html, one self-contained file (the pictures embedded) that opens in a browser from disk;
+    `markdown=False` writes report.html alone (the end of `train` writes one into the run). Returns the
+    Markdown."""
     import shutil
 
     from stnexp.checkpoints import atomic_text
 
-    parts = [table]
+    parts = [header(paths), table]
     images: list[tuple[str, Path]] = []
+    for figure in figures:
+        images.append((figure.name, figure))
+        parts.append(f"![{figure.name}](images/{figure.name})\n")
     for i, path in enumerate(paths, 1):
         analysis = path / f"{runs.ANALYSIS}.md"
         pictures = pictures_of(path)
@@ -287,6 +321,27 @@ def write(paths: list[Path], table: str, out: Path, html: bool, markdown: bool =
     except OSError as e:
         raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
     return text
+
+
+def header(paths: list[Path]) -> str:
+    """What a report reports: a heading naming the runs, then per run its config, command, versions,
+    machine and start (env.json), and when the report was made."""
+    import time
+
+    names = ", ".join(f"`{p.name}`" for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    lines = [f"# stnexp report: {names}", ""]
+    for p in paths:
+        try:
+            env = json.loads((p / runs.ENV).read_text())
+            env = env if isinstance(env, dict) else {}
+        except (OSError, ValueError):
+            env = {}
+        command = " ".join(env.get("command", [])) if isinstance(env.get("command"), list) else "?"
+        lines.append(f"- `{p}`: config `{p / runs.CONFIG}`; command `{command}`; stnexp {env.get('stnexp', '?')}, "
+                     f"torch {env.get('torch', '?')}; {env.get('device_name') or env.get('device', '?')} "
+                     f"({env.get('precision', '?')}); started {env.get('started', '?')}")
+    lines += ["", f"Made {time.strftime('%Y-%m-%d %H:%M:%S%z')} by `stnexp report`.", ""]
+    return "\n".join(lines)
 
 
 def to_html(markdown: str, images: dict[str, Path]) -> str:

@@ -36,6 +36,7 @@ EVALS = "evals"  # evals/<name>.{md,csv,json}: each `stnexp eval`, by name; eval
 EVAL_INDEX = "index.md"
 INDEX_LOCK = ".index.lock"  # held while an eval adds its line to evals/index.md
 TABLE_SUFFIXES = (".md", ".csv", ".json")
+FIGURE_SUFFIXES = (".png", ".pdf")  # every figure as PNG and, beside it, as PDF (pictures.py)
 CHECKPOINTS = "checkpoints"  # checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
 PICTURES = "stn"  # stn/<variant>/<model>-s<seed>.png: a folder per variant, so no two names meet
 CURVES = "curves"  # curves/<variant>/s<seed>.png: training curves of the models of one (variant, seed)
@@ -257,21 +258,22 @@ def written_files(run: Path) -> list[Path]:
     evals = run / EVALS
     if evals.is_dir():  # the evaluations its index lists, not any file there that looks like one
         files += [evals / EVAL_INDEX, evals / INDEX_LOCK]
-        files += [evals / f"{name}{suffix}" for name in eval_names(evals) for suffix in TABLE_SUFFIXES + (".png",)]
+        files += [evals / f"{name}{suffix}" for name in eval_names(evals) for suffix in TABLE_SUFFIXES + FIGURE_SUFFIXES]
     try:
         cfg = C.load(run / CONFIG)
     except UserError:
         return files
     files += sorted((run / TB).glob("*/*/*/events.out.tfevents.*"))
     for variant in cfg.data.variants:
-        files += [p for seed in cfg.seeds for p in (curves_path(run, variant, seed), invariance_path(run, variant, seed))]
+        figures = [p for seed in cfg.seeds for p in (curves_path(run, variant, seed), invariance_path(run, variant, seed))]
         for model in cfg.models:
             for seed in cfg.seeds:
-                files += [picture_path(run, variant, model, seed), picture_path_0_1(run, variant, model, seed),
-                          rectification_path(run, variant, model, seed)]
+                figures += [picture_path(run, variant, model, seed), rectification_path(run, variant, model, seed)]
+                files.append(picture_path_0_1(run, variant, model, seed))
                 for kind in CHECKPOINT_KINDS:
                     path = checkpoint_path(run, variant, model, seed, kind)
                     files += [path, *path.parent.glob(f".{path.name}.tmp*")]
+        files += [f.with_suffix(suffix) for f in figures for suffix in FIGURE_SUFFIXES]
     return files
 
 
@@ -551,7 +553,7 @@ def claimed_eval(folder: Path, name: str, force: bool) -> Iterator[Path]:
     taken()  # before anything is made
     if folder.name == EVALS and is_run(folder.parent):  # a run's own evals/ (an --out of the user's may be a link)
         refuse_links(folder.parent)
-    for path in (*(folder / f"{name}{suffix}" for suffix in TABLE_SUFFIXES + (".png",)), folder / EVAL_INDEX):
+    for path in (*(folder / f"{name}{suffix}" for suffix in TABLE_SUFFIXES + FIGURE_SUFFIXES), folder / EVAL_INDEX):
         if path.is_symlink():
             _linked(path)
     try:

@@ -177,7 +177,7 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
         for child in _children(out, old):
             if child.is_dir() and runs.is_run(child):
                 runs.clear(child, remove_dir=True)
-        for suffix in runs.TABLE_SUFFIXES:
+        for suffix in runs.TABLE_SUFFIXES + runs.FIGURE_SUFFIXES:
             (out / f"{TABLE}{suffix}").unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +198,7 @@ def reported(paths: list[Path], log) -> list[Path]:
             children = [child for child in _children(path, spec) if runs.is_run(child)]
             log.info(f"{path}: a sweep, reporting its {len(children)} child run(s)")
             out += children
-        elif path.is_file() and path.name in {TABLE + suffix for suffix in runs.TABLE_SUFFIXES} and _read_plan(path.parent) is not None:
+        elif path.is_file() and path.name in {TABLE + suffix for suffix in runs.TABLE_SUFFIXES + runs.FIGURE_SUFFIXES} and _read_plan(path.parent) is not None:
             log.info(f"{path}: the sweep's own table, skipped")
         else:
             out.append(runs.find_run(path, log))
@@ -310,3 +310,7 @@ def write_table(parent: Path, keys: list[str], children: list[tuple[str, dict[st
     w.writerows(table)
     atomic_text(parent / f"{TABLE}.csv", buf.getvalue())
     atomic_text(parent / f"{TABLE}.json", json.dumps(table, indent=2) + "\n")
+    if table:
+        from stnexp import pictures
+
+        pictures.sweep_table(table, keys, parent / f"{TABLE}.png", f"best validation accuracy of each model by {' and '.join(keys)}")

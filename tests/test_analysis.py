@@ -224,3 +224,20 @@ def test_many_pairs_of_one_variant_and_seed_are_judged_on_holms_adjusted_p():
     assert ac["p_holm"] > 0.05 and not ac["significant"]
     md = analysis.paired_markdown(list(rows.values()))
     assert "Holm's method" in md and "| p | p Holm |" in md
+
+
+def test_the_table1_figure_draws_our_mean_and_interval_beside_the_papers_number(tmp_path, monkeypatch):
+    from stnexp import pictures
+
+    drawn = []
+    monkeypatch.setattr(pictures, "_save", lambda fig, path: drawn.append(fig) or path)
+    cells = [{"label": "CNN", "column": "RTS", "mean": 1.5, "half": 0.4, "seeds": 3, "paper": 0.8},
+             {"label": "mine", "column": "RTS", "mean": 2.0, "half": None, "seeds": 1, "paper": None}]
+    pictures.table1(cells, tmp_path / "t.png", "table 1")
+    (ax,) = [a for a in drawn[0].axes]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["CNN", "mine"]
+    bars = [c for c in ax.containers]  # one errorbar per cell: the CNN's spans mean +- half
+    (segments,) = bars[0].lines[2]
+    assert segments.get_segments()[0][:, 0].tolist() == [1.1, 1.9]
+    crosses = [line for line in ax.lines if line.get_marker() == "x"]
+    assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in crosses] == [(0.8, 0)]  # the paper, CNN's row only

@@ -34,7 +34,10 @@ def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
         png.verify()  # a complete, well-formed PNG
     with Image.open(tiny_run / "stn" / "rts" / "st-cnn-s0.png") as png:
         assert png.width > png.height > 2 * 42  # 32 pairs of 42x42 digits, 8 pairs a row
-    assert sorted(p.name for p in (tiny_run / "stn").rglob("*")) == ["rts", "st-cnn-s0.png"]  # none for the CNN
+    assert sorted(p.name for p in (tiny_run / "stn").rglob("*")) == ["rts", "st-cnn-s0.pdf", "st-cnn-s0.png"]  # none for the CNN
+    # every figure also as a PDF beside its PNG, for papers
+    for picture in ("curves/rts/s0", "invariance/rts/s0", "rectification/rts/st-cnn-s0", "stn/rts/st-cnn-s0"):
+        assert (tiny_run / f"{picture}.pdf").read_bytes().startswith(b"%PDF"), picture
     rows = json.loads((tiny_run / "results.json").read_text())
     assert {(r["model"], r["checkpoint"]) for r in rows} == {(m, k) for m in ("cnn", "st-cnn") for k in ("best", "last")}
     for r in rows:
@@ -467,7 +470,7 @@ def test_preview_shows_each_variants_first_test_digits_beside_their_distorted_te
     monkeypatch.setattr(pictures, "pairs", lambda left, right, path, title, *a: shown.setdefault(path.stem, (left, right)) and draw(left, right, path, title, *a))
     r = invoke("preview", "configs/rts.yaml", "--out", tmp_path, "--n", 16, "--set", "data.variants.r={preset: rotated}")
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.png", "rts.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.pdf", "r.png", "rts.pdf", "rts.png"]
     assert str(tmp_path / "rts.png") in r.output
     cfg = config.load("configs/rts.yaml", sets=["data.variants.r={preset: rotated}"])
     split = data.split(cfg.data, torch.device("cpu"))
@@ -573,9 +576,14 @@ def test_report_merges_runs_and_puts_the_papers_number_beside_ours(tiny_run, tmp
     assert any(f"`{tiny_run}`: 8 iterations of batch 128, seeds 0" in line for line in lines)
     # the 95% t-interval of two seeds: mean ± 12.706 * std / sqrt(2)
     assert f"- CNN, RTS: {cnn + 1.0:.2f} ± {12.706 * 2 ** 0.5 / 2 ** 0.5:.2f} (2 seeds)" in lines
-    # report.md starts with the table printed, then each run's analysis and pictures
+    # report.md starts with what it reports (the runs, their commands, versions, machines), then the
+    # table printed and its figure, then each run's analysis and pictures
     printed = r.output.strip().rsplit("\nwrote ", 1)[0]
-    assert (tmp_path / "rep" / "report.md").read_text().startswith(printed)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.startswith(f"# stnexp report: `{tiny_run.name}`, `second`") and "; command `" in md and "torch " in md
+    assert printed in md and md.index(printed) < md.index("![table1.png](images/table1.png)") < md.index("## Run 1")
+    # the Table-1 figure: ours as mean and 95% interval over the two seeds, beside the paper's 0.8
+    assert (tmp_path / "rep" / "table1.png").is_file() and (tmp_path / "rep" / "table1.pdf").is_file()
     plain = invoke("report", tiny_run)
     assert plain.exit_code == 0 and "| cnn | 119,050 |" in plain.output
 
@@ -784,6 +792,12 @@ def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path
     assert sum(r["best"] for r in rows if r["model"] == "cnn") == 1 and sum(r["best"] for r in rows if r["model"] == "st-cnn") == 1
     md = (out / "sweep.md").read_text()
     assert "| train.lr | models.st-cnn.loc_lr_scale | model | rts | val acc % | best |" in md
+    # and a figure of it: two swept keys, a heat map of validation accuracy per model, as PNG and PDF
+    from PIL import Image
+
+    with Image.open(out / "sweep.png") as png:
+        assert png.width > png.height
+    assert (out / "sweep.pdf").read_bytes().startswith(b"%PDF")
     # report of the sweep folder, or of everything in it as `SWEEP/*` names it: every child, a row per
     # model and child (their lr differs, so no cell merges them)
     for given in ([out], sorted(p for p in out.iterdir() if not p.name.startswith("."))):
