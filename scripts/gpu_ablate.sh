@@ -30,6 +30,18 @@ ablate() {  # NAME, then --set arguments for configs/ablations/rts-recipe.yaml
   echo "$name: exit $?, $(( $(date +%s) - start )) s whole process" | tee -a "$sum"
   # results.md already holds each model's mean +- std over the seeds, best and last checkpoint
   { cat "/tmp/ablate/$name/results.md" 2>/dev/null || echo "  no results"; } | tee -a "$sum"
+  # and the validation accuracy that decides (each model's best epoch, mean over the seeds)
+  python3 - "/tmp/ablate/$name/metrics.csv" <<'PY' 2>/dev/null | tee -a "$sum"
+import csv, statistics, sys
+best = {}
+for r in csv.DictReader(open(sys.argv[1])):
+    if r["val_acc"]:
+        key = (r["model"], r["seed"])
+        best[key] = max(best.get(key, 0.0), float(r["val_acc"]))
+for model in dict.fromkeys(m for m, _ in best):
+    vals = [v for (m, _), v in best.items() if m == model]
+    print(f"  val acc % {model}: {100 * statistics.mean(vals):.2f} ({len(vals)} seeds)")
+PY
   cp "/tmp/ablate/$name/analysis.md" "$out/$name-analysis.md" 2>/dev/null
 }
 ablate models
