@@ -211,7 +211,7 @@ def table1(cells: list[dict], path: Path, title: str) -> Path:
     {label, column, mean, half (or None), seeds, paper (or None)}."""
     columns = list(dict.fromkeys(c["column"] for c in cells))
     labels = list(dict.fromkeys(c["label"] for c in cells))
-    with _figure(WIDE, 0.9 + 0.22 * len(labels), len(columns), sharey=True) as (fig, axes):
+    with _figure(WIDE, 1.4 + 0.25 * len(labels), len(columns), sharey=True) as (fig, axes):
         for ax, column in zip(axes, columns):
             for c in (c for c in cells if c["column"] == column):
                 y = labels.index(c["label"])
@@ -222,7 +222,7 @@ def table1(cells: list[dict], path: Path, title: str) -> Path:
             ax.set(title=column, xlabel="test error (%)")
             ax.set_xlim(left=0)
         axes[0].set_yticks(range(len(labels)), labels)
-        axes[0].invert_yaxis()
+        axes[0].set_ylim(len(labels) - 0.5, -0.5)  # the first row on top, half a row of room around each
         fig.suptitle(title)
         handles = {}
         for ax in axes:

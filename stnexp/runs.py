@@ -163,11 +163,11 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
 def _remove_made(made: list[Path]) -> None:
     """Remove the folders a failed start made (deepest first), and the lock file it left in them."""
     for folder in made:
-        for leftover in (folder / LOCK, folder / MARKER):
-            leftover.unlink(missing_ok=True)
         try:
+            for leftover in (folder / LOCK, folder / MARKER):
+                leftover.unlink(missing_ok=True)
             folder.rmdir()
-        except OSError:
+        except OSError:  # never made (its parent is a file, say), or not empty
             pass
 
 
