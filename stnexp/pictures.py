@@ -108,14 +108,15 @@ def pairs(left: torch.Tensor, right: torch.Tensor, path: Path, title: str, capti
 
 
 @torch.no_grad()
-def transformer(model, x: torch.Tensor, labels: torch.Tensor, path: Path) -> Path:
+def transformer(model, x: torch.Tensor, labels: torch.Tensor, path: Path, which: str = "") -> Path:
     """Test digits beside what a model's spatial transformer made of them (at conv1: its transform
-    applied to the image), each pair captioned with the predicted and the true class."""
+    applied to the image), each pair captioned with the predicted and the true class; `which` names the
+    model, variant and seed in the title."""
     model.eval()
     predicted = model(x).argmax(1).tolist()
     captions = [(f"predicted {p}, true {t}", p == t) for p, t in zip(predicted, labels.tolist())]
     what = "feature maps after conv1 (its transform shown on the image)" if model.at == "conv1" else "the image"
-    title = f"each pair: a test digit | what the transformer made of it (it warps {what}); caption red where the prediction is wrong"
+    title = (f"{which}: " if which else "") + f"each pair: a test digit | what the transformer made of it (it warps {what}); red: predicted wrong"
     return pairs(x, model.transformed_images(x), path, title, captions)
 
 

@@ -522,7 +522,8 @@ def score(run: Run) -> list[dict]:
         params[key[:2]] = test.params
         if model.stn is not None:
             path = runs.picture_path(run.dir, ck["variant"], ck["model_name"], ck["seed"])
-            pictures.transformer(model, test.images[:PICTURE_DIGITS], test.labels[:PICTURE_DIGITS], path)
+            pictures.transformer(model, test.images[:PICTURE_DIGITS], test.labels[:PICTURE_DIGITS], path,
+                                 f"{ck['model_name']}, variant {ck['variant']}, seed {ck['seed']}")
             r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
             if r is not None:
                 rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r.row})
