@@ -60,7 +60,8 @@ def _guard(fn, log_path: Optional[Path] = None):
     except UserError as e:
         from stnexp.parallel import SharedError
 
-        rank = os.environ.get("RANK", "0")
+        # a rank of a real torchrun (which sets MASTER_ADDR) is named; a RANK left in the shell is not one
+        rank = os.environ.get("RANK", "0") if os.environ.get("MASTER_ADDR") else "0"
         if isinstance(e, SharedError) and rank != "0":  # every rank found it; rank 0 says it once
             # torchrun ends every rank as soon as one exits with an error: wait so rank 0 gets to say it
             time.sleep(2)
