@@ -380,8 +380,6 @@ class _LogFile(logging.FileHandler):
 def stdout_gone() -> None:
     """The reader of stdout went away (`stnexp ... | head -1`): send the rest of the process's stdout to
     the null device, so that neither later writes nor the flush at exit fail."""
-    import os
-
     try:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno())

@@ -114,7 +114,7 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     from stnexp import board
     from stnexp.device import resolve
 
-    for name, cfg in cfgs.items():  # what train checks before it makes a directory, for every child first
+    for cfg in cfgs.values():  # what train checks before it makes a directory, for every child first
         resolve(cfg.device)
         board.check(cfg.train.tensorboard)
     spec = {"config": str(Path(cfg_path).resolve()), "set": sets, "sweep": sweeps, "children": [name for name, _ in children],
