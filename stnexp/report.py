@@ -79,8 +79,9 @@ def merged(sources: list[Source], as_paper: bool) -> list[dict]:
     """Every source's rows, labelled for the table: `label` (the row) and `column`. As the paper: the
     paper's row and column where the model and variant have one (a row shared by two differently named
     models keeps the names). Rows share a cell only when their models trained by the same recipe (model,
-    variant, data and training config) for the same number of steps: a label that runs with different recipes give is split, each
-    part named by its run; the same seed of the same recipe from two runs is an error naming both."""
+    variant, data and training config) for the same number of steps: a label that runs with different
+    recipes give is split, each part named by its run; the same seed of the same recipe from two runs is
+    an error naming both."""
     labelled = []
     for s in sources:
         for r in s.rows:
@@ -340,7 +341,7 @@ def header(paths: list[Path]) -> str:
         lines.append(f"- `{p}`: config `{p / runs.CONFIG}`; command `{command}`; stnexp {env.get('stnexp', '?')}, "
                      f"torch {env.get('torch', '?')}; {env.get('device_name') or env.get('device', '?')} "
                      f"({env.get('precision', '?')}); started {env.get('started', '?')}")
-    lines += ["", f"Made {time.strftime('%Y-%m-%d %H:%M:%S%z')} by `stnexp report`.", ""]
+    lines += ["", f"Made {time.strftime('%Y-%m-%d %H:%M:%S%z')}.", ""]
     return "\n".join(lines)
 
 
