@@ -227,20 +227,14 @@ def _exclusive(path: Path, wait: bool) -> _Held | None:
 
 
 def _lock(run: Path) -> _Held:
-    try:
-        import fcntl
-    except ImportError:  # no flock on this platform: run unguarded
-        return _Held(None)
-    fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise UserError(f"--out {run}: a run is training into it ({holder}); wait for it to end or pick another --out") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
-    return _Held(fd)
+    held = _exclusive(run / LOCK, wait=False)
+    if held is None:
+        holder = (run / LOCK).read_text(errors="replace").strip()[:200] or "another process"
+        raise UserError(f"--out {run}: a run is training into it ({holder}); wait for it to end or pick another --out")
+    if held.fd is not None:
+        os.ftruncate(held.fd, 0)
+        os.write(held.fd, f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+    return held
 
 
 def _version() -> str:

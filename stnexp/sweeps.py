@@ -124,7 +124,6 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     # a shard joins the sweep another shard made, as --resume would (the same plan, or exit 2)
     joining = how.resume or (how.shard is not None and _read_plan(Path(how.out)) is not None)
     parent = _parent(base, how.out, joining, how.force, spec)
-    _children(parent, spec)  # no child may be a link to a run elsewhere, which training it would clear
     mine = children if how.shard is None else children[how.shard[0]::how.shard[1]]
     log = runs.logger()
     log.info(f"sweep of {len(children)} runs in {parent}" + (f", this shard ({how.shard[0]}/{how.shard[1]}) trains {len(mine)}" if how.shard else ""))
@@ -179,6 +178,8 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
                 runs.clear(child, remove_dir=True)
         for suffix in runs.TABLE_SUFFIXES + runs.FIGURE_SUFFIXES:
             (out / f"{TABLE}{suffix}").unlink(missing_ok=True)
+    if out.is_dir():  # no child may be a link to a run elsewhere, which training it would clear
+        _children(out, spec)
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_text(out / PLAN, json.dumps(spec, indent=2) + "\n")
