@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from stnexp import pictures, runs
+from stnexp import artifacts, pictures
 from stnexp.errors import UserError
 
 INSTALL = "pip install 'stnexp[tensorboard]'"
@@ -31,7 +31,7 @@ class Board:
     """The open event writers of a run, one per (variant, seed, model), made on first use."""
 
     def __init__(self, run_dir: Path):
-        self.dir = run_dir / runs.TB
+        self.dir = run_dir / artifacts.TB.folder
         self.writers: dict[tuple[str, int, str], object] = {}
 
     def _writer(self, variant: str, seed: int, model: str):

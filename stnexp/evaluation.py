@@ -4,7 +4,6 @@ loads checkpoints back from disk and scores them, used by `train` (its results t
 
 from __future__ import annotations
 
-import json
 import math
 from contextlib import nullcontext
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from torch import nn
 
-from stnexp import checkpoints, config as C, data, models, reporting, runs
+from stnexp import artifacts, checkpoints, config as C, data, models, reporting, runs
 from stnexp.device import channels_last, cpu_has_amx, dtype_of
 from stnexp.errors import UserError
 
@@ -215,11 +214,7 @@ def trained_precision(ck: dict, cfg: C.Config, path: Path, device: torch.device)
 
 def _env_of(checkpoint: Path) -> dict:
     """The env.json of the run a checkpoint lies in (<run>/checkpoints/<variant>/<file>), or {}."""
-    try:
-        env = json.loads((Path(checkpoint).parent.parent.parent / runs.ENV).read_text())
-    except (OSError, ValueError):
-        return {}
-    return env if isinstance(env, dict) else {}
+    return artifacts.read_env(Path(checkpoint).parent.parent.parent)
 
 
 def _status(ck: dict, path: Path) -> str:
@@ -299,7 +294,7 @@ def evaluate(source: Path, variants: list[str], external: tuple[Path, Path] | No
         rows = score_run(src, variants, external, [which], device, log, canvas, extra, swept)
         md = reporting.eval_markdown(rows)
         try:
-            reporting.write(where, target.name, rows, md, reporting.EVAL_FIELDS)
+            reporting.write(target, rows, md, reporting.EVAL_FIELDS)
             if swept:
                 from stnexp import pictures
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from stnexp import config as C, paper, reporting, runs
+from stnexp import artifacts as A, config as C, paper, reporting, runs
 from stnexp.errors import UserError
 
 
@@ -25,52 +25,29 @@ class Source:
 
 def read(path: Path) -> Source:
     path = Path(path)
-    results = path / f"{runs.RESULTS}.json"
     if not path.is_dir() or not runs.is_run(path):
         raise UserError(f"{path}: not a stnexp run directory")
-    if not results.is_file():
-        raise UserError(f"{path}: no {results.name} (the run has not scored its models yet)")
-    cfg = C.load(path / runs.CONFIG)
-    try:
-        rows = json.loads(results.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{results}: unreadable ({C._first_line(e)})") from None
-    if not isinstance(rows, list) or not all(_is_result(r) for r in rows):
-        raise UserError(f"{results}: not a results table written by stnexp")
+    rows = A.read_results(path)
+    if rows is None:
+        raise UserError(f"{path}: no {A.RESULTS.file(path, '.json').name} (the run has not scored its models yet)")
+    cfg = C.load(A.CONFIG.path(path))
     t = cfg.train
     per_epoch = max(1, cfg.data.train_size // min(t.batch_size, cfg.data.train_size))
     iterations = t.iterations or (t.epochs or 10) * per_epoch
-    try:
-        env = json.loads((path / runs.ENV).read_text())
-        device = str(env.get("device_name") or env.get("device") or "?")
-    except (OSError, ValueError):
-        device = "?"
+    env = A.read_env(path)
+    device = str(env.get("device_name") or env.get("device") or "?")
     best = [r for r in rows if r["checkpoint"] == "best"]
-    return Source(path, cfg, best, iterations, device, _trained(path / runs.METRICS))
+    return Source(path, cfg, best, iterations, device, _trained(path))
 
 
-RESULT_TYPES = {"variant": str, "model": str, "seed": int, "error": (int, float), "checkpoint": str, "params": int}
-
-
-def _is_result(r) -> bool:
-    """A row of results.json as stnexp writes it: its fields there and of their types (a damaged or
-    hand-edited file is refused, not half read)."""
-    return (isinstance(r, dict) and RESULT_TYPES.keys() <= r.keys()
-            and all(isinstance(r[k], t) and not isinstance(r[k], bool) for k, t in RESULT_TYPES.items())
-            and isinstance(r.get("status", "ok"), str))
-
-
-def _trained(metrics: Path) -> int | None:
+def _trained(run: Path) -> int | None:
     """The steps that every (variant, seed) of a run completed, from metrics.csv (None if unreadable)."""
-    import csv
-
+    last: dict[tuple, int] = {}
     try:
-        with open(metrics, newline="") as f:
-            last: dict[tuple, int] = {}
-            for r in csv.DictReader(f):
-                key = (r["variant"], r["seed"])
-                last[key] = max(last.get(key, 0), int(r["step"]))
-    except (OSError, KeyError, ValueError, csv.Error):
+        for r in A.read_metrics(run) or []:
+            key = (r["variant"], r["seed"])
+            last[key] = max(last.get(key, 0), int(r["step"]))
+    except (KeyError, ValueError, TypeError):
         return None
     return min(last.values()) if last else None
 
@@ -238,24 +215,16 @@ def runs_table(out: Path) -> str:
     rows = []
     for path in found:
         try:
-            cfg = C.load(path / runs.CONFIG)
+            cfg = C.load(A.CONFIG.path(path))
         except UserError:
             continue  # not a run this version can read
-        try:
-            started = str(json.loads((path / runs.ENV).read_text()).get("started", "?"))
-        except (OSError, ValueError, AttributeError):
-            started = "?"
+        started = str(A.read_env(path).get("started", "?"))
         name = path.relative_to(out) if path != Path(out) else path
         try:
-            results = json.loads((path / f"{runs.RESULTS}.json").read_text())
-        except FileNotFoundError:
-            results = []
-        except (OSError, ValueError):
-            results = None
-        if results is not None and not (isinstance(results, list) and all(_is_result(r) for r in results)):
-            results = None
-        if results is None:  # one damaged run does not hide the others
-            rows.append((started, f"| {name} | {started} | {', '.join(cfg.data.variants)} | - | damaged: {runs.RESULTS}.json is not stnexp's |"))
+            results = A.read_results(path) or []
+        except UserError:  # one damaged run does not hide the others
+            rows.append((started, f"| {name} | {started} | {', '.join(cfg.data.variants)} | - | damaged: "
+                                  f"{A.RESULTS.file(path, '.json').name} is not stnexp's |"))
             continue
         results = [r for r in results if r["checkpoint"] == "best"]
         scores = []
@@ -278,9 +247,7 @@ def pictures_of(path: Path) -> list[Path]:
     """A run's PNGs: training curves, error by the true distortion, then per transformer what it made of
     the digits and how much of their pose it undid, then eval sweeps."""
     runs.refuse_links(path)  # embeds only the run's own regular files, never what a link points to
-    found = [p for folder in (runs.CURVES, runs.INVARIANCE) for p in sorted((path / folder).glob("*/*.png"))]
-    found += [p for folder in (runs.PICTURES, runs.RECTIFICATION) for p in sorted((path / folder).glob("**/*.png"))]
-    return found + sorted((path / runs.EVALS).glob("*.png"))
+    return [p for kind in A.FIGURES for p in kind.found(path)]
 
 
 def write(paths: list[Path], table: str, out: Path, html: bool, markdown: bool = True, figures: tuple[Path, ...] = ()) -> str:
@@ -299,7 +266,7 @@ def write(paths: list[Path], table: str, out: Path, html: bool, markdown: bool =
         images.append((figure.name, figure))
         parts.append(f"![{figure.name}](images/{figure.name})\n")
     for i, path in enumerate(paths, 1):
-        analysis = path / f"{runs.ANALYSIS}.md"
+        analysis = A.ANALYSIS.file(path, ".md")
         pictures = pictures_of(path)
         if not analysis.is_file() and not pictures:
             continue
@@ -318,7 +285,7 @@ def write(paths: list[Path], table: str, out: Path, html: bool, markdown: bool =
                 shutil.copyfile(picture, out / "images" / name)
             atomic_text(out / "report.md", text)
         if html:
-            atomic_text(out / runs.REPORT, to_html(text, {f"images/{n}": p for n, p in images}))
+            atomic_text(A.REPORT.path(out), to_html(text, {f"images/{n}": p for n, p in images}))
     except OSError as e:
         raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
     return text
@@ -332,13 +299,9 @@ def header(paths: list[Path]) -> str:
     names = ", ".join(f"`{p.name}`" for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
     lines = [f"# stnexp report: {names}", ""]
     for p in paths:
-        try:
-            env = json.loads((p / runs.ENV).read_text())
-            env = env if isinstance(env, dict) else {}
-        except (OSError, ValueError):
-            env = {}
+        env = A.read_env(p)
         command = " ".join(env.get("command", [])) if isinstance(env.get("command"), list) else "?"
-        lines.append(f"- `{p}`: config `{p / runs.CONFIG}`; command `{command}`; stnexp {env.get('stnexp', '?')}, "
+        lines.append(f"- `{p}`: config `{A.CONFIG.path(p)}`; command `{command}`; stnexp {env.get('stnexp', '?')}, "
                      f"torch {env.get('torch', '?')}; {env.get('device_name') or env.get('device', '?')} "
                      f"({env.get('precision', '?')}); started {env.get('started', '?')}")
     lines += ["", f"Made {time.strftime('%Y-%m-%d %H:%M:%S%z')}.", ""]

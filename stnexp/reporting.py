@@ -15,7 +15,7 @@ RESULT_FIELDS = ["variant", "model", "seed", "checkpoint", "correct", "accuracy"
 EVAL_FIELDS = ["variant", "model", "seed", "checkpoint", "tested_on", "correct", "accuracy", "error", "n_test", "params", "precision"]
 
 
-PARTIAL = "(partial: the run was interrupted)"  # in the title of an interrupted run's table (runs.status reads it)
+PARTIAL = "(partial: the run was interrupted)"  # in the title of an interrupted run's table (and its state up to 0.2)
 
 
 def cell(errors: list[float]) -> str:
@@ -100,8 +100,8 @@ def to_csv(rows: list[dict], fields: list[str]) -> str:
     return buf.getvalue()
 
 
-def write(run: Path, stem: str, rows: list[dict], markdown: str, fields: list[str]) -> None:
-    """`stem`.md, .csv and .json (runs.RESULTS or runs.EVAL); CSV and JSON hold `fields` of each row."""
-    atomic_text(run / f"{stem}.md", markdown)
-    atomic_text(run / f"{stem}.csv", to_csv(rows, fields))
-    atomic_text(run / f"{stem}.json", json.dumps([{k: r[k] for k in fields} for r in rows], indent=2) + "\n")
+def write(stem: Path, rows: list[dict], markdown: str, fields: list[str]) -> None:
+    """`stem`.md, .csv and .json (artifacts.RESULTS or EVAL); CSV and JSON hold `fields` of each row."""
+    atomic_text(stem.with_name(stem.name + ".md"), markdown)
+    atomic_text(stem.with_name(stem.name + ".csv"), to_csv(rows, fields))
+    atomic_text(stem.with_name(stem.name + ".json"), json.dumps([{k: r[k] for k in fields} for r in rows], indent=2) + "\n")

@@ -1,11 +1,6 @@
-"""The run directory: the table of every file a run holds, making or reusing it safely, env.json and
-train.log. Every other module asks this one for a run file's name.
-
-    <out>/<name>/<YYYYmmdd-HHMMSS>/   (or --out DIR)
-        config.yaml  env.json  train.log  metrics.csv  results.{md,csv,json}  analysis.{md,json}
-        checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
-        stn/<variant>/<model>-s<seed>.png   (0.1 wrote stn/<variant>-<model>-s<seed>.png)
-"""
+"""The run directory's life: making or reusing it safely (<out>/<name>/<YYYYmmdd-HHMMSS>/ or --out DIR), its
+lock and state, env.json and train.log, finding runs, and the evaluations' names. What files a run holds
+is artifacts.py's table."""
 
 from __future__ import annotations
 
@@ -20,37 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from stnexp import artifacts as A
 from stnexp.errors import UserError
 
-# ---------------------------------------------------------------- the files of a run
-
-CONFIG = "config.yaml"  # the resolved config (what --resume compares against)
-ENV = "env.json"  # versions, device, command line
-LOG = "train.log"  # everything printed, plus warnings and tracebacks
-METRICS = "metrics.csv"  # one row per epoch per variant/seed/model
-RESULTS = "results"  # results.{md,csv,json}: the test scores of `train`
-EVAL = "eval"  # eval.{md,csv,json}: where `stnexp eval` wrote its scores up to 0.2.0.dev0
-ANALYSIS = "analysis"  # analysis.{md,json}: paired significance and rectification of the best checkpoints
-REPORT = "report.html"  # the run's report in one page (stnexp report --html), written at the end of train
-EVALS = "evals"  # evals/<name>.{md,csv,json}: each `stnexp eval`, by name; evals/index.md lists them
-EVAL_INDEX = "index.md"
-INDEX_LOCK = ".index.lock"  # held while an eval adds its line to evals/index.md
-TABLE_SUFFIXES = (".md", ".csv", ".json")
-FIGURE_SUFFIXES = (".png", ".pdf")  # every figure as PNG and, beside it, as PDF (pictures.py)
-CHECKPOINTS = "checkpoints"  # checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
-PICTURES = "stn"  # stn/<variant>/<model>-s<seed>.png: a folder per variant, so no two names meet
-CURVES = "curves"  # curves/<variant>/s<seed>.png: training curves of the models of one (variant, seed)
-INVARIANCE = "invariance"  # invariance/<variant>/s<seed>.png: test error by the true distortion, every model
-RECTIFICATION = "rectification"  # rectification/<variant>/<model>-s<seed>.png: undone vs true pose per digit
-TB = "tb"  # tb/<variant>/s<seed>/<model>/: TensorBoard event files (train.tensorboard)
-CHECKPOINT_KINDS = ("best", "last")
-MARKER = ".stnexp-run"  # written first into every run directory: what --force recognises a run by
-LOCK = ".stnexp-lock"  # held (flock) by the process training into the directory
-
-OWN_FILES = [CONFIG, ENV, LOG, METRICS, REPORT] + [stem + suffix for stem in (RESULTS, EVAL, ANALYSIS) for suffix in TABLE_SUFFIXES] + [MARKER, LOCK]
-
-
-OWN_FOLDERS = [CHECKPOINTS, PICTURES, CURVES, INVARIANCE, RECTIFICATION, TB, EVALS]
+OWN_FILES = A.own_files()  # the top-level files a run writes, as artifacts.py lists them
+OWN_FOLDERS = A.own_folders()
 
 
 def refuse_links(run: Path) -> None:
@@ -75,36 +44,11 @@ def _linked(path: Path) -> None:
                     "regular files inside the run directory: remove the link (nothing was changed)")
 
 
-def checkpoint_path(run: Path, variant: str, model: str, seed: int, kind: str) -> Path:
-    return run / CHECKPOINTS / variant / f"{model}-s{seed}-{kind}.pt"
-
-
-def picture_path(run: Path, variant: str, model: str, seed: int) -> Path:
-    return run / PICTURES / variant / f"{model}-s{seed}.png"
-
-
-def curves_path(run: Path, variant: str, seed: int) -> Path:
-    return run / CURVES / variant / f"s{seed}.png"
-
-
-def invariance_path(run: Path, variant: str, seed: int) -> Path:
-    return run / INVARIANCE / variant / f"s{seed}.png"
-
-
-def rectification_path(run: Path, variant: str, model: str, seed: int) -> Path:
-    return run / RECTIFICATION / variant / f"{model}-s{seed}.png"
-
-
-def picture_path_0_1(run: Path, variant: str, model: str, seed: int) -> Path:
-    """Where version 0.1 put the picture (variant `a` + model `b-c` met variant `a-b` + model `c` there)."""
-    return run / PICTURES / f"{variant}-{model}-s{seed}.png"
-
-
 def sibling_checkpoint(path: Path, kind: str) -> Path | None:
     """The `kind` checkpoint of the same model and seed as checkpoint `path` (None for a file not named
     as a run's checkpoints are)."""
     path = Path(path)
-    for other in CHECKPOINT_KINDS:
+    for other in A.CHECKPOINT_KINDS:
         if path.name.endswith(f"-{other}.pt"):
             return path.with_name(path.name[: -len(f"{other}.pt")] + f"{kind}.pt")
     return None
@@ -126,9 +70,9 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
     if non_empty:
         refuse_links(out)
     if resume:
-        if not (out / CONFIG).is_file():
-            raise UserError(f"--resume: {out} holds no run to resume (no {CONFIG})")
-        old = C.load(out / CONFIG)
+        if not A.CONFIG.path(out).is_file():
+            raise UserError(f"--resume: {out} holds no run to resume (no {A.CONFIG.pattern})")
+        old = C.load(A.CONFIG.path(out))
         if old.digest() != cfg.digest():
             diff = _differences(old.results_view(), cfg.results_view())
             raise UserError(f"--resume: the config differs from the run's in {', '.join(diff[:5])}; resume with the same config")
@@ -136,7 +80,7 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
         if not force:
             raise UserError(f"--out {out}: not empty; pass --resume to continue that run or --force to overwrite it")
         if not is_run(out):
-            raise UserError(f"--out {out}: not a stnexp run directory (no {MARKER}); --force overwrites only runs, pick an empty or new folder")
+            raise UserError(f"--out {out}: not a stnexp run directory (no {A.MARKER.pattern}); --force overwrites only runs, pick an empty or new folder")
     made = [p for p in (out, *out.parents) if not p.exists()]  # what mkdir will make, removed again on failure
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -147,10 +91,8 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
     try:
         if non_empty and force:
             clear(out, remove_dir=False)
-        from stnexp.checkpoints import atomic_text
-
         try:
-            atomic_text(out / MARKER, json.dumps({"stnexp": _version()}) + "\n")
+            set_state(out, "training")
         except UserError:
             held.close()
             _remove_made(made)
@@ -164,7 +106,7 @@ def _remove_made(made: list[Path]) -> None:
     """Remove the folders a failed start made (deepest first), and the lock file it left in them."""
     for folder in made:
         try:
-            for leftover in (folder / LOCK, folder / MARKER):
+            for leftover in (A.LOCK.path(folder), A.MARKER.path(folder)):
                 leftover.unlink(missing_ok=True)
             folder.rmdir()
         except OSError:  # never made (its parent is a file, say), or not empty
@@ -175,7 +117,7 @@ def _default_out(cfg, resume: bool) -> Path:
     """<out>/<name>/<timestamp>: a new one, or for --resume the newest run there."""
     base = Path(cfg.out) / cfg.name
     if resume:
-        found = sorted(p for p in base.glob("*") if (p / CONFIG).is_file()) if base.is_dir() else []
+        found = sorted(p for p in base.glob("*") if A.CONFIG.path(p).is_file()) if base.is_dir() else []
         if not found:
             raise UserError(f"--resume: no run of {cfg.name!r} under {base}; name one with --out")
         return found[-1]
@@ -189,13 +131,9 @@ def _default_out(cfg, resume: bool) -> Path:
 def is_run(path: Path) -> bool:
     """Whether stnexp made this directory: its marker, or (runs of 0.1, made before the marker) an
     env.json that stnexp wrote."""
-    if (path / MARKER).is_file():
+    if A.MARKER.path(path).is_file():
         return True
-    try:
-        env = json.loads((path / ENV).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(env, dict) and {"stnexp", "torch", "command", "started"} <= set(env)
+    return {"stnexp", "torch", "command", "started"} <= set(A.read_env(path))
 
 
 class _Held:
@@ -227,9 +165,9 @@ def _exclusive(path: Path, wait: bool) -> _Held | None:
 
 
 def _lock(run: Path) -> _Held:
-    held = _exclusive(run / LOCK, wait=False)
+    held = _exclusive(A.LOCK.path(run), wait=False)
     if held is None:
-        holder = (run / LOCK).read_text(errors="replace").strip()[:200] or "another process"
+        holder = A.LOCK.path(run).read_text(errors="replace").strip()[:200] or "another process"
         raise UserError(f"--out {run}: a run is training into it ({holder}); wait for it to end or pick another --out")
     if held.fd is not None:
         os.ftruncate(held.fd, 0)
@@ -244,30 +182,25 @@ def _version() -> str:
 
 
 def written_files(run: Path) -> list[Path]:
-    """The files a run wrote into its directory: its own top-level files and, as its config names them,
-    its checkpoints and pictures (with the temporary files of an interrupted checkpoint write)."""
+    """The files a run wrote into its directory, as artifacts.py lists them: its own top-level files and,
+    as its config names them, its checkpoints (with the temporary files of an interrupted write), figures
+    and event files, and the evaluations its index lists (not any file there that looks like one)."""
     from stnexp import config as C
 
     files = [run / name for name in OWN_FILES]
-    evals = run / EVALS
-    if evals.is_dir():  # the evaluations its index lists, not any file there that looks like one
-        files += [evals / EVAL_INDEX, evals / INDEX_LOCK]
-        files += [evals / f"{name}{suffix}" for name in eval_names(evals) for suffix in TABLE_SUFFIXES + FIGURE_SUFFIXES]
+    evals = A.EVAL_INDEX.path(run).parent
+    if evals.is_dir():
+        files += [A.EVAL_INDEX.path(run), A.INDEX_LOCK.path(run)]
+        files += [p for name in eval_names(evals) for a in (A.EVAL, A.EVAL_SWEEP) for p in a.paths(run, name=name)]
     try:
-        cfg = C.load(run / CONFIG)
+        cfg = C.load(A.CONFIG.path(run))
     except UserError:
         return files
-    files += sorted((run / TB).glob("*/*/*/events.out.tfevents.*"))
-    for variant in cfg.data.variants:
-        figures = [p for seed in cfg.seeds for p in (curves_path(run, variant, seed), invariance_path(run, variant, seed))]
-        for model in cfg.models:
-            for seed in cfg.seeds:
-                figures += [picture_path(run, variant, model, seed), rectification_path(run, variant, model, seed)]
-                files.append(picture_path_0_1(run, variant, model, seed))
-                for kind in CHECKPOINT_KINDS:
-                    path = checkpoint_path(run, variant, model, seed, kind)
-                    files += [path, *path.parent.glob(f".{path.name}.tmp*")]
-        files += [f.with_suffix(suffix) for f in figures for suffix in FIGURE_SUFFIXES]
+    files += A.TB.found(run)
+    for a in A.RUN:
+        if a.keys and a not in (A.EVAL, A.EVAL_SWEEP, A.TB):
+            files += A.expand(a, run, cfg)
+    files += [t for path in A.expand(A.CHECKPOINT, run, cfg) for t in path.parent.glob(f".{path.name}.tmp*")]
     return files
 
 
@@ -276,16 +209,15 @@ def clear(run: Path, remove_dir: bool) -> None:
     is this process) unless the run's folder goes too (`remove_dir`, never the working directory).
     Nothing else is touched."""
     for path in written_files(run):
-        if path.name != LOCK:
+        if path != A.LOCK.path(run):
             path.unlink(missing_ok=True)
-    for parent in (run / CHECKPOINTS, run / PICTURES, run / CURVES, run / INVARIANCE, run / RECTIFICATION, run / TB):
+    for parent in (run / name for name in OWN_FOLDERS):
         if parent.is_dir():
             for folder in sorted(parent.glob("**/"), key=lambda p: -len(p.parts)):  # deepest first
                 _remove_if_empty(folder)
         _remove_if_empty(parent)
-    _remove_if_empty(run / EVALS)
-    if remove_dir and run.resolve() != Path.cwd().resolve() and [p.name for p in run.iterdir()] == [LOCK]:
-        (run / LOCK).unlink()
+    if remove_dir and run.resolve() != Path.cwd().resolve() and [p.name for p in run.iterdir()] == [A.LOCK.pattern]:
+        A.LOCK.path(run).unlink()
         _remove_if_empty(run)
 
 
@@ -331,13 +263,13 @@ def write_env(run: Path, device, precision: str, resume: bool = False) -> None:
     }
     if resume:
         try:
-            first = json.loads((run / ENV).read_text())
+            first = json.loads(A.ENV.path(run).read_text())
         except (OSError, ValueError):
             first = None
         if isinstance(first, dict):
             resumed = first.get("resumed") if isinstance(first.get("resumed"), list) else []
             env = {**first, "resumed": resumed + [env]}
-    checkpoints.atomic_text(run / ENV, json.dumps(env, indent=2) + "\n")
+    checkpoints.atomic_text(A.ENV.path(run), json.dumps(env, indent=2) + "\n")
 
 
 def _installed(package: str) -> str | None:
@@ -409,7 +341,7 @@ def logger(run: Path | None = None, quiet: bool = False) -> logging.Logger:
         console.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(console)
     if run is not None:
-        f = _LogFile(run / LOG)
+        f = _LogFile(A.LOG.path(run))
         f.setLevel(logging.DEBUG)
         f.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(f)
@@ -429,7 +361,7 @@ def newest_run(folder: Path) -> Path | None:
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    found = sorted(p for p in folder.iterdir() if p.is_dir() and (p / CONFIG).is_file())
+    found = sorted(p for p in folder.iterdir() if p.is_dir() and A.CONFIG.path(p).is_file())
     return found[-1] if found else None
 
 
@@ -437,7 +369,7 @@ def find_run(path: Path, log=None) -> Path:
     """A run directory as given, or for a config's run folder (`runs/quickstart`) its newest run, said on
     the log. Anything else is returned as it is, for the caller to refuse."""
     path = Path(path)
-    if not path.is_dir() or (path / CONFIG).is_file() or is_run(path):
+    if not path.is_dir() or A.CONFIG.path(path).is_file() or is_run(path):
         return path
     newest = newest_run(path)
     if newest is None:
@@ -447,19 +379,41 @@ def find_run(path: Path, log=None) -> Path:
     return newest
 
 
+STATES = ("training", "finished", "interrupted")  # what the marker says of a run (set_state)
+
+
+def set_state(run: Path, state: str) -> None:
+    """The marker: written first into every run directory with the state `training`, and at the end
+    `finished` or `interrupted`."""
+    from stnexp.checkpoints import atomic_text
+
+    assert state in STATES
+    atomic_text(A.MARKER.path(run), json.dumps({"stnexp": _version(), "state": state}) + "\n")
+
+
+def state(run: Path) -> str | None:
+    """The state the marker holds (None for runs made before 0.2 wrote it there)."""
+    try:
+        said = json.loads(A.MARKER.path(run).read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return said if said in STATES else None
+
+
 def status(run: Path) -> str:
-    """running (a process holds the run's lock), finished (results of every model, not partial) or
-    interrupted."""
+    """running (a process holds the run's lock), finished (every model scored) or interrupted (stopped
+    by Ctrl-C, or a process that ended while the marker still says training)."""
     if _held_by_another(run):
         return "running"
-    md = run / f"{RESULTS}.md"
-    try:
-        from stnexp.reporting import PARTIAL
+    said = state(run)
+    if said is None:  # before 0.2 wrote the state: an interrupted run's results.md said so in its title
+        try:
+            from stnexp.reporting import PARTIAL
 
-        finished = PARTIAL not in md.read_text(encoding="utf-8")
-    except OSError:
-        finished = False
-    return "finished" if finished else "interrupted"
+            said = "interrupted" if PARTIAL in A.RESULTS.path(run).read_text(encoding="utf-8") else "finished"
+        except OSError:
+            said = "interrupted"
+    return "finished" if said == "finished" else "interrupted"
 
 
 def _held_by_another(run: Path) -> bool:
@@ -468,7 +422,7 @@ def _held_by_another(run: Path) -> bool:
     except ImportError:
         return False
     try:
-        fd = os.open(run / LOCK, os.O_RDONLY)
+        fd = os.open(A.LOCK.path(run), os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -487,7 +441,7 @@ def all_runs(out: Path) -> list[Path]:
     found = []
     for depth in ("", "*", "*/*", "*/*/*"):
         for p in sorted(out.glob(depth)) if depth else [out]:
-            if p.is_dir() and (p / CONFIG).is_file() and is_run(p):
+            if p.is_dir() and A.CONFIG.path(p).is_file() and is_run(p):
                 found.append(p)
     return found
 
@@ -499,18 +453,19 @@ def find_checkpoints(source: Path, which: list[str]) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise UserError(f"{source}: no such run directory or checkpoint")
-    return sorted(p for kind in which for p in (source / CHECKPOINTS).glob(f"*/*-{kind}.pt"))
+    return sorted(p for p in A.CHECKPOINT.found(source) if any(p.name.endswith(f"-{kind}.pt") for kind in which))
 
 
 def eval_dir(source: Path) -> Path:
     """Where `stnexp eval` writes by default: the run's evals/ folder, also for one of its checkpoints
     (<run>/checkpoints/<variant>/<file>); an evals/ folder beside any other checkpoint file."""
     source = Path(source)
+    evals = A.EVAL.folder
     if source.is_dir():
-        return source / EVALS
-    if source.parent.parent.name == CHECKPOINTS:
-        return source.parent.parent.parent / EVALS
-    return source.parent / EVALS
+        return source / evals
+    if source.parent.parent.name == A.CHECKPOINT.folder:
+        return source.parent.parent.parent / evals
+    return source.parent / evals
 
 
 def eval_name(source: Path, which: str, tested_on: list[str], canvas) -> str:
@@ -526,8 +481,7 @@ def eval_name(source: Path, which: str, tested_on: list[str], canvas) -> str:
 
 
 # names an evaluation may not take: the files of a run directory and of the evaluations' folder
-RESERVED_EVAL_NAMES = {RESULTS, ANALYSIS, Path(EVAL_INDEX).stem, Path(METRICS).stem, Path(CONFIG).stem, Path(ENV).stem,
-                       Path(REPORT).stem, Path(LOG).stem, "report", "sweep"}
+RESERVED_EVAL_NAMES = {Path(a.pattern).stem for a in A.RUN if not a.keys} | {"report", "sweep"}
 
 
 @contextmanager
@@ -538,14 +492,14 @@ def claimed_eval(folder: Path, name: str, force: bool) -> Iterator[Path]:
         raise UserError(f"--name {name}: the name of a file that a run or the evaluations' index owns; choose another")
 
     def taken():
-        found = [folder / f"{name}{suffix}" for suffix in TABLE_SUFFIXES if (folder / f"{name}{suffix}").exists()]
+        found = [folder / f"{name}{suffix}" for suffix in A.TABLE_SUFFIXES if (folder / f"{name}{suffix}").exists()]
         if found and not force:
             raise UserError(f"evaluation {name!r} exists ({found[0]}); pass --force to replace it or --name to keep both")
 
     taken()  # before anything is made
-    if folder.name == EVALS and is_run(folder.parent):  # a run's own evals/ (an --out of the user's may be a link)
+    if folder.name == A.EVAL.folder and is_run(folder.parent):  # a run's own evals/ (an --out of the user's may be a link)
         refuse_links(folder.parent)
-    for path in (*(folder / f"{name}{suffix}" for suffix in TABLE_SUFFIXES + FIGURE_SUFFIXES), folder / EVAL_INDEX):
+    for path in (*(folder / f"{name}{suffix}" for suffix in A.TABLE_SUFFIXES + A.FIGURE_SUFFIXES), _index(folder)):
         if path.is_symlink():
             _linked(path)
     try:
@@ -566,7 +520,7 @@ def claimed_eval(folder: Path, name: str, force: bool) -> Iterator[Path]:
 def eval_names(folder: Path) -> list[str]:
     """The evaluations folder/index.md lists."""
     try:
-        text = (folder / EVAL_INDEX).read_text(encoding="utf-8")
+        text = _index(folder).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return []
     return [line[3:].split("`", 1)[0] for line in text.splitlines() if line.startswith("- `") and "`:" in line]
@@ -577,12 +531,17 @@ def index_eval(folder: Path, name: str, line: str) -> None:
     that end together take turns (a lock beside the index), so none loses another's line."""
     from stnexp.checkpoints import atomic_text
 
-    index = folder / EVAL_INDEX
+    index = _index(folder)
     head = "# Evaluations\n\nEach line: a name (its .md, .csv and .json beside this file), when, what was scored, on what.\n\n"
-    held = _exclusive(folder / INDEX_LOCK, wait=True)
+    held = _exclusive(folder / A.INDEX_LOCK.path(".").name, wait=True)
     try:
         lines = [x for x in (index.read_text(encoding="utf-8").splitlines() if index.is_file() else []) if x.startswith("- `")]
         lines = [x for x in lines if not x.startswith(f"- `{name}`:")] + [f"- `{name}`: {line}"]
         atomic_text(index, head + "\n".join(lines) + "\n")
     finally:
         held.close()
+
+
+def _index(folder: Path) -> Path:
+    """The evaluations' index in an evaluations folder (a run's evals/ or an --out of the user's)."""
+    return folder / A.EVAL_INDEX.path(".").name

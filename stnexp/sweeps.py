@@ -10,8 +10,6 @@ them all (sweep.md, .csv, .json).
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import math
@@ -21,12 +19,11 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from stnexp import config as C, runs
+from stnexp import artifacts as A, config as C, runs
 from stnexp.checkpoints import atomic_text
+from stnexp.reporting import to_csv
 from stnexp.errors import UserError
 
-PLAN = ".stnexp-sweep"
-TABLE = "sweep"
 MAX_CHILDREN = 1000  # runs in one sweep: each is a run directory and a config validated before any trains
 
 
@@ -130,7 +127,7 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     try:
         for name, values in mine:
             child = parent / name
-            started = (child / runs.CONFIG).is_file() and (joining or how.shard is not None)
+            started = A.CONFIG.path(child).is_file() and (joining or how.shard is not None)
             if started and runs.status(child) == "finished":
                 log.info(f"{name}: finished already")
                 continue
@@ -139,7 +136,7 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     finally:
         runs.logger()
         write_table(parent, keys, children)
-        log.info(f"sweep table: {parent / (TABLE + '.md')}")
+        log.info(f"sweep table: {A.SWEEP_TABLE.path(parent)}")
     return parent
 
 
@@ -147,7 +144,7 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
     """The sweep folder: --out, the newest sweep of this config (--resume), or a new timestamped one."""
     root = Path(base.out) / base.name
     if out is None and resume:
-        found = sorted(p for p in root.glob("*") if (p / PLAN).is_file()) if root.is_dir() else []
+        found = sorted(p for p in root.glob("*") if A.SWEEP_PLAN.path(p).is_file()) if root.is_dir() else []
         if not found:
             raise UserError(f"--resume: no sweep of {base.name!r} under {root}; name one with --out")
         out = found[-1]
@@ -162,7 +159,7 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
     old = _read_plan(out)
     if resume:
         if old is None:
-            raise UserError(f"--resume: {out} holds no sweep to resume (no {PLAN})")
+            raise UserError(f"--resume: {out} holds no sweep to resume (no {A.SWEEP_PLAN.pattern})")
         if {k: old.get(k) for k in ("set", "sweep")} != {k: spec[k] for k in ("set", "sweep")}:
             raise UserError(f"--resume: the sweep differs from the one in {out} (--sweep {' '.join(old.get('sweep', []))}); resume with the same options")
         if old.get("digest", spec["digest"]) != spec["digest"]:  # plans before 0.2 have none: a started child still refuses another config when resumed
@@ -172,17 +169,17 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
         if not force:
             raise UserError(f"--out {out}: not empty; pass --resume to continue that sweep or --force to overwrite it")
         if old is None:
-            raise UserError(f"--out {out}: not a sweep folder (no {PLAN}); --force overwrites only sweeps, pick an empty or new folder")
+            raise UserError(f"--out {out}: not a sweep folder (no {A.SWEEP_PLAN.pattern}); --force overwrites only sweeps, pick an empty or new folder")
         for child in _children(out, old):
             if child.is_dir() and runs.is_run(child):
                 runs.clear(child, remove_dir=True)
-        for suffix in runs.TABLE_SUFFIXES + runs.FIGURE_SUFFIXES:
-            (out / f"{TABLE}{suffix}").unlink(missing_ok=True)
+        for path in A.SWEEP_TABLE.paths(out):
+            path.unlink(missing_ok=True)
     if out.is_dir():  # no child may be a link to a run elsewhere, which training it would clear
         _children(out, spec)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_text(out / PLAN, json.dumps(spec, indent=2) + "\n")
+        atomic_text(A.SWEEP_PLAN.path(out), json.dumps(spec, indent=2) + "\n")
     except OSError as e:
         raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
     return out
@@ -199,7 +196,7 @@ def reported(paths: list[Path], log) -> list[Path]:
             children = [child for child in _children(path, spec) if runs.is_run(child)]
             log.info(f"{path}: a sweep, reporting its {len(children)} child run(s)")
             out += children
-        elif path.is_file() and path.name in {TABLE + suffix for suffix in runs.TABLE_SUFFIXES + runs.FIGURE_SUFFIXES} and _read_plan(path.parent) is not None:
+        elif path.is_file() and path.name in {p.name for p in A.SWEEP_TABLE.paths(path.parent)} and _read_plan(path.parent) is not None:
             log.info(f"{path}: the sweep's own table, skipped")
         else:
             out.append(runs.find_run(path, log))
@@ -208,7 +205,7 @@ def reported(paths: list[Path], log) -> list[Path]:
 
 def _read_plan(folder: Path) -> dict | None:
     try:
-        spec = json.loads((folder / PLAN).read_text())
+        spec = json.loads(A.SWEEP_PLAN.path(folder).read_text())
     except (OSError, ValueError):
         return None
     return spec if isinstance(spec, dict) else None
@@ -219,11 +216,11 @@ def _children(folder: Path, spec: dict) -> list[Path]:
     names `../elsewhere` or `a/b` is refused, so that --force never clears a run outside it)."""
     names = spec.get("children", [])
     if not isinstance(names, list):
-        raise UserError(f"{folder / PLAN}: 'children' is not a list of folder names")
+        raise UserError(f"{A.SWEEP_PLAN.path(folder)}: 'children' is not a list of folder names")
     out = []
     for name in names:
         if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
-            raise UserError(f"{folder / PLAN}: names {C._cut(str(name))!r} as a child, which is not a folder inside the sweep")
+            raise UserError(f"{A.SWEEP_PLAN.path(folder)}: names {C._cut(str(name))!r} as a child, which is not a folder inside the sweep")
         if (folder / name).is_symlink():
             raise UserError(f"{folder / name}: a symbolic link where the sweep keeps a child run; remove it (nothing was changed)")
         out.append(folder / name)
@@ -237,12 +234,11 @@ def _best_val(child: Path) -> dict[tuple[str, str, str], float]:
     """The best validation accuracy of each (variant, seed, model) of a child run, from metrics.csv."""
     best: dict[tuple[str, str, str], float] = {}
     try:
-        with open(child / runs.METRICS, newline="") as f:
-            for r in csv.DictReader(f):
-                if r.get("val_acc"):
-                    key = (r["variant"], r["seed"], r["model"])
-                    best[key] = max(best.get(key, 0.0), float(r["val_acc"]))
-    except (OSError, KeyError, ValueError, csv.Error):
+        for r in A.read_metrics(child) or []:
+            if r.get("val_acc"):
+                key = (r["variant"], r["seed"], r["model"])
+                best[key] = max(best.get(key, 0.0), float(r["val_acc"]))
+    except (KeyError, ValueError, TypeError):
         pass
     return best
 
@@ -254,8 +250,8 @@ def rows(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]
     out = []
     for name, values in children:
         try:
-            results = [r for r in json.loads((parent / name / f"{runs.RESULTS}.json").read_text()) if r.get("checkpoint") == "best"]
-        except (OSError, ValueError):
+            results = [r for r in A.read_results(parent / name) or [] if r["checkpoint"] == "best"]
+        except UserError:
             continue
         val = _best_val(parent / name)
         for model in dict.fromkeys(r["model"] for r in results):
@@ -304,14 +300,10 @@ def markdown(table: list[dict], keys: list[str]) -> str:
 def write_table(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]]]) -> None:
     table = rows(parent, keys, children)
     fields = keys + ["run", "model", "variant", "seeds", "error_mean", "error_std", "val_acc", "best"]
-    atomic_text(parent / f"{TABLE}.md", markdown(table, keys) if table else "No child run has finished yet.\n")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    w.writerows(table)
-    atomic_text(parent / f"{TABLE}.csv", buf.getvalue())
-    atomic_text(parent / f"{TABLE}.json", json.dumps(table, indent=2) + "\n")
+    atomic_text(A.SWEEP_TABLE.file(parent, ".md"), markdown(table, keys) if table else "No child run has finished yet.\n")
+    atomic_text(A.SWEEP_TABLE.file(parent, ".csv"), to_csv(table, fields))
+    atomic_text(A.SWEEP_TABLE.file(parent, ".json"), json.dumps(table, indent=2) + "\n")
     if table:
         from stnexp import pictures
 
-        pictures.sweep_table(table, keys, parent / f"{TABLE}.png", f"best validation accuracy of each model by {' and '.join(keys)}")
+        pictures.sweep_table(table, keys, A.SWEEP_TABLE.file(parent, ".png"), f"best validation accuracy of each model by {' and '.join(keys)}")

@@ -9,7 +9,6 @@ times a second. At the end the checkpoints are scored from disk, as `stnexp eval
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import logging
 import math
@@ -22,14 +21,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from stnexp import analysis, board, checkpoints, data, evaluation, fused, members, parallel, pictures, report, reporting, runs
+from stnexp import analysis, artifacts as A, board, checkpoints, data, evaluation, fused, members, parallel, pictures, report, reporting, runs
 from stnexp.config import Config
 from stnexp.errors import UserError
 from stnexp.device import autocast_dtype, configure, describe, precision
 from stnexp.members import Length, Member
 from stnexp.step import TrainStep
 
-METRIC_FIELDS = ["variant", "seed", "model", "epoch", "step", "train_loss", "train_acc", "val_acc", "lr", "seconds", "images_per_s"]
 PROGRESS_EVERY = 0.5  # seconds between host reads of the device-side running sums (each read is a sync)
 PLAIN_EVERY = 30.0  # seconds between progress lines when the output is not a terminal (a file, a CI log)
 LEFT = "time left"  # the progress bar's key for the time left: a space, so that no model name can take it
@@ -167,7 +165,7 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
         interrupted = gather_jobs(run, mine, history, interrupted)
         history.sort(key=lambda r: groups.index((r["variant"], r["seed"])))
         if run.writes:
-            write_metrics(run.dir, history)
+            A.write_metrics(run.dir, history)
     if not run.writes:
         if interrupted:
             raise Interrupted()
@@ -176,13 +174,14 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
     if interrupted and not rows:  # Ctrl-C before any epoch ended: no checkpoint, no table to write
         raise Interrupted(nothing=True)
     write_curves(run.dir)
-    reporting.write(run.dir, runs.RESULTS, rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
+    reporting.write(A.RESULTS.stem(run.dir), rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
     log.info("\n" + reporting.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted))
     try:
         report.write([run.dir], report.make([run.dir], False), run.dir, html=True, markdown=False)
-        log.info(f"results: {run.dir / (runs.RESULTS + '.md')}; all of it in one page: {run.dir / runs.REPORT}")
+        log.info(f"results: {A.RESULTS.path(run.dir)}; all of it in one page: {A.REPORT.path(run.dir)}")
     except UserError as e:  # the tables are written; a page that cannot be made must not fail the run
-        log.warning(f"results: {run.dir / (runs.RESULTS + '.md')}; no {runs.REPORT}: {e}")
+        log.warning(f"results: {A.RESULTS.path(run.dir)}; no {A.REPORT.pattern}: {e}")
+    runs.set_state(run.dir, "interrupted" if interrupted else "finished")
     if interrupted:
         raise Interrupted()
     log.info(f"finished in {duration(time.perf_counter() - t0)}; run directory: {run.dir}")
@@ -199,7 +198,7 @@ def make_group(run: Run, vname: str, seed: int) -> Group:
     length = Length(per_epoch, total, math.ceil(total / per_epoch))
     group_members = [members.build(cfg, name, vname, seed, length, run.device) for name in cfg.models]
     for m in group_members:
-        path = runs.checkpoint_path(run.dir, vname, m.name, seed, "last")
+        path = A.CHECKPOINT.path(run.dir, variant=vname, model=m.name, seed=seed, kind="last")
         # data-parallel ranks resume from rank 0's checkpoint, whether or not they see its folder
         ck = checkpoints.load(path) if (run.writes or not run.data_parallel) and path.exists() else None
         if run.data_parallel:
@@ -249,7 +248,7 @@ def train_groups(run: Run, groups: list[Group], earlier: list[dict], fuse: bool 
         for (group, _), epoch in zip(parts, run_epoch(run, parts, number, together)):
             end_epoch(run, group, epoch)
         if run.writes:
-            write_metrics(run.dir, earlier + [r for g in groups for m in g.members for r in m.history])
+            A.write_metrics(run.dir, earlier + [r for g in groups for m in g.members for r in m.history])
 
 
 def run_epoch(run: Run, parts: list[tuple[Group, list[Member]]], number: int, together: dict | None = None) -> list[Epoch]:
@@ -446,7 +445,7 @@ def validation(run: Run, m: Member, val: data.Fixed) -> float:
 def save(run: Run, m: Member, kind: str) -> None:
     if run.data_parallel and not run.writes:  # rank 0 holds the same weights and writes them
         return
-    path = runs.checkpoint_path(run.dir, m.variant, m.name, m.seed, kind)
+    path = A.CHECKPOINT.path(run.dir, variant=m.variant, model=m.name, seed=m.seed, kind=kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoints.save(path, members.payload(m, run.cfg, kind, precision(run.dtype)))
 
@@ -459,8 +458,8 @@ def gather_jobs(run: Run, mine: list[tuple[str, int]], history: list[dict], inte
     if not run.writes:
         for vname, seed in mine:
             for name in run.cfg.models:
-                for kind in runs.CHECKPOINT_KINDS:
-                    path = runs.checkpoint_path(run.dir, vname, name, seed, kind)
+                for kind in A.CHECKPOINT_KINDS:
+                    path = A.CHECKPOINT.path(run.dir, variant=vname, model=name, seed=seed, kind=kind)
                     if path.exists():
                         files[path.relative_to(run.dir).as_posix()] = path.read_bytes()
     got = parallel.to_leader(run.world, {"files": files, "history": [] if run.writes else history, "interrupted": interrupted})
@@ -476,24 +475,12 @@ def gather_jobs(run: Run, mine: list[tuple[str, int]], history: list[dict], inte
     return any(part["interrupted"] for part in got)
 
 
-def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    checkpoints.atomic_text(run_dir / runs.METRICS, buf.getvalue())
-
-
 def write_curves(run_dir: Path) -> None:
     """curves/<variant>/s<seed>.png from metrics.csv (the whole history, a resumed run's too)."""
-    try:
-        with open(run_dir / runs.METRICS, newline="") as f:
-            history = list(csv.DictReader(f))
-    except OSError:
-        return
+    history = A.read_metrics(run_dir) or []
     for variant, seed in dict.fromkeys((r["variant"], r["seed"]) for r in history):
         mine = [r for r in history if (r["variant"], r["seed"]) == (variant, seed)]
-        pictures.curves(mine, runs.curves_path(run_dir, variant, int(seed)), f"training curves: variant {variant}, seed {seed}")
+        pictures.curves(mine, A.CURVES.path(run_dir, variant=variant, seed=seed), f"training curves: variant {variant}, seed {seed}")
 
 
 def score(run: Run) -> list[dict]:
@@ -507,8 +494,8 @@ def score(run: Run) -> list[dict]:
         for vname in run.cfg.data.variants
         for seed in run.cfg.seeds
         for name in run.cfg.models
-        for kind in runs.CHECKPOINT_KINDS
-        if (path := runs.checkpoint_path(run.dir, vname, name, seed, kind)).exists()
+        for kind in A.CHECKPOINT_KINDS
+        if (path := A.CHECKPOINT.path(run.dir, variant=vname, model=name, seed=seed, kind=kind)).exists()
     ]
     rows, right, errors, rectified, params = [], {}, {}, [], {}
     for scored in evaluation.score(paths, lambda ck, cfg: [tests.get(cfg, ck["variant"], ck["seed"])], run.device):
@@ -521,7 +508,7 @@ def score(run: Run) -> list[dict]:
         test = tests.get(run.cfg, ck["variant"], ck["seed"])
         params[key[:2]] = test.params
         if model.stn is not None:
-            path = runs.picture_path(run.dir, ck["variant"], ck["model_name"], ck["seed"])
+            path = A.STN.path(run.dir, variant=ck["variant"], model=ck["model_name"], seed=ck["seed"])
             pictures.transformer(model, test.images[:PICTURE_DIGITS], test.labels[:PICTURE_DIGITS], path,
                                  f"{ck['model_name']}, variant {ck['variant']}, seed {ck['seed']}")
             r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
@@ -532,7 +519,7 @@ def score(run: Run) -> list[dict]:
     write_analysis(run.dir, analysis.paired_rows(right, errors), rectified, binned)
     for variant, seed in dict.fromkeys((b["variant"], b["seed"]) for b in binned):
         mine = [b for b in binned if (b["variant"], b["seed"]) == (variant, seed)]
-        pictures.invariance(mine, runs.invariance_path(run.dir, variant, seed), f"test error by the true distortion of the digits: variant {variant}, seed {seed} (best checkpoints)")
+        pictures.invariance(mine, A.INVARIANCE.path(run.dir, variant=variant, seed=seed), f"test error by the true distortion of the digits: variant {variant}, seed {seed} (best checkpoints)")
     return rows
 
 
@@ -544,7 +531,7 @@ def write_scatter(run_dir: Path, key: tuple[str, int, str], r: analysis.Rectifie
     parts = [p for p in r.true if moves[p] not in r.row["cannot"] and float(r.true[p].std()) > 1e-6]
     if parts:
         title = f"what {name} ({transform}{', at conv1' if r.row['at'] == 'conv1' else ''}) undid of each test digit's pose: variant {variant}, seed {seed}"
-        pictures.scatter({p: r.true[p] for p in parts}, {p: r.undone[p] for p in parts}, runs.rectification_path(run_dir, variant, name, seed), title)
+        pictures.scatter({p: r.true[p] for p in parts}, {p: r.undone[p] for p in parts}, A.RECTIFICATION.path(run_dir, variant=variant, model=name, seed=seed), title)
 
 
 def write_analysis(run_dir: Path, paired: list[dict], rectified: list[dict], binned: list[dict]) -> None:
@@ -558,9 +545,9 @@ def write_analysis(run_dir: Path, paired: list[dict], rectified: list[dict], bin
     if binned:
         parts.append(analysis.binned_markdown(binned))
     if parts:
-        checkpoints.atomic_text(run_dir / f"{runs.ANALYSIS}.md", "\n".join(parts))
+        checkpoints.atomic_text(A.ANALYSIS.file(run_dir, ".md"), "\n".join(parts))
         found = {"paired": paired, "rectification": rectified, "by_distortion": binned}
-        checkpoints.atomic_text(run_dir / f"{runs.ANALYSIS}.json", json.dumps(found, indent=2) + "\n")
+        checkpoints.atomic_text(A.ANALYSIS.file(run_dir, ".json"), json.dumps(found, indent=2) + "\n")
 
 
 def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command: str) -> Path:
@@ -604,15 +591,15 @@ def _train_into(cfg: Config, out: Path | None, resume: bool, force: bool, comman
         previous = install_sigint(stop)
         try:
             if not resume:
-                checkpoints.atomic_text(run / runs.CONFIG, C.dump(cfg))
-            elif not any((run / runs.CHECKPOINTS).rglob("*.pt")):
+                checkpoints.atomic_text(A.CONFIG.path(run), C.dump(cfg))
+            elif not A.CHECKPOINT.found(run):
                 log.info(f"{run}: no checkpoint yet (no epoch had completed): training starts from the beginning")
             runs.write_env(run, device, precision(autocast_dtype(cfg.train.amp, device)), resume)
             log.info(f"run directory: {run}" + (f" ({world.size} processes, train.parallel: {world.mode})" if world else ""))
             train(cfg, run, device, log, stop, world)
         except UserError:
             # bad input found before anything was trained (missing data files, say): leave nothing behind
-            if not resume and not any((run / runs.CHECKPOINTS).rglob("*.pt")):
+            if not resume and not A.CHECKPOINT.found(run):
                 runs.logger(None)
                 runs.clear(run, remove_dir=True)
             raise

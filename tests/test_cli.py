@@ -312,9 +312,17 @@ def test_runs_lists_each_run_with_its_errors_and_status(tiny_run, tmp_path):
     import os
     import shutil
 
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "d", "old", "old-partial"):
         shutil.copytree(tiny_run, tmp_path / "smoke" / name)
-    md = tmp_path / "smoke" / "b" / "results.md"
+    assert json.loads((tiny_run / ".stnexp-run").read_text())["state"] == "finished"
+    # the state is data in the marker: Ctrl-C writes `interrupted`, a killed process leaves `training`
+    for name, state in (("b", "interrupted"), ("d", "training")):
+        marker = tmp_path / "smoke" / name / ".stnexp-run"
+        marker.write_text(json.dumps({**json.loads(marker.read_text()), "state": state}))
+    # runs made before the marker held a state: an interrupted one said so in its table's title
+    for name in ("old", "old-partial"):
+        (tmp_path / "smoke" / name / ".stnexp-run").write_text(json.dumps({"stnexp": "0.2.0.dev0"}))
+    md = tmp_path / "smoke" / "old-partial" / "results.md"
     md.write_text(md.read_text().replace("Best checkpoint by validation accuracy", "Best checkpoint by validation accuracy (partial: the run was interrupted)"))
     fd = os.open(tmp_path / "smoke" / "c" / ".stnexp-lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as a training process holds it
@@ -324,10 +332,12 @@ def test_runs_lists_each_run_with_its_errors_and_status(tiny_run, tmp_path):
         os.close(fd)
     assert r.exit_code == 0, r.output
     rows = {line.split(" | ")[0].strip("| "): line for line in r.output.splitlines() if line.startswith("| smoke/")}
-    assert set(rows) == {"smoke/a", "smoke/b", "smoke/c"}
+    assert set(rows) == {"smoke/a", "smoke/b", "smoke/c", "smoke/d", "smoke/old", "smoke/old-partial"}
     best = {e["model"]: e["error"] for e in json.loads((tiny_run / "results.json").read_text()) if e["checkpoint"] == "best"}
     assert f"cnn {best['cnn']:.2f}; st-cnn {best['st-cnn']:.2f}" in rows["smoke/a"]
-    assert rows["smoke/a"].endswith("| finished |") and rows["smoke/b"].endswith("| interrupted |") and rows["smoke/c"].endswith("| running |")
+    status = {name: row.rsplit(" | ", 1)[1].strip(" |") for name, row in rows.items()}
+    assert status == {"smoke/a": "finished", "smoke/b": "interrupted", "smoke/c": "running", "smoke/d": "interrupted",
+                      "smoke/old": "finished", "smoke/old-partial": "interrupted"}
     assert invoke("runs", tmp_path / "none").exit_code == 2
 
 
@@ -704,9 +714,10 @@ def test_a_canvas_too_small_for_a_model_exits_2_before_any_run_directory(tmp_pat
 
 
 def test_transformer_pictures_of_look_alike_names_do_not_meet(tmp_path):
-    from stnexp import runs
+    from stnexp import artifacts
 
-    assert runs.picture_path(tmp_path, "a", "b-st", 0) != runs.picture_path(tmp_path, "a-b", "st", 0)
+    one = artifacts.STN.path(tmp_path, variant="a", model="b-st", seed=0)
+    assert one != artifacts.STN.path(tmp_path, variant="a-b", model="st", seed=0)
 
 
 def test_a_terminal_that_cannot_encode_the_tables_gets_plain_characters(tiny_run, tmp_path):
@@ -806,8 +817,9 @@ def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path
         for child in children:
             for model in ("cnn", "st-cnn"):
                 assert any(line.startswith(f"| {model} ({child}) |") for line in rep.output.splitlines()), rep.output
-    # --resume skips finished children; an unfinished one is trained again
-    (out / children[1] / "results.md").unlink()
+    # --resume skips finished children; an unfinished one (its marker says so) is trained again
+    marker = out / children[1] / ".stnexp-run"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "state": "interrupted"}))
     r = invoke(*args, "--resume")
     assert r.exit_code == 0, r.output
     assert f"{children[0]}: finished already" in r.output and f"{children[1]}: finished already" not in r.output

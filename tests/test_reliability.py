@@ -83,9 +83,11 @@ def test_ctrl_c_writes_a_resumable_checkpoint_and_partial_results(tmp_path, unin
     output = p.communicate(timeout=120)[0]
     assert p.returncode == 130, output
     assert "partial" in (out / "results.md").read_text()
+    assert json.loads((out / ".stnexp-run").read_text())["state"] == "interrupted"
     assert "--resume" in output and "Traceback" not in output
     r = cli("train", "configs/smoke.yaml", "--out", out, "--resume", sets=SMALL)
     assert r.exit_code == 0, r.output
+    assert json.loads((out / ".stnexp-run").read_text())["state"] == "finished"
     assert accuracies(out) == accuracies(uninterrupted)
     assert "interrupted" in (out / "train.log").read_text()
 
