@@ -4,7 +4,7 @@
     torchvision RandomAffine), fp32, NCHW, the textbook layer order (ReLU before max-pool); each model
     trained on its own pass, as two separate scripts would.
 (b) stnexp: digits on the device, whole-batch distortion on the device, both models side by side on the
-    same batches, precision and memory layout as `stnexp train` picks them (training.run_epoch itself),
+    same batches, precision and memory layout as `stnexp train` picks them (loop.run_epoch itself),
     each model's step timed alone as with `train.fuse: off` (`--fused` measures stepping them together).
 Same work in both: RTS (rotation +-45, scale 0.7-1.2, shift in a 42x42 canvas), N training images, the
 paper-sized CNN and ST-CNN, SGD with momentum.
@@ -49,7 +49,7 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-from stnexp import config, data, device as dev, evaluation, models, training  # noqa: E402
+from stnexp import config, data, device as dev, loop, models, scoring  # noqa: E402
 
 CANVAS = 42
 
@@ -118,19 +118,19 @@ def sync(device):
 
 
 def stnexp_path(cfg, split, device):
-    """Both models side by side through training.run_epoch, as `stnexp train` runs them; returns
+    """Both models side by side through loop.run_epoch, as `stnexp train` runs them; returns
     (wall seconds of the timed epoch, per-model seconds, images, members, autocast dtype)."""
     import tempfile
 
     dtype = dev.autocast_dtype(cfg.train.amp, device)
     with tempfile.TemporaryDirectory() as nowhere:  # no checkpoints to resume from
-        run = training.Run(cfg, Path(nowhere), device, dtype, logging.getLogger("bench"), threading.Event(), split)
-        group = training.make_group(run, "rts", 0)
+        run = loop.Run(cfg, Path(nowhere), device, dtype, logging.getLogger("bench"), threading.Event(), split)
+        group = loop.make_group(run, "rts", 0)
     # epoch 1 warms up (kernel selection, compilation); epoch 2 is timed
-    training.run_epoch(run, [(group, group.members)], 1)
+    loop.run_epoch(run, [(group, group.members)], 1)
     sync(device)
     t0 = time.perf_counter()
-    (timed,) = training.run_epoch(run, [(group, group.members)], 2)
+    (timed,) = loop.run_epoch(run, [(group, group.members)], 2)
     sync(device)
     wall = time.perf_counter() - t0
     per_model = timed.seconds
@@ -455,18 +455,18 @@ def main():
         for name in cfg.models:
             ours[name].append(imgs / per_model[name])
     test = data.fixed(split.test, spec, 0, "rts", "test")
-    evaluation.correct(members[1].model, test.images, test.labels, dtype)
+    scoring.correct(members[1].model, test.images, test.labels, dtype)
     sync(device)
     t0 = time.perf_counter()
     for m in members:
-        evaluation.correct(m.model, test.images, test.labels, dtype)
+        scoring.correct(m.model, test.images, test.labels, dtype)
     sync(device)
     eval_rate = len(members) * len(test.labels) / (time.perf_counter() - t0)
 
     graphs = device.type == "cuda" and not args.no_cuda_graphs
     print(f"settings (b): precision {'bf16 autocast' if dtype else 'fp32'}, channels_last {dev.channels_last(device)}, compile {args.compile}, cuda graphs {graphs}")
     print(f"distortion generator alone: {gen_rate:,.0f} images/s")
-    print(f"evaluation (inference mode, batch {evaluation.BATCH}): {eval_rate:,.0f} images/s per model")
+    print(f"evaluation (inference mode, batch {scoring.BATCH}): {eval_rate:,.0f} images/s per model")
     print()
     print(f"images/s, median (range) of {args.pairs} measurement(s) in alternation")
     print()

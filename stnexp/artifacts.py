@@ -90,7 +90,7 @@ def _a(name: str, pattern: str, suffixes: tuple[str, ...] | str, writer: str, re
 MARKER = _a("marker", ".stnexp-run", "", "runs.prepare, runs.set_state", "runs.state",
             "written first: what --force recognises a run by; its version and state (training, finished, interrupted)")
 LOCK = _a("lock", ".stnexp-lock", "", "runs.prepare", "runs.status", "held (flock) by the process training into the run")
-CONFIG = _a("config", "config.yaml", "", "training.train_into", "config.load", "the resolved config (what --resume compares against)")
+CONFIG = _a("config", "config.yaml", "", "launch.train_into", "config.load", "the resolved config (what --resume compares against)")
 ENV = _a("env", "env.json", "", "runs.write_env", "artifacts.read_env", "versions, device, command line, start")
 LOG = _a("log", "train.log", "", "runs.logger", None, "everything printed, plus warnings and tracebacks")
 METRICS = _a("metrics", "metrics.csv", "", "artifacts.write_metrics", "artifacts.read_metrics",
@@ -98,10 +98,10 @@ METRICS = _a("metrics", "metrics.csv", "", "artifacts.write_metrics", "artifacts
 RESULTS = _a("results", "results", TABLE_SUFFIXES, "reporting.write", "artifacts.read_results", "the test scores of `train`")
 EVAL_0_2 = _a("eval (0.2.0.dev0)", "eval", TABLE_SUFFIXES, "(stnexp eval up to 0.2.0.dev0)", None,
               "where `stnexp eval` wrote its scores before evaluations had names")
-ANALYSIS = _a("analysis", "analysis", (".md", ".json"), "training.write_analysis", "report.write",
+ANALYSIS = _a("analysis", "analysis", (".md", ".json"), "outputs.write_analysis", "report.write",
               "paired significance, rectification and error by distortion of the best checkpoints")
 REPORT = _a("report", "report.html", "", "report.write", None, "the run's report in one page, written at the end of train")
-CHECKPOINT = _a("checkpoint", "checkpoints/{variant}/{model}-s{seed}-{kind}", ".pt", "training.save", "checkpoints.load",
+CHECKPOINT = _a("checkpoint", "checkpoints/{variant}/{model}-s{seed}-{kind}", ".pt", "loop.save", "checkpoints.load",
                 "a model's weights, optimizer and schedule state, config and history; kind best or last")
 STN = _a("transformer pictures", "stn/{variant}/{model}-s{seed}", FIGURE_SUFFIXES, "pictures.transformer", "report.pictures_of",
          "test digits beside what the transformer made of them")

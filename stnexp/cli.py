@@ -112,7 +112,7 @@ def train(
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
 
     def body():
-        from stnexp import artifacts, runs, training
+        from stnexp import artifacts, launch, loop, runs
         from stnexp.errors import UserError
 
         sets = list(set_ or []) + ([f"device={device}"] if device else [])
@@ -135,8 +135,8 @@ def train(
                 if out is not None and Path(out).resolve() != found.resolve():
                     raise UserError(f"--out {out}: differs from the run directory given ({found}); give one of them")
                 cfg_path, target = artifacts.CONFIG.path(found), found
-            training.train_into(_config(cfg_path, sets), target, resume, force, " ".join(sys.argv))
-        except training.Interrupted:
+            launch.train_into(_config(cfg_path, sets), target, resume, force, " ".join(sys.argv))
+        except loop.Interrupted:
             raise typer.Exit(130)
 
     _guard(body)

@@ -99,7 +99,7 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     """Train every child of the sweep (skipping, with --resume or --shard, those already finished; with
     --shard only this shard's), then write the sweep table (also after Ctrl-C or an error: what finished
     so far, whichever shard finished it). Every child's config is validated before anything is trained."""
-    from stnexp import training
+    from stnexp import launch
 
     if how.resume and how.force:
         raise UserError("--resume and --force exclude each other")
@@ -132,7 +132,7 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
                 log.info(f"{name}: finished already")
                 continue
             log.info(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items())}")
-            training.train_into(cfgs[name], child, started, False, how.command)
+            launch.train_into(cfgs[name], child, started, False, how.command)
     finally:
         runs.logger()
         write_table(parent, keys, children)

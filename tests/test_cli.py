@@ -257,10 +257,10 @@ def test_train_resumes_a_run_directory_with_its_own_config(tiny_run, tmp_path):
 
 
 def test_the_best_checkpoint_is_the_epoch_of_highest_validation_accuracy(tmp_path, monkeypatch):
-    from stnexp import training
+    from stnexp import loop
 
     scripted = {1: 0.5, 2: 0.9, 3: 0.7}  # validation accuracy peaks at epoch 2 of 3
-    monkeypatch.setattr(training, "validation", lambda run, m, val: scripted[len(m.history) + 1])
+    monkeypatch.setattr(loop, "validation", lambda run, m, val: scripted[len(m.history) + 1])
     sets = [a for s in TINY for a in ("--set", s)]
     assert invoke("train", "configs/smoke.yaml", "--out", tmp_path / "three", *sets, "--set", "train.epochs=3").exit_code == 0
     monkeypatch.undo()
@@ -746,10 +746,10 @@ def test_an_external_set_that_is_empty_or_has_labels_outside_0_to_9_exits_2(tiny
 
 
 def test_output_to_a_file_gets_plain_progress_lines_and_the_end_says_where_the_run_is(tmp_path, monkeypatch):
-    from stnexp import training
+    from stnexp import loop
 
-    monkeypatch.setattr(training, "PLAIN_EVERY", 0.0)  # a line at every host read instead of every 30 s
-    monkeypatch.setattr(training, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(loop, "PLAIN_EVERY", 0.0)  # a line at every host read instead of every 30 s
+    monkeypatch.setattr(loop, "PROGRESS_EVERY", 0.0)
     out = tmp_path / "run"
     r = _train(out)  # CliRunner's output is not a terminal
     assert r.exit_code == 0, r.output
@@ -901,10 +901,10 @@ def test_eval_sweep_holds_at_most_two_swept_test_sets_at_a_time(tiny_run, tmp_pa
     import gc
     import weakref
 
-    from stnexp import evaluation
+    from stnexp import scoring
 
     made = []
-    swept = evaluation.TestSets.swept
+    swept = scoring.TestSets.swept
 
     def tracked(self, *a):
         gc.collect()  # the one being scored is still held while the next is made: never more
@@ -913,7 +913,7 @@ def test_eval_sweep_holds_at_most_two_swept_test_sets_at_a_time(tiny_run, tmp_pa
         made.append(weakref.ref(test.images))  # the rendered digits, what costs the memory
         return test
 
-    monkeypatch.setattr(evaluation.TestSets, "swept", tracked)
+    monkeypatch.setattr(scoring.TestSets, "swept", tracked)
     r = invoke("eval", tiny_run, "--sweep", "rotation=-60:60:30", "--out", tmp_path)
     assert r.exit_code == 0, r.output
     assert len(made) == 2 * 5  # each of two models on each of five values
@@ -946,10 +946,10 @@ def test_eval_sweep_fixes_one_pose_parameter_at_each_value_and_plots_the_error(t
     assert [(d["model"], d["tested_on"], d["error"]) for d in drawn] == [(row["model"], row["tested_on"], row["error"]) for row in rows]
     with Image.open(tmp_path / "best-on-sweep-rotation=-30_30_30.png") as png:
         assert png.width > 600 and png.height > 300
-    from stnexp import config, evaluation
+    from stnexp import config, scoring
 
     cfg = config.load(tiny_run / "config.yaml")
-    tests = evaluation.TestSets(torch.device("cpu"))
+    tests = scoring.TestSets(torch.device("cpu"))
     base = tests.get(cfg, "rts", 0)
     fixed = tests.swept(cfg, "rts", 0, "rotation", 30.0)
     # every digit turned by exactly 30 degrees; its scale and place as in the test set

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 import logging
 import threading
 
-from stnexp import config, data, geometry, members, mnist, training
+from stnexp import config, data, geometry, loop, members, mnist
 from stnexp.cli import app
 from stnexp.step import TrainStep
 
@@ -57,8 +57,8 @@ def _group(graphs: bool, stream):
     length = members.Length(len(stream), 2 * len(stream), 2)
     group_members = [members.build(cfg, n, "rts", 0, length, torch.device("cuda")) for n in cfg.models]
     steps = {m.name: TrainStep(m, cfg.train, None) for m in group_members}
-    run = training.Run(cfg, None, torch.device("cuda"), None, logging.getLogger("test"), threading.Event(), None)
-    return run, training.Group("rts", 0, stream, None, length, group_members, steps)
+    run = loop.Run(cfg, None, torch.device("cuda"), None, logging.getLogger("test"), threading.Event(), None)
+    return run, loop.Group("rts", 0, stream, None, length, group_members, steps)
 
 
 def test_graphed_training_steps_match_eager_ones():
@@ -70,7 +70,7 @@ def test_graphed_training_steps_match_eager_ones():
     groups = {}
     for graphs in (False, True):
         run, group = _group(graphs, stream)
-        (epoch,) = training.run_epoch(run, [(group, group.members)], 1)
+        (epoch,) = loop.run_epoch(run, [(group, group.members)], 1)
         assert epoch.steps == len(stream)
         groups[graphs] = group
         assert all((group.steps[m.name].graph is not None) == graphs for m in group.members)

@@ -132,18 +132,18 @@ def _training(tmp_path, device: str, fuse: str):
     import logging
     import threading
 
-    from stnexp import data, training
+    from stnexp import data, loop
 
     cfg = config.validate({"device": device, "seeds": [0, 1], "data": {"train_size": 256, "val_size": 128, "variants": {"rts": None}},
                            "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}, "wild": {"arch": "cnn"}},
                            "train": {"epochs": 2, "batch_size": 64, "amp": "off", "fuse": fuse}})
     dev = torch.device(device)
-    run = training.Run(cfg, tmp_path, dev, None, logging.getLogger("test"), threading.Event(), data.split(cfg.data, dev))
+    run = loop.Run(cfg, tmp_path, dev, None, logging.getLogger("test"), threading.Event(), data.split(cfg.data, dev))
 
     def train():
-        groups = [training.make_group(run, "rts", seed) for seed in cfg.seeds]  # resumed from tmp_path's checkpoints
+        groups = [loop.make_group(run, "rts", seed) for seed in cfg.seeds]  # resumed from tmp_path's checkpoints
         start = [{k: v.clone() for k, v in m.model.state_dict().items()} for g in groups for m in g.members if m.name != "wild"]
-        training.train_groups(run, groups, [], fused.wanted(cfg.train, dev))
+        loop.train_groups(run, groups, [], fused.wanted(cfg.train, dev))
         return groups, start
 
     return train
@@ -208,26 +208,26 @@ def test_fused_training_gives_every_model_the_numbers_of_unfused_training(tmp_pa
 
 
 def test_fused_training_resumes_with_its_seeds_at_different_epochs(tmp_path, monkeypatch, wild_diverges, unfused):
-    from stnexp import training
+    from stnexp import loop
 
-    end_epoch = training.end_epoch
+    end_epoch = loop.end_epoch
 
     def stop_after_seed_0_epoch_1(run, group, epoch):
         end_epoch(run, group, epoch)
         if (group.seed, epoch.number) == (0, 1):  # seed 1 has no checkpoint yet
-            raise training.Interrupted()
+            raise loop.Interrupted()
 
-    monkeypatch.setattr(training, "end_epoch", stop_after_seed_0_epoch_1)
+    monkeypatch.setattr(loop, "end_epoch", stop_after_seed_0_epoch_1)
     train = _training(tmp_path / "cut", "cpu", "on")
-    with pytest.raises(training.Interrupted):
+    with pytest.raises(loop.Interrupted):
         train()
-    monkeypatch.setattr(training, "end_epoch", end_epoch)
+    monkeypatch.setattr(loop, "end_epoch", end_epoch)
     _same(_numbers(train()), unfused("cpu"), exact=True)
 
 
 def test_fuse_trains_each_variants_seeds_in_lockstep():
-    from stnexp.training import lockstep
+    from stnexp import modes
 
     groups = [("rts", 0), ("rts", 1), ("rotated", 0), ("rotated", 1)]
-    assert lockstep(groups, False) == [[g] for g in groups]
-    assert lockstep(groups, True) == [[("rts", 0), ("rts", 1)], [("rotated", 0), ("rotated", 1)]]
+    assert modes.OneByOne.bundles(groups) == [[g] for g in groups]
+    assert modes.Fused.bundles(groups) == [[("rts", 0), ("rts", 1)], [("rotated", 0), ("rotated", 1)]]

@@ -184,12 +184,12 @@ def test_unwritable_out_exits_2(tmp_path):
 
 
 def test_unexpected_error_is_one_line_with_the_traceback_in_train_log(tmp_path, monkeypatch):
-    from stnexp import training
+    from stnexp import loop
 
     def boom(*a, **k):
         raise RuntimeError("planted failure")
 
-    monkeypatch.setattr(training, "train_groups", boom)
+    monkeypatch.setattr(loop, "train_groups", boom)
     r = cli("train", "configs/smoke.yaml", "--out", tmp_path / "run", sets=TINY)
     assert r.exit_code == 1
     assert r.stderr.strip() == "error: unexpected RuntimeError: planted failure (traceback in train.log)"
@@ -270,9 +270,9 @@ def test_ctrl_c_before_the_first_epoch_ends_says_nothing_is_resumable_and_writes
     assert "checkpoints of the last completed epoch" not in output and "Traceback" not in output
     assert not list(out.rglob("*.pt")) and not (out / "results.md").exists() and not (out / "results.json").exists()
     # --resume says that it starts over (the training itself left out: it is any run's)
-    from stnexp import training
+    from stnexp import launch
 
-    monkeypatch.setattr(training, "train", lambda *a: [])
+    monkeypatch.setattr(launch, "train", lambda *a: [])
     first = {**json.loads((out / "env.json").read_text()), "started": "2026-01-01T00:00:00+0000"}
     (out / "env.json").write_text(json.dumps(first))
     r = cli("train", out, "--resume")
