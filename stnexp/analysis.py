@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stnexp import geometry, models, transforms
+from stnexp import backbones, geometry, transforms
 
 ALPHA = 0.05
 
@@ -205,7 +205,7 @@ def _in_image(theta: torch.Tensor, canvas: int) -> torch.Tensor:
     valid KxK convolution and the 2x2 pool) is centred on image pixel 2j + 0.5 + (K - 1) / 2, so the
     maps span (canvas - K + 1) / canvas of the image around the same centre: the linear part is the same
     in both frames, the shift shrinks by that ratio."""
-    ratio = (canvas - models.CONV1_KERNEL + 1) / canvas
+    ratio = (canvas - backbones.CONV1_KERNEL + 1) / canvas
     return torch.cat([theta[:, :, :2], theta[:, :, 2:] * ratio], 2)
 
 

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from stnexp import transforms
+from stnexp import backbones, transforms
+from stnexp.backbones import CNNConfig, FCNConfig  # noqa: F401  (config.FCNConfig: every block's schema by its config name)
 from stnexp.errors import UserError
+from stnexp.schema import MAX_SIDE, Channels, Strict, TransformerConfig  # noqa: F401
 
 # Each preset is a full set of distortion ranges; a variant may name one and override any range.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -35,18 +37,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "elastic": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.75, 1.0), "translation": 0.0, "elastic_jitter": 1.5, "elastic_grid": 4},
     "cluttered": {"canvas": 60, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": "fit", "patches": 6, "patch_size": 6},
 }
-MAX_SIDE = 512  # the largest canvas and sampler output a config allows
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # at most 64: names become file and folder names
 NAME_RULE = "must be 1-64 letters, digits, '_', '.' or '-' (starting with a letter or digit)"
 
 
 MAX_BYTES = 1 << 20  # a config file larger than this is refused before it is parsed
 SHOWN = 200  # at most this many characters of a bad value are repeated in an error
-
-
-class Strict(BaseModel):
-    # inf and NaN are never a meaningful value of any key
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _range(value: Any, positive: bool) -> tuple[float, float]:
@@ -175,46 +171,6 @@ class DataConfig(Strict):
         return self
 
 
-Channels = Annotated[int, Field(ge=1, le=4096)]
-
-
-class TransformerConfig(Strict):
-    """A spatial transformer inside a model: what it may do, where it sits, how it learns."""
-
-    transform: Literal[tuple(transforms.FAMILIES)] = Field(  # type: ignore[valid-type]
-        "affine", description=f"what the transformer may do (parameters): {transforms.describe()}"
-    )
-    at: Literal["input", "conv1"] = Field("input", description="what the transformer warps: `input` (the image) or `conv1` (feature maps after the first conv block)")
-    out_size: Optional[int] = Field(None, ge=4, le=MAX_SIDE, description="side of the sampler's output grid; empty = the size of what it transforms")
-    loc_lr_scale: float = Field(1.0, gt=0.0, description="learning-rate multiplier for the localisation net's parameters")
-    loc: Optional[Literal["conv", "fc"]] = Field(
-        None, description="localisation net: `conv` (downsample 2, conv 5x5 (20), pool 2, conv 5x5 (20), FC 20) or `fc` (FC 32, FC 32); empty = conv in a cnn, fc in an fcn"
-    )
-    pool: int = Field(1, ge=1, le=8, description="average-pool the transformer's output by this factor before the layers behind it (the paper: 2 for RTS and TC)")
-
-
-class CNNConfig(Strict):
-    arch: Literal["cnn"] = Field(description="`cnn`: conv 9x9 -> ReLU -> pool 2 -> conv 7x7 -> ReLU -> pool 2 -> linear")
-    channels: tuple[Channels, Channels] = Field((32, 64), description="output channels of the two conv layers")
-    norm: Literal["none", "batch"] = Field("none", description="normalisation after each conv: none | batch")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
-    stn: Optional[TransformerConfig] = Field(None, description="a spatial transformer in the model: `{transform, at, out_size, loc_lr_scale}`; empty = none")
-
-
-class FCNConfig(Strict):
-    arch: Literal["fcn"] = Field(description="`fcn`: linear -> ReLU -> linear -> ReLU -> linear on the flattened image")
-    hidden: tuple[Channels, Channels] = Field((256, 200), description="widths of the two hidden fully connected layers")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
-    stn: Optional[TransformerConfig] = Field(None, description="a spatial transformer at the input: `{transform, out_size, loc, pool, loc_lr_scale}` (`at` must be `input`); empty = none")
-
-    @field_validator("stn")
-    @classmethod
-    def _input_only(cls, v: Optional[TransformerConfig]) -> Optional[TransformerConfig]:
-        if v is not None and v.at != "input":
-            raise ValueError(f"at: an fcn has no conv1, so its transformer can only be at `input`, got {v.at!r}")
-        return v
-
-
 class STNCNNConfig(Strict):
     """The flat form of version 0.1, `arch: stn-cnn`: read as `arch: cnn` with an `stn` block."""
 
@@ -232,8 +188,8 @@ class STNCNNConfig(Strict):
         return CNNConfig(arch="cnn", channels=self.channels, norm=self.norm, dropout=self.dropout, stn=stn)
 
 
-ARCHS = ("cnn", "fcn", "stn-cnn")
-ModelConfig = Annotated[Union[CNNConfig, FCNConfig, STNCNNConfig], Field(discriminator="arch")]
+ARCHS = (*backbones.BACKBONES, "stn-cnn")  # `arch`: a backbone of the registry, or 0.1's flat form
+ModelConfig = Annotated[Union[tuple(b.schema for b in backbones.BACKBONES.values()) + (STNCNNConfig,)], Field(discriminator="arch")]
 
 
 class TrainConfig(Strict):
@@ -494,18 +450,16 @@ def validate(raw: dict) -> Config:
 def size_problems(cfg: Config) -> list[str]:
     """Each (variant, model) pair whose images are too small for the model's layers, and each transformer
     whose out_size is too small for the layers behind it, with the smallest size that works."""
-    from stnexp import models  # the layer arithmetic lives with the layers
-
     out = []
     for mname, mcfg in cfg.models.items():
-        need = models.smallest_out_size(mcfg)
+        need = backbones.smallest_out_size(mcfg)
         if need is not None:
             out.append(f"models.{mname}: out_size {mcfg.stn.out_size} is too small for the layers behind the transformer (at least {need})")
             continue
         for vname in cfg.data.variants:
             canvas = cfg.variant(vname).canvas
-            if not models.fits(mcfg, canvas):
-                out.append(f"data.variants.{vname}: canvas {canvas} is too small for model {mname} (it needs at least {models.smallest_input(mcfg)})")
+            if not backbones.fits(mcfg, canvas):
+                out.append(f"data.variants.{vname}: canvas {canvas} is too small for model {mname} (it needs at least {backbones.smallest_input(mcfg)})")
     return out
 
 

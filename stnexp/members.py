@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 
 from stnexp import config as C
-from stnexp import models, optim, seeds
+from stnexp import backbones, models, optim, seeds
 from stnexp.config import Config
 from stnexp.device import channels_last
 from stnexp.errors import UserError
@@ -33,7 +33,7 @@ class Member:
     variant: str
     seed: int
     in_size: int
-    model: models.Model
+    model: backbones.Model
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
     epoch: int = 0

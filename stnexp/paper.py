@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from stnexp.config import CNNConfig, Config, FCNConfig, TrainConfig, TransformerConfig, VariantConfig
+from stnexp.backbones import BACKBONES, ModelConfig
+from stnexp.config import Config, TrainConfig, TransformerConfig, VariantConfig
 
 COLUMNS = {"rotated": "R", "rts": "RTS", "projective": "P", "elastic": "E", "cluttered": "TC"}
 ROWS = ["FCN", "CNN", "ST-FCN Aff", "ST-FCN Proj", "ST-FCN TPS", "ST-CNN Aff", "ST-CNN Proj", "ST-CNN TPS"]
@@ -46,24 +47,24 @@ POOL_NOTE = ("On RTS and TC the paper pools the transformer's output by 2 (to 21
              "take 21x21.")
 
 
-def model(name: str, column: str, side: int) -> CNNConfig | FCNConfig:
+def model(name: str, column: str, side: int) -> ModelConfig:
     """The paper's model of row `name` in `column` on a canvas of `side` px, as stnexp builds it."""
     st, _, family = name.partition(" ")
-    arch = st.removeprefix("ST-").lower()
+    arch = next(a for a, b in BACKBONES.items() if b.paper == st.removeprefix("ST-"))
     stn = None
     if family:
         transform = {short: long for long, short in _TRANSFORMS.items()}[family]
         pool = 2 if column in POOLED else 1
-        stn = TransformerConfig(transform=transform, at="input", out_size=side * pool, loc="conv" if arch == "cnn" else "fc", pool=pool)
-    return CNNConfig(arch="cnn", stn=stn) if arch == "cnn" else FCNConfig(arch="fcn", stn=stn)
+        stn = TransformerConfig(transform=transform, at="input", out_size=side * pool, loc=BACKBONES[arch].loc, pool=pool)
+    return BACKBONES[arch].schema(arch=arch, stn=stn)
 
 
-def _as_built(m: CNNConfig | FCNConfig, side: int) -> dict:
+def _as_built(m: ModelConfig, side: int) -> dict:
     """A model's config with its defaults spelled out, less what is training rather than model (the
     localisation net's lr multiplier, a deviation of its own)."""
     d = m.model_dump(mode="json")
     if d.get("stn"):
-        d["stn"]["loc"] = d["stn"]["loc"] or ("conv" if m.arch == "cnn" else "fc")
+        d["stn"]["loc"] = d["stn"]["loc"] or BACKBONES[m.arch].loc
         d["stn"]["out_size"] = d["stn"]["out_size"] or side
         d["stn"].pop("loc_lr_scale")
     return d
@@ -72,7 +73,9 @@ def _as_built(m: CNNConfig | FCNConfig, side: int) -> dict:
 def candidate(cfg: Config, name: str) -> Optional[str]:
     """The paper's row that a model's arch and transform point to, whether or not it is the paper's model."""
     m = cfg.models[name]
-    base = m.arch.upper()
+    base = BACKBONES[m.arch].paper
+    if base is None:
+        return None
     if m.stn is None:
         return base
     return f"ST-{base} {_TRANSFORMS[m.stn.transform]}" if m.stn.transform in _TRANSFORMS else None

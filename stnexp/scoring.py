@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from stnexp import artifacts, checkpoints, config as C, data, models, runs
+from stnexp.backbones import Model
 from stnexp.device import channels_last, cpu_has_amx, dtype_of
 from stnexp.errors import UserError
 
@@ -115,7 +116,7 @@ def _spec(cfg: C.Config, variant: str, canvas: int | None, extra: dict) -> C.Var
     return spec
 
 
-def load_model(path: Path, device: torch.device) -> tuple[dict, C.Config, models.Model]:
+def load_model(path: Path, device: torch.device) -> tuple[dict, C.Config, Model]:
     """A checkpoint, its config and the model it describes with its weights; a mismatch says what differs."""
     ck = checkpoints.load(path)
     cfg = C.validate(ck["config"])  # checked already by checkpoints.load
@@ -132,7 +133,7 @@ def load_model(path: Path, device: torch.device) -> tuple[dict, C.Config, models
 class Scored(NamedTuple):
     path: Path
     checkpoint: dict
-    model: models.Model
+    model: Model
     rows: list[dict]
     right: list[torch.Tensor]  # per row: which test digits the model got right
 

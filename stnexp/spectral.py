@@ -9,7 +9,7 @@ convolution's multiply-adds, and autograd's backward pass through the same produ
 a CPU without bf16 matrix units oneDNN's backward of that conv takes about 3x its forward
 (README, Performance). Only plain differentiable ops are used, so autograd needs no backward of its
 own; values and gradients agree with F.conv2d's to float rounding (tests/test_models.py, on the CPU:
-the only place models.Conv calls it).
+the only place kernels.Conv calls it).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from stnexp import config, models, optim, spectral, transforms
+from stnexp import backbones, config, kernels, models, optim, spectral, transformer, transforms
 
 TRANSFORMS = list(transforms.FAMILIES)
 
@@ -37,7 +39,7 @@ def test_affine_families_give_the_identity_theta_at_start():
 
 def test_a_model_says_in_its_type_whether_it_has_a_transformer():
     assert models.build(cnn(), 28).stn is None
-    assert isinstance(models.build(stn(), 28).stn, models.Transformer)
+    assert isinstance(models.build(stn(), 28).stn, transformer.Transformer)
 
 
 def test_out_size_sets_the_sampler_grid():
@@ -54,17 +56,17 @@ def test_out_size_sets_the_sampler_grid():
     (stn(at="conv1", out_size=8), 16),  # the loc net on conv1's maps needs them 4 px wide
 ])
 def test_smallest_input_is_the_first_size_the_layers_take(spec, smallest):
-    assert models.smallest_input(spec) == smallest
+    assert backbones.smallest_input(spec) == smallest
     models.build(spec, smallest)(torch.rand(1, 1, smallest, smallest))
     with pytest.raises(ValueError, match="do not fit this model"):
         models.build(spec, smallest - 1)
 
 
 def test_an_out_size_too_small_for_the_layers_behind_names_the_smallest_that_works():
-    assert models.smallest_input(stn(out_size=23)) is None
-    assert models.smallest_out_size(stn(out_size=23)) == 24
-    assert models.smallest_out_size(stn(at="conv1", out_size=7)) == 8
-    assert models.smallest_out_size(stn(out_size=24)) is None
+    assert backbones.smallest_input(stn(out_size=23)) is None
+    assert backbones.smallest_out_size(stn(out_size=23)) == 24
+    assert backbones.smallest_out_size(stn(at="conv1", out_size=7)) == 8
+    assert backbones.smallest_out_size(stn(out_size=24)) is None
 
 
 def test_identity_initialised_stn_cnn_gives_the_cnn_logits():
@@ -118,7 +120,7 @@ def test_conv1_behind_a_transformer_gets_the_gradients_of_a_plain_conv(size):
     # gradient must meet too. The gradient is a sum of 32 x 9 x 9 products, mostly cancelling (the
     # result is ~1% of the sum of their magnitudes), so the bound is relative to that sum, element by element
     torch.manual_seed(0)
-    conv = models.ImageConv(1, 32, 9)
+    conv = kernels.ImageConv(1, 32, 9)
     plain = torch.nn.Conv2d(1, 32, 9)
     plain.load_state_dict(conv.state_dict())
     image = torch.rand(8, 1, size, size)
@@ -183,7 +185,7 @@ def test_conv2_trains_through_the_dft_on_the_cpu_and_scores_through_conv2d(monke
     through_dft = spectral.conv2d
     monkeypatch.setattr(spectral, "conv2d", lambda *a: calls.append(1) or through_dft(*a))
     torch.manual_seed(0)
-    conv = models.Conv(32, 64, 7)
+    conv = kernels.Conv(32, 64, 7)
     plain = torch.nn.Conv2d(32, 64, 7)
     plain.load_state_dict(conv.state_dict())
     x = torch.randn(4, 32, 17, 17)
@@ -193,8 +195,8 @@ def test_conv2_trains_through_the_dft_on_the_cpu_and_scores_through_conv2d(monke
     assert len(calls) == 1 and torch.allclose(out, plain(x), atol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # oneDNN's bf16 kernels, not the DFT in fp32
         assert conv(x).dtype == torch.bfloat16 and len(calls) == 1
-    conv.fast_grad = False
-    conv(x)
+    with kernels.switched(False):  # the one switch: nn.Conv2d's own kernels
+        conv(x)
     assert len(calls) == 1
 
 
@@ -215,15 +217,15 @@ def test_a_models_gradients_are_the_same_with_the_fast_cpu_kernels_on_and_off(st
         return {name: p.grad.clone() for name, p in model.named_parameters()}
 
     calls = []
-    dft, image_conv = spectral.conv2d, models._ImageConvFn.apply
+    dft, image_conv = spectral.conv2d, kernels._ImageConvFn.apply
     monkeypatch.setattr(spectral, "conv2d", lambda *a: calls.append("dft") or dft(*a))
-    monkeypatch.setattr(models._ImageConvFn, "apply", lambda *a: calls.append("image") or image_conv(*a))
+    monkeypatch.setattr(kernels._ImageConvFn, "apply", lambda *a: calls.append("image") or image_conv(*a))
     fast = grads()
     # the fast kernels did run: conv2 through the DFT, and conv1's image gradient behind an input transformer
     assert calls == (["image", "dft"] if stn and stn.get("at") != "conv1" else ["dft"])
-    monkeypatch.setattr(models.Conv, "fast_grad", False)
-    monkeypatch.setattr(models.ImageConv, "fast_grad", False)
-    plain = grads()
+    with kernels.switched(False):
+        plain = grads()
+    assert kernels.enabled()
     assert len(calls) == (2 if stn and stn.get("at") != "conv1" else 1)  # and none with the switch off
     assert fast.keys() == plain.keys()
     for name in fast:
@@ -298,7 +300,7 @@ def test_pooling_averages_the_transformers_output_before_the_layers_behind():
     from stnexp import geometry
 
     assert torch.allclose(sampled, F.avg_pool2d(geometry.sample(x, grid), 2), atol=1e-6)
-    assert net(x).shape == (2, 10) and models.plan(stn(out_size=60, pool=2), 42).side == 2
+    assert net(x).shape == (2, 10) and backbones.plan(stn(out_size=60, pool=2), 42).side == 2
 
 
 def test_parameter_counts_of_a_config_are_those_of_the_built_models(tmp_path):
@@ -308,3 +310,30 @@ def test_parameter_counts_of_a_config_are_those_of_the_built_models(tmp_path):
     counts = models.param_counts(cfg)
     assert counts["f"]["rotated"] == models.n_params(models.build(cfg.models["f"], 28))
     assert counts["c"]["rts"] == models.n_params(models.build(cfg.models["c"], 42)) == 119050
+
+
+@pytest.mark.parametrize("arch", list(backbones.BACKBONES))
+def test_every_backbone_of_the_registry_builds_what_its_size_plan_says_with_and_without_a_transformer(arch):
+    assert arch in config.ARCHS
+    for stn in (None, {"transform": "affine"}, {"transform": "attention", "out_size": 30}):
+        cfg = config.validate({"models": {"m": {"arch": arch, "stn": stn}}}).models["m"]
+        assert isinstance(cfg, backbones.BACKBONES[arch].schema)
+        for side in (28, 42):
+            model = models.build(cfg, side)
+            assert model(torch.rand(2, 1, side, side)).shape == (2, 10)
+            assert (model.stn is None) == (stn is None)
+        smallest = backbones.smallest_input(cfg)  # 1 for an fcn whose sampler has a fixed out_size
+        assert backbones.fits(cfg, smallest)
+        if smallest > 1:
+            assert not backbones.fits(cfg, smallest - 1)
+
+
+def test_the_config_does_not_import_the_models_nor_they_the_config():
+    import subprocess
+    import sys
+
+    code = "import sys, stnexp.config; assert 'stnexp.models' not in sys.modules; import stnexp.models"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    for module in ("backbones", "models", "transformer", "kernels", "schema"):
+        source = (Path(__file__).parent.parent / "stnexp" / f"{module}.py").read_text()
+        assert "stnexp.config" not in source and "from stnexp import config" not in source, module
