@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stnexp import backbones, geometry, transforms
+from stnexp import backbones, pose, transforms
 
 ALPHA = 0.05
 
@@ -86,9 +86,9 @@ def binned(right: dict[tuple[str, int, str], torch.Tensor], params: dict[tuple[s
     parameter that does not vary is left out."""
     out = []
     for (variant, seed), p in params.items():
-        if not {"angle", "scale", "shift"} <= set(p):
+        if not set(pose.NAMES) <= set(p):
             continue
-        measures = {"angle": p["angle"].cpu().double(), "scale": p["scale"].cpu().double(), "shift": p["shift"].cpu().double().norm(dim=1)}
+        measures = {part.name: part.measure(p[part.name].cpu().double()) for part in pose.PARTS}
         for key, v in measures.items():
             lo, hi = float(v.min()), float(v.max())
             if hi - lo < 1e-6:
@@ -105,7 +105,7 @@ def binned(right: dict[tuple[str, int, str], torch.Tensor], params: dict[tuple[s
 
 
 def binned_markdown(rows: list[dict]) -> str:
-    units = {"angle": "degrees", "scale": "", "shift": "px from the centre"}
+    units = {part.name: "" if part is pose.SCALE else part.unit for part in pose.PARTS}
     parts = ["**Test error % by the true distortion of the digits** (best checkpoints; equal bins over the range the test digits span)", ""]
     for variant, seed, by in dict.fromkeys((r["variant"], r["seed"], r["by"]) for r in rows):
         mine = [r for r in rows if (r["variant"], r["seed"], r["by"]) == (variant, seed, by)]
@@ -124,20 +124,6 @@ def binned_markdown(rows: list[dict]) -> str:
 # ---------------------------------------------------------------- rectification
 
 
-def residual(theta_model: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, canvas: int) -> dict[str, torch.Tensor]:
-    """Where each digit ends up after the transformer: the transformer's theta (its output -> the canvas)
-    composed with the true pose (the canvas -> the undistorted digit) is one affine map from what the
-    classifier sees to the digit. Its rotation (degrees), log scale and shift (pixels of the 28 px digit)
-    are the residual pose. With no transformer (theta = identity) they are the distortion itself."""
-    d = geometry.distortion_theta(angle, scale, shift, 28, canvas).double()
-    t = theta_model.double()
-    lin = d[:, :, :2] @ t[:, :, :2]
-    trans = (d[:, :, :2] @ t[:, :, 2:])[..., 0] + d[:, :, 2]
-    rot = torch.rad2deg(torch.atan2(lin[:, 1, 0] - lin[:, 0, 1], lin[:, 0, 0] + lin[:, 1, 1]))
-    log_scale = 0.5 * torch.log(torch.linalg.det(lin).abs())
-    return {"angle": rot, "log_scale": log_scale, "shift": trans * 14.0}  # 14 px: half the digit's side
-
-
 def _centred(v: torch.Tensor, circular: bool = False) -> torch.Tensor:
     """v minus its mean (angles in degrees: minus their circular mean, wrapped into [-180, 180))."""
     v = v.double()
@@ -152,6 +138,9 @@ def _spread(v: torch.Tensor, circular: bool = False) -> tuple[float, float]:
     v = _centred(v, circular)
     lo, hi = torch.quantile(v, torch.tensor([0.05, 0.95], dtype=v.dtype, device=v.device))
     return float(v.std()), float(hi - lo)
+
+
+SCALAR = (pose.ANGLE, pose.SCALE)  # the parts whose residual is one number per digit (a shift's is two)
 
 
 @dataclass
@@ -172,7 +161,7 @@ def rectification(model, images: torch.Tensor, params: dict, canvas: int, batch:
     warps the feature maps: it is read in the image's coordinates (see `_in_image`)."""
     stn = getattr(model, "stn", None)
     family = transforms.FAMILIES[stn.transform] if stn is not None else None
-    if family is None or family.theta is None or set(params) != {"angle", "scale", "shift"}:
+    if family is None or family.theta is None or set(params) != set(pose.NAMES):
         return None
     was = model.training
     model.eval()
@@ -183,20 +172,21 @@ def rectification(model, images: torch.Tensor, params: dict, canvas: int, batch:
         theta = _in_image(theta, canvas)
     p = {k: v.to(theta.device) for k, v in params.items()}
     eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=theta.device).expand_as(theta)
-    before, after = (residual(t, p["angle"], p["scale"], p["shift"], canvas) for t in (eye, theta))
+    before, after = (pose.residual(t, p, canvas) for t in (eye, theta))
     row: dict = {}
-    for key in ("angle", "log_scale"):
-        row[f"{key}_std_before"], row[f"{key}_range_before"] = _spread(before[key], key == "angle")
-        row[f"{key}_std_after"], row[f"{key}_range_after"] = _spread(after[key], key == "angle")
+    for part in SCALAR:
+        key = part.residual
+        row[f"{key}_std_before"], row[f"{key}_range_before"] = _spread(before[key], part.circular)
+        row[f"{key}_std_after"], row[f"{key}_range_after"] = _spread(after[key], part.circular)
     # a shift's spread: the root of the summed variances of x and y
     for when, r in (("before", before), ("after", after)):
-        row[f"shift_std_{when}"] = math.sqrt(sum(_spread(r["shift"][:, i])[0] ** 2 for i in range(2)))
+        row[f"{pose.SHIFT.residual}_std_{when}"] = math.sqrt(sum(_spread(r[pose.SHIFT.residual][:, i])[0] ** 2 for i in range(2)))
     row = {k: round(v, 4) for k, v in row.items()}
     row["at"] = model.at
-    row["cannot"] = [part for part in transforms.POSE if part not in family.moves]
+    row["cannot"] = [part for part in pose.NAMES if part not in family.moves]
     # both about their means: a transformer that maps every digit to one pose, whichever, lies on y = x
-    true = {k: _centred(before[k], k == "angle") for k in ("angle", "log_scale")}
-    undone = {k: _centred(before[k] - after[k], k == "angle") for k in true}
+    true = {p.residual: _centred(before[p.residual], p.circular) for p in SCALAR}
+    undone = {p.residual: _centred(before[p.residual] - after[p.residual], p.circular) for p in SCALAR}
     return Rectified(row, {k: v.cpu() for k, v in true.items()}, {k: v.cpu() for k, v in undone.items()})
 
 
@@ -207,9 +197,6 @@ def _in_image(theta: torch.Tensor, canvas: int) -> torch.Tensor:
     in both frames, the shift shrinks by that ratio."""
     ratio = (canvas - backbones.CONV1_KERNEL + 1) / canvas
     return torch.cat([theta[:, :, :2], theta[:, :, 2:] * ratio], 2)
-
-
-NOT_MOVED = {"angle": "cannot rotate", "scale": "cannot scale", "shift": "cannot shift"}
 
 
 def rectification_markdown(rows: list[dict]) -> str:
@@ -224,7 +211,7 @@ def rectification_markdown(rows: list[dict]) -> str:
         cannot = r.get("cannot", [])
 
         def pair(key, part):
-            after = f"({NOT_MOVED[part]})" if part in cannot else f"{r[key + '_after']:.3g}"
+            after = f"({pose.BY_NAME[part].cannot})" if part in cannot else f"{r[key + '_after']:.3g}"
             return f"{r[key + '_before']:.3g} -> {after}"
         model = r["model"] + (" (at conv1)" if r.get("at") == "conv1" else "")
         lines.append(f"| {r['variant']} | {r['seed']} | {model} | {pair('angle_std', 'angle')} | {pair('angle_range', 'angle')} | "

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import torch
 
-from stnexp import geometry, seeds
+from stnexp import geometry, pose, seeds
 from stnexp.config import VariantConfig
 
 IN_SIZE = 28  # MNIST digits are 28 x 28
@@ -77,11 +77,11 @@ def _pose_sample(gen: torch.Generator, spec: VariantConfig, boxes: torch.Tensor,
         shift = smin + (smax - smin) * u[:, 2:]
     else:
         shift = (2 * u[:, 2:] - 1) * float(spec.translation)
-    return {"angle": angle, "scale": scale, "shift": shift}
+    return {pose.ANGLE.name: angle, pose.SCALE.name: scale, pose.SHIFT.name: shift}
 
 
 def _pose_theta(params: Params, canvas: int) -> torch.Tensor:
-    return geometry.distortion_theta(params["angle"], params["scale"], params["shift"], IN_SIZE, canvas)
+    return pose.theta(params, IN_SIZE, canvas)
 
 
 def pose_grid(params: Params, canvas: int) -> torch.Tensor:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from stnexp import checkpoints, config as C, outputs, runs
+from stnexp import checkpoints, config as C, outputs, pose, runs
 from stnexp.errors import UserError
 from stnexp.scoring import TestSets, read_external, score
 
 
-SWEEPABLE = ("rotation", "scale", "shift")
 SWEEP_LIMIT = 1e4  # degrees, factor or px: far beyond any pose a digit can take, and safe in float32
 
 
@@ -25,13 +24,13 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
     except ValueError:
         start = None
     finite = start is not None and all(math.isfinite(v) and abs(v) <= SWEEP_LIMIT for v in (start, stop, step))
-    if key not in SWEEPABLE or not eq or not finite or step <= 0 or stop < start or (stop - start) / step > 1000:
-        raise UserError(f"--sweep {C._cut(text)!r}: expected rotation|scale|shift=START:STOP:STEP, finite numbers within "
+    if key not in pose.BY_SWEEP or not eq or not finite or step <= 0 or stop < start or (stop - start) / step > 1000:
+        raise UserError(f"--sweep {C._cut(text)!r}: expected {'|'.join(pose.BY_SWEEP)}=START:STOP:STEP, finite numbers within "
                         f"+-{SWEEP_LIMIT:g}, START <= STOP, STEP > 0 and at most 1000 steps (e.g. rotation=-180:180:15)")
     count = int(math.floor((stop - start) / step + 1e-9)) + 1
     values = [round(start + i * step, 10) for i in range(count)]
-    if key == "scale" and values[0] <= 0:
-        raise UserError(f"--sweep {text!r}: scales must be > 0")
+    if pose.BY_SWEEP[key].positive and values[0] <= 0:
+        raise UserError(f"--sweep {text!r}: {key} values must be > 0")
     return key, values
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stnexp import analysis, artifacts as A, checkpoints, pictures, report, reporting, runs, scoring
+from stnexp import analysis, artifacts as A, checkpoints, pictures, pose, report, reporting, runs, scoring
 from stnexp.errors import UserError
 
 if TYPE_CHECKING:
@@ -89,8 +89,7 @@ def write_scatter(run_dir: Path, key: tuple[str, int, str], r: analysis.Rectifie
     """rectification/<variant>/<model>-s<seed>.png: how much of each digit's angle and scale the
     transformer undid, for the parts of the pose that vary and that its family can change."""
     variant, seed, name = key
-    moves = {"angle": "angle", "log_scale": "scale"}
-    parts = [p for p in r.true if moves[p] not in r.row["cannot"] and float(r.true[p].std()) > 1e-6]
+    parts = [p for p in r.true if pose.BY_RESIDUAL[p].name not in r.row["cannot"] and float(r.true[p].std()) > 1e-6]
     if parts:
         title = f"what {name} ({transform}{', at conv1' if r.row['at'] == 'conv1' else ''}) undid of each test digit's pose: variant {variant}, seed {seed}"
         pictures.scatter({p: r.true[p] for p in parts}, {p: r.undone[p] for p in parts}, A.RECTIFICATION.path(run_dir, variant=variant, model=name, seed=seed), title)

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from stnexp import pose
+
 PAIRS_PER_ROW = 8
 ZOOM = 2  # digit pixels per figure pixel at the PNG's resolution: the digits stay sharp
 VECTOR = ".pdf"  # the vector copy of every figure, beside its PNG
@@ -20,8 +22,7 @@ DPI = 200
 # Okabe and Ito's colour-blind-safe palette; a model keeps its colour in every figure of a run (the
 # figures list models in the config's order)
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-UNITS = {"angle": "degrees", "log_scale": "log of the factor", "scale": "factor", "shift": "px from the centre",
-         "rotation": "degrees"}
+UNITS = pose.UNITS
 STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
          "ytick.labelsize": 7, "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "axes.spines.top": False,
          "axes.spines.right": False, "lines.linewidth": 1.4, "lines.markersize": 3, "savefig.bbox": "tight",

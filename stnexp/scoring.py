@@ -11,7 +11,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from torch import nn
 
-from stnexp import artifacts, checkpoints, config as C, data, models, runs
+from stnexp import artifacts, checkpoints, config as C, data, models, pose, runs
 from stnexp.backbones import Model
 from stnexp.device import channels_last, cpu_has_amx, dtype_of
 from stnexp.errors import UserError
@@ -79,20 +79,15 @@ class TestSets:
         return self.sets[key]
 
     def swept(self, cfg: C.Config, variant: str, seed: int, key: str, value: float, canvas: int | None = None) -> TestSet:
-        """The test set of `variant` for `seed` with one pose parameter fixed for every digit: `rotation`
-        (degrees), `scale`, or `shift` (the digit's centre moved this many px to the right of the canvas's
-        centre); everything else each digit drew stays as in the test set."""
+        """The test set of `variant` for `seed` with one part of the pose fixed for every digit, by its
+        sweep key (pose.py: `rotation` in degrees, `scale`, or `shift`: the digit's centre moved this many
+        px to the right of the canvas's centre); everything else each digit drew stays as in the test set."""
         # not cached: a sweep of many values holds one rendered set at a time (10k digits on 42x42 are 70 MB)
         base = self.get(cfg, variant, seed, canvas)
         spec = _spec(cfg, variant, canvas, {})
         params = dict(base.params)
-        n = len(base.labels)
-        if key == "rotation":
-            params["angle"] = torch.full((n,), float(value), device=params["angle"].device)
-        elif key == "scale":
-            params["scale"] = torch.full((n,), float(value), device=params["scale"].device)
-        else:
-            params["shift"] = torch.tensor([[float(value), 0.0]], device=params["shift"].device).expand(n, 2).clone()
+        part = pose.BY_SWEEP[key]
+        params[part.name] = part.fix(value, params[part.name])
         images = data.render_all(self.digits[str(cfg.data.root)].test, params, spec)
         return TestSet(f"{key}={value:g}", images, base.labels, params=params)
 

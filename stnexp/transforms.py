@@ -10,14 +10,14 @@ from typing import Callable, Optional
 
 import torch
 
-from stnexp import geometry
+from stnexp import geometry, pose
 
 
 @dataclass(frozen=True)
 class Family:
     """One family: `n_params` regressed numbers starting at `identity`; `theta` turns them into 2x3
     matrices where the family is affine (None otherwise); `grid(params, size)` gives the sampling grid;
-    `moves` the parts of a pose (angle, scale, shift) an affine family can change."""
+    `moves` the parts of a pose (pose.py) an affine family can change."""
 
     what: str
     identity: tuple[float, ...]
@@ -30,10 +30,7 @@ class Family:
         return len(self.identity)
 
 
-POSE = ("angle", "scale", "shift")
-
-
-def _affine(theta: Callable[[torch.Tensor], torch.Tensor], what: str, identity: tuple[float, ...], moves: tuple[str, ...] = POSE) -> Family:
+def _affine(theta: Callable[[torch.Tensor], torch.Tensor], what: str, identity: tuple[float, ...], moves: tuple[str, ...] = pose.NAMES) -> Family:
     return Family(what, identity, lambda p, size: geometry.affine_grid(theta(p), size), theta, moves)
 
 

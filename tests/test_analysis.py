@@ -6,7 +6,7 @@ import statistics
 import pytest
 import torch
 
-from stnexp import analysis, geometry
+from stnexp import analysis, geometry, pose
 
 
 def test_mcnemar_counts_the_digits_only_one_model_gets_right_and_tests_them_exactly():
@@ -36,7 +36,7 @@ def _poses(n=500):
 def test_with_no_transformer_the_residual_is_the_distortion_itself():
     angle, scale, shift = _poses()
     eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(len(angle), 2, 3)
-    r = analysis.residual(eye, angle, scale, shift, 42)
+    r = pose.residual(eye, {"angle": angle, "scale": scale, "shift": shift}, 42)
     assert torch.allclose(r["angle"].float(), angle, atol=1e-4)
     assert torch.allclose(r["log_scale"].float(), torch.log(42 / (28 * scale)), atol=1e-5)
 
@@ -46,7 +46,7 @@ def test_a_transformer_that_undoes_each_distortion_leaves_every_digit_in_one_pos
     d = geometry.distortion_theta(angle, scale, shift, 28, 42).double()
     full = torch.cat([d, torch.tensor([0.0, 0.0, 1.0], dtype=d.dtype).expand(len(d), 1, 3)], 1)
     undo = torch.linalg.inv(full)[:, :2]  # what the classifier sees is the undistorted digit
-    r = analysis.residual(undo, angle, scale, shift, 42)
+    r = pose.residual(undo, {"angle": angle, "scale": scale, "shift": shift}, 42)
     assert r["angle"].abs().max() < 1e-6 and r["log_scale"].abs().max() < 1e-6 and r["shift"].abs().max() < 1e-6
 
 
@@ -60,7 +60,7 @@ def test_a_transformer_that_undoes_each_distortion_then_applies_a_fixed_map_leav
     a = math.radians(20.0)
     e = torch.tensor([[0.9 * math.cos(a), -0.9 * math.sin(a), 0.2], [0.9 * math.sin(a), 0.9 * math.cos(a), -0.1], [0, 0, 1]], dtype=d.dtype)
     t = (torch.linalg.inv(torch.cat([d, row], 1)) @ e)[:, :2]
-    r = analysis.residual(t, angle, scale, shift, 42)
+    r = pose.residual(t, {"angle": angle, "scale": scale, "shift": shift}, 42)
     assert torch.allclose(r["angle"], torch.full_like(r["angle"], 20.0), atol=1e-6)
     assert torch.allclose(r["log_scale"], torch.full_like(r["log_scale"], math.log(0.9)), atol=1e-6)
     assert torch.allclose(r["shift"], torch.tensor([0.2 * 14, -0.1 * 14], dtype=d.dtype).expand(len(d), 2), atol=1e-6)

@@ -1,0 +1,82 @@
+"""The parts of a digit's pose, declared once: its angle, scale and shift. Each says its name in a
+variant's drawn parameters, its unit, the variant key that sets its range, how `eval --sweep` fixes it,
+how a digit's value is measured for the error-by-distortion tables, and how it is read back from a
+sampling matrix (theta) as a residual. Distortions, analysis, eval, pictures and transforms ask this;
+adding a part (shear, say) is an entry here plus its draw (distortions.py) and its place in the matrix
+(geometry.distortion_theta).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from stnexp import geometry
+
+DIGIT = 28  # the side of an MNIST digit, px: the frame residuals are measured in
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of the pose. `name`: its key in a variant's drawn parameters (N values, or N x 2 for the
+    shift) and in a transform family's `moves`; `sweep`: its `eval --sweep` key; `range_key`: the
+    variant key that sets its range; `measure`: one number per digit for the tables by distortion;
+    `fix(value, like)`: every digit's parameter set to `value`; `residual`: the key it is read back as
+    from a theta, in `residual_unit`; `cannot`: what a transformer that cannot change it is said to do;
+    `circular`: an angle (its spread is taken about its circular mean)."""
+
+    name: str
+    unit: str
+    sweep: str
+    range_key: str
+    measure: Callable[[torch.Tensor], torch.Tensor]
+    fix: Callable[[float, torch.Tensor], torch.Tensor]
+    residual: str
+    residual_unit: str
+    cannot: str
+    circular: bool = False
+    positive: bool = False  # swept values must be > 0
+
+
+def _every(value: float, like: torch.Tensor) -> torch.Tensor:
+    return torch.full_like(like, float(value))
+
+
+def _to_the_right(value: float, like: torch.Tensor) -> torch.Tensor:
+    """The digit's centre `value` px to the right of the canvas's centre."""
+    return torch.tensor([[float(value), 0.0]], dtype=like.dtype, device=like.device).expand(len(like), 2).clone()
+
+
+ANGLE = Part("angle", "degrees", "rotation", "rotation", lambda v: v, _every, "angle", "degrees", "cannot rotate", circular=True)
+SCALE = Part("scale", "factor", "scale", "scale", lambda v: v, _every, "log_scale", "log of the factor", "cannot scale", positive=True)
+SHIFT = Part("shift", "px from the centre", "shift", "translation", lambda v: v.norm(dim=1), _to_the_right, "shift",
+             "px from the centre", "cannot shift")
+PARTS = (ANGLE, SCALE, SHIFT)
+NAMES = tuple(p.name for p in PARTS)
+BY_SWEEP = {p.sweep: p for p in PARTS}
+BY_RESIDUAL = {p.residual: p for p in PARTS}
+BY_NAME = {p.name: p for p in PARTS}
+# the unit of every name a figure's axis may carry: a part's, its residual's and its sweep key's
+UNITS = {**{p.sweep: p.unit for p in PARTS}, **{p.residual: p.residual_unit for p in PARTS}, **{p.name: p.unit for p in PARTS}}
+
+
+def theta(params: dict[str, torch.Tensor], in_size: int, out_size: int) -> torch.Tensor:
+    """The sampling matrix that places each in_size digit on an out_size canvas in its pose."""
+    return geometry.distortion_theta(params[ANGLE.name], params[SCALE.name], params[SHIFT.name], in_size, out_size)
+
+
+def residual(theta_model: torch.Tensor, params: dict[str, torch.Tensor], canvas: int) -> dict[str, torch.Tensor]:
+    """Where each digit ends up after the transformer: the transformer's theta (its output -> the canvas)
+    composed with the true pose (the canvas -> the undistorted digit) is one affine map from what the
+    classifier sees to the digit. Its rotation (degrees), log scale and shift (pixels of the 28 px digit)
+    are the residual pose, by each part's `residual` key. With no transformer (theta = identity) they are
+    the distortion itself."""
+    d = theta(params, DIGIT, canvas).double()
+    t = theta_model.double()
+    lin = d[:, :, :2] @ t[:, :, :2]
+    trans = (d[:, :, :2] @ t[:, :, 2:])[..., 0] + d[:, :, 2]
+    rot = torch.rad2deg(torch.atan2(lin[:, 1, 0] - lin[:, 0, 1], lin[:, 0, 0] + lin[:, 1, 1]))
+    log_scale = 0.5 * torch.log(torch.linalg.det(lin).abs())
+    return {ANGLE.residual: rot, SCALE.residual: log_scale, SHIFT.residual: trans * (DIGIT / 2)}
