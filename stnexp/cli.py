@@ -4,11 +4,12 @@ commands, so `stnexp --help` stays fast."""
 from __future__ import annotations
 
 import codecs
+import inspect
 import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -98,102 +99,76 @@ def _config(path: Path, sets: Optional[List[str]]):
     return config.load(path, sets or [])
 
 
-@app.command(short_help="Train the models of a config side by side; write tables, checkpoints, pictures.")
-def train(
-    config_file: Path = typer.Argument(..., metavar="CFG|RUN_DIR", help="YAML experiment config, or with --resume a run directory (or a config's run folder: its newest run)"),
-    set_: Optional[List[str]] = SET,
-    device: Optional[str] = typer.Option(None, "--device", metavar="D", help="override `device`: auto | cpu | cuda | cuda:N | mps"),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="run directory (default <out>/<name>/<timestamp>)"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out or RUN_DIR (default: the newest run of this config) from its last checkpoints"),
-    force: bool = typer.Option(False, "--force", help="overwrite the run in --out (only a stnexp run directory, only the files that run wrote)"),
-    sweep: Optional[List[str]] = typer.Option(None, "--sweep", metavar="KEY=V1,V2", help="train once per value of KEY (cross product over repeated --sweep) as child runs of one folder, with one sweep table"),
-    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="with --sweep: train only every N-th child from child I (0-based), joining the sweep in --out if another shard made it; one process per shard (a job array's tasks, say)"),
-):
+def _command(name: str, short_help: str, flags: dict[str, tuple[Any, Any]]):
+    """Register the decorated body as command `name` whose options are `flags` (field: (type, typer
+    Argument or Option)): the command passes the body what it was given, by field, and the body makes its
+    request object of it. The flags are declared once, in the table, not as a dozen parameters."""
+
+    def register(body: Callable[[dict], None]) -> Callable[[dict], None]:
+        def command(**given: Any) -> None:
+            _guard(lambda: body(given))
+
+        parameters = [inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+                      for field, (kind, option) in flags.items()]
+        command.__signature__ = inspect.Signature(parameters)  # what typer reads the options from
+        command.__doc__, command.__name__ = body.__doc__, name
+        app.command(name, short_help=short_help)(command)
+        return body
+
+    return register
+
+
+TRAIN_FLAGS = {
+    "config": (Path, typer.Argument(..., metavar="CFG|RUN_DIR", help="YAML experiment config, or with --resume a run directory (or a config's run folder: its newest run)")),
+    "sets": (Optional[List[str]], SET),
+    "device": (Optional[str], typer.Option(None, "--device", metavar="D", help="override `device`: auto | cpu | cuda | cuda:N | mps")),
+    "out": (Optional[Path], typer.Option(None, "--out", metavar="DIR", help="run directory (default <out>/<name>/<timestamp>)")),
+    "resume": (bool, typer.Option(False, "--resume", help="continue the run in --out or RUN_DIR (default: the newest run of this config) from its last checkpoints")),
+    "force": (bool, typer.Option(False, "--force", help="overwrite the run in --out (only a stnexp run directory, only the files that run wrote)")),
+    "sweep": (Optional[List[str]], typer.Option(None, "--sweep", metavar="KEY=V1,V2", help="train once per value of KEY (cross product over repeated --sweep) as child runs of one folder, with one sweep table")),
+    "shard": (Optional[str], typer.Option(None, "--shard", metavar="I/N", help="with --sweep: train only every N-th child from child I (0-based), joining the sweep in --out if another shard made it; one process per shard (a job array's tasks, say)")),
+}
+
+
+@_command("train", "Train the models of a config side by side; write tables, checkpoints, pictures.", TRAIN_FLAGS)
+def train(given: dict) -> None:
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
+    from stnexp import launch, loop
 
-    def body():
-        from stnexp import artifacts, launch, loop, runs
-        from stnexp.errors import UserError
-
-        sets = list(set_ or []) + ([f"device={device}"] if device else [])
-        try:
-            if shard is not None and not sweep:
-                raise UserError("--shard splits the children of a --sweep over processes: give --sweep too")
-            if sweep:
-                from stnexp import sweeps
-
-                if config_file.is_dir():
-                    raise UserError("--sweep takes a config file, not a run directory (resume a sweep with CFG --sweep ... --resume)")
-                sweeps.run(config_file, sets, list(sweep), sweeps.Request(out, resume, force, " ".join(sys.argv), sweeps.parse_shard(shard)))
-                return
-            cfg_path, target = config_file, out
-            if cfg_path.is_dir():
-                # a run directory in place of the config: continue it with its own config.yaml
-                if not resume:
-                    raise UserError(f"{cfg_path}: a directory; to continue a run pass --resume, to start one give a config file")
-                found = runs.find_run(cfg_path, runs.logger())
-                if out is not None and Path(out).resolve() != found.resolve():
-                    raise UserError(f"--out {out}: differs from the run directory given ({found}); give one of them")
-                cfg_path, target = artifacts.CONFIG.path(found), found
-            launch.train_into(_config(cfg_path, sets), target, resume, force, " ".join(sys.argv))
-        except loop.Interrupted:
-            raise typer.Exit(130)
-
-    _guard(body)
+    req = launch.TrainRequest(**{**given, "sets": tuple(given["sets"] or ()), "sweep": tuple(given["sweep"] or ())},
+                              command=" ".join(sys.argv))
+    try:
+        launch.start(req)
+    except loop.Interrupted:
+        raise typer.Exit(130)
 
 
-@app.command("eval", short_help="Score trained models on their own, other or external test sets.")
-def eval_(
-    source: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="a run directory (or a config's run folder: its newest run) or one checkpoint file"),
-    variant: Optional[List[str]] = typer.Option(None, "--variant", metavar="NAME", help="test on this variant (the run's, a --set one, or a preset); repeatable"),
-    images: Optional[Path] = typer.Option(None, "--images", metavar="F", help="external test images: IDX file, uint8 N x H x W (gzip or raw)"),
-    labels: Optional[Path] = typer.Option(None, "--labels", metavar="F", help="external test labels: IDX file, N labels"),
-    checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last", help="which checkpoints of a run: best | last"),
-    canvas: Optional[str] = typer.Option(None, "--canvas", metavar="model|N", help="render the variants on each model's own canvas (model) or on N x N px"),
-    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="an ad-hoc variant: data.variants.NAME={...} (as in a config); repeatable"),
-    sweep: Optional[str] = typer.Option(None, "--sweep", metavar="KEY=A:B:STEP", help="re-distort each model's own test digits with rotation, scale or shift fixed at each value from A to B (e.g. rotation=-180:180:15); a table and a plot"),
-    name: Optional[str] = typer.Option(None, "--name", metavar="NAME", help="the evaluation's name (default: from what it scores, e.g. best-on-rts+translated)"),
-    force: bool = typer.Option(False, "--force", help="replace an earlier evaluation of the same name"),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="folder for NAME.{md,csv,json} and index.md (default: the run's evals/)"),
-    device: Optional[str] = typer.Option(None, "--device", metavar="D", help="auto | cpu | cuda | cuda:N | mps (default: the run's device, where this machine has it)"),
-):
+EVAL_FLAGS = {
+    "source": (Path, typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="a run directory (or a config's run folder: its newest run) or one checkpoint file")),
+    "variants": (Optional[List[str]], typer.Option(None, "--variant", metavar="NAME", help="test on this variant (the run's, a --set one, or a preset); repeatable")),
+    "images": (Optional[Path], typer.Option(None, "--images", metavar="F", help="external test images: IDX file, uint8 N x H x W (gzip or raw)")),
+    "labels": (Optional[Path], typer.Option(None, "--labels", metavar="F", help="external test labels: IDX file, N labels")),
+    "checkpoint": (str, typer.Option("best", "--checkpoint", metavar="best|last", help="which checkpoints of a run: best | last")),
+    "canvas": (Optional[str], typer.Option(None, "--canvas", metavar="model|N", help="render the variants on each model's own canvas (model) or on N x N px")),
+    "sets": (Optional[List[str]], typer.Option(None, "--set", metavar="KEY=VALUE", help="an ad-hoc variant: data.variants.NAME={...} (as in a config); repeatable")),
+    "sweep": (Optional[str], typer.Option(None, "--sweep", metavar="KEY=A:B:STEP", help="re-distort each model's own test digits with rotation, scale or shift fixed at each value from A to B (e.g. rotation=-180:180:15); a table and a plot")),
+    "name": (Optional[str], typer.Option(None, "--name", metavar="NAME", help="the evaluation's name (default: from what it scores, e.g. best-on-rts+translated)")),
+    "force": (bool, typer.Option(False, "--force", help="replace an earlier evaluation of the same name")),
+    "out": (Optional[Path], typer.Option(None, "--out", metavar="DIR", help="folder for NAME.{md,csv,json} and index.md (default: the run's evals/)")),
+    "device": (Optional[str], typer.Option(None, "--device", metavar="D", help="auto | cpu | cuda | cuda:N | mps (default: the run's device, where this machine has it)")),
+}
+
+
+@_command("eval", "Score trained models on their own, other or external test sets.", EVAL_FLAGS)
+def eval_(given: dict) -> None:
     """Score trained models on their test sets, on other or ad-hoc variants, or on an external IDX test
     set; each evaluation keeps its own files under its name."""
+    from stnexp import evaluation, runs
 
-    def body():
-        from stnexp import config as C, evaluation, runs
-        from stnexp.errors import UserError
-
-        if checkpoint not in ("best", "last"):
-            raise UserError(f"--checkpoint: expected best or last, got {checkpoint!r}")
-        if device is not None:
-            try:
-                C.Config._device(device)  # the same rule as the config key
-            except ValueError as e:
-                raise UserError(f"--device: {e}") from None
-        if (images is None) != (labels is None):
-            raise UserError("--images and --labels go together")
-        if name is not None and not C.NAME.match(name):
-            raise UserError(f"--name {C._cut(repr(name))}: {C.NAME_RULE}")
-        external = (images, labels) if images is not None else None
-        md, target = evaluation.evaluate(source, list(variant or []), external, checkpoint, _canvas(canvas), list(set_ or []),
-                                         name, force, out, device, runs.logger(), sweep)
-        _echo(md)
-        _echo(f"wrote {target}.md")
-
-    _guard(body)
-
-
-def _canvas(value: Optional[str]):
-    """--canvas: `model` or a side in px."""
-    from stnexp.config import MAX_SIDE
-    from stnexp.errors import UserError
-
-    if value is None or value == "model":
-        return value
-    if value.isdigit() and 8 <= int(value) <= MAX_SIDE:
-        return int(value)
-    raise UserError(f"--canvas {value!r}: expected model or a side in px from 8 to {MAX_SIDE}")
+    req = evaluation.EvalRequest(**{**given, "variants": tuple(given["variants"] or ()), "sets": tuple(given["sets"] or ())})
+    md, target = evaluation.evaluate(req, runs.logger())
+    _echo(md)
+    _echo(f"wrote {target}.md")
 
 
 @app.command(short_help="Merge the results of runs into one table, optionally beside the paper's Table 1.")

@@ -9,13 +9,70 @@ import signal
 import threading
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import torch
 
-from stnexp import artifacts as A, board, checkpoints, parallel, runs
+from stnexp import artifacts as A, board, checkpoints, loop, parallel, runs
 from stnexp.config import Config
 from stnexp.device import autocast_dtype, precision
 from stnexp.errors import UserError
-from stnexp.loop import Interrupted, train
+from stnexp.loop import Interrupted
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What `stnexp train` is asked, one field per flag (cli.py declares the flags; stnexp.train takes the
+    same): a config file (or with `resume` a run directory), --set overrides, --device, --out, --resume,
+    --force, --sweep and --shard, and the command line for train.log."""
+
+    config: Path
+    sets: tuple[str, ...] = ()
+    device: str | None = None
+    out: Path | None = None
+    resume: bool = False
+    force: bool = False
+    sweep: tuple[str, ...] = ()
+    shard: str | None = None
+    command: str = ""
+
+
+class Target(NamedTuple):
+    """Where one config trains: --out (None: a new timestamped folder), and whether to continue or
+    overwrite what is there."""
+
+    out: Path | None
+    resume: bool
+    force: bool
+    command: str
+
+
+def start(req: TrainRequest) -> Path:
+    """`stnexp train`: one run, or with --sweep a sweep of child runs; a run directory in place of the
+    config continues that run with its own config.yaml (--resume). Returns the run (or sweep) folder;
+    raises Interrupted after Ctrl-C (resumable)."""
+    from stnexp import config as C, sweeps
+
+    sets = list(req.sets) + ([f"device={req.device}"] if req.device else [])
+    config_path = Path(req.config)
+    if req.shard is not None and not req.sweep:
+        raise UserError("--shard splits the children of a --sweep over processes: give --sweep too")
+    if req.sweep:
+        if config_path.is_dir():
+            raise UserError("--sweep takes a config file, not a run directory (resume a sweep with CFG --sweep ... --resume)")
+        how = sweeps.Request(req.out, req.resume, req.force, req.command, sweeps.parse_shard(req.shard))
+        return sweeps.run(config_path, sets, list(req.sweep), how)
+    target = req.out
+    if config_path.is_dir():
+        # a run directory in place of the config: continue it with its own config.yaml
+        if not req.resume:
+            raise UserError(f"{config_path}: a directory; to continue a run pass --resume, to start one give a config file")
+        found = runs.find_run(config_path, runs.logger())
+        if req.out is not None and Path(req.out).resolve() != found.resolve():
+            raise UserError(f"--out {req.out}: differs from the run directory given ({found}); give one of them")
+        config_path, target = A.CONFIG.path(found), found
+    return train_into(C.load(config_path, sets), target, req.resume, req.force, req.command)
 
 
 def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command: str) -> Path:
@@ -28,21 +85,24 @@ def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command
     spot = parallel.plan(cfg.train.parallel)
     torch_device = resolve(cfg.device if spot is None else parallel.device_of(cfg.device, spot[2]))
     board.check(cfg.train.tensorboard)
+    target = Target(out, resume, force, command)
     if spot is None:
-        return _train_into(cfg, out, resume, force, command, torch_device, None)
+        return _train_into(cfg, target, torch_device, None)
     rank, size, local = spot
     parallel.check(cfg.train.parallel, size, len(cfg.data.variants) * len(cfg.seeds), cfg.train.batch_size)
     world = parallel.start(cfg.train.parallel, rank, size, local, torch_device)
     try:
         if world.leader:
-            return _train_into(cfg, out, resume, force, command, torch_device, world)
+            return _train_into(cfg, target, torch_device, world)
         return _follow(cfg, torch_device, world)
     finally:
         parallel.stop(world)
 
 
-def _train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command: str, device: torch.device, world: parallel.World | None) -> Path:
+def _train_into(cfg: Config, target: Target, device: torch.device, world: parallel.World | None) -> Path:
     from stnexp import config as C
+
+    out, resume, force, command = target
 
     with contextlib.ExitStack() as stack:
         try:
@@ -64,7 +124,7 @@ def _train_into(cfg: Config, out: Path | None, resume: bool, force: bool, comman
                 log.info(f"{run}: no checkpoint yet (no epoch had completed): training starts from the beginning")
             runs.write_env(run, device, precision(autocast_dtype(cfg.train.amp, device)), resume)
             log.info(f"run directory: {run}" + (f" ({world.size} processes, train.parallel: {world.mode})" if world else ""))
-            train(cfg, run, device, log, stop, world)
+            loop.train(cfg, run, device, log, stop, world)
         except UserError:
             # bad input found before anything was trained (missing data files, say): leave nothing behind
             if not resume and not A.CHECKPOINT.found(run):
@@ -96,7 +156,7 @@ def _follow(cfg: Config, device: torch.device, world: parallel.World) -> Path:
     stop = threading.Event()
     previous = install_sigint(stop)
     try:
-        train(cfg, run, device, log, stop, world)
+        loop.train(cfg, run, device, log, stop, world)
     finally:
         signal.signal(signal.SIGINT, previous)
     return run

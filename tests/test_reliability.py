@@ -270,9 +270,9 @@ def test_ctrl_c_before_the_first_epoch_ends_says_nothing_is_resumable_and_writes
     assert "checkpoints of the last completed epoch" not in output and "Traceback" not in output
     assert not list(out.rglob("*.pt")) and not (out / "results.md").exists() and not (out / "results.json").exists()
     # --resume says that it starts over (the training itself left out: it is any run's)
-    from stnexp import launch
+    from stnexp import loop
 
-    monkeypatch.setattr(launch, "train", lambda *a: [])
+    monkeypatch.setattr(loop, "train", lambda *a: [])
     first = {**json.loads((out / "env.json").read_text()), "started": "2026-01-01T00:00:00+0000"}
     (out / "env.json").write_text(json.dumps(first))
     r = cli("train", out, "--resume")
