@@ -95,12 +95,12 @@ ENV = _a("env", "env.json", "", "runs.write_env", "artifacts.read_env", "version
 LOG = _a("log", "train.log", "", "runs.logger", None, "everything printed, plus warnings and tracebacks")
 METRICS = _a("metrics", "metrics.csv", "", "artifacts.write_metrics", "artifacts.read_metrics",
              "one row per epoch per variant, seed and model")
-RESULTS = _a("results", "results", TABLE_SUFFIXES, "reporting.write", "artifacts.read_results", "the test scores of `train`")
+RESULTS = _a("results", "results", TABLE_SUFFIXES, "reporting.write_tables", "artifacts.read_results", "the test scores of `train`")
 EVAL_0_2 = _a("eval (0.2.0.dev0)", "eval", TABLE_SUFFIXES, "(stnexp eval up to 0.2.0.dev0)", None,
               "where `stnexp eval` wrote its scores before evaluations had names")
-ANALYSIS = _a("analysis", "analysis", (".md", ".json"), "outputs.write_analysis", "report.write",
+ANALYSIS = _a("analysis", "analysis", (".md", ".json"), "outputs.write_analysis", "report.write_report",
               "paired significance, rectification and error by distortion of the best checkpoints")
-REPORT = _a("report", "report.html", "", "report.write", None, "the run's report in one page, written at the end of train")
+REPORT = _a("report", "report.html", "", "report.write_report", None, "the run's report in one page, written at the end of train")
 CHECKPOINT = _a("checkpoint", "checkpoints/{variant}/{model}-s{seed}-{kind}", ".pt", "loop.save", "checkpoints.load",
                 "a model's weights, optimizer and schedule state, config and history; kind best or last")
 STN = _a("transformer pictures", "stn/{variant}/{model}-s{seed}", FIGURE_SUFFIXES, "pictures.transformer", "report.pictures_of",
@@ -115,7 +115,7 @@ RECTIFICATION = _a("rectification", "rectification/{variant}/{model}-s{seed}", F
                    "report.pictures_of", "how much of each digit's pose the transformer undid")
 TB = _a("tensorboard", "tb/{variant}/s{seed}/{model}/events.out.tfevents.*", "", "board.Board", None,
         "TensorBoard event files (train.tensorboard)")
-EVAL = _a("evaluation", "evals/{name}", TABLE_SUFFIXES, "reporting.write", None, "each `stnexp eval`, by name")
+EVAL = _a("evaluation", "evals/{name}", TABLE_SUFFIXES, "reporting.write_tables", None, "each `stnexp eval`, by name")
 EVAL_SWEEP = _a("evaluation sweep", "evals/{name}", FIGURE_SUFFIXES, "pictures.sweep", "report.pictures_of",
                 "an `stnexp eval --sweep`'s plot")
 EVAL_INDEX = _a("evaluations index", "evals/index", ".md", "runs.index_eval", "runs.eval_names", "a line per evaluation")

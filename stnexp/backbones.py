@@ -54,7 +54,7 @@ class FCNConfig(Strict):
         return v
 
 
-ModelConfig = Union[CNNConfig, FCNConfig]
+BackboneConfig = Union[CNNConfig, FCNConfig]
 
 
 # ---------------------------------------------------------------- the modules
@@ -170,7 +170,7 @@ class Backbone:
 
     schema: type[Strict]
     module: Callable[..., nn.Module]
-    side: Callable[[ModelConfig, int], int]
+    side: Callable[[BackboneConfig, int], int]
     loc: Literal["conv", "fc"]
     paper: Optional[str]
     conv1: Optional[Callable[[int], int]] = None
@@ -203,12 +203,12 @@ class Plan:
     problem: Optional[str]
 
 
-def loc_kind(cfg: ModelConfig) -> str:
+def loc_kind(cfg: BackboneConfig) -> str:
     """The localisation net of a model's transformer: as configured, else conv in a cnn, fc in an fcn."""
     return cfg.stn.loc or BACKBONES[cfg.arch].loc
 
 
-def plan(cfg: ModelConfig, in_size: int) -> Plan:
+def plan(cfg: BackboneConfig, in_size: int) -> Plan:
     """The layer sizes of model `cfg` on in_size x in_size images: the one place that knows them."""
     stn, backbone = cfg.stn, BACKBONES[cfg.arch]
     loc_in = stn_out = None
@@ -226,7 +226,7 @@ def plan(cfg: ModelConfig, in_size: int) -> Plan:
     return Plan(loc_in, stn_out, side, problem)
 
 
-def checked_plan(cfg: ModelConfig, in_size: int) -> Plan:
+def checked_plan(cfg: BackboneConfig, in_size: int) -> Plan:
     """plan(), or ValueError saying what does not fit (config validation reports it to users first)."""
     p = plan(cfg, in_size)
     if p.problem:
@@ -234,22 +234,22 @@ def checked_plan(cfg: ModelConfig, in_size: int) -> Plan:
     return p
 
 
-def fits(cfg: ModelConfig, in_size: int) -> bool:
+def fits(cfg: BackboneConfig, in_size: int) -> bool:
     return plan(cfg, in_size).problem is None
 
 
-def smallest_input(cfg: ModelConfig) -> Optional[int]:
+def smallest_input(cfg: BackboneConfig) -> Optional[int]:
     """The smallest image side model `cfg` takes (None: none up to MAX_SIZE, its out_size is too small)."""
     return next((s for s in range(1, MAX_SIZE + 1) if fits(cfg, s)), None)
 
 
-def smallest_out_size(cfg: ModelConfig) -> Optional[int]:
+def smallest_out_size(cfg: BackboneConfig) -> Optional[int]:
     """When the transformer's out_size is too small for the layers behind it (no image size fits), the
     smallest out_size that works; else None."""
     if cfg.stn is None or cfg.stn.out_size is None or smallest_input(cfg) is not None:
         return None
 
-    def with_out(o: int) -> ModelConfig:
+    def with_out(o: int) -> BackboneConfig:
         return cfg.model_copy(update={"stn": cfg.stn.model_copy(update={"out_size": o})})
 
     return next((o for o in range(1, MAX_SIZE + 1) if fits(with_out(o), MAX_SIZE)), None)

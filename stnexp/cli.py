@@ -194,7 +194,7 @@ def report(
         _echo(table)
         if out is not None:
             figures = (rp.table1_figure(found, Path(out)),) if paper else ()
-            rp.write(found, table, Path(out), html, figures=figures)
+            rp.write_report(found, table, Path(out), html, figures=figures)
             _echo(f"wrote {Path(out) / 'report.md'}" + (f" and {Path(out) / 'report.html'}" if html else ""))
 
     _guard(body)
@@ -226,7 +226,7 @@ def preview(
         from stnexp import preview as pv
 
         cfg = _config(config_file, set_)
-        for path in pv.write(cfg, out, n):
+        for path in pv.write_previews(cfg, out, n):
             _echo(str(path))
 
     _guard(body)

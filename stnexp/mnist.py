@@ -27,7 +27,7 @@ MD5 = {
 
 
 @dataclass(frozen=True)
-class Digits:
+class Arrays:
     """The four arrays as uint8 numpy arrays: images N x 28 x 28, labels N."""
 
     train_images: np.ndarray
@@ -45,7 +45,7 @@ def find(root: Path, stem: str) -> Path:
     return root / (stem + ".gz")
 
 
-def load(root: Path | None = None, download: bool = False) -> Digits:
+def load(root: Path | None = None, download: bool = False) -> Arrays:
     """Load the four files from the package (root=None) or from `root`, checking each one."""
     from stnexp import idx
     from stnexp.errors import UserError
@@ -64,7 +64,7 @@ def load(root: Path | None = None, download: bool = False) -> Digits:
     if arrays["test_images"].shape[1:] != arrays["train_images"].shape[1:]:
         shape = lambda a: "x".join(map(str, a.shape[1:]))  # noqa: E731
         raise UserError(f"{paths['test_images']}: test images are {shape(arrays['test_images'])}, the training images {shape(arrays['train_images'])}")
-    return Digits(**arrays)
+    return Arrays(**arrays)
 
 
 def check(images: np.ndarray, labels: np.ndarray, images_path: Path, labels_path: Path) -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stnexp.backbones import BACKBONES, Model, ModelConfig, checked_plan
+from stnexp.backbones import BACKBONES, Model, BackboneConfig, checked_plan
 
 
-def build(cfg: ModelConfig, in_size: int) -> Model:
+def build(cfg: BackboneConfig, in_size: int) -> Model:
     return BACKBONES[cfg.arch].module(cfg, checked_plan(cfg, in_size))
 
 

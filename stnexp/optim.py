@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from stnexp import models
-from stnexp.backbones import ModelConfig
+from stnexp.backbones import BackboneConfig
 from stnexp.config import TrainConfig
 
 
@@ -35,7 +35,7 @@ def lr_factor(t: TrainConfig, steps_per_epoch: int, total: int):
     return factor
 
 
-def optimizer(t: TrainConfig, model: nn.Module, mcfg: ModelConfig) -> torch.optim.Optimizer:
+def optimizer(t: TrainConfig, model: nn.Module, mcfg: BackboneConfig) -> torch.optim.Optimizer:
     groups = models.param_groups(model, t.lr, mcfg.stn.loc_lr_scale if mcfg.stn else 1.0)
     # on CUDA: one fused kernel per step instead of a handful per parameter, and capturable in a graph
     cuda = next(model.parameters()).device.type == "cuda"

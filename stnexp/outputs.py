@@ -26,10 +26,10 @@ def finish(run: Run, interrupted: bool) -> list[dict]:
     if interrupted and not rows:
         return rows
     write_curves(run.dir)
-    reporting.write(A.RESULTS.stem(run.dir), rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
+    reporting.write_tables(A.RESULTS.stem(run.dir), rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
     run.log.info("\n" + reporting.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted))
     try:
-        report.write([run.dir], report.make([run.dir], False), run.dir, html=True, markdown=False)
+        report.write_report([run.dir], report.make([run.dir], False), run.dir, html=True, markdown=False)
         run.log.info(f"results: {A.RESULTS.path(run.dir)}; all of it in one page: {A.REPORT.path(run.dir)}")
     except UserError as e:  # the tables are written; a page that cannot be made must not fail the run
         run.log.warning(f"results: {A.RESULTS.path(run.dir)}; no {A.REPORT.pattern}: {e}")
@@ -113,7 +113,7 @@ def write_eval(target: Path, rows: list[dict], swept: tuple[str, list[float]] | 
     """An evaluation's files: `target`.md, .csv and .json, with --sweep its plot, and its line in the
     folder's index. Returns the Markdown table."""
     md = reporting.eval_markdown(rows)
-    reporting.write(target, rows, md, reporting.EVAL_FIELDS)
+    reporting.write_tables(target, rows, md, reporting.EVAL_FIELDS)
     if swept:
         pictures.sweep(rows, swept, target.with_suffix(".png"), f"test error as {swept[0]} is fixed at each value, every model ({target.name})")
     runs.index_eval(target.parent, target.name, f"{time.strftime('%Y-%m-%d %H:%M')}, {index_line}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from stnexp.backbones import BACKBONES, ModelConfig
+from stnexp.backbones import BACKBONES, BackboneConfig
 from stnexp.config import Config, TrainConfig, TransformerConfig, VariantConfig
 
 COLUMNS = {"rotated": "R", "rts": "RTS", "projective": "P", "elastic": "E", "cluttered": "TC"}
@@ -47,7 +47,7 @@ POOL_NOTE = ("On RTS and TC the paper pools the transformer's output by 2 (to 21
              "take 21x21.")
 
 
-def model(name: str, column: str, side: int) -> ModelConfig:
+def model(name: str, column: str, side: int) -> BackboneConfig:
     """The paper's model of row `name` in `column` on a canvas of `side` px, as stnexp builds it."""
     st, _, family = name.partition(" ")
     arch = next(a for a, b in BACKBONES.items() if b.paper == st.removeprefix("ST-"))
@@ -59,7 +59,7 @@ def model(name: str, column: str, side: int) -> ModelConfig:
     return BACKBONES[arch].schema(arch=arch, stn=stn)
 
 
-def _as_built(m: ModelConfig, side: int) -> dict:
+def _as_built(m: BackboneConfig, side: int) -> dict:
     """A model's config with its defaults spelled out, less what is training rather than model (the
     localisation net's lr multiplier, a deviation of its own)."""
     d = m.model_dump(mode="json")

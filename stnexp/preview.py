@@ -7,7 +7,7 @@ from pathlib import Path
 from stnexp.config import Config
 
 
-def write(cfg: Config, out: Path | None, n: int) -> list[Path]:
+def write_previews(cfg: Config, out: Path | None, n: int) -> list[Path]:
     from stnexp import data, device, pictures
     from stnexp.errors import UserError
 

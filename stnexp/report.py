@@ -250,7 +250,7 @@ def pictures_of(path: Path) -> list[Path]:
     return [p for kind in A.FIGURES for p in kind.found(path)]
 
 
-def write(paths: list[Path], table: str, out: Path, html: bool, markdown: bool = True, figures: tuple[Path, ...] = ()) -> str:
+def write_report(paths: list[Path], table: str, out: Path, html: bool, markdown: bool = True, figures: tuple[Path, ...] = ()) -> str:
     """The report of runs `paths` into `out`: report.md (`table`, their merged table from make(), the
     `figures` made of it, then each run's analysis and pictures, copied to out/images/), and with `html`
     report.html, one self-contained file (the pictures embedded) that opens in a browser from disk;

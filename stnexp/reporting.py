@@ -100,7 +100,7 @@ def to_csv(rows: list[dict], fields: list[str]) -> str:
     return buf.getvalue()
 
 
-def write(stem: Path, rows: list[dict], markdown: str, fields: list[str]) -> None:
+def write_tables(stem: Path, rows: list[dict], markdown: str, fields: list[str]) -> None:
     """`stem`.md, .csv and .json (artifacts.RESULTS or EVAL); CSV and JSON hold `fields` of each row."""
     atomic_text(stem.with_name(stem.name + ".md"), markdown)
     atomic_text(stem.with_name(stem.name + ".csv"), to_csv(rows, fields))
