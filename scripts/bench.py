@@ -49,7 +49,10 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-from stnexp import config, data, device as dev, kernels, loop, models, scoring  # noqa: E402
+from stnexp import config, data, device as dev, models
+from stnexp.models import kernels
+from stnexp.train import loop
+from stnexp.results import scoring  # noqa: E402
 
 CANVAS = 42
 
@@ -145,8 +148,8 @@ def fused_case(seeds: int, n: int, batch: int, device, amp: str, graphs: bool, p
     another, as a run of S seeds trains them today, against one stacked step of all S and against one
     graph of all their steps (fused.py), in alternation. The batches are made beforehand, the same for
     all: the step alone is measured."""
-    from stnexp import fused, members
-    from stnexp.step import TrainStep
+    from stnexp.train import fused, members
+    from stnexp.train.step import TrainStep
 
     cfg = config.validate({
         "device": str(device), "seeds": list(range(seeds)),
@@ -222,8 +225,8 @@ def profile_case(batch: int, device, amp: str, steps: int) -> None:
     better, which is what running several models at once can gain)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from stnexp import members
-    from stnexp.step import TrainStep
+    from stnexp.train import members
+    from stnexp.train.step import TrainStep
 
     def cfg(b, graphs):
         return config.validate({
@@ -321,7 +324,7 @@ def conventional_process(n: int, batch: int, workers: int) -> None:
     """The conventional pipeline as a user's script runs it: train the CNN, then the ST-CNN, one epoch of
     n RTS digits each through a DataLoader with PIL transforms; then score both on the 10k test digits,
     distorted by the same transforms (seeded)."""
-    from stnexp import mnist
+    from stnexp.data import mnist
 
     kernels.set_enabled(False)  # nn.Conv2d's own kernels, as a user's script has them
     torch.manual_seed(0)
@@ -443,7 +446,7 @@ def main():
     sync(device)
     gen_rate = count / (time.perf_counter() - t0)
 
-    from stnexp import mnist
+    from stnexp.data import mnist
 
     digits = mnist.load()
     workers = min(8, os.cpu_count() or 1)

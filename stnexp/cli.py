@@ -59,7 +59,7 @@ def _guard(fn, log_path: Optional[Path] = None):
     try:
         return fn()
     except UserError as e:
-        from stnexp.parallel import SharedError
+        from stnexp.train.parallel import SharedError
 
         # a rank of a real torchrun (which sets MASTER_ADDR) is named; a RANK left in the shell is not one
         rank = os.environ.get("RANK", "0") if os.environ.get("MASTER_ADDR") else "0"
@@ -74,7 +74,7 @@ def _guard(fn, log_path: Optional[Path] = None):
     except typer.Exit:
         raise
     except BrokenPipeError:  # whoever read stdout has gone (`| head`): end quietly, as Unix tools do
-        from stnexp.runs import stdout_gone
+        from stnexp.store.runs import stdout_gone
 
         stdout_gone()
         raise typer.Exit(0)
@@ -133,7 +133,7 @@ TRAIN_FLAGS = {
 @_command("train", "Train the models of a config side by side; write tables, checkpoints, pictures.", TRAIN_FLAGS)
 def train(given: dict) -> None:
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
-    from stnexp import launch, loop
+    from stnexp.train import launch, loop
 
     req = launch.TrainRequest(**{**given, "sets": tuple(given["sets"] or ()), "sweep": tuple(given["sweep"] or ())},
                               command=" ".join(sys.argv))
@@ -163,7 +163,8 @@ EVAL_FLAGS = {
 def eval_(given: dict) -> None:
     """Score trained models on their test sets, on other or ad-hoc variants, or on an external IDX test
     set; each evaluation keeps its own files under its name."""
-    from stnexp import evaluation, runs
+    from stnexp.results import evaluation
+    from stnexp.store import runs
 
     req = evaluation.EvalRequest(**{**given, "variants": tuple(given["variants"] or ()), "sets": tuple(given["sets"] or ())})
     md, target = evaluation.evaluate(req, runs.logger())
@@ -183,7 +184,9 @@ def report(
     full report in DIR: the table, each run's analysis and its pictures, as Markdown (and --html)."""
 
     def body():
-        from stnexp import report as rp, runs, sweeps
+        from stnexp.results import report as rp
+        from stnexp.store import runs
+        from stnexp.train import sweeps
         from stnexp.errors import UserError
 
         if html and out is None:
@@ -206,7 +209,7 @@ def runs_(out: Path = typer.Argument(Path("runs"), metavar="[OUT]", help="folder
     error (best checkpoints, mean over seeds) and status: finished, interrupted or running."""
 
     def body():
-        from stnexp import report as rp
+        from stnexp.results import report as rp
 
         _echo(rp.runs_table(out), nl=False)
 
@@ -223,7 +226,7 @@ def preview(
     """Write one PNG per variant: test digits beside their distorted versions."""
 
     def body():
-        from stnexp import preview as pv
+        from stnexp.results import preview as pv
 
         cfg = _config(config_file, set_)
         for path in pv.write_previews(cfg, out, n):
@@ -238,7 +241,8 @@ def config_show(config_file: Path = typer.Argument(..., metavar="CFG", help="YAM
     parameter count on each variant."""
 
     def body():
-        from stnexp import config, models, reporting
+        from stnexp import config, models
+        from stnexp.results import tables as reporting
 
         cfg = _config(config_file, set_)
         _echo(config.dump(cfg), nl=False)

@@ -6,7 +6,8 @@ import statistics
 import pytest
 import torch
 
-from stnexp import analysis, geometry, pose
+from stnexp.results import analysis
+from stnexp import geometry, pose
 
 
 def test_mcnemar_counts_the_digits_only_one_model_gets_right_and_tests_them_exactly():
@@ -142,7 +143,7 @@ def test_a_family_that_cannot_turn_says_so_instead_of_a_residual_angle():
 def test_the_scatter_puts_a_transformer_that_undoes_the_pose_on_the_diagonal_and_the_identity_on_zero(tmp_path):
     from PIL import Image
 
-    from stnexp import pictures
+    from stnexp.results import pictures
 
     angle, scale, shift = _poses(300)
     params = {"angle": angle, "scale": scale, "shift": shift}
@@ -167,7 +168,7 @@ def test_the_scatter_puts_a_transformer_that_undoes_the_pose_on_the_diagonal_and
 def test_the_invariance_plot_draws_the_binned_errors_of_every_model(tmp_path):
     from PIL import Image
 
-    from stnexp import pictures
+    from stnexp.results import pictures
 
     angle = torch.linspace(-45, 45, 600)
     params = {("rts", 0): {"angle": angle, "scale": torch.linspace(0.7, 1.2, 600), "shift": torch.zeros(600, 2)}}
@@ -227,7 +228,7 @@ def test_many_pairs_of_one_variant_and_seed_are_judged_on_holms_adjusted_p():
 
 
 def test_the_table1_figure_draws_our_mean_and_interval_beside_the_papers_number(tmp_path, monkeypatch):
-    from stnexp import pictures
+    from stnexp.results import pictures
 
     drawn = []
     monkeypatch.setattr(pictures, "_save", lambda fig, path: drawn.append(fig) or path)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from stnexp import artifacts, runs
+from stnexp.store import artifacts, runs
 from stnexp.errors import UserError
 
 

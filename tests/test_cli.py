@@ -7,7 +7,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from stnexp import config, idx, mnist, models, paper
+from stnexp import config, models
+from stnexp.data import idx, mnist
+from stnexp.results import paper
 from stnexp.cli import app
 
 from conftest import TINY
@@ -84,7 +86,8 @@ def test_eval_reproduces_results_json_exactly(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("trained_with_bf16", [True, False])
 def test_eval_scores_at_the_precision_the_model_trained_at_on_any_machine(tmp_path, monkeypatch, trained_with_bf16):
-    from stnexp import checkpoints, device
+    from stnexp.store import checkpoints
+    from stnexp import device
 
     # `train.amp: auto` resolves by the CPU's bf16 instructions: train on one kind of CPU, score on the other
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: trained_with_bf16)
@@ -184,7 +187,7 @@ def test_evals_that_end_together_each_get_their_line_in_the_index(tmp_path, monk
     import threading
     import time
 
-    from stnexp import checkpoints, runs
+    from stnexp.store import checkpoints, runs
 
     write = checkpoints.atomic_text
 
@@ -257,7 +260,7 @@ def test_train_resumes_a_run_directory_with_its_own_config(tiny_run, tmp_path):
 
 
 def test_the_best_checkpoint_is_the_epoch_of_highest_validation_accuracy(tmp_path, monkeypatch):
-    from stnexp import loop
+    from stnexp.train import loop
 
     scripted = {1: 0.5, 2: 0.9, 3: 0.7}  # validation accuracy peaks at epoch 2 of 3
     monkeypatch.setattr(loop, "validation", lambda run, m, val: scripted[len(m.history) + 1])
@@ -473,7 +476,8 @@ def test_a_second_train_into_a_directory_in_use_exits_2_naming_the_first(tmp_pat
 def test_preview_shows_each_variants_first_test_digits_beside_their_distorted_test_versions(tmp_path, monkeypatch):
     from PIL import Image
 
-    from stnexp import data, pictures
+    from stnexp import data
+    from stnexp.results import pictures
 
     shown = {}
     draw = pictures.pairs
@@ -512,7 +516,8 @@ def test_config_show_counts_each_models_parameters_on_each_variant():
 
 @pytest.mark.parametrize("column", ["rotated", "rts", "projective", "elastic", "cluttered", "table1"])
 def test_every_paper_config_is_the_papers_protocol(column):
-    from stnexp import config, paper
+    from stnexp import config
+    from stnexp.results import paper
 
     cfg = config.load(f"configs/paper/{column}.yaml")
     t = cfg.train
@@ -665,7 +670,7 @@ def test_tensorboard_gets_each_models_scalars_per_epoch_and_the_transformers_pic
         assert set(tags["scalars"]) == {"loss/train", "accuracy/train", "accuracy/val", "lr"}
         assert [e.step for e in events.Scalars("loss/train")] == [4, 8]  # the optimizer step after each of 2 epochs
         assert tags["images"] == (["transformer"] if model == "st-cnn" else [])
-    from stnexp import runs
+    from stnexp.store import runs
 
     runs.clear(tmp_path / "run", remove_dir=False)  # what --force does first
     assert not (tmp_path / "run" / "tb").exists()
@@ -714,7 +719,7 @@ def test_a_canvas_too_small_for_a_model_exits_2_before_any_run_directory(tmp_pat
 
 
 def test_transformer_pictures_of_look_alike_names_do_not_meet(tmp_path):
-    from stnexp import artifacts
+    from stnexp.store import artifacts
 
     one = artifacts.STN.path(tmp_path, variant="a", model="b-st", seed=0)
     assert one != artifacts.STN.path(tmp_path, variant="a-b", model="st", seed=0)
@@ -746,7 +751,7 @@ def test_an_external_set_that_is_empty_or_has_labels_outside_0_to_9_exits_2(tiny
 
 
 def test_output_to_a_file_gets_plain_progress_lines_and_the_end_says_where_the_run_is(tmp_path, monkeypatch):
-    from stnexp import loop
+    from stnexp.train import loop
 
     monkeypatch.setattr(loop, "PLAIN_EVERY", 0.0)  # a line at every host read instead of every 30 s
     monkeypatch.setattr(loop, "PROGRESS_EVERY", 0.0)
@@ -901,7 +906,7 @@ def test_eval_sweep_holds_at_most_two_swept_test_sets_at_a_time(tiny_run, tmp_pa
     import gc
     import weakref
 
-    from stnexp import scoring
+    from stnexp.results import scoring
 
     made = []
     swept = scoring.TestSets.swept
@@ -930,7 +935,7 @@ def test_eval_on_a_canvas_no_model_takes_exits_2_before_rendering(tiny_run, tmp_
 def test_eval_sweep_fixes_one_pose_parameter_at_each_value_and_plots_the_error(tiny_run, tmp_path, monkeypatch):
     from PIL import Image
 
-    from stnexp import pictures
+    from stnexp.results import pictures
 
     plotted = []
     draw = pictures.sweep
@@ -946,7 +951,8 @@ def test_eval_sweep_fixes_one_pose_parameter_at_each_value_and_plots_the_error(t
     assert [(d["model"], d["tested_on"], d["error"]) for d in drawn] == [(row["model"], row["tested_on"], row["error"]) for row in rows]
     with Image.open(tmp_path / "best-on-sweep-rotation=-30_30_30.png") as png:
         assert png.width > 600 and png.height > 300
-    from stnexp import config, scoring
+    from stnexp import config
+    from stnexp.results import scoring
 
     cfg = config.load(tiny_run / "config.yaml")
     tests = scoring.TestSets(torch.device("cpu"))

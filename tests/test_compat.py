@@ -19,7 +19,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stnexp import config, data, mnist
+from stnexp import config, data
+from stnexp.data import mnist
 from stnexp.cli import app
 
 DATA = Path(__file__).parent / "data"

@@ -9,9 +9,11 @@ from typer.testing import CliRunner
 import logging
 import threading
 
-from stnexp import config, data, geometry, loop, members, mnist
+from stnexp import config, data, geometry
+from stnexp.train import loop, members
+from stnexp.data import mnist
 from stnexp.cli import app
-from stnexp.step import TrainStep
+from stnexp.train.step import TrainStep
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 TINY = ["data.train_size=1024", "data.val_size=256", "train.epochs=2", "train.batch_size=128", "device=cuda"]

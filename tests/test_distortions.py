@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from stnexp import config, data, distortions, geometry, mnist
+from stnexp import config, data, geometry
+from stnexp.data import distortions, mnist
 
 
 def _digits(n=500):

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from stnexp import config, data, distortions, geometry, mnist
+from stnexp import config, data, geometry
+from stnexp.data import distortions, mnist
 
 
 def identity(n):

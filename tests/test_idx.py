@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from stnexp import idx, mnist
+from stnexp.data import idx, mnist
 from stnexp.errors import UserError
 
 

@@ -3,7 +3,8 @@ that column), and how a run's recipe departs from the paper's protocol."""
 
 import pytest
 
-from stnexp import config, models, paper
+from stnexp import config, models
+from stnexp.results import paper
 
 COLUMNS = {"R": ("rotated", 28), "RTS": ("rts", 42), "P": ("projective", 28), "E": ("elastic", 28), "TC": ("cluttered", 60)}
 

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from stnexp import config, evaluation, pictures, pose, scoring, transforms
+from stnexp import config, pose
+from stnexp.results import evaluation, pictures, scoring
+from stnexp.models import transforms
 
 
 def test_every_family_moves_only_declared_parts_and_every_part_has_a_unit_for_each_of_its_names():

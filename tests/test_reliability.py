@@ -65,7 +65,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, uninterrupte
     wait_for(out / "checkpoints" / "rts" / "cnn-s0-last.pt", p)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    from stnexp import checkpoints
+    from stnexp.store import checkpoints
 
     for ck in out.rglob("*.pt"):  # a kill may leave a temporary file, never a half-written checkpoint
         checkpoints.load(ck)
@@ -100,7 +100,7 @@ def test_same_config_and_seed_on_cpu_give_identical_results(tmp_path, uninterrup
 
 
 def test_checkpoints_hold_everything_resume_needs(uninterrupted):
-    from stnexp import checkpoints
+    from stnexp.store import checkpoints
 
     ck = checkpoints.load(uninterrupted / "checkpoints" / "rts" / "st-cnn-s0-last.pt")
     for key in ("model", "optimizer", "scheduler", "epoch", "step", "config_digest", "global_rng", "history"):
@@ -137,7 +137,7 @@ def test_truncated_and_foreign_checkpoints_are_reported(tmp_path, tiny_run):
 
 
 def test_checkpoint_from_an_incompatible_model_says_so(tmp_path, tiny_run):
-    from stnexp import checkpoints
+    from stnexp.store import checkpoints
 
     ck = checkpoints.load(tiny_run / "checkpoints" / "rts" / "cnn-s0-best.pt")
     ck["config"]["models"]["cnn"]["channels"] = [16, 32]
@@ -153,7 +153,7 @@ def test_resume_with_another_config_names_the_difference(tiny_run):
 
 
 def test_a_diverging_model_stops_and_the_others_finish(tmp_path, monkeypatch):
-    from stnexp import members
+    from stnexp.train import members
 
     build = members.build
 
@@ -184,7 +184,7 @@ def test_unwritable_out_exits_2(tmp_path):
 
 
 def test_unexpected_error_is_one_line_with_the_traceback_in_train_log(tmp_path, monkeypatch):
-    from stnexp import loop
+    from stnexp.train import loop
 
     def boom(*a, **k):
         raise RuntimeError("planted failure")
@@ -214,7 +214,7 @@ def test_missing_data_files_exit_2_and_leave_no_run_behind(tmp_path):
     (lambda ck: ck.update(model={"w": 3}), "malformed checkpoint: 'model' is not a mapping of names to tensors"),
 ])
 def test_a_malformed_checkpoint_exits_2_in_one_line(tmp_path, tiny_run, change, message):
-    from stnexp import checkpoints
+    from stnexp.store import checkpoints
     from stnexp.errors import UserError
 
     ck = torch.load(tiny_run / "checkpoints" / "rts" / "cnn-s0-best.pt", weights_only=True)
@@ -270,7 +270,7 @@ def test_ctrl_c_before_the_first_epoch_ends_says_nothing_is_resumable_and_writes
     assert "checkpoints of the last completed epoch" not in output and "Traceback" not in output
     assert not list(out.rglob("*.pt")) and not (out / "results.md").exists() and not (out / "results.json").exists()
     # --resume says that it starts over (the training itself left out: it is any run's)
-    from stnexp import loop
+    from stnexp.train import loop
 
     monkeypatch.setattr(loop, "train", lambda *a: [])
     first = {**json.loads((out / "env.json").read_text()), "started": "2026-01-01T00:00:00+0000"}
@@ -324,7 +324,7 @@ def _disk_full(*a, **k):
 
 
 def test_a_full_disk_at_the_first_checkpoint_exits_2_naming_the_file_and_leaves_nothing(tmp_path, monkeypatch):
-    from stnexp import checkpoints
+    from stnexp.store import checkpoints
 
     monkeypatch.setattr(checkpoints.torch, "save", _disk_full)
     out = tmp_path / "run"
@@ -335,7 +335,7 @@ def test_a_full_disk_at_the_first_checkpoint_exits_2_naming_the_file_and_leaves_
 
 
 def test_a_full_disk_when_the_run_directory_is_made_leaves_no_directory_and_no_lock(tmp_path, monkeypatch):
-    from stnexp import runs
+    from stnexp.store import runs
 
     monkeypatch.setattr(runs, "_lock", _disk_full)
     out = tmp_path / "new" / "run"
@@ -345,7 +345,7 @@ def test_a_full_disk_when_the_run_directory_is_made_leaves_no_directory_and_no_l
 
 
 def test_a_full_disk_mid_run_keeps_the_last_checkpoints_and_resume_finishes_once_there_is_space(tmp_path, monkeypatch):
-    from stnexp import checkpoints
+    from stnexp.store import checkpoints
 
     out = tmp_path / "run"
     save = checkpoints.torch.save

@@ -1,0 +1,27 @@
+"""The experiment config: YAML -> typed, validated, frozen pydantic models, loaded once.
+
+schema.py declares every key with its default and a description (the config reference in
+docs/config.md and `stnexp config schema` are generated from it); loading.py reads YAML, applies --set
+and validates; messages.py cuts the values an error repeats. This package may import the backbone
+registry (stnexp.models.backbones and models.blocks, for the models' schemas and sizes) and errors;
+nothing else of stnexp.
+"""
+
+from pydantic import ValidationError
+
+from stnexp.models.blocks import MAX_SIDE, Channels, Strict, TransformerConfig
+from stnexp.config.loading import (
+    MAX_BYTES, STN_KEYS, _describe, apply_sets, load, parse_set, read_yaml, size_problems, validate, variants_from_sets,
+)
+from stnexp.config.messages import SHOWN, _cut, _first_line, _shown
+from stnexp.config.schema import (
+    ARCHS, NAME, NAME_RULE, PRESETS, CNNConfig, Config, DataConfig, FCNConfig, ModelConfig, STNCNNConfig, TrainConfig,
+    VariantConfig, dump, schema,
+)
+
+__all__ = [
+    "ValidationError", "MAX_SIDE", "Channels", "Strict", "TransformerConfig", "MAX_BYTES", "STN_KEYS", "_describe",
+    "apply_sets", "load", "parse_set", "read_yaml", "size_problems", "validate", "variants_from_sets", "SHOWN", "_cut",
+    "_first_line", "_shown", "ARCHS", "NAME", "NAME_RULE", "PRESETS", "CNNConfig", "Config", "DataConfig", "FCNConfig",
+    "ModelConfig", "STNCNNConfig", "TrainConfig", "VariantConfig", "dump", "schema",
+]

@@ -1,0 +1,77 @@
+"""The spatial transformer block: a localisation net (`conv_loc` or `fc_loc`) that regresses a transform
+family's parameters, the grid generator and the bilinear sampler (transforms.py, geometry.py), then an
+optional average pool of what it made. A backbone (backbones.py) places it at its input or on conv1's
+feature maps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stnexp import geometry
+from stnexp.models import transforms
+from stnexp.models.blocks import TransformerConfig
+
+
+def loc_padding(size: int) -> int:
+    """The paper's localisation convs are valid where the input is large enough (28 px and up); smaller
+    inputs (conv1's feature maps) get zero-padded convs."""
+    return 0 if (size // 2 - 4) // 2 - 4 >= 1 else 2
+
+
+def loc_side(size: int) -> int:
+    """Side of the localisation net's last feature map for a size x size input."""
+    pad = loc_padding(size)
+    return (size // 2 - 4 + 2 * pad) // 2 - 4 + 2 * pad
+
+
+def conv_loc(channels: int, in_size: int) -> nn.Sequential:
+    """The paper's ST-CNN localisation net: downsample x2, conv 5x5 (20), pool 2, conv 5x5 (20), FC 20."""
+    pad, side = loc_padding(in_size), loc_side(in_size)
+    return nn.Sequential(
+        nn.MaxPool2d(2),
+        nn.Conv2d(channels, 20, 5, padding=pad),
+        nn.MaxPool2d(2),  # before the ReLU: the same values, less work (see backbones.conv_block)
+        nn.ReLU(inplace=True),
+        nn.Conv2d(20, 20, 5, padding=pad),
+        nn.ReLU(inplace=True),
+        nn.Flatten(),
+        nn.Linear(20 * side * side, 20),
+        nn.ReLU(inplace=True),
+    )
+
+
+FC_LOC = 32  # the paper's ST-FCN localisation net: fully connected layers of 32 units
+
+
+def fc_loc(channels: int, in_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(channels * in_size * in_size, FC_LOC), nn.ReLU(inplace=True), nn.Linear(FC_LOC, FC_LOC), nn.ReLU(inplace=True)
+    )
+
+
+class Transformer(nn.Module):
+    """Localisation net (`conv_loc` or `fc_loc`) plus grid generator and bilinear sampler, for any family
+    of transforms, then an optional average pool of what it made."""
+
+    def __init__(self, channels: int, in_size: int, out_size: int, cfg: TransformerConfig, loc: str):
+        super().__init__()
+        self.transform, self.out_size, self.pool = cfg.transform, out_size, cfg.pool
+        self.loc = conv_loc(channels, in_size) if loc == "conv" else fc_loc(channels, in_size)
+        family = transforms.FAMILIES[cfg.transform]
+        self.regress = nn.Linear(20 if loc == "conv" else FC_LOC, family.n_params)
+        # start at the identity: the classifier first sees the untouched input
+        nn.init.zeros_(self.regress.weight)
+        with torch.no_grad():
+            self.regress.bias.copy_(torch.tensor(family.identity))
+
+    def params(self, x: torch.Tensor) -> torch.Tensor:
+        """The regressed transform parameters (N x n_params) for the localisation input x, in float32."""
+        p = self.regress(self.loc(x))
+        return p.float()
+
+    def forward(self, loc_input: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        grid = transforms.grid(self.transform, self.params(loc_input), self.out_size)
+        out = geometry.sample(source, grid)
+        return F.avg_pool2d(out, self.pool) if self.pool > 1 else out

@@ -1,0 +1,231 @@
+"""What the numbers and the transformer say beyond accuracy: paired significance of two models scored on
+the same test digits (McNemar's exact test), and rectification: how much of each test digit's true
+distortion is left after the transformer (the transformer's theta composed with the true pose)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+import torch
+
+from stnexp.models import backbones, transforms
+from stnexp import pose
+
+ALPHA = 0.05
+
+
+def mcnemar(right_a: torch.Tensor, right_b: torch.Tensor) -> tuple[int, int, float]:
+    """McNemar's exact test on two models' per-digit correctness (bool vectors over the same digits):
+    (b, c, p) with b the digits only A gets right, c those only B gets right, p the two-sided p-value
+    of b and c differing by chance (a binomial test of min(b, c) in b + c draws at 1/2)."""
+    b = int((right_a & ~right_b).sum())
+    c = int((~right_a & right_b).sum())
+    n, k = b + c, min(b, c)
+    if n == 0:
+        return b, c, 1.0
+    # exact in integers: sum of C(n, i) for i <= k, over 2^n
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return b, c, min(1.0, 2 * tail / 2**n)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (each adjusted p <= ALPHA keeps the chance of
+    any false "significant" in the family at ALPHA): the i-th smallest of m is multiplied by m - i, and
+    the adjusted values are made monotone and capped at 1."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    out, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
+def paired_rows(right: dict[tuple[str, int, str], torch.Tensor], errors: dict[tuple[str, int, str], float]) -> list[dict]:
+    """McNemar for every pair of models scored on the same (variant, seed) test digits; the pairs of one
+    (variant, seed) are one family, their p-values adjusted by Holm's method, and `significant` is read
+    from the adjusted p (a config of 8 models makes 28 pairs: unadjusted, chance alone would give about
+    1.4 of them p < 0.05)."""
+    out = []
+    for variant, seed in dict.fromkeys((v, s) for v, s, _ in right):
+        names = [m for v, s, m in right if (v, s) == (variant, seed)]
+        family = []
+        for i, a in enumerate(names):
+            for bname in names[i + 1 :]:
+                b, c, p = mcnemar(right[(variant, seed, a)], right[(variant, seed, bname)])
+                family.append({"variant": variant, "seed": seed, "model_a": a, "model_b": bname,
+                               "error_a": errors[(variant, seed, a)], "error_b": errors[(variant, seed, bname)],
+                               "only_a_right": b, "only_b_right": c, "p_raw": p})
+        for r, adjusted in zip(family, holm([r["p_raw"] for r in family])):
+            p = r.pop("p_raw")
+            out.append({**r, "p_value": float(f"{p:.3g}"), "p_holm": float(f"{adjusted:.3g}"), "pairs": len(family),
+                        "significant": adjusted < ALPHA})
+    return out
+
+
+def paired_markdown(rows: list[dict]) -> str:
+    lines = [f"**Paired test digits: McNemar's exact test per pair of models** (best checkpoints; p: raw; p Holm: adjusted "
+             f"by Holm's method over the pairs of the same variant and seed; significant: p Holm < {ALPHA})", ""]
+    lines.append("| variant | seed | model A | model B | error A % | error B % | only A right | only B right | p | p Holm | |")
+    lines.append("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        verdict = "significant" if r["significant"] else "not significant"
+        lines.append(f"| {r['variant']} | {r['seed']} | {r['model_a']} | {r['model_b']} | {r['error_a']:.2f} | {r['error_b']:.2f} | "
+                     f"{r['only_a_right']} | {r['only_b_right']} | {r['p_value']:.3g} | {r['p_holm']:.3g} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- error by the true distortion
+
+BINS = 6
+
+
+def binned(right: dict[tuple[str, int, str], torch.Tensor], params: dict[tuple[str, int], dict]) -> list[dict]:
+    """Test error of every model by the true angle, scale and shift (distance of the digit's centre from
+    the canvas's centre, px) of the test digits, in BINS equal bins over the range they span; a
+    parameter that does not vary is left out."""
+    out = []
+    for (variant, seed), p in params.items():
+        if not set(pose.NAMES) <= set(p):
+            continue
+        measures = {part.name: part.measure(p[part.name].cpu().double()) for part in pose.PARTS}
+        for key, v in measures.items():
+            lo, hi = float(v.min()), float(v.max())
+            if hi - lo < 1e-6:
+                continue
+            which = ((v - lo) / (hi - lo) * BINS).long().clamp(0, BINS - 1)
+            edges = [lo + (hi - lo) * i / BINS for i in range(BINS + 1)]
+            for (v2, s2, model), ok in right.items():
+                if (v2, s2) != (variant, seed):
+                    continue
+                errors = [round(100.0 * float((~ok[which == b]).float().mean()), 2) if bool((which == b).any()) else None for b in range(BINS)]
+                counts = [int((which == b).sum()) for b in range(BINS)]
+                out.append({"variant": variant, "seed": seed, "model": model, "by": key, "edges": [round(e, 3) for e in edges], "error": errors, "n": counts})
+    return out
+
+
+def binned_markdown(rows: list[dict]) -> str:
+    units = {part.name: "" if part is pose.SCALE else part.unit for part in pose.PARTS}
+    parts = ["**Test error % by the true distortion of the digits** (best checkpoints; equal bins over the range the test digits span)", ""]
+    for variant, seed, by in dict.fromkeys((r["variant"], r["seed"], r["by"]) for r in rows):
+        mine = [r for r in rows if (r["variant"], r["seed"], r["by"]) == (variant, seed, by)]
+        e = mine[0]["edges"]
+        heads = [f"{e[i]:.3g} to {e[i + 1]:.3g} ({mine[0]['n'][i]})" for i in range(len(e) - 1)]
+        parts.append(f"{variant}, seed {seed}, by {by}{' (' + units[by] + ')' if units[by] else ''}; digits per bin in brackets:")
+        parts.append("")
+        parts.append("| model | " + " | ".join(heads) + " |")
+        parts.append("|---|" + "---:|" * len(heads))
+        for r in mine:
+            parts.append(f"| {r['model']} | " + " | ".join("-" if x is None else f"{x:.2f}" for x in r["error"]) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- rectification
+
+
+def _centred(v: torch.Tensor, circular: bool = False) -> torch.Tensor:
+    """v minus its mean (angles in degrees: minus their circular mean, wrapped into [-180, 180))."""
+    v = v.double()
+    if not circular:
+        return v - v.mean()
+    mean = torch.atan2(torch.sin(torch.deg2rad(v)).mean(), torch.cos(torch.deg2rad(v)).mean())
+    return torch.remainder(v - torch.rad2deg(mean) + 180.0, 360.0) - 180.0
+
+
+def _spread(v: torch.Tensor, circular: bool = False) -> tuple[float, float]:
+    """(std, width of the central 90%) of one residual; angles are first centred on their circular mean."""
+    v = _centred(v, circular)
+    lo, hi = torch.quantile(v, torch.tensor([0.05, 0.95], dtype=v.dtype, device=v.device))
+    return float(v.std()), float(hi - lo)
+
+
+SCALAR = (pose.ANGLE, pose.SCALE)  # the parts whose residual is one number per digit (a shift's is two)
+
+
+@dataclass
+class Rectified:
+    """One transformer's rectification: `row` the spreads for the table (and analysis.json), `true` and
+    `undone` per pose part (angle, log_scale) the true distortion of each test digit and how much of it
+    the transformer took away (true minus residual), each about its mean over the digits, for the
+    scatter."""
+
+    row: dict
+    true: dict[str, torch.Tensor]
+    undone: dict[str, torch.Tensor]
+
+
+def rectification(model, images: torch.Tensor, params: dict, canvas: int, batch: int = 1000) -> Rectified | None:
+    """The spread of each residual before (the true distortion) and after the model's transformer, for a
+    transformer of an affine family on a variant whose only warp is the pose; else None. At conv1 theta
+    warps the feature maps: it is read in the image's coordinates (see `_in_image`)."""
+    stn = getattr(model, "stn", None)
+    family = transforms.FAMILIES[stn.transform] if stn is not None else None
+    if family is None or family.theta is None or set(params) != set(pose.NAMES):
+        return None
+    was = model.training
+    model.eval()
+    with torch.inference_mode():
+        theta = torch.cat([transforms.theta(stn.transform, model.transform_params(images[i : i + batch])) for i in range(0, len(images), batch)])
+    model.train(was)
+    if model.at == "conv1":
+        theta = _in_image(theta, canvas)
+    p = {k: v.to(theta.device) for k, v in params.items()}
+    eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=theta.device).expand_as(theta)
+    before, after = (pose.residual(t, p, canvas) for t in (eye, theta))
+    row: dict = {}
+    for part in SCALAR:
+        key = part.residual
+        row[f"{key}_std_before"], row[f"{key}_range_before"] = _spread(before[key], part.circular)
+        row[f"{key}_std_after"], row[f"{key}_range_after"] = _spread(after[key], part.circular)
+    # a shift's spread: the root of the summed variances of x and y
+    for when, r in (("before", before), ("after", after)):
+        row[f"{pose.SHIFT.residual}_std_{when}"] = math.sqrt(sum(_spread(r[pose.SHIFT.residual][:, i])[0] ** 2 for i in range(2)))
+    row = {k: round(v, 4) for k, v in row.items()}
+    row["at"] = model.at
+    row["cannot"] = [part for part in pose.NAMES if part not in family.moves]
+    # both about their means: a transformer that maps every digit to one pose, whichever, lies on y = x
+    true = {p.residual: _centred(before[p.residual], p.circular) for p in SCALAR}
+    undone = {p.residual: _centred(before[p.residual] - after[p.residual], p.circular) for p in SCALAR}
+    return Rectified(row, {k: v.cpu() for k, v in true.items()}, {k: v.cpu() for k, v in undone.items()})
+
+
+def _in_image(theta: torch.Tensor, canvas: int) -> torch.Tensor:
+    """A conv1 transformer's theta in the image's normalised coordinates. Feature map pixel j (after the
+    valid KxK convolution and the 2x2 pool) is centred on image pixel 2j + 0.5 + (K - 1) / 2, so the
+    maps span (canvas - K + 1) / canvas of the image around the same centre: the linear part is the same
+    in both frames, the shift shrinks by that ratio."""
+    ratio = (canvas - backbones.CONV1_KERNEL + 1) / canvas
+    return torch.cat([theta[:, :, :2], theta[:, :, 2:] * ratio], 2)
+
+
+def rectification_markdown(rows: list[dict]) -> str:
+    lines = ["**Rectification**: the spread of each test digit's pose before the transformer (its true distortion) "
+             "and after it (what the classifier sees). An invariant transformer maps every digit to one pose: "
+             "spreads near 0. Angle in degrees, scale as log, shift in pixels of the 28 px digit; std and the "
+             "width of the central 90%. A transformer after conv1 warps feature maps; its theta is read in the "
+             "image's coordinates.", ""]
+    lines.append("| variant | seed | model | angle std | angle 90% | log-scale std | log-scale 90% | shift std |")
+    lines.append("|---|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        cannot = r.get("cannot", [])
+
+        def pair(key, part):
+            after = f"({pose.BY_NAME[part].cannot})" if part in cannot else f"{r[key + '_after']:.3g}"
+            return f"{r[key + '_before']:.3g} -> {after}"
+        model = r["model"] + (" (at conv1)" if r.get("at") == "conv1" else "")
+        lines.append(f"| {r['variant']} | {r['seed']} | {model} | {pair('angle_std', 'angle')} | {pair('angle_range', 'angle')} | "
+                     f"{pair('log_scale_std', 'scale')} | {pair('log_scale_range', 'scale')} | {pair('shift_std', 'shift')} |")
+    return "\n".join(lines) + "\n"
+
+
+def mean_interval(values: list[float]) -> tuple[float, float] | None:
+    """Mean and the half-width of its 95% t-interval over seeds (None for fewer than 2 values): Student's
+    t quantile with n - 1 degrees of freedom, exact for any n (scipy)."""
+    if len(values) < 2:
+        return None
+    from scipy.stats import t  # here, not at import: scipy takes a moment to load and most commands need none of it
+
+    n = len(values)
+    return statistics.mean(values), float(t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)

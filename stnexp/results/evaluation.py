@@ -1,0 +1,168 @@
+"""`stnexp eval`: re-score a run's checkpoints (or one checkpoint) on their own test sets, on other or
+ad-hoc variants, on an external IDX set, or with one pose parameter swept; each evaluation keeps its
+files under its name (outputs.write_eval). The scoring itself is scoring.py's."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+from stnexp.store import artifacts as A, checkpoints, runs
+from stnexp import config as C, pose
+from stnexp.results import outputs
+from stnexp.errors import UserError
+from stnexp.results.scoring import TestSets, read_external, score
+
+
+SWEEP_LIMIT = 1e4  # degrees, factor or px: far beyond any pose a digit can take, and safe in float32
+
+
+def parse_sweep(text: str) -> tuple[str, list[float]]:
+    """`rotation=-180:180:15` -> ('rotation', [-180, -165, ..., 180]): start:stop:step, stop included."""
+    key, eq, rng = text.partition("=")
+    parts = rng.split(":")
+    try:
+        start, stop, step = (float(p) for p in parts) if len(parts) == 3 else (None, None, None)
+    except ValueError:
+        start = None
+    finite = start is not None and all(math.isfinite(v) and abs(v) <= SWEEP_LIMIT for v in (start, stop, step))
+    if key not in pose.BY_SWEEP or not eq or not finite or step <= 0 or stop < start or (stop - start) / step > 1000:
+        raise UserError(f"--sweep {C._cut(text)!r}: expected {'|'.join(pose.BY_SWEEP)}=START:STOP:STEP, finite numbers within "
+                        f"+-{SWEEP_LIMIT:g}, START <= STOP, STEP > 0 and at most 1000 steps (e.g. rotation=-180:180:15)")
+    count = int(math.floor((stop - start) / step + 1e-9)) + 1
+    values = [round(start + i * step, 10) for i in range(count)]
+    if pose.BY_SWEEP[key].positive and values[0] <= 0:
+        raise UserError(f"--sweep {text!r}: {key} values must be > 0")
+    return key, values
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `stnexp eval` is asked, one field per flag (cli.py declares the flags; stnexp.evaluate takes
+    the same): a run directory (or a config's run folder, or one checkpoint); the variants to test on;
+    an external IDX set (`images` with `labels`); best or last checkpoints; the canvas (`model` or a side
+    in px); ad-hoc variants as --set items; a pose sweep; the evaluation's name, --force, --out, --device."""
+
+    source: Path
+    variants: tuple[str, ...] = ()
+    images: Path | None = None
+    labels: Path | None = None
+    checkpoint: str = "best"
+    canvas: str | int | None = None
+    sets: tuple[str, ...] = ()
+    sweep: str | None = None
+    name: str | None = None
+    force: bool = False
+    out: Path | None = None
+    device: str | None = None
+
+    def checked(self) -> EvalRequest:
+        """The request with its canvas parsed, or UserError naming the flag that is wrong."""
+        if self.checkpoint not in A.CHECKPOINT_KINDS:
+            raise UserError(f"--checkpoint: expected best or last, got {self.checkpoint!r}")
+        if self.device is not None:
+            try:
+                C.Config._device(self.device)  # the same rule as the config key
+            except ValueError as e:
+                raise UserError(f"--device: {e}") from None
+        if (self.images is None) != (self.labels is None):
+            raise UserError("--images and --labels go together")
+        if self.name is not None and not C.NAME.match(self.name):
+            raise UserError(f"--name {C._cut(repr(self.name))}: {C.NAME_RULE}")
+        return replace(self, canvas=_canvas(self.canvas))
+
+    @property
+    def external(self) -> tuple[Path, Path] | None:
+        return (self.images, self.labels) if self.images is not None else None
+
+
+def _canvas(value: str | int | None) -> str | int | None:
+    """--canvas: `model` or a side in px."""
+    if value is None or value == "model" or (isinstance(value, int) and 8 <= value <= C.MAX_SIDE):
+        return value
+    if isinstance(value, str) and value.isdigit() and 8 <= int(value) <= C.MAX_SIDE:
+        return int(value)
+    raise UserError(f"--canvas {value!r}: expected model or a side in px from 8 to {C.MAX_SIDE}")
+
+
+class Scope(NamedTuple):
+    """What one evaluation scores, as evaluate() resolved it: the run, the ad-hoc variants and the sweep."""
+
+    src: Path
+    extra: dict
+    swept: tuple[str, list[float]] | None
+
+
+def score_run(req: EvalRequest, scope: Scope, log) -> list[dict]:
+    """`stnexp eval`: re-score the checkpoints of a run directory (or one checkpoint) on their own test
+    sets, on the request's variants (of the run, of its --set ones or presets), or on an external set;
+    `canvas` renders the variants on that side in px, or on each model's own ("model"). Without a device,
+    scoring runs where the run trained (its config's device), so it reproduces the run's own numbers
+    exactly; where that device is missing, on the best one here."""
+    from stnexp.device import keep_freed_memory, resolve
+
+    source, extra, sweep, canvas, variants = scope.src, scope.extra, scope.swept, req.canvas, list(req.variants)
+    found = runs.find_checkpoints(source, [req.checkpoint])
+    if not found:
+        raise UserError(f"{source}: no checkpoints found")
+    if req.device is None:
+        try:
+            device = resolve(checkpoints.load(found[0])["config"]["device"])
+        except UserError:
+            device = resolve("auto")
+    else:
+        device = resolve(req.device)
+    if isinstance(canvas, int):  # before anything is rendered: a canvas no model takes is refused at once
+        for path in found:
+            side = checkpoints.load(path)["in_size"]
+            if side != canvas:
+                raise UserError(f"--canvas {canvas}: {path.name} takes {side}x{side} (--canvas model renders each model's own)")
+    keep_freed_memory()
+    if req.external is not None:
+        ext = read_external(*req.external, device)
+
+        def sets_for(ck, cfg):
+            return [ext]
+    else:
+        tests = TestSets(device)
+
+        def sets_for(ck, cfg):
+            side = ck["in_size"] if canvas == "model" else canvas
+            if sweep is not None:  # each model's own variant, one pose parameter fixed at each value, one at a time
+                return (tests.swept(cfg, ck["variant"], ck["seed"], sweep[0], v, side) for v in sweep[1])
+            return [tests.get(cfg, name, ck["seed"], side, extra) for name in variants or list(extra or {}) or [ck["variant"]]]
+
+    rows = []
+    for scored in score(found, sets_for, device):
+        rows += scored.rows
+        log.info(f"scored {scored.path}")
+    return rows
+
+
+def evaluate(req: EvalRequest, log) -> tuple[str, Path]:
+    """`stnexp eval`: score, then keep the table under the evaluation's name (given, or made from what was
+    scored) with a line in the folder's index; an existing name only with --force. Returns the table and
+    the written files' stem."""
+    req = req.checked()
+    variants, external, sweep, canvas, which = list(req.variants), req.external, req.sweep, req.canvas, req.checkpoint
+    extra = C.variants_from_sets(list(req.sets))
+    if external is not None and (variants or extra or canvas is not None or sweep):
+        raise UserError("--images/--labels score an external set as it is: no --variant, --set, --canvas or --sweep with them")
+    if sweep and (variants or extra):
+        raise UserError("--sweep re-distorts each model's own variant: no --variant or --set with it")
+    swept = parse_sweep(sweep) if sweep else None
+    src = runs.find_run(req.source, log)
+    tested_on = [Path(external[0]).name.split(".")[0]] if external else [f"sweep-{sweep}"] if sweep else variants or list(extra)
+    label = req.name or runs.eval_name(src, which, tested_on, canvas)
+    where = Path(req.out) if req.out is not None else runs.eval_dir(src)
+    with runs.claimed_eval(where, label, req.force) as target:  # before the work: a name in use is refused at once
+        rows = score_run(req, Scope(src, extra, swept), log)
+        on = ", ".join(tested_on) or "each model's own variant"
+        scored = f"{which} checkpoints of {src}" if src.is_dir() else str(src)
+        try:
+            md = outputs.write_eval(target, rows, swept, f"{scored}, on {on}" + (f", canvas {canvas}" if canvas else ""))
+        except OSError as e:
+            raise UserError(f"--out {where}: not writable ({e.strerror or e})") from None
+    return md, target

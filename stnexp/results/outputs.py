@@ -1,0 +1,122 @@
+"""What a finished run, and an evaluation, write: the test scores of every checkpoint (through the scoring
+path of `stnexp eval`), the result tables, the analyses, the figures and the report page. train and eval
+both write here; where each file goes is artifacts.py's."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stnexp.results import analysis, pictures, report, tables as reporting, scoring
+from stnexp.store import artifacts as A, checkpoints, runs
+from stnexp import pose
+from stnexp.errors import UserError
+
+if TYPE_CHECKING:
+    from stnexp.train.loop import Run
+
+PICTURE_DIGITS = 32
+
+
+def finish(run: Run, interrupted: bool) -> list[dict]:
+    """The end of `train` in the process that writes: score the checkpoints, then the curves, the result
+    tables, the report page and the run's state. Returns the scored rows (none: Ctrl-C came before any
+    epoch ended, and nothing is written)."""
+    rows = score(run)
+    if interrupted and not rows:
+        return rows
+    write_curves(run.dir)
+    reporting.write_tables(A.RESULTS.stem(run.dir), rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
+    run.log.info("\n" + reporting.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted))
+    try:
+        report.write_report([run.dir], report.make([run.dir], False), run.dir, html=True, markdown=False)
+        run.log.info(f"results: {A.RESULTS.path(run.dir)}; all of it in one page: {A.REPORT.path(run.dir)}")
+    except UserError as e:  # the tables are written; a page that cannot be made must not fail the run
+        run.log.warning(f"results: {A.RESULTS.path(run.dir)}; no {A.REPORT.pattern}: {e}")
+    runs.set_state(run.dir, "interrupted" if interrupted else "finished")
+    return rows
+
+
+def score(run: Run) -> list[dict]:
+    """Test accuracy of every best and last checkpoint on disk, loaded back from the files through the
+    scoring path of `stnexp eval`, plus the transformer pictures. Groups without checkpoints
+    (interrupted early) are skipped."""
+    tests = scoring.TestSets(run.device)
+    tests.know(run.cfg.data, run.split)
+    paths = [
+        path
+        for vname in run.cfg.data.variants
+        for seed in run.cfg.seeds
+        for name in run.cfg.models
+        for kind in A.CHECKPOINT_KINDS
+        if (path := A.CHECKPOINT.path(run.dir, variant=vname, model=name, seed=seed, kind=kind)).exists()
+    ]
+    rows, right, errors, rectified, params = [], {}, {}, [], {}
+    for scored in scoring.score(paths, lambda ck, cfg: [tests.get(cfg, ck["variant"], ck["seed"])], run.device):
+        rows += scored.rows
+        ck, model = scored.checkpoint, scored.model
+        if ck["kind"] != "best":
+            continue
+        key = (ck["variant"], ck["seed"], ck["model_name"])
+        right[key], errors[key] = scored.right[0], scored.rows[0]["error"]
+        test = tests.get(run.cfg, ck["variant"], ck["seed"])
+        params[key[:2]] = test.params
+        if model.stn is not None:
+            path = A.STN.path(run.dir, variant=ck["variant"], model=ck["model_name"], seed=ck["seed"])
+            pictures.transformer(model, test.images[:PICTURE_DIGITS], test.labels[:PICTURE_DIGITS], path,
+                                 f"{ck['model_name']}, variant {ck['variant']}, seed {ck['seed']}")
+            r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
+            if r is not None:
+                rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r.row})
+                write_scatter(run.dir, key, r, model.stn.transform)
+    binned = analysis.binned(right, params)
+    write_analysis(run.dir, analysis.paired_rows(right, errors), rectified, binned)
+    for variant, seed in dict.fromkeys((b["variant"], b["seed"]) for b in binned):
+        mine = [b for b in binned if (b["variant"], b["seed"]) == (variant, seed)]
+        pictures.invariance(mine, A.INVARIANCE.path(run.dir, variant=variant, seed=seed), f"test error by the true distortion of the digits: variant {variant}, seed {seed} (best checkpoints)")
+    return rows
+
+
+def write_curves(run_dir: Path) -> None:
+    """curves/<variant>/s<seed>.png from metrics.csv (the whole history, a resumed run's too)."""
+    history = A.read_metrics(run_dir) or []
+    for variant, seed in dict.fromkeys((r["variant"], r["seed"]) for r in history):
+        mine = [r for r in history if (r["variant"], r["seed"]) == (variant, seed)]
+        pictures.curves(mine, A.CURVES.path(run_dir, variant=variant, seed=seed), f"training curves: variant {variant}, seed {seed}")
+
+
+def write_scatter(run_dir: Path, key: tuple[str, int, str], r: analysis.Rectified, transform: str) -> None:
+    """rectification/<variant>/<model>-s<seed>.png: how much of each digit's angle and scale the
+    transformer undid, for the parts of the pose that vary and that its family can change."""
+    variant, seed, name = key
+    parts = [p for p in r.true if pose.BY_RESIDUAL[p].name not in r.row["cannot"] and float(r.true[p].std()) > 1e-6]
+    if parts:
+        title = f"what {name} ({transform}{', at conv1' if r.row['at'] == 'conv1' else ''}) undid of each test digit's pose: variant {variant}, seed {seed}"
+        pictures.scatter({p: r.true[p] for p in parts}, {p: r.undone[p] for p in parts}, A.RECTIFICATION.path(run_dir, variant=variant, model=name, seed=seed), title)
+
+
+def write_analysis(run_dir: Path, paired: list[dict], rectified: list[dict], binned: list[dict]) -> None:
+    """analysis.md and .json: McNemar per pair of models, rectification per transformer, and the error
+    by the true distortion."""
+    parts = [analysis.paired_markdown(paired)] if paired else []
+    if rectified:
+        parts.append(analysis.rectification_markdown(rectified))
+    if binned:
+        parts.append(analysis.binned_markdown(binned))
+    if parts:
+        checkpoints.atomic_text(A.ANALYSIS.file(run_dir, ".md"), "\n".join(parts))
+        found = {"paired": paired, "rectification": rectified, "by_distortion": binned}
+        checkpoints.atomic_text(A.ANALYSIS.file(run_dir, ".json"), json.dumps(found, indent=2) + "\n")
+
+
+def write_eval(target: Path, rows: list[dict], swept: tuple[str, list[float]] | None, index_line: str) -> str:
+    """An evaluation's files: `target`.md, .csv and .json, with --sweep its plot, and its line in the
+    folder's index. Returns the Markdown table."""
+    md = reporting.eval_markdown(rows)
+    reporting.write_tables(target, rows, md, reporting.EVAL_FIELDS)
+    if swept:
+        pictures.sweep(rows, swept, target.with_suffix(".png"), f"test error as {swept[0]} is fixed at each value, every model ({target.name})")
+    runs.index_eval(target.parent, target.name, f"{time.strftime('%Y-%m-%d %H:%M')}, {index_line}")
+    return md

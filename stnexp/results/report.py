@@ -1,0 +1,360 @@
+"""`stnexp report`: the results of one or many runs merged into one table, optionally in the layout of
+the STN paper's Table 1 with the paper's number beside each of ours (paper.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from stnexp.store import artifacts as A, runs
+from stnexp import config as C
+from stnexp.results import paper, tables as reporting
+from stnexp.errors import UserError
+
+
+@dataclass(frozen=True)
+class Source:
+    """One run's best-checkpoint results, its config, and how long it trained."""
+
+    path: Path
+    cfg: C.Config
+    rows: list[dict]
+    iterations: int
+    device: str
+    trained: int | None  # steps completed (fewer than `iterations` in an interrupted run)
+
+
+def read(path: Path) -> Source:
+    path = Path(path)
+    if not path.is_dir() or not runs.is_run(path):
+        raise UserError(f"{path}: not a stnexp run directory")
+    rows = A.read_results(path)
+    if rows is None:
+        raise UserError(f"{path}: no {A.RESULTS.file(path, '.json').name} (the run has not scored its models yet)")
+    cfg = C.load(A.CONFIG.path(path))
+    t = cfg.train
+    per_epoch = max(1, cfg.data.train_size // min(t.batch_size, cfg.data.train_size))
+    iterations = t.iterations or (t.epochs or 10) * per_epoch
+    env = A.read_env(path)
+    device = str(env.get("device_name") or env.get("device") or "?")
+    best = [r for r in rows if r["checkpoint"] == "best"]
+    return Source(path, cfg, best, iterations, device, _trained(path))
+
+
+def _trained(run: Path) -> int | None:
+    """The steps that every (variant, seed) of a run completed, from metrics.csv (None if unreadable)."""
+    last: dict[tuple, int] = {}
+    try:
+        for r in A.read_metrics(run) or []:
+            key = (r["variant"], r["seed"])
+            last[key] = max(last.get(key, 0), int(r["step"]))
+    except (KeyError, ValueError, TypeError):
+        return None
+    return min(last.values()) if last else None
+
+
+def merged(sources: list[Source], as_paper: bool) -> list[dict]:
+    """Every source's rows, labelled for the table: `label` (the row) and `column`. As the paper: the
+    paper's row and column where the model and variant have one (a row shared by two differently named
+    models keeps the names). Rows share a cell only when their models trained by the same recipe (model,
+    variant, data and training config) for the same number of steps: a label that runs with different
+    recipes give is split, each part named by its run; the same seed of the same recipe from two runs is
+    an error naming both."""
+    labelled = []
+    for s in sources:
+        for r in s.rows:
+            if r["model"] not in s.cfg.models or r["variant"] not in s.cfg.data.variants:
+                continue
+            label, column = r["model"], r["variant"]
+            if as_paper:
+                row = paper.row(s.cfg, r["model"], r["variant"])
+                sharing = [m for m in s.cfg.models if paper.row(s.cfg, m, r["variant"]) == row]
+                label = row if row and len(sharing) == 1 else (f"{row} ({r['model']})" if row else r["model"])
+                column = paper.column(s.cfg, r["variant"]) or r["variant"]
+            paper_row = paper.row(s.cfg, r["model"], r["variant"]) if as_paper else None
+            # an interrupted run trained less than its config says: its budget is the steps it took
+            budget = s.trained if s.trained is not None and s.trained < s.iterations else s.iterations
+            key = f"{recipe(s.cfg, r['model'], r['variant'])} {budget}"
+            labelled.append((s, key, {**r, "label": label, "column": column, "paper_row": paper_row}))
+    recipes: dict[tuple, set] = {}
+    for _, key, r in labelled:
+        recipes.setdefault((r["label"], r["column"]), set()).add(key)
+    out: dict[tuple, tuple[Source, dict]] = {}
+    for s, key, r in labelled:
+        if len(recipes[(r["label"], r["column"])]) > 1:
+            r = {**r, "label": f"{r['label']} ({s.path.name})"}
+        cell = (r["label"], r["column"], r["seed"], key)
+        if cell in out and out[cell][0].path != s.path:
+            raise UserError(f"{out[cell][0].path} and {s.path} both hold seed {r['seed']} of {r['model']} on {r['variant']} "
+                            "with the same recipe: report one of them")
+        out[cell] = (s, r)
+    return [r for _, r in out.values()]
+
+
+def recipe(cfg: C.Config, model: str, variant: str) -> str:
+    """What decides a model's result besides its seed: its own config, its variant's, the data and the
+    training recipe (not the run's other models and variants, nor its seeds, device or speed settings)."""
+    view = cfg.results_view()
+    view["models"] = view["models"][model]
+    view["data"]["variants"] = cfg.variant(variant).model_dump(mode="json")
+    view.pop("seeds")
+    return json.dumps(view, sort_keys=True)
+
+
+def _ordered(values: list[str], first: list[str]) -> list[str]:
+    seen = list(dict.fromkeys(values))
+    return [v for v in first if v in seen] + [v for v in seen if v not in first]
+
+
+def paper_table(rows: list[dict]) -> str:
+    """Our mean +- std test error beside the paper's, rows and columns in the paper's order."""
+    labels = _ordered([r["label"] for r in rows], paper.ROWS)
+    cols = _ordered([r["column"] for r in rows], list(paper.COLUMNS.values()))
+    lines = ["**Test error %: ours (mean ± std over seeds, best checkpoint by validation), the paper's in brackets** "
+             "(a paper row holds only the paper's model as stnexp builds it, paper.py; any other model keeps its name)", ""]
+    lines.append("| model | params | " + " | ".join(cols) + " |")
+    lines.append("|---|---:|" + "---:|" * len(cols))
+    for label in labels:
+        params = sorted({r["params"] for r in rows if r["label"] == label})
+        cells = [f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}-{params[-1]:,}"]
+        for c in cols:
+            here = [r for r in rows if r["label"] == label and r["column"] == c]
+            ok = [r["error"] for r in here if r.get("status", "ok") == "ok"]
+            ours = reporting.cell(ok) if ok or not here else here[0]["status"]
+            theirs = paper.TABLE1.get(here[0]["paper_row"], {}).get(c) if here else None
+            seeds = f" ({len(here)} seeds)" if len(here) > 1 else ""
+            cells.append(f"{ours}{seeds} [{theirs}]" if theirs is not None else f"{ours}{seeds}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def deviations_text(sources: list[Source], rows: list[dict]) -> str:
+    """Under the paper table: how stnexp's paper models and each run's recipe depart from the paper."""
+    lines = ["", "How this departs from the paper (stn-paper.md):", ""]
+    pooled = any(r["column"] in paper.POOLED and r["paper_row"] and r["paper_row"].startswith("ST-") for r in rows)
+    lines += [f"- {paper.WIDTHS_NOTE}"] + ([f"- {paper.POOL_NOTE}"] if pooled else [])
+    for s in sources:
+        lines.append(f"- `{s.path}`: " + ("; ".join(paper.deviations(s.cfg, s.trained)) or "the paper's protocol"))
+    return "\n".join(lines) + "\n"
+
+
+TABLE1_FIGURE = "table1.png"  # report --paper --out DIR: DIR/table1.png and .pdf
+
+
+def table1_figure(paths: list[Path], out: Path) -> Path:
+    """`report --paper --out DIR`: Table 1 as a figure, ours (mean, 95% t-interval over seeds) beside the
+    paper's number, a panel per column and a row per model, as in the printed table."""
+    from stnexp.results import analysis, pictures
+
+    rows = merged([read(p) for p in paths], True)
+    cells = []
+    labels = _ordered([r["label"] for r in rows], paper.ROWS)
+    for label in labels:
+        for column in _ordered([r["column"] for r in rows], list(paper.COLUMNS.values())):
+            here = [r for r in rows if r["label"] == label and r["column"] == column and r.get("status", "ok") == "ok"]
+            if not here:
+                continue
+            errors = [r["error"] for r in here]
+            interval = analysis.mean_interval(errors)
+            cells.append({"label": label, "column": column, "mean": interval[0] if interval else errors[0],
+                          "half": interval[1] if interval else None, "seeds": len(errors),
+                          "paper": paper.TABLE1.get(here[0]["paper_row"] or "", {}).get(column)})
+    seeds = sorted({c["seeds"] for c in cells})
+    shown = f"{seeds[0]}-{seeds[-1]} seeds" if len(seeds) > 1 else f"{seeds[0]} seed{'s' if seeds[0] > 1 else ''}"
+    title = f"test error: ours ({shown}) beside the paper's Table 1"
+    try:
+        return pictures.table1(cells, Path(out) / TABLE1_FIGURE, title)
+    except OSError as e:
+        raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
+
+
+def sources_text(sources: list[Source]) -> str:
+    lines = ["", "Runs:", ""]
+    for s in sources:
+        seeds = ", ".join(map(str, sorted({r["seed"] for r in s.rows})))
+        done = f"{s.iterations:,} iterations" if s.trained is None or s.trained >= s.iterations else f"{s.trained:,} of {s.iterations:,} iterations (interrupted)"
+        lines.append(f"- `{s.path}`: {done} of batch {s.cfg.train.batch_size}, seeds {seeds}, {s.device}")
+    return "\n".join(lines) + "\n"
+
+
+def make(paths: list[Path], as_paper: bool) -> str:
+    """The report of runs `paths` as Markdown."""
+    sources = [read(p) for p in paths]
+    rows = merged(sources, as_paper)
+    if not rows:
+        raise UserError("no results in " + ", ".join(str(p) for p in paths))
+    if as_paper:
+        body = paper_table(rows) + deviations_text(sources, rows)
+    else:
+        body = reporting.table(rows, lambda r: r["label"], "column", "Best checkpoint by validation accuracy")
+    return body + intervals_text(rows) + sources_text(sources)
+
+
+def intervals_text(rows: list[dict]) -> str:
+    """The 95% t-interval of the mean test error of every cell with two seeds or more."""
+    from stnexp.results import analysis
+
+    lines = []
+    for label in dict.fromkeys(r["label"] for r in rows):
+        for column in dict.fromkeys(r["column"] for r in rows):
+            errors = [r["error"] for r in rows if r["label"] == label and r["column"] == column and r.get("status", "ok") == "ok"]
+            got = analysis.mean_interval(errors)
+            if got:
+                lines.append(f"- {label}, {column}: {got[0]:.2f} ± {got[1]:.2f} ({len(errors)} seeds)")
+    return "\n95% intervals of the mean over seeds (t distribution):\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def runs_table(out: Path) -> str:
+    """`stnexp runs`: every run under `out`, newest first: name, start, variants, models, the best
+    checkpoints' mean test error per model and variant, status."""
+    import statistics
+
+    found = runs.all_runs(out)
+    if not found:
+        raise UserError(f"{out}: no stnexp runs found")
+    lines = ["| run | started | variants | models: test error % (best checkpoints, mean over seeds) | status |", "|---|---|---|---|---|"]
+    rows = []
+    for path in found:
+        try:
+            cfg = C.load(A.CONFIG.path(path))
+        except UserError:
+            continue  # not a run this version can read
+        started = str(A.read_env(path).get("started", "?"))
+        name = path.relative_to(out) if path != Path(out) else path
+        try:
+            results = A.read_results(path) or []
+        except UserError:  # one damaged run does not hide the others
+            rows.append((started, f"| {name} | {started} | {', '.join(cfg.data.variants)} | - | damaged: "
+                                  f"{A.RESULTS.file(path, '.json').name} is not stnexp's |"))
+            continue
+        results = [r for r in results if r["checkpoint"] == "best"]
+        scores = []
+        for m in cfg.models:
+            per = []
+            for v in cfg.data.variants:
+                errs = [r["error"] for r in results if r.get("model") == m and r.get("variant") == v and r.get("status", "ok") == "ok"]
+                if errs:
+                    per.append(f"{statistics.mean(errs):.2f}" if len(cfg.data.variants) == 1 else f"{v} {statistics.mean(errs):.2f}")
+            scores.append(f"{m} {' / '.join(per) if per else '-'}")
+        rows.append((started, f"| {name} | {started} | {', '.join(cfg.data.variants)} | {'; '.join(scores)} | {runs.status(path)} |"))
+    rows.sort(key=lambda r: r[0], reverse=True)
+    return "\n".join(lines + [r for _, r in rows]) + "\n"
+
+
+# ---------------------------------------------------------------- the report as files, Markdown and HTML
+
+
+def pictures_of(path: Path) -> list[Path]:
+    """A run's PNGs: training curves, error by the true distortion, then per transformer what it made of
+    the digits and how much of their pose it undid, then eval sweeps."""
+    runs.refuse_links(path)  # embeds only the run's own regular files, never what a link points to
+    return [p for kind in A.FIGURES for p in kind.found(path)]
+
+
+def write_report(paths: list[Path], table: str, out: Path, html: bool, markdown: bool = True, figures: tuple[Path, ...] = ()) -> str:
+    """The report of runs `paths` into `out`: report.md (`table`, their merged table from make(), the
+    `figures` made of it, then each run's analysis and pictures, copied to out/images/), and with `html`
+    report.html, one self-contained file (the pictures embedded) that opens in a browser from disk;
+    `markdown=False` writes report.html alone (the end of `train` writes one into the run). Returns the
+    Markdown."""
+    import shutil
+
+    from stnexp.store.checkpoints import atomic_text
+
+    parts = [header(paths), table]
+    images: list[tuple[str, Path]] = []
+    for figure in figures:
+        images.append((figure.name, figure))
+        parts.append(f"![{figure.name}](images/{figure.name})\n")
+    for i, path in enumerate(paths, 1):
+        analysis = A.ANALYSIS.file(path, ".md")
+        pictures = pictures_of(path)
+        if not analysis.is_file() and not pictures:
+            continue
+        parts.append(f"## Run {i}: `{path}`\n")
+        if analysis.is_file():
+            parts.append(analysis.read_text(encoding="utf-8"))
+        for picture in pictures:
+            name = f"run{i}-" + "-".join(picture.relative_to(path).parts)
+            images.append((name, picture))
+            parts.append(f"![{picture.relative_to(path)}](images/{name})\n")
+    text = "\n".join(parts)
+    try:
+        if markdown:
+            (out / "images").mkdir(parents=True, exist_ok=True)
+            for name, picture in images:
+                shutil.copyfile(picture, out / "images" / name)
+            atomic_text(out / "report.md", text)
+        if html:
+            atomic_text(A.REPORT.path(out), to_html(text, {f"images/{n}": p for n, p in images}))
+    except OSError as e:
+        raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
+    return text
+
+
+def header(paths: list[Path]) -> str:
+    """What a report reports: a heading naming the runs, then per run its config, command, versions,
+    machine and start (env.json), and when the report was made."""
+    import time
+
+    names = ", ".join(f"`{p.name}`" for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    lines = [f"# stnexp report: {names}", ""]
+    for p in paths:
+        env = A.read_env(p)
+        command = " ".join(env.get("command", [])) if isinstance(env.get("command"), list) else "?"
+        lines.append(f"- `{p}`: config `{A.CONFIG.path(p)}`; command `{command}`; stnexp {env.get('stnexp', '?')}, "
+                     f"torch {env.get('torch', '?')}; {env.get('device_name') or env.get('device', '?')} "
+                     f"({env.get('precision', '?')}); started {env.get('started', '?')}")
+    lines += ["", f"Made {time.strftime('%Y-%m-%d %H:%M:%S%z')}.", ""]
+    return "\n".join(lines)
+
+
+def to_html(markdown: str, images: dict[str, Path]) -> str:
+    """The report's Markdown (the little of it that stnexp writes: headings, paragraphs, lists, tables,
+    bold, code, pictures) as one HTML page with the pictures embedded as data URIs."""
+    import base64
+    import html
+    import re
+
+    def inline(text: str) -> str:
+        text = html.escape(text, quote=False)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+    out, table, items = [], [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not re.fullmatch(r"\|[\s\-:|]+\|", r)]
+            cells = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", r)[1:-1]] for r in rows]
+            out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells[0]) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in cells[1:]) + "</table>")
+            table.clear()
+        if items:
+            out.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for line in markdown.splitlines():
+        picture = re.fullmatch(r"!\[(.*)\]\((.*)\)", line.strip())
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if line.startswith("- "):
+            items.append(line[2:])
+            continue
+        flush()
+        if picture:
+            src = images.get(picture.group(2))
+            data = base64.b64encode(src.read_bytes()).decode() if src else ""
+            out.append(f'<figure><img alt="{html.escape(picture.group(1))}" src="data:image/png;base64,{data}"><figcaption>{inline(picture.group(1))}</figcaption></figure>')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #bbb;padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+             "img{max-width:100%}figcaption{font-size:small;color:#555}")
+    return f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>stnexp report</title><style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"

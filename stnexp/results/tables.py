@@ -1,0 +1,107 @@
+"""Result tables: a Table-1-style Markdown table (models by rows, variants by columns, test error in %,
+mean +- std over seeds) and the same results in long form as CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+from stnexp.store.checkpoints import atomic_text
+
+RESULT_FIELDS = ["variant", "model", "seed", "checkpoint", "correct", "accuracy", "error", "n_test", "params", "train_seconds", "status", "precision"]
+EVAL_FIELDS = ["variant", "model", "seed", "checkpoint", "tested_on", "correct", "accuracy", "error", "n_test", "params", "precision"]
+
+
+PARTIAL = "(partial: the run was interrupted)"  # in the title of an interrupted run's table (and its state up to 0.2)
+
+
+def cell(errors: list[float]) -> str:
+    if not errors:
+        return "-"
+    if len(errors) == 1:
+        return f"{errors[0]:.2f}"
+    return f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
+
+
+def table(rows: list[dict], row_label, col_key: str, title: str, first: str = "model") -> str:
+    """Markdown table of mean +- std test error (%) over seeds, a row per row_label(row), a column per
+    row[col_key]; diverged models are named as such."""
+    labels = list(dict.fromkeys(row_label(r) for r in rows))
+    cols = list(dict.fromkeys(r[col_key] for r in rows))
+    lines = [f"**{title}** (test error %, mean ± std over seeds)", ""]
+    lines.append(f"| {first} | params | " + " | ".join(cols) + " |")
+    lines.append("|---|---:|" + "---:|" * len(cols))
+    for label in labels:
+        mine = [r for r in rows if row_label(r) == label]
+        params = sorted({r["params"] for r in mine})
+        shown_params = f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}-{params[-1]:,}"
+        cells = []
+        for c in cols:
+            here = [r for r in mine if r[col_key] == c]
+            ok = [r["error"] for r in here if r.get("status", "ok") == "ok"]
+            bad = [r["status"] for r in here if r.get("status", "ok") != "ok"]
+            text = cell(ok)
+            if bad:
+                text = bad[0] if not ok else f"{text} ({len(bad)} diverged)"
+            cells.append(text)
+        lines.append(f"| {label} | {shown_params} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown(rows: list[dict], partial: bool = False) -> str:
+    best = [r for r in rows if r["checkpoint"] == "best"]
+    last = [r for r in rows if r["checkpoint"] == "last"]
+    note = f" {PARTIAL}" if partial else ""
+    by_model = lambda r: r["model"]  # noqa: E731
+    out = table(best, by_model, "variant", f"Best checkpoint by validation accuracy{note}")
+    if last:
+        out += "\n" + table(last, by_model, "variant", "Last checkpoint")
+    return out
+
+
+def eval_markdown(rows: list[dict]) -> str:
+    parts = []
+    for kind in dict.fromkeys(r["checkpoint"] for r in rows):
+        mine = [r for r in rows if r["checkpoint"] == kind]
+        label = lambda r: f"{r['variant']} / {r['model']}"  # noqa: E731
+        parts.append(table(mine, label, "tested_on", f"{kind} checkpoints: trained on (rows) vs tested on (columns)", "trained on / model"))
+    return "\n".join(parts) + "\n" + precision_note(rows)
+
+
+def precision_note(rows: list[dict]) -> str:
+    """The line under an eval table that says at which precision the models were scored."""
+    by = {}
+    for r in rows:
+        by.setdefault(r.get("precision", "fp32"), set()).add(r["model"])
+    shown = "; ".join(f"{p}: {', '.join(sorted(models))}" for p, models in sorted(by.items()))
+    return f"Scored at the precision each model trained at ({shown}).\n"
+
+
+def param_comment(counts: dict[str, dict[str, int]], canvases: dict[str, int]) -> str:
+    """Parameter counts by model (rows) and variant (columns) as YAML comments, for `config show`."""
+    head = ["model"] + [f"{v} ({canvases[v]}x{canvases[v]})" for v in canvases]
+    rows = [[m] + [f"{per[v]:,}" for v in canvases] for m, per in counts.items()]
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+
+    def line(r: list[str]) -> str:
+        return "#   " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    return "\n".join(["# parameters of each model on each variant's canvas:", line(head)] + [line(r) for r in rows])
+
+
+def to_csv(rows: list[dict], fields: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_tables(stem: Path, rows: list[dict], markdown: str, fields: list[str]) -> None:
+    """`stem`.md, .csv and .json (artifacts.RESULTS or EVAL); CSV and JSON hold `fields` of each row."""
+    atomic_text(stem.with_name(stem.name + ".md"), markdown)
+    atomic_text(stem.with_name(stem.name + ".csv"), to_csv(rows, fields))
+    atomic_text(stem.with_name(stem.name + ".json"), json.dumps([{k: r[k] for k in fields} for r in rows], indent=2) + "\n")

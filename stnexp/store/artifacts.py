@@ -1,0 +1,214 @@
+"""Every file a run directory (or a sweep folder) holds: its name, folder, file pattern, who writes it and
+who reads it. Train, eval, report, `runs`, sweeps and --force ask this table; no other module spells a
+run file's name.
+
+    <run>/  config.yaml  env.json  train.log  metrics.csv  results.{md,csv,json}  analysis.{md,json}
+            report.html  .stnexp-run (the marker: version and state)  .stnexp-lock
+            checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
+            stn/ rectification/ <variant>/<model>-s<seed>.{png,pdf}   curves/ invariance/ <variant>/s<seed>.{png,pdf}
+            evals/<name>.{md,csv,json[,png,pdf]} and evals/index.md   tb/<variant>/s<seed>/<model>/
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from stnexp.errors import UserError
+
+TABLE_SUFFIXES = (".md", ".csv", ".json")
+FIGURE_SUFFIXES = (".png", ".pdf")  # every figure as PNG and, beside it, as PDF (pictures.py)
+CHECKPOINT_KINDS = ("best", "last")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One kind of file. `pattern` is the path below the run directory without its suffix; the fields in
+    braces ({variant}, {model}, {seed}, {kind}, {name}) say what one file of the kind is for. A kind
+    written in several formats has one file per suffix. `writer` and `reader` name the functions that
+    write and read it (`module.function` in stnexp), so that a reader of this table finds them."""
+
+    name: str
+    pattern: str
+    suffixes: tuple[str, ...]
+    writer: str
+    reader: str | None
+    what: str
+
+    @property
+    def folder(self) -> str:
+        """The top folder the kind lives in ('' for a file of the run directory itself)."""
+        return self.pattern.split("/")[0] if "/" in self.pattern else ""
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(f for _, f, _, _ in string.Formatter().parse(self.pattern) if f)
+
+    @property
+    def figure(self) -> bool:
+        return self.suffixes == FIGURE_SUFFIXES
+
+    def path(self, run: Path, **keys) -> Path:
+        """The file (its first format) for these keys: artifacts.CURVES.path(run, variant="rts", seed=0)."""
+        return Path(run) / (self.pattern.format(**keys) + self.suffixes[0])
+
+    def stem(self, run: Path, **keys) -> Path:
+        """The file without its suffix, for a writer of several formats."""
+        return Path(run) / self.pattern.format(**keys)
+
+    def file(self, run: Path, suffix: str, **keys) -> Path:
+        """The file in one of its formats: artifacts.RESULTS.file(run, ".json")."""
+        assert suffix in self.suffixes, (self.name, suffix)
+        return Path(run) / (self.pattern.format(**keys) + suffix)
+
+    def paths(self, run: Path, **keys) -> list[Path]:
+        """The file in every format it is written in."""
+        stem = Path(run) / self.pattern.format(**keys)
+        return [stem.with_name(stem.name + suffix) for suffix in self.suffixes]
+
+    def found(self, run: Path) -> list[Path]:
+        """The files of this kind present in `run` (its first format), sorted."""
+        pattern = string.Formatter().vformat(self.pattern, (), _Star()) + self.suffixes[0]
+        return sorted(p for p in Path(run).glob(pattern) if p.is_file())
+
+
+class _Star(dict):
+    def __missing__(self, key: str) -> str:
+        return "*"
+
+
+def _a(name: str, pattern: str, suffixes: tuple[str, ...] | str, writer: str, reader: str | None, what: str) -> Artifact:
+    return Artifact(name, pattern, (suffixes,) if isinstance(suffixes, str) else suffixes, writer, reader, what)
+
+
+# ---------------------------------------------------------------- a run directory
+
+MARKER = _a("marker", ".stnexp-run", "", "store.runs.prepare, store.runs.set_state", "store.runs.state",
+            "written first: what --force recognises a run by; its version and state (training, finished, interrupted)")
+LOCK = _a("lock", ".stnexp-lock", "", "store.runs.prepare", "store.runs.status", "held (flock) by the process training into the run")
+CONFIG = _a("config", "config.yaml", "", "train.launch.train_into", "config.load", "the resolved config (what --resume compares against)")
+ENV = _a("env", "env.json", "", "store.runs.write_env", "store.artifacts.read_env", "versions, device, command line, start")
+LOG = _a("log", "train.log", "", "store.runs.logger", None, "everything printed, plus warnings and tracebacks")
+METRICS = _a("metrics", "metrics.csv", "", "store.artifacts.write_metrics", "store.artifacts.read_metrics",
+             "one row per epoch per variant, seed and model")
+RESULTS = _a("results", "results", TABLE_SUFFIXES, "results.tables.write_tables", "store.artifacts.read_results", "the test scores of `train`")
+EVAL_0_2 = _a("eval (0.2.0.dev0)", "eval", TABLE_SUFFIXES, "(stnexp eval up to 0.2.0.dev0)", None,
+              "where `stnexp eval` wrote its scores before evaluations had names")
+ANALYSIS = _a("analysis", "analysis", (".md", ".json"), "results.outputs.write_analysis", "results.report.write_report",
+              "paired significance, rectification and error by distortion of the best checkpoints")
+REPORT = _a("report", "report.html", "", "results.report.write_report", None, "the run's report in one page, written at the end of train")
+CHECKPOINT = _a("checkpoint", "checkpoints/{variant}/{model}-s{seed}-{kind}", ".pt", "train.loop.save", "store.checkpoints.load",
+                "a model's weights, optimizer and schedule state, config and history; kind best or last")
+STN = _a("transformer pictures", "stn/{variant}/{model}-s{seed}", FIGURE_SUFFIXES, "results.pictures.transformer", "results.report.pictures_of",
+         "test digits beside what the transformer made of them")
+STN_0_1 = _a("transformer pictures (0.1)", "stn/{variant}-{model}-s{seed}", ".png", "(stnexp 0.1)", None,
+             "where version 0.1 put them (variant a + model b-c met variant a-b + model c there)")
+CURVES = _a("curves", "curves/{variant}/s{seed}", FIGURE_SUFFIXES, "results.pictures.curves", "results.report.pictures_of",
+            "training curves of the models of one (variant, seed)")
+INVARIANCE = _a("invariance", "invariance/{variant}/s{seed}", FIGURE_SUFFIXES, "results.pictures.invariance", "results.report.pictures_of",
+                "test error by the true distortion, every model")
+RECTIFICATION = _a("rectification", "rectification/{variant}/{model}-s{seed}", FIGURE_SUFFIXES, "results.pictures.scatter",
+                   "results.report.pictures_of", "how much of each digit's pose the transformer undid")
+TB = _a("tensorboard", "tb/{variant}/s{seed}/{model}/events.out.tfevents.*", "", "train.board.Board", None,
+        "TensorBoard event files (train.tensorboard)")
+EVAL = _a("evaluation", "evals/{name}", TABLE_SUFFIXES, "results.tables.write_tables", None, "each `stnexp eval`, by name")
+EVAL_SWEEP = _a("evaluation sweep", "evals/{name}", FIGURE_SUFFIXES, "results.pictures.sweep", "results.report.pictures_of",
+                "an `stnexp eval --sweep`'s plot")
+EVAL_INDEX = _a("evaluations index", "evals/index", ".md", "store.runs.index_eval", "store.runs.eval_names", "a line per evaluation")
+INDEX_LOCK = _a("evaluations index lock", "evals/.index", ".lock", "store.runs.index_eval", None,
+                "held while an eval adds its line to evals/index.md")
+
+RUN = [MARKER, LOCK, CONFIG, ENV, LOG, METRICS, RESULTS, EVAL_0_2, ANALYSIS, REPORT, CHECKPOINT, STN, STN_0_1, CURVES,
+       INVARIANCE, RECTIFICATION, TB, EVAL, EVAL_SWEEP, EVAL_INDEX, INDEX_LOCK]
+# the figures of a run in the order a report shows them
+FIGURES = [CURVES, INVARIANCE, STN, STN_0_1, RECTIFICATION, EVAL_SWEEP]
+
+# ---------------------------------------------------------------- a sweep folder
+
+SWEEP_PLAN = _a("sweep plan", ".stnexp-sweep", "", "train.sweeps.run", "train.sweeps._read_plan",
+                "what --resume and shards join: the config, --set, --sweep and the children")
+SWEEP_TABLE = _a("sweep table", "sweep", TABLE_SUFFIXES + FIGURE_SUFFIXES, "train.sweeps.write_table", None,
+                 "one row per child, model and variant")
+SWEEP = [SWEEP_PLAN, SWEEP_TABLE]
+
+BY_NAME = {a.name: a for a in RUN + SWEEP}
+
+
+def own_files() -> list[str]:
+    """The top-level files of a run directory that stnexp writes (in every format)."""
+    return [p.name for a in RUN if not a.folder and not a.keys for p in a.paths(Path("."))]
+
+
+def own_folders() -> list[str]:
+    return list(dict.fromkeys(a.folder for a in RUN if a.folder))
+
+
+def expand(a: Artifact, run: Path, cfg) -> list[Path]:
+    """Every file of kind `a` that the run of config `cfg` may have written, in every format."""
+    choices = {"variant": list(cfg.data.variants), "model": list(cfg.models), "seed": list(cfg.seeds), "kind": list(CHECKPOINT_KINDS)}
+    combos: list[dict] = [{}]
+    for key in a.keys:
+        combos = [{**c, key: v} for c in combos for v in choices[key]]
+    return [p for keys in combos for p in a.paths(run, **keys)]
+
+
+# ---------------------------------------------------------------- readers and writers of the data files
+
+METRIC_FIELDS = ["variant", "seed", "model", "epoch", "step", "train_loss", "train_acc", "val_acc", "lr", "seconds", "images_per_s"]
+RESULT_TYPES = {"variant": str, "model": str, "seed": int, "error": (int, float), "checkpoint": str, "params": int}
+
+
+def write_metrics(run: Path, rows: list[dict]) -> None:
+    from stnexp.store.checkpoints import atomic_text
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_text(METRICS.path(run), buf.getvalue())
+
+
+def read_metrics(run: Path) -> list[dict] | None:
+    """metrics.csv as rows of strings (None when it is missing or unreadable)."""
+    try:
+        with open(METRICS.path(run), newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+
+
+def read_env(run: Path) -> dict:
+    """env.json, or {} when it is missing or damaged."""
+    try:
+        env = json.loads(ENV.path(run).read_text())
+    except (OSError, ValueError):
+        return {}
+    return env if isinstance(env, dict) else {}
+
+
+def is_result(r) -> bool:
+    """A row of results.json as stnexp writes it: its fields there and of their types (a damaged or
+    hand-edited file is refused, not half read)."""
+    return (isinstance(r, dict) and RESULT_TYPES.keys() <= r.keys()
+            and all(isinstance(r[k], t) and not isinstance(r[k], bool) for k, t in RESULT_TYPES.items())
+            and isinstance(r.get("status", "ok"), str))
+
+
+def read_results(run: Path) -> list[dict] | None:
+    """results.json's rows (None when the run has not written it); UserError when it is not stnexp's."""
+    from stnexp.config import _first_line
+
+    path = RESULTS.file(run, ".json")
+    if not path.is_file():
+        return None
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({_first_line(e)})") from None
+    if not isinstance(rows, list) or not all(is_result(r) for r in rows):
+        raise UserError(f"{path}: not a results table written by stnexp")
+    return rows

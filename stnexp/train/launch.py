@@ -1,0 +1,174 @@
+"""The launch of `stnexp train`: the run directory (new, resumed or overwritten) and its lock, Ctrl-C, and
+under torchrun the ranks; then the loop (loop.py) trains into it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from stnexp.store import artifacts as A, checkpoints, runs
+from stnexp.train import board, loop, parallel
+from stnexp.config import Config
+from stnexp.device import autocast_dtype, precision
+from stnexp.errors import UserError
+from stnexp.train.loop import Interrupted
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What `stnexp train` is asked, one field per flag (cli.py declares the flags; stnexp.train takes the
+    same): a config file (or with `resume` a run directory), --set overrides, --device, --out, --resume,
+    --force, --sweep and --shard, and the command line for train.log."""
+
+    config: Path
+    sets: tuple[str, ...] = ()
+    device: str | None = None
+    out: Path | None = None
+    resume: bool = False
+    force: bool = False
+    sweep: tuple[str, ...] = ()
+    shard: str | None = None
+    command: str = ""
+
+
+class Target(NamedTuple):
+    """Where one config trains: --out (None: a new timestamped folder), and whether to continue or
+    overwrite what is there."""
+
+    out: Path | None
+    resume: bool
+    force: bool
+    command: str
+
+
+def start(req: TrainRequest) -> Path:
+    """`stnexp train`: one run, or with --sweep a sweep of child runs; a run directory in place of the
+    config continues that run with its own config.yaml (--resume). Returns the run (or sweep) folder;
+    raises Interrupted after Ctrl-C (resumable)."""
+    from stnexp import config as C
+    from stnexp.train import sweeps
+
+    sets = list(req.sets) + ([f"device={req.device}"] if req.device else [])
+    config_path = Path(req.config)
+    if req.shard is not None and not req.sweep:
+        raise UserError("--shard splits the children of a --sweep over processes: give --sweep too")
+    if req.sweep:
+        if config_path.is_dir():
+            raise UserError("--sweep takes a config file, not a run directory (resume a sweep with CFG --sweep ... --resume)")
+        how = sweeps.Request(req.out, req.resume, req.force, req.command, sweeps.parse_shard(req.shard))
+        return sweeps.run(config_path, sets, list(req.sweep), how)
+    target = req.out
+    if config_path.is_dir():
+        # a run directory in place of the config: continue it with its own config.yaml
+        if not req.resume:
+            raise UserError(f"{config_path}: a directory; to continue a run pass --resume, to start one give a config file")
+        found = runs.find_run(config_path, runs.logger())
+        if req.out is not None and Path(req.out).resolve() != found.resolve():
+            raise UserError(f"--out {req.out}: differs from the run directory given ({found}); give one of them")
+        config_path, target = A.CONFIG.path(found), found
+    return train_into(C.load(config_path, sets), target, req.resume, req.force, req.command)
+
+
+def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command: str) -> Path:
+    """`stnexp train` for one config: make (or resume, or overwrite) the run directory, train into it with
+    Ctrl-C handled, and leave nothing behind when bad input stops it before the first checkpoint.
+    Under torchrun (`train.parallel`) every rank joins; rank 0 makes the directory. Raises Interrupted
+    after Ctrl-C (the run is resumable)."""
+    from stnexp.device import resolve
+
+    spot = parallel.plan(cfg.train.parallel)
+    torch_device = resolve(cfg.device if spot is None else parallel.device_of(cfg.device, spot[2]))
+    board.check(cfg.train.tensorboard)
+    target = Target(out, resume, force, command)
+    if spot is None:
+        return _train_into(cfg, target, torch_device, None)
+    rank, size, local = spot
+    parallel.check(cfg.train.parallel, size, len(cfg.data.variants) * len(cfg.seeds), cfg.train.batch_size)
+    world = parallel.start(cfg.train.parallel, rank, size, local, torch_device)
+    try:
+        if world.leader:
+            return _train_into(cfg, target, torch_device, world)
+        return _follow(cfg, torch_device, world)
+    finally:
+        parallel.stop(world)
+
+
+def _train_into(cfg: Config, target: Target, device: torch.device, world: parallel.World | None) -> Path:
+    from stnexp import config as C
+
+    out, resume, force, command = target
+
+    with contextlib.ExitStack() as stack:
+        try:
+            run = stack.enter_context(runs.prepare(cfg, out, resume, force))
+        except UserError as e:
+            if world is not None:  # the other ranks are waiting for the directory: tell them why there is none
+                parallel.from_leader(world, {"error": str(e)})
+            raise
+        if world is not None:
+            parallel.from_leader(world, {"run": str(run)})
+        log = runs.logger(run)
+        log.debug("command: " + command)
+        stop = threading.Event()
+        previous = install_sigint(stop)
+        try:
+            if not resume:
+                checkpoints.atomic_text(A.CONFIG.path(run), C.dump(cfg))
+            elif not A.CHECKPOINT.found(run):
+                log.info(f"{run}: no checkpoint yet (no epoch had completed): training starts from the beginning")
+            runs.write_env(run, device, precision(autocast_dtype(cfg.train.amp, device)), resume)
+            log.info(f"run directory: {run}" + (f" ({world.size} processes, train.parallel: {world.mode})" if world else ""))
+            loop.train(cfg, run, device, log, stop, world)
+        except UserError:
+            # bad input found before anything was trained (missing data files, say): leave nothing behind
+            if not resume and not A.CHECKPOINT.found(run):
+                runs.logger(None)
+                runs.clear(run, remove_dir=True)
+            raise
+        except Interrupted as e:
+            if e.nothing:
+                log.warning(f"interrupted before the first epoch ended: no checkpoint, nothing to resume; {run} holds the "
+                            f"config, train.log and env.json (--resume --out {run} starts training from the beginning)")
+            else:
+                log.warning(f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out {run}")
+            raise
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return run
+
+
+def _follow(cfg: Config, device: torch.device, world: parallel.World) -> Path:
+    """A rank other than 0: train into the directory rank 0 made (its own copy of the path on another
+    machine), logging as `[rank N]` (jobs) or only warnings (data: rank 0 reports for all)."""
+    said = parallel.from_leader(world, None)
+    if "error" in said:
+        raise parallel.SharedError(said["error"])  # rank 0 says it
+    run = Path(said["run"])
+    log = runs.logger(None, quiet=world.mode == "data")
+    for h in log.handlers:
+        h.setFormatter(logging.Formatter(f"[rank {world.rank}] %(message)s"))
+    stop = threading.Event()
+    previous = install_sigint(stop)
+    try:
+        loop.train(cfg, run, device, log, stop, world)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return run
+
+
+def install_sigint(stop: threading.Event):
+    """First Ctrl-C: stop at the next step boundary (resumable); a second one interrupts at once."""
+
+    def handler(signum, frame):
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    return signal.signal(signal.SIGINT, handler)

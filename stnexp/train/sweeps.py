@@ -1,0 +1,310 @@
+"""`stnexp train CFG --sweep KEY=V1,V2 ...`: one child run per combination of the swept values (the cross
+product over the --sweep options), each a normal run directory inside one sweep folder, and one table of
+them all (sweep.md, .csv, .json).
+
+    <out>/<name>/<timestamp>/          (or --out DIR)
+        .stnexp-sweep                  the plan: config file, --set, --sweep, the children
+        sweep.md  sweep.csv  sweep.json
+        01-lr=0.01/  02-lr=0.05/ ...   child runs: config.yaml, checkpoints/, results.json, ...
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from stnexp.store import artifacts as A, runs
+from stnexp import config as C
+from stnexp.store.checkpoints import atomic_text
+from stnexp.results.tables import to_csv
+from stnexp.errors import UserError
+
+MAX_CHILDREN = 1000  # runs in one sweep: each is a run directory and a config validated before any trains
+
+
+def parse(item: str) -> tuple[str, list[str]]:
+    """`train.lr=0.01,0.05` -> ('train.lr', ['0.01', '0.05']): values split at top-level commas (a value
+    may be a YAML list or mapping), each checked to parse as YAML."""
+    key, eq, text = item.partition("=")
+    key = key.strip()
+    if not eq or not key or not text.strip():
+        raise UserError(f"--sweep {C._cut(item)}: expected KEY=V1,V2,...")
+    values, depth, start = [], 0, 0
+    for i, ch in enumerate(text + ","):
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if depth < 0:
+            break
+        if ch == "," and depth == 0:
+            values.append(text[start:i].strip())
+            start = i + 1
+    if depth != 0:
+        raise UserError(f"--sweep {C._cut(item)}: unbalanced brackets")
+    if any(not v for v in values):
+        raise UserError(f"--sweep {C._cut(item)}: an empty value")
+    for v in values:
+        C.parse_set(f"{key}={v}")  # a value that is not YAML is refused here, naming the option
+    if len(set(values)) != len(values):
+        raise UserError(f"--sweep {C._cut(item)}: a value given twice")
+    return key, values
+
+
+def plan(sweeps: list[str]) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
+    """The swept keys and the children: (folder name, {key: value}) per combination, in order."""
+    parsed = [parse(s) for s in sweeps]
+    keys = [k for k, _ in parsed]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise UserError(f"--sweep {twice[0]}: swept twice; give its values in one --sweep")
+    count = math.prod(len(values) for _, values in parsed)
+    if count > MAX_CHILDREN:
+        raise UserError(f"--sweep: {' x '.join(str(len(v)) for _, v in parsed)} = {count:,} runs, more than {MAX_CHILDREN:,} in one sweep")
+    children = []
+    for i, combo in enumerate(itertools.product(*[values for _, values in parsed]), 1):
+        values = dict(zip(keys, combo))
+        label = "-".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
+        children.append((f"{i:02d}-" + re.sub(r"[^A-Za-z0-9_.=+-]", "_", label)[:80], values))
+    return keys, children
+
+
+class Request(NamedTuple):
+    """How to run a sweep: where (--out), whether to continue or overwrite it, the command line, and
+    which share of its children this process trains (--shard: (I, N), or None for all)."""
+
+    out: Path | None
+    resume: bool
+    force: bool
+    command: str
+    shard: tuple[int, int] | None = None
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`--shard I/N` -> (I, N), 0 <= I < N."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*", text)
+    if not m or not int(m[1]) < int(m[2]):
+        raise UserError(f"--shard {C._cut(text)}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(m[1]), int(m[2])
+
+
+def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Path:
+    """Train every child of the sweep (skipping, with --resume or --shard, those already finished; with
+    --shard only this shard's), then write the sweep table (also after Ctrl-C or an error: what finished
+    so far, whichever shard finished it). Every child's config is validated before anything is trained."""
+    from stnexp.train import launch
+
+    if how.resume and how.force:
+        raise UserError("--resume and --force exclude each other")
+    if how.shard and how.force:
+        raise UserError("--shard and --force exclude each other: one shard would clear what the others trained")
+    keys, children = plan(sweeps)
+    cfgs = {name: C.load(cfg_path, sets + [f"{k}={v}" for k, v in values.items()]) for name, values in children}
+    base = C.load(cfg_path, sets)
+    from stnexp.train import board
+    from stnexp.device import resolve
+
+    for cfg in cfgs.values():  # what train checks before it makes a directory, for every child first
+        resolve(cfg.device)
+        board.check(cfg.train.tensorboard)
+    spec = {"config": str(Path(cfg_path).resolve()), "set": sets, "sweep": sweeps, "children": [name for name, _ in children],
+            "digest": base.digest()}
+    if how.shard is not None and how.out is None:
+        raise UserError("--shard: name the sweep folder that every shard shares with --out")
+    # a shard joins the sweep another shard made, as --resume would (the same plan, or exit 2)
+    joining = how.resume or (how.shard is not None and _read_plan(Path(how.out)) is not None)
+    parent = _parent(base, how.out, joining, how.force, spec)
+    mine = children if how.shard is None else children[how.shard[0]::how.shard[1]]
+    log = runs.logger()
+    log.info(f"sweep of {len(children)} runs in {parent}" + (f", this shard ({how.shard[0]}/{how.shard[1]}) trains {len(mine)}" if how.shard else ""))
+    try:
+        for name, values in mine:
+            child = parent / name
+            started = A.CONFIG.path(child).is_file() and (joining or how.shard is not None)
+            if started and runs.status(child) == "finished":
+                log.info(f"{name}: finished already")
+                continue
+            log.info(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items())}")
+            launch.train_into(cfgs[name], child, started, False, how.command)
+    finally:
+        runs.logger()
+        write_table(parent, keys, children)
+        log.info(f"sweep table: {A.SWEEP_TABLE.path(parent)}")
+    return parent
+
+
+def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: dict) -> Path:
+    """The sweep folder: --out, the newest sweep of this config (--resume), or a new timestamped one."""
+    root = Path(base.out) / base.name
+    if out is None and resume:
+        found = sorted(p for p in root.glob("*") if A.SWEEP_PLAN.path(p).is_file()) if root.is_dir() else []
+        if not found:
+            raise UserError(f"--resume: no sweep of {base.name!r} under {root}; name one with --out")
+        out = found[-1]
+    if out is None:
+        out = root / time.strftime("%Y%m%d-%H%M%S")
+        while out.exists():
+            time.sleep(1)
+            out = root / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    old = _read_plan(out)
+    if resume:
+        if old is None:
+            raise UserError(f"--resume: {out} holds no sweep to resume (no {A.SWEEP_PLAN.pattern})")
+        if {k: old.get(k) for k in ("set", "sweep")} != {k: spec[k] for k in ("set", "sweep")}:
+            raise UserError(f"--resume: the sweep differs from the one in {out} (--sweep {' '.join(old.get('sweep', []))}); resume with the same options")
+        if old.get("digest", spec["digest"]) != spec["digest"]:  # plans before 0.2 have none: a started child still refuses another config when resumed
+            raise UserError(f"--resume: the config differs from the one the sweep in {out} was made with ({old.get('config')}); "
+                            "resume with that config")
+    elif out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise UserError(f"--out {out}: not empty; pass --resume to continue that sweep or --force to overwrite it")
+        if old is None:
+            raise UserError(f"--out {out}: not a sweep folder (no {A.SWEEP_PLAN.pattern}); --force overwrites only sweeps, pick an empty or new folder")
+        for child in _children(out, old):
+            if child.is_dir() and runs.is_run(child):
+                runs.clear(child, remove_dir=True)
+        for path in A.SWEEP_TABLE.paths(out):
+            path.unlink(missing_ok=True)
+    if out.is_dir():  # no child may be a link to a run elsewhere, which training it would clear
+        _children(out, spec)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_text(A.SWEEP_PLAN.path(out), json.dumps(spec, indent=2) + "\n")
+    except OSError as e:
+        raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
+    return out
+
+
+def reported(paths: list[Path], log) -> list[Path]:
+    """What `stnexp report` reads for the paths it is given: a sweep folder stands for its children (in
+    the plan's order, those that are runs), a sweep's own tables (as `SWEEP/*` names them) are skipped,
+    and anything else is a run or a config's run folder (runs.find_run)."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        spec = _read_plan(path) if path.is_dir() else None
+        if spec is not None:
+            children = [child for child in _children(path, spec) if runs.is_run(child)]
+            log.info(f"{path}: a sweep, reporting its {len(children)} child run(s)")
+            out += children
+        elif path.is_file() and path.name in {p.name for p in A.SWEEP_TABLE.paths(path.parent)} and _read_plan(path.parent) is not None:
+            log.info(f"{path}: the sweep's own table, skipped")
+        else:
+            out.append(runs.find_run(path, log))
+    return list(dict.fromkeys(out))
+
+
+def _read_plan(folder: Path) -> dict | None:
+    try:
+        spec = json.loads(A.SWEEP_PLAN.path(folder).read_text())
+    except (OSError, ValueError):
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+def _children(folder: Path, spec: dict) -> list[Path]:
+    """The child run folders a plan names: each one folder directly inside the sweep folder (a plan that
+    names `../elsewhere` or `a/b` is refused, so that --force never clears a run outside it)."""
+    names = spec.get("children", [])
+    if not isinstance(names, list):
+        raise UserError(f"{A.SWEEP_PLAN.path(folder)}: 'children' is not a list of folder names")
+    out = []
+    for name in names:
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise UserError(f"{A.SWEEP_PLAN.path(folder)}: names {C._cut(str(name))!r} as a child, which is not a folder inside the sweep")
+        if (folder / name).is_symlink():
+            raise UserError(f"{folder / name}: a symbolic link where the sweep keeps a child run; remove it (nothing was changed)")
+        out.append(folder / name)
+    return out
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _best_val(child: Path) -> dict[tuple[str, str, str], float]:
+    """The best validation accuracy of each (variant, seed, model) of a child run, from metrics.csv."""
+    best: dict[tuple[str, str, str], float] = {}
+    try:
+        for r in A.read_metrics(child) or []:
+            if r.get("val_acc"):
+                key = (r["variant"], r["seed"], r["model"])
+                best[key] = max(best.get(key, 0.0), float(r["val_acc"]))
+    except (KeyError, ValueError, TypeError):
+        pass
+    return best
+
+
+def rows(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]]]) -> list[dict]:
+    """One row per (child, model, variant): the swept values, test error mean and std over seeds (best
+    checkpoints), seeds, the mean best validation accuracy; `best` marks each model's child with the
+    highest mean validation accuracy over its variants (chosen on validation, not on test)."""
+    out = []
+    for name, values in children:
+        try:
+            results = [r for r in A.read_results(parent / name) or [] if r["checkpoint"] == "best"]
+        except UserError:
+            continue
+        val = _best_val(parent / name)
+        for model in dict.fromkeys(r["model"] for r in results):
+            for variant in dict.fromkeys(r["variant"] for r in results):
+                mine = [r for r in results if r["model"] == model and r["variant"] == variant and r.get("status", "ok") == "ok"]
+                errors = [r["error"] for r in mine]
+                vals = [val[(variant, str(r["seed"]), model)] for r in mine if (variant, str(r["seed"]), model) in val]
+                out.append({**values, "run": name, "model": model, "variant": variant, "seeds": len(errors),
+                            "error_mean": round(statistics.mean(errors), 4) if errors else None,
+                            "error_std": round(statistics.stdev(errors), 4) if len(errors) > 1 else None,
+                            "val_acc": round(statistics.mean(vals), 6) if vals else None, "best": False})
+    for model in dict.fromkeys(r["model"] for r in out):
+        score = {}
+        for r in out:
+            if r["model"] == model and r["val_acc"] is not None:
+                score.setdefault(r["run"], []).append(r["val_acc"])
+        if score:
+            winner = max(score, key=lambda run: statistics.mean(score[run]))
+            for r in out:
+                r["best"] = r["best"] or (r["model"] == model and r["run"] == winner)
+    return out
+
+
+def markdown(table: list[dict], keys: list[str]) -> str:
+    variants = list(dict.fromkeys(r["variant"] for r in table))
+    lines = ["**Sweep** (test error %, best checkpoints, mean ± std over seeds; `best`: each model's highest mean validation accuracy)", ""]
+    lines.append("| " + " | ".join(keys + ["model"] + variants + ["val acc %", "best"]) + " |")
+    lines.append("|" + "---|" * (len(keys) + 1) + "---:|" * (len(variants) + 1) + "---|")
+    for run in dict.fromkeys(r["run"] for r in table):
+        for model in dict.fromkeys(r["model"] for r in table if r["run"] == run):
+            mine = {r["variant"]: r for r in table if r["run"] == run and r["model"] == model}
+            first = next(iter(mine.values()))
+            cells = []
+            for v in variants:
+                r = mine.get(v)
+                if r is None or r["error_mean"] is None:
+                    cells.append("-")
+                else:
+                    cells.append(f"{r['error_mean']:.2f}" + (f" ± {r['error_std']:.2f}" if r["error_std"] is not None else ""))
+            vals = [r["val_acc"] for r in mine.values() if r["val_acc"] is not None]
+            val = f"{100 * statistics.mean(vals):.2f}" if vals else "-"
+            lines.append("| " + " | ".join([str(first[k]) for k in keys] + [model] + cells + [val, "best" if first["best"] else ""]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]]]) -> None:
+    table = rows(parent, keys, children)
+    fields = keys + ["run", "model", "variant", "seeds", "error_mean", "error_std", "val_acc", "best"]
+    atomic_text(A.SWEEP_TABLE.file(parent, ".md"), markdown(table, keys) if table else "No child run has finished yet.\n")
+    atomic_text(A.SWEEP_TABLE.file(parent, ".csv"), to_csv(table, fields))
+    atomic_text(A.SWEEP_TABLE.file(parent, ".json"), json.dumps(table, indent=2) + "\n")
+    if table:
+        from stnexp.results import pictures
+
+        pictures.sweep_table(table, keys, A.SWEEP_TABLE.file(parent, ".png"), f"best validation accuracy of each model by {' and '.join(keys)}")
