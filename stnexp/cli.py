@@ -242,11 +242,11 @@ def config_show(config_file: Path = typer.Argument(..., metavar="CFG", help="YAM
 
     def body():
         from stnexp import config, models
-        from stnexp.results import tables as reporting
+        from stnexp.results import tables
 
         cfg = _config(config_file, set_)
         _echo(config.dump(cfg), nl=False)
-        _echo(reporting.param_comment(models.param_counts(cfg), {v: cfg.variant(v).canvas for v in cfg.data.variants}))
+        _echo(tables.param_comment(models.param_counts(cfg), {v: cfg.variant(v).canvas for v in cfg.data.variants}))
 
     _guard(body)
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stnexp.results import analysis, pictures, report, tables as reporting, scoring
+from stnexp.results import analysis, pictures, report, tables, scoring
 from stnexp.store import artifacts as A, checkpoints, runs
 from stnexp import pose
 from stnexp.errors import UserError
@@ -28,8 +28,8 @@ def finish(run: Run, interrupted: bool) -> list[dict]:
     if interrupted and not rows:
         return rows
     write_curves(run.dir)
-    reporting.write_tables(A.RESULTS.stem(run.dir), rows, reporting.results_markdown(rows, interrupted), reporting.RESULT_FIELDS)
-    run.log.info("\n" + reporting.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted))
+    tables.write_tables(A.RESULTS.stem(run.dir), rows, tables.results_markdown(rows, interrupted), tables.RESULT_FIELDS)
+    run.log.info("\n" + tables.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted))
     try:
         report.write_report([run.dir], report.make([run.dir], False), run.dir, html=True, markdown=False)
         run.log.info(f"results: {A.RESULTS.path(run.dir)}; all of it in one page: {A.REPORT.path(run.dir)}")
@@ -114,8 +114,8 @@ def write_analysis(run_dir: Path, paired: list[dict], rectified: list[dict], bin
 def write_eval(target: Path, rows: list[dict], swept: tuple[str, list[float]] | None, index_line: str) -> str:
     """An evaluation's files: `target`.md, .csv and .json, with --sweep its plot, and its line in the
     folder's index. Returns the Markdown table."""
-    md = reporting.eval_markdown(rows)
-    reporting.write_tables(target, rows, md, reporting.EVAL_FIELDS)
+    md = tables.eval_markdown(rows)
+    tables.write_tables(target, rows, md, tables.EVAL_FIELDS)
     if swept:
         pictures.sweep(rows, swept, target.with_suffix(".png"), f"test error as {swept[0]} is fixed at each value, every model ({target.name})")
     runs.index_eval(target.parent, target.name, f"{time.strftime('%Y-%m-%d %H:%M')}, {index_line}")

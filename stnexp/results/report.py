@@ -9,7 +9,7 @@ from pathlib import Path
 
 from stnexp.store import artifacts as A, runs
 from stnexp import config as C
-from stnexp.results import paper, tables as reporting
+from stnexp.results import paper, tables
 from stnexp.errors import UserError
 
 
@@ -121,7 +121,7 @@ def paper_table(rows: list[dict]) -> str:
         for c in cols:
             here = [r for r in rows if r["label"] == label and r["column"] == c]
             ok = [r["error"] for r in here if r.get("status", "ok") == "ok"]
-            ours = reporting.cell(ok) if ok or not here else here[0]["status"]
+            ours = tables.cell(ok) if ok or not here else here[0]["status"]
             theirs = paper.TABLE1.get(here[0]["paper_row"], {}).get(c) if here else None
             seeds = f" ({len(here)} seeds)" if len(here) > 1 else ""
             cells.append(f"{ours}{seeds} [{theirs}]" if theirs is not None else f"{ours}{seeds}")
@@ -187,7 +187,7 @@ def make(paths: list[Path], as_paper: bool) -> str:
     if as_paper:
         body = paper_table(rows) + deviations_text(sources, rows)
     else:
-        body = reporting.table(rows, lambda r: r["label"], "column", "Best checkpoint by validation accuracy")
+        body = tables.table(rows, lambda r: r["label"], "column", "Best checkpoint by validation accuracy")
     return body + intervals_text(rows) + sources_text(sources)
 
 

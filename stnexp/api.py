@@ -1,0 +1,82 @@
+"""The Python API, for notebooks and scripts: what `stnexp train` and `stnexp eval` do, and a trained model
+rebuilt from its checkpoint with the test digits it was scored on. docs/python-api.md has a worked
+example. `import stnexp` stays light: these load torch when first called."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from stnexp.config import Config
+from stnexp.results.scoring import TestSet
+
+
+class Loaded(NamedTuple):
+    """A trained model rebuilt from its checkpoint: the module (in eval mode, on `device`), the config of
+    the run that trained it, its name, variant and seed, and the checkpoint's whole payload (epoch, step,
+    history, precision, kind)."""
+
+    model: torch.nn.Module
+    config: Config
+    name: str
+    variant: str
+    seed: int
+    checkpoint: dict
+
+
+class Evaluation(NamedTuple):
+    """An evaluation as `stnexp eval` writes it: its Markdown table, its rows (as in NAME.json) and the
+    stem of its files (NAME.md, .csv, .json beside it)."""
+
+    markdown: str
+    rows: list[dict]
+    files: Path
+
+
+def load(checkpoint: str | Path, device: str = "cpu") -> Loaded:
+    """The model a checkpoint holds, with its weights, and the config that made it. Any checkpoint stnexp
+    wrote since version 0.1 loads: they are plain `weights_only` dicts."""
+    from stnexp.device import resolve
+    from stnexp.results.scoring import load_model
+
+    ck, cfg, model = load_model(Path(checkpoint), resolve(device))
+    model.eval()
+    return Loaded(model, cfg, ck["model_name"], ck["variant"], ck["seed"], ck)
+
+
+def test_set(loaded: Loaded, variant: str | None = None) -> TestSet:
+    """The 10k test digits of the model's variant (or of `variant`: the run's, or a preset) for its seed,
+    distorted exactly as `train` scored it: images N x 1 x H x W in [0, 1], labels, and each digit's true
+    pose (`params`)."""
+    from stnexp.results.scoring import TestSets
+
+    device = next(loaded.model.parameters()).device
+    return TestSets(device).get(loaded.config, variant or loaded.variant, loaded.seed)
+
+
+def train(config: str | Path, **options) -> Path:
+    """`stnexp train CONFIG`: `options` are the fields of launch.TrainRequest (out, sets, device, resume,
+    force, sweep, shard), as the flags of the same names. Returns the run directory (with `sweep`, the
+    sweep's folder); raises train.loop.Interrupted after Ctrl-C and errors.UserError on bad input."""
+    from stnexp.train import launch
+
+    for key in ("sets", "sweep"):
+        if key in options:
+            options[key] = tuple(options[key])
+    return launch.start(launch.TrainRequest(Path(config), **options, command=f"stnexp.train({str(config)!r})"))
+
+
+def evaluate(source: str | Path, **options) -> Evaluation:
+    """`stnexp eval SOURCE`: `options` are the fields of evaluation.EvalRequest (variants, images, labels,
+    checkpoint, canvas, sets, sweep, name, force, out, device), as the flags of the same names."""
+    from stnexp.results import evaluation
+    from stnexp.store import runs
+
+    for key in ("variants", "sets"):
+        if key in options:
+            options[key] = tuple(options[key])
+    markdown, stem = evaluation.evaluate(evaluation.EvalRequest(Path(source), **options), runs.logger())
+    return Evaluation(markdown, json.loads(stem.with_name(stem.name + ".json").read_text()), stem)

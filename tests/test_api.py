@@ -1,0 +1,63 @@
+"""The Python API: docs/python-api.md's worked example runs as written, and its functions do what the
+commands do."""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch, capsys):
+    page = (ROOT / "docs" / "python-api.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/python-api.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "st-cnn on rts seed 0 after epoch 1" in out
+    run = tmp_path / "runs" / "api-example"
+    rows = json.loads((run / "evals" / "best-on-translated.json").read_text())
+    for row in rows:  # what evaluate printed is what it wrote
+        assert f"{row['model']} translated {row['error']}" in out
+
+
+def test_load_rebuilds_a_model_that_scores_as_its_run_did(tiny_run):
+    import stnexp
+    from stnexp.device import dtype_of
+    from stnexp.results import scoring
+
+    st = stnexp.load(tiny_run / "checkpoints" / "rts" / "st-cnn-s0-best.pt")
+    assert (st.name, st.variant, st.seed) == ("st-cnn", "rts", 0) and st.model.stn is not None and not st.model.training
+    digits = stnexp.test_set(st)
+    right = int(scoring.right(st.model, digits.images, digits.labels, dtype_of(st.checkpoint["precision"])).sum())
+    scored = next(r for r in json.loads((tiny_run / "results.json").read_text()) if r["model"] == "st-cnn" and r["checkpoint"] == "best")
+    assert right == scored["correct"]
+
+
+def test_a_0_1_checkpoint_loads():
+    import stnexp
+
+    found = sorted((ROOT / "tests" / "data" / "v01-run" / "checkpoints").glob("*/*.pt"))
+    loaded = stnexp.load(found[0])
+    assert loaded.model(stnexp.test_set(loaded).images[:2]).shape == (2, 10)
+
+
+def test_bad_input_raises_the_commands_one_line_error(tmp_path):
+    import stnexp
+    from stnexp.errors import UserError
+
+    with pytest.raises(UserError, match="checkpoint not found"):
+        stnexp.load(tmp_path / "none.pt")
+    with pytest.raises(UserError, match="--checkpoint: expected best or last"):
+        stnexp.evaluate(tmp_path, checkpoint="worst")
+
+
+def test_importing_stnexp_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, stnexp; assert 'torch' not in sys.modules; stnexp.load; assert 'torch' in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
