@@ -51,7 +51,7 @@ from torchvision import transforms  # noqa: E402
 
 from stnexp import config, data, device as dev, models
 from stnexp.models import kernels
-from stnexp.train import loop
+from stnexp.training import loop
 from stnexp.results import scoring  # noqa: E402
 
 CANVAS = 42
@@ -148,8 +148,8 @@ def fused_case(seeds: int, n: int, batch: int, device, amp: str, graphs: bool, p
     another, as a run of S seeds trains them today, against one stacked step of all S and against one
     graph of all their steps (fused.py), in alternation. The batches are made beforehand, the same for
     all: the step alone is measured."""
-    from stnexp.train import fused, members
-    from stnexp.train.step import TrainStep
+    from stnexp.training import fused, members
+    from stnexp.training.step import TrainStep
 
     cfg = config.validate({
         "device": str(device), "seeds": list(range(seeds)),
@@ -225,8 +225,8 @@ def profile_case(batch: int, device, amp: str, steps: int) -> None:
     better, which is what running several models at once can gain)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from stnexp.train import members
-    from stnexp.train.step import TrainStep
+    from stnexp.training import members
+    from stnexp.training.step import TrainStep
 
     def cfg(b, graphs):
         return config.validate({

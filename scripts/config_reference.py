@@ -1,6 +1,6 @@
 """Print the config reference (every key, its default and meaning) as Markdown, from the pydantic models.
 
-The README's "Config reference" section is this script's output; tests/test_readme.py keeps them in step.
+docs/config.md's reference table is this script's output; tests/test_readme.py keeps them in step.
 usage: python scripts/config_reference.py
 """
 

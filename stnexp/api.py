@@ -61,7 +61,7 @@ def train(config: str | Path, **options) -> Path:
     """`stnexp train CONFIG`: `options` are the fields of launch.TrainRequest (out, sets, device, resume,
     force, sweep, shard), as the flags of the same names. Returns the run directory (with `sweep`, the
     sweep's folder); raises train.loop.Interrupted after Ctrl-C and errors.UserError on bad input."""
-    from stnexp.train import launch
+    from stnexp.training import launch
 
     for key in ("sets", "sweep"):
         if key in options:

@@ -59,7 +59,7 @@ def _guard(fn, log_path: Optional[Path] = None):
     try:
         return fn()
     except UserError as e:
-        from stnexp.train.parallel import SharedError
+        from stnexp.training.parallel import SharedError
 
         # a rank of a real torchrun (which sets MASTER_ADDR) is named; a RANK left in the shell is not one
         rank = os.environ.get("RANK", "0") if os.environ.get("MASTER_ADDR") else "0"
@@ -133,7 +133,7 @@ TRAIN_FLAGS = {
 @_command("train", "Train the models of a config side by side; write tables, checkpoints, pictures.", TRAIN_FLAGS)
 def train(given: dict) -> None:
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
-    from stnexp.train import launch, loop
+    from stnexp.training import launch, loop
 
     req = launch.TrainRequest(**{**given, "sets": tuple(given["sets"] or ()), "sweep": tuple(given["sweep"] or ())},
                               command=" ".join(sys.argv))
@@ -186,7 +186,7 @@ def report(
     def body():
         from stnexp.results import report as rp
         from stnexp.store import runs
-        from stnexp.train import sweeps
+        from stnexp.training import sweeps
         from stnexp.errors import UserError
 
         if html and out is None:

@@ -25,7 +25,7 @@ def resolve(name: str) -> torch.device:
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `train.amp`, or None for fp32. `auto` takes bf16 where it was measured faster
-    (scripts/bench.py --precision; README, Performance): on CUDA, and on CPUs whose cores compute in bf16
+    (scripts/bench.py --precision; docs/performance.md): on CUDA, and on CPUs whose cores compute in bf16
     (`avx512_bf16` or AMX); elsewhere fp32, since bf16 emulated in fp32 units is slower."""
     if amp == "off":
         return None
@@ -103,7 +103,7 @@ def configure(device: torch.device, deterministic: bool) -> None:
 def keep_freed_memory() -> None:
     """glibc hands large freed blocks back to the OS and maps them afresh, zeroed, on the next allocation;
     a CPU training step frees and reallocates its ~20 MB activations every step. Raising the mmap and trim
-    thresholds keeps them in the heap (faster CPU training and evaluation: README, Performance). A no-op
+    thresholds keeps them in the heap (faster CPU training and evaluation: docs/performance.md). A no-op
     where the C library is not glibc."""
     import ctypes
 

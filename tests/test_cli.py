@@ -260,7 +260,7 @@ def test_train_resumes_a_run_directory_with_its_own_config(tiny_run, tmp_path):
 
 
 def test_the_best_checkpoint_is_the_epoch_of_highest_validation_accuracy(tmp_path, monkeypatch):
-    from stnexp.train import loop
+    from stnexp.training import loop
 
     scripted = {1: 0.5, 2: 0.9, 3: 0.7}  # validation accuracy peaks at epoch 2 of 3
     monkeypatch.setattr(loop, "validation", lambda run, m, val: scripted[len(m.history) + 1])
@@ -751,7 +751,7 @@ def test_an_external_set_that_is_empty_or_has_labels_outside_0_to_9_exits_2(tiny
 
 
 def test_output_to_a_file_gets_plain_progress_lines_and_the_end_says_where_the_run_is(tmp_path, monkeypatch):
-    from stnexp.train import loop
+    from stnexp.training import loop
 
     monkeypatch.setattr(loop, "PLAIN_EVERY", 0.0)  # a line at every host read instead of every 30 s
     monkeypatch.setattr(loop, "PROGRESS_EVERY", 0.0)

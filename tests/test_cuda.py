@@ -10,10 +10,10 @@ import logging
 import threading
 
 from stnexp import config, data, geometry
-from stnexp.train import loop, members
+from stnexp.training import loop, members
 from stnexp.data import mnist
 from stnexp.cli import app
-from stnexp.train.step import TrainStep
+from stnexp.training.step import TrainStep
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 TINY = ["data.train_size=1024", "data.val_size=256", "train.epochs=2", "train.batch_size=128", "device=cuda"]

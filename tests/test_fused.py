@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from stnexp import config
-from stnexp.train import fused, members
-from stnexp.train.step import TrainStep
+from stnexp.training import fused, members
+from stnexp.training.step import TrainStep
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -134,7 +134,7 @@ def _training(tmp_path, device: str, fuse: str):
     import threading
 
     from stnexp import data
-    from stnexp.train import loop
+    from stnexp.training import loop
 
     cfg = config.validate({"device": device, "seeds": [0, 1], "data": {"train_size": 256, "val_size": 128, "variants": {"rts": None}},
                            "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}, "wild": {"arch": "cnn"}},
@@ -210,7 +210,7 @@ def test_fused_training_gives_every_model_the_numbers_of_unfused_training(tmp_pa
 
 
 def test_fused_training_resumes_with_its_seeds_at_different_epochs(tmp_path, monkeypatch, wild_diverges, unfused):
-    from stnexp.train import loop
+    from stnexp.training import loop
 
     end_epoch = loop.end_epoch
 
@@ -228,7 +228,7 @@ def test_fused_training_resumes_with_its_seeds_at_different_epochs(tmp_path, mon
 
 
 def test_fuse_trains_each_variants_seeds_in_lockstep():
-    from stnexp.train import modes
+    from stnexp.training import modes
 
     groups = [("rts", 0), ("rts", 1), ("rotated", 0), ("rotated", 1)]
     assert modes.OneByOne.bundles(groups) == [[g] for g in groups]

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from stnexp.models import backbones, kernels, spectral, transformer, transforms
 from stnexp import config, models
-from stnexp.train import optim
+from stnexp.training import optim
 
 TRANSFORMS = list(transforms.FAMILIES)
 
@@ -335,9 +335,9 @@ def test_the_models_do_not_import_the_config_nor_anything_above_them():
     import sys
 
     # the config asks the backbone registry; the registry, the layers and the kernels know no config
-    code = "import sys, stnexp.models; assert not any(m.startswith(('stnexp.config', 'stnexp.train', 'stnexp.data')) for m in sys.modules)"
+    code = "import sys, stnexp.models; assert not any(m.startswith(('stnexp.config', 'stnexp.training', 'stnexp.data')) for m in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     for source in (Path(__file__).parent.parent / "stnexp" / "models").glob("*.py"):
         imports = [line.strip() for line in source.read_text().splitlines() if line.strip().startswith(("from ", "import "))]
-        for above in ("config", "data", "train", "results", "store"):
+        for above in ("config", "data", "training", "results", "store"):
             assert not [line for line in imports if f"stnexp.{above}" in line or line.startswith(f"from stnexp import {above}")], source

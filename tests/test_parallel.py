@@ -97,7 +97,7 @@ def test_data_mode_splits_each_batch_over_the_ranks_and_matches_one_process(sing
 
 
 def test_parallel_refuses_more_job_processes_than_groups_and_batches_that_do_not_split():
-    from stnexp.train import parallel
+    from stnexp.training import parallel
 
     with pytest.raises(parallel.SharedError, match=r"train.parallel: jobs with 3 processes but only 2 \(variant, seed\) group\(s\); start at most 2"):
         parallel.check("jobs", 3, 2, 256)

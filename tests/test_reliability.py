@@ -153,7 +153,7 @@ def test_resume_with_another_config_names_the_difference(tiny_run):
 
 
 def test_a_diverging_model_stops_and_the_others_finish(tmp_path, monkeypatch):
-    from stnexp.train import members
+    from stnexp.training import members
 
     build = members.build
 
@@ -184,7 +184,7 @@ def test_unwritable_out_exits_2(tmp_path):
 
 
 def test_unexpected_error_is_one_line_with_the_traceback_in_train_log(tmp_path, monkeypatch):
-    from stnexp.train import loop
+    from stnexp.training import loop
 
     def boom(*a, **k):
         raise RuntimeError("planted failure")
@@ -270,7 +270,7 @@ def test_ctrl_c_before_the_first_epoch_ends_says_nothing_is_resumable_and_writes
     assert "checkpoints of the last completed epoch" not in output and "Traceback" not in output
     assert not list(out.rglob("*.pt")) and not (out / "results.md").exists() and not (out / "results.json").exists()
     # --resume says that it starts over (the training itself left out: it is any run's)
-    from stnexp.train import loop
+    from stnexp.training import loop
 
     monkeypatch.setattr(loop, "train", lambda *a: [])
     first = {**json.loads((out / "env.json").read_text()), "started": "2026-01-01T00:00:00+0000"}

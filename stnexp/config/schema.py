@@ -174,10 +174,10 @@ class TrainConfig(Strict):
     amp: Literal["auto", "off", "bf16"] = Field("auto", description="mixed precision: auto (bf16 on CUDA and on CPUs with bf16 instructions, `avx512_bf16` or AMX, else fp32) | off | bf16; theta, grid and sampling always run in fp32")
     compile: bool = Field(False, description="compile the models with torch.compile (in place, checkpoint keys unchanged)")
     cuda_graphs: bool = Field(True, description="on CUDA, capture each model's whole training step as a CUDA graph and replay it (models without dropout); the tiny nets are launch-bound")
-    fuse: Literal["auto", "off", "on"] = Field("auto", description="on: each variant's seeds train in lockstep and every step of all their models is taken at once, on CUDA with graphs as one graph with a stream per model (the same numbers as off); auto: on where measured faster, on CUDA with graphs outside data-parallel mode (1.2-1.3x on an H200; README, Performance) | off")
+    fuse: Literal["auto", "off", "on"] = Field("auto", description="on: each variant's seeds train in lockstep and every step of all their models is taken at once, on CUDA with graphs as one graph with a stream per model (the same numbers as off); auto: on where measured faster, on CUDA with graphs outside data-parallel mode (1.2-1.3x on an H200; docs/performance.md) | off")
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
     deterministic: bool = Field(False, description="ask torch for deterministic kernels (CPU runs are reproducible anyway; CUDA grid_sample backward is not)")
-    parallel: Literal["off", "jobs", "data"] = Field("off", description="under torchrun: `jobs` deals the (variant, seed) groups out over the processes, `data` trains every group data-parallel (DistributedDataParallel, each process a shard of every batch); off: one process (README: More than one GPU or machine)")
+    parallel: Literal["off", "jobs", "data"] = Field("off", description="under torchrun: `jobs` deals the (variant, seed) groups out over the processes, `data` trains every group data-parallel (DistributedDataParallel, each process a shard of every batch); off: one process (docs/parallel.md)")
     tensorboard: bool = Field(False, description="also write TensorBoard event files to `tb/` in the run directory: per model and epoch its loss, accuracies and lr, and the transformer's picture (needs `pip install 'stnexp[tensorboard]'`)")
 
     @field_validator("amp", mode="before")

@@ -7,7 +7,7 @@ columns), the product a batch of (batch x c_in) @ (c_in x c_out) matrix products
 For conv2 of the paper's CNN (32 -> 64 channels, 7x7 on 17x17) that is about a fifth of the direct
 convolution's multiply-adds, and autograd's backward pass through the same products is as cheap; on
 a CPU without bf16 matrix units oneDNN's backward of that conv takes about 3x its forward
-(README, Performance). Only plain differentiable ops are used, so autograd needs no backward of its
+(docs/performance.md). Only plain differentiable ops are used, so autograd needs no backward of its
 own; values and gradients agree with F.conv2d's to float rounding (tests/test_models.py, on the CPU:
 the only place kernels.Conv calls it).
 """

@@ -15,7 +15,7 @@ from stnexp import pose
 from stnexp.errors import UserError
 
 if TYPE_CHECKING:
-    from stnexp.train.loop import Run
+    from stnexp.training.loop import Run
 
 PICTURE_DIGITS = 32
 

@@ -90,7 +90,7 @@ def _a(name: str, pattern: str, suffixes: tuple[str, ...] | str, writer: str, re
 MARKER = _a("marker", ".stnexp-run", "", "store.runs.prepare, store.runs.set_state", "store.runs.state",
             "written first: what --force recognises a run by; its version and state (training, finished, interrupted)")
 LOCK = _a("lock", ".stnexp-lock", "", "store.runs.prepare", "store.runs.status", "held (flock) by the process training into the run")
-CONFIG = _a("config", "config.yaml", "", "train.launch.train_into", "config.load", "the resolved config (what --resume compares against)")
+CONFIG = _a("config", "config.yaml", "", "training.launch.train_into", "config.load", "the resolved config (what --resume compares against)")
 ENV = _a("env", "env.json", "", "store.runs.write_env", "store.artifacts.read_env", "versions, device, command line, start")
 LOG = _a("log", "train.log", "", "store.runs.logger", None, "everything printed, plus warnings and tracebacks")
 METRICS = _a("metrics", "metrics.csv", "", "store.artifacts.write_metrics", "store.artifacts.read_metrics",
@@ -101,7 +101,7 @@ EVAL_0_2 = _a("eval (0.2.0.dev0)", "eval", TABLE_SUFFIXES, "(stnexp eval up to 0
 ANALYSIS = _a("analysis", "analysis", (".md", ".json"), "results.outputs.write_analysis", "results.report.write_report",
               "paired significance, rectification and error by distortion of the best checkpoints")
 REPORT = _a("report", "report.html", "", "results.report.write_report", None, "the run's report in one page, written at the end of train")
-CHECKPOINT = _a("checkpoint", "checkpoints/{variant}/{model}-s{seed}-{kind}", ".pt", "train.loop.save", "store.checkpoints.load",
+CHECKPOINT = _a("checkpoint", "checkpoints/{variant}/{model}-s{seed}-{kind}", ".pt", "training.loop.save", "store.checkpoints.load",
                 "a model's weights, optimizer and schedule state, config and history; kind best or last")
 STN = _a("transformer pictures", "stn/{variant}/{model}-s{seed}", FIGURE_SUFFIXES, "results.pictures.transformer", "results.report.pictures_of",
          "test digits beside what the transformer made of them")
@@ -113,7 +113,7 @@ INVARIANCE = _a("invariance", "invariance/{variant}/s{seed}", FIGURE_SUFFIXES, "
                 "test error by the true distortion, every model")
 RECTIFICATION = _a("rectification", "rectification/{variant}/{model}-s{seed}", FIGURE_SUFFIXES, "results.pictures.scatter",
                    "results.report.pictures_of", "how much of each digit's pose the transformer undid")
-TB = _a("tensorboard", "tb/{variant}/s{seed}/{model}/events.out.tfevents.*", "", "train.board.Board", None,
+TB = _a("tensorboard", "tb/{variant}/s{seed}/{model}/events.out.tfevents.*", "", "training.board.Board", None,
         "TensorBoard event files (train.tensorboard)")
 EVAL = _a("evaluation", "evals/{name}", TABLE_SUFFIXES, "results.tables.write_tables", None, "each `stnexp eval`, by name")
 EVAL_SWEEP = _a("evaluation sweep", "evals/{name}", FIGURE_SUFFIXES, "results.pictures.sweep", "results.report.pictures_of",
@@ -129,9 +129,9 @@ FIGURES = [CURVES, INVARIANCE, STN, STN_0_1, RECTIFICATION, EVAL_SWEEP]
 
 # ---------------------------------------------------------------- a sweep folder
 
-SWEEP_PLAN = _a("sweep plan", ".stnexp-sweep", "", "train.sweeps.run", "train.sweeps._read_plan",
+SWEEP_PLAN = _a("sweep plan", ".stnexp-sweep", "", "training.sweeps.run", "training.sweeps._read_plan",
                 "what --resume and shards join: the config, --set, --sweep and the children")
-SWEEP_TABLE = _a("sweep table", "sweep", TABLE_SUFFIXES + FIGURE_SUFFIXES, "train.sweeps.write_table", None,
+SWEEP_TABLE = _a("sweep table", "sweep", TABLE_SUFFIXES + FIGURE_SUFFIXES, "training.sweeps.write_table", None,
                  "one row per child, model and variant")
 SWEEP = [SWEEP_PLAN, SWEEP_TABLE]
 

@@ -100,7 +100,7 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     """Train every child of the sweep (skipping, with --resume or --shard, those already finished; with
     --shard only this shard's), then write the sweep table (also after Ctrl-C or an error: what finished
     so far, whichever shard finished it). Every child's config is validated before anything is trained."""
-    from stnexp.train import launch
+    from stnexp.training import launch
 
     if how.resume and how.force:
         raise UserError("--resume and --force exclude each other")
@@ -109,7 +109,7 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     keys, children = plan(sweeps)
     cfgs = {name: C.load(cfg_path, sets + [f"{k}={v}" for k, v in values.items()]) for name, values in children}
     base = C.load(cfg_path, sets)
-    from stnexp.train import board
+    from stnexp.training import board
     from stnexp.device import resolve
 
     for cfg in cfgs.values():  # what train checks before it makes a directory, for every child first

@@ -20,14 +20,14 @@ import torch
 from tqdm import tqdm
 
 from stnexp.store import artifacts as A, checkpoints
-from stnexp.train import board, members, modes
+from stnexp.training import board, members, modes
 from stnexp import data
 from stnexp.results import outputs
 from stnexp.config import Config
 from stnexp.device import autocast_dtype, configure, describe, precision
-from stnexp.train.members import Length, Member
-from stnexp.train.modes import check_divergence
-from stnexp.train.step import TrainStep
+from stnexp.training.members import Length, Member
+from stnexp.training.modes import check_divergence
+from stnexp.training.step import TrainStep
 
 PROGRESS_EVERY = 0.5  # seconds between host reads of the device-side running sums (each read is a sync)
 PLAIN_EVERY = 30.0  # seconds between progress lines when the output is not a terminal (a file, a CI log)
@@ -131,7 +131,7 @@ def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger,
 
 
 def fused_wanted(run: Run) -> bool:
-    from stnexp.train import fused
+    from stnexp.training import fused
 
     fuse = fused.wanted(run.cfg.train, run.device)
     if fuse:

@@ -15,11 +15,11 @@ from typing import NamedTuple
 import torch
 
 from stnexp.store import artifacts as A, checkpoints, runs
-from stnexp.train import board, loop, parallel
+from stnexp.training import board, loop, parallel
 from stnexp.config import Config
 from stnexp.device import autocast_dtype, precision
 from stnexp.errors import UserError
-from stnexp.train.loop import Interrupted
+from stnexp.training.loop import Interrupted
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def start(req: TrainRequest) -> Path:
     config continues that run with its own config.yaml (--resume). Returns the run (or sweep) folder;
     raises Interrupted after Ctrl-C (resumable)."""
     from stnexp import config as C
-    from stnexp.train import sweeps
+    from stnexp.training import sweeps
 
     sets = list(req.sets) + ([f"device={req.device}"] if req.device else [])
     config_path = Path(req.config)

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from stnexp.train import optim
+from stnexp.training import optim
 from stnexp.config import TrainConfig
-from stnexp.train.members import Member
-from stnexp.train.step import Sums, TrainStep, capture, capture_together
+from stnexp.training.members import Member
+from stnexp.training.step import Sums, TrainStep, capture, capture_together
 
 # vmap runs affine_grid once per member (no batching rule in torch yet); the grid is small, the
 # warning says nothing a user can act on
@@ -37,7 +37,7 @@ warnings.filterwarnings("ignore", message=r".*batching rule for aten::affine_gri
 def wanted(t: TrainConfig, device: torch.device) -> bool:
     """Whether `stnexp train` steps models together (train.fuse). auto: where it was measured faster,
     on CUDA with graphs (one graph with a stream per model: 1.22x to 1.29x the model-images/s of one
-    model after another, 3 seeds of CNN + ST-CNN on an H200; README, Performance). Not on a CPU, where
+    model after another, 3 seeds of CNN + ST-CNN on an H200; docs/performance.md). Not on a CPU, where
     Together is one model after another anyway, nor where the steps are not graphed (eager steps,
     data-parallel ones)."""
     if t.fuse != "auto":

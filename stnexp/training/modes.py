@@ -16,10 +16,10 @@ import time
 import torch
 
 from stnexp.store import artifacts as A, checkpoints
-from stnexp.train import fused, parallel
+from stnexp.training import fused, parallel
 from stnexp.results import scoring
-from stnexp.train.members import Member
-from stnexp.train.step import TrainStep
+from stnexp.training.members import Member
+from stnexp.training.step import TrainStep
 
 AGREE_EVERY = 50  # steps between the data-parallel ranks' agreement on Ctrl-C and divergence (one tiny all-reduce)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from stnexp.config import TrainConfig
-from stnexp.train.members import Member, own_rng
+from stnexp.training.members import Member, own_rng
 
 
 class Sums:

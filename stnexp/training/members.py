@@ -13,7 +13,7 @@ import torch
 from stnexp import config as C
 from stnexp.models import backbones
 from stnexp import models, seeds
-from stnexp.train import optim
+from stnexp.training import optim
 from stnexp.config import Config
 from stnexp.device import channels_last
 from stnexp.errors import UserError
