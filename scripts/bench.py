@@ -49,10 +49,11 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-from stnexp import config, data, device as dev, models
+from stnexp import config, data, models
+from stnexp import device as dev
 from stnexp.models import kernels
-from stnexp.training import loop
 from stnexp.results import scoring  # noqa: E402
+from stnexp.training import loop
 
 CANVAS = 42
 
@@ -63,11 +64,18 @@ class Conventional(torch.utils.data.Dataset):
     def __init__(self, images, labels):
         self.images, self.labels = images, labels
         pad = (CANVAS - 28) // 2
-        self.tf = transforms.Compose([
-            transforms.Pad(pad),
-            transforms.RandomAffine(degrees=45, scale=(0.7, 1.2), translate=(0.2, 0.2), interpolation=transforms.InterpolationMode.BILINEAR),
-            transforms.ToTensor(),
-        ])
+        self.tf = transforms.Compose(
+            [
+                transforms.Pad(pad),
+                transforms.RandomAffine(
+                    degrees=45,
+                    scale=(0.7, 1.2),
+                    translate=(0.2, 0.2),
+                    interpolation=transforms.InterpolationMode.BILINEAR,
+                ),
+                transforms.ToTensor(),
+            ]
+        )
 
     def __len__(self):
         return len(self.images)
@@ -90,7 +98,15 @@ def _conventional(mcfg, digits, n, batch, device, workers) -> float:
     model = textbook(models.build(mcfg, CANVAS)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     ds = Conventional(digits.train_images[:n], digits.train_labels[:n])
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True, pin_memory=device.type == "cuda", persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
     seen, t0 = 0, None
     for i, (x, y) in enumerate(loader):
         if i == 2:  # warm-up: worker start and first kernels
@@ -151,32 +167,55 @@ def fused_case(seeds: int, n: int, batch: int, device, amp: str, graphs: bool, p
     from stnexp.training import fused, members
     from stnexp.training.step import TrainStep
 
-    cfg = config.validate({
-        "device": str(device), "seeds": list(range(seeds)),
-        "data": {"train_size": n, "val_size": 0, "variants": {"rts": None}},
-        "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}},
-        "train": {"batch_size": batch, "amp": amp, "lr": 0.01, "cuda_graphs": graphs},
-    })
+    cfg = config.validate(
+        {
+            "device": str(device),
+            "seeds": list(range(seeds)),
+            "data": {"train_size": n, "val_size": 0, "variants": {"rts": None}},
+            "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}},
+            "train": {"batch_size": batch, "amp": amp, "lr": 0.01, "cuda_graphs": graphs},
+        }
+    )
     dtype = dev.autocast_dtype(cfg.train.amp, device)
     split = data.split(cfg.data, device)
     streams = [data.Stream(split.train, cfg.variant("rts"), s, "rts", batch, True) for s in cfg.seeds]
-    batches = [(torch.stack([x for x, _ in b]), torch.stack([y for _, y in b])) for b in zip(*(st.epoch(1) for st in streams))]
+    batches = [
+        (torch.stack([x for x, _ in b]), torch.stack([y for _, y in b])) for b in zip(*(st.epoch(1) for st in streams))
+    ]
     length = members.Length(len(batches), 10**9, 1)
-    print(f"fused vs one after another: {seeds} seeds per model, {len(batches)} steps of batch {batch}, "
-          f"precision {'bf16 autocast' if dtype else 'fp32'}, cuda graphs {graphs and device.type == 'cuda'}, device {device}")
+    print(
+        f"fused vs one after another: {seeds} seeds per model, {len(batches)} steps of batch {batch}, "
+        f"precision {'bf16 autocast' if dtype else 'fp32'}, cuda graphs {graphs and device.type == 'cuda'}, device "
+        f"{device}"
+    )
     print()
-    print("| models | one after another, model-images/s | fused (stacked, vmap) | fused / one after another | together (one graph, a stream per model) | together / one after another |")
+    print(
+        "| models | one after another, model-images/s | fused (stacked, vmap) | fused / one after another | together "
+        "(one graph, a stream per model) | together / one after another |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     rows = {name: [name] for name in cfg.models} | {"cnn + st-cnn": list(cfg.models)}
     for row, names in rows.items():
+
         def fresh():  # seed-major: member i trains on seed i // len(names)'s batches
-            return [TrainStep(members.build(cfg, name, "rts", s, length, device), cfg.train, dtype) for s in cfg.seeds for name in names]
+            return [
+                TrainStep(members.build(cfg, name, "rts", s, length, device), cfg.train, dtype)
+                for s in cfg.seeds
+                for name in names
+            ]
 
         singles, together = fresh(), fused.Together(fresh())
         stack = None
         if len(names) == 1:
             mcfg = cfg.models[names[0]]
-            stack = fused.Stack([members.build(cfg, names[0], "rts", s, length, device) for s in cfg.seeds], cfg.train, mcfg, dtype, length.steps_per_epoch, length.total)
+            stack = fused.Stack(
+                [members.build(cfg, names[0], "rts", s, length, device) for s in cfg.seeds],
+                cfg.train,
+                mcfg,
+                dtype,
+                length.steps_per_epoch,
+                length.total,
+            )
         per = len(names)  # each seed's batch goes to every model of the row
 
         def one_after_another():
@@ -189,13 +228,19 @@ def fused_case(seeds: int, n: int, batch: int, device, amp: str, graphs: bool, p
                 stack(x, y)
 
         # each model's copy of its seed's batch, made before the clock starts as the batches are
-        wide = [(x.repeat_interleave(per, 0), y.repeat_interleave(per, 0)) for x, y in batches] if together.graphed else []
+        wide = (
+            [(x.repeat_interleave(per, 0), y.repeat_interleave(per, 0)) for x, y in batches] if together.graphed else []
+        )
 
         def side_by_side():
             for x, y in wide:
                 together(x, y)
 
-        cases = {"a": one_after_another, "b": stacked if stack else None, "c": side_by_side if together.graphed else None}
+        cases = {
+            "a": one_after_another,
+            "b": stacked if stack else None,
+            "c": side_by_side if together.graphed else None,
+        }
         cases = {k: fn for k, fn in cases.items() if fn is not None}
         rates: dict[str, list[float]] = {k: [] for k in cases}
         for fn in cases.values():  # warm-up: kernels, capture
@@ -229,16 +274,28 @@ def profile_case(batch: int, device, amp: str, steps: int) -> None:
     from stnexp.training.step import TrainStep
 
     def cfg(b, graphs):
-        return config.validate({
-            "device": str(device), "data": {"train_size": b, "val_size": 0, "variants": {"rts": None}},
-            "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}},
-            "train": {"batch_size": b, "amp": amp, "lr": 0.01, "cuda_graphs": graphs}})
+        return config.validate(
+            {
+                "device": str(device),
+                "data": {"train_size": b, "val_size": 0, "variants": {"rts": None}},
+                "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}},
+                "train": {"batch_size": b, "amp": amp, "lr": 0.01, "cuda_graphs": graphs},
+            }
+        )
 
     def step_for(name, b, graphs):
         c = cfg(b, graphs)
         split = data.split(c.data, device)
         x, y = next(iter(data.Stream(split.train, c.variant("rts"), 0, "rts", b, True).epoch(1)))
-        return TrainStep(members.build(c, name, "rts", 0, members.Length(1, 10**9, 1), device), c.train, dev.autocast_dtype(amp, device)), x, y
+        return (
+            TrainStep(
+                members.build(c, name, "rts", 0, members.Length(1, 10**9, 1), device),
+                c.train,
+                dev.autocast_dtype(amp, device),
+            ),
+            x,
+            y,
+        )
 
     def wall(step, x, y, n):
         for _ in range(5):  # warm-up: kernel choice, capture
@@ -261,11 +318,19 @@ def profile_case(batch: int, device, amp: str, steps: int) -> None:
             sync(device)
         # kernels (CUDA) or ops (CPU) by their own time; on a CPU nested ops would count twice otherwise
         rows = [e for e in prof.key_averages() if (e.device_type.name == "CUDA") == cuda]
-        own = lambda e: (getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) if cuda else e.self_cpu_time_total) / steps  # noqa: E731 (us per step)
+
+        def own(e) -> float:  # us per step
+            if cuda:
+                return (getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)) / steps
+            return e.self_cpu_time_total / steps
+
         rows = sorted((e for e in rows if own(e) > 0), key=own, reverse=True)
         total = sum(own(e) for e in rows)
-        print(f"{name}, batch {batch}: {'kernel' if cuda else 'op'} time {total / 1000:.3f} ms a step "
-              f"(eager wall {eager * 1000:.3f} ms a step), {sum(e.count for e in rows) / steps:.0f} {'kernels' if cuda else 'ops'} a step")
+        print(
+            f"{name}, batch {batch}: {'kernel' if cuda else 'op'} time {total / 1000:.3f} ms a step "
+            f"(eager wall {eager * 1000:.3f} ms a step), {sum(e.count for e in rows) / steps:.0f} "
+            f"{'kernels' if cuda else 'ops'} a step"
+        )
         print(f"| {'kernel' if cuda else 'op'} | calls a step | us a step | share |")
         print("|---|---:|---:|---:|")
         for e in rows[:14]:
@@ -275,7 +340,9 @@ def profile_case(batch: int, device, amp: str, steps: int) -> None:
             for b in (batch, 3 * batch):
                 graphed, gx, gy = step_for(name, b, True)
                 seconds = wall(graphed, gx, gy, steps)
-                print(f"{name}: one graph a step, batch {b}: {seconds * 1000:.3f} ms a step, {b / seconds:,.0f} images/s")
+                print(
+                    f"{name}: one graph a step, batch {b}: {seconds * 1000:.3f} ms a step, {b / seconds:,.0f} images/s"
+                )
             print()
 
 
@@ -283,16 +350,22 @@ def precision_case(n: int, batch: int, device, pairs: int) -> None:
     """(b) in fp32 against (b) in bf16 autocast, in alternation: what `train.amp: auto` decides by."""
     flags = sorted(dev.cpu_flags() & set(dev.BF16_FLAGS)) if device.type == "cpu" else []
     print(machine(device) + f"; torch {torch.__version__}; bf16 flags: {', '.join(flags) or 'none'}")
-    print(f"work: RTS 42x42, n={n} images per model, batch {batch}, SGD momentum 0.9, both models side by side, each step timed alone")
+    print(
+        f"work: RTS 42x42, n={n} images per model, batch {batch}, SGD momentum 0.9, both models side by side, each "
+        "step timed alone"
+    )
     print(f"train.amp auto here: {dev.precision(dev.autocast_dtype('auto', device))}")
     rates: dict[str, dict[str, list[float]]] = {}
     for _ in range(pairs):
         for amp in ("off", "bf16"):
-            cfg = config.validate({
-                "device": str(device), "data": {"train_size": n, "val_size": 0, "variants": {"rts": None}},
-                "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {}}},
-                "train": {"batch_size": batch, "amp": amp, "lr": 0.01},
-            })
+            cfg = config.validate(
+                {
+                    "device": str(device),
+                    "data": {"train_size": n, "val_size": 0, "variants": {"rts": None}},
+                    "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {}}},
+                    "train": {"batch_size": batch, "amp": amp, "lr": 0.01},
+                }
+            )
             wall, per_model, imgs, _, _ = stnexp_path(cfg, data.split(cfg.data, device), device)
             for name, seconds in [*per_model.items(), ("cnn + st-cnn (wall)", wall)]:
                 rates.setdefault(name, {}).setdefault(amp, []).append(imgs / seconds)
@@ -308,8 +381,9 @@ def precision_case(n: int, batch: int, device, pairs: int) -> None:
 
 def machine(device) -> str:
     """The line that says where a measurement ran."""
-    return (f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-            + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
+    return f"machine: {dev.cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}" + (
+        f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    )
 
 
 def spread(values: list[float], fmt: str = ",.0f") -> str:
@@ -330,11 +404,19 @@ def conventional_process(n: int, batch: int, workers: int) -> None:
     torch.manual_seed(0)
     digits = mnist.load()
     device = torch.device("cpu")
-    test = torch.utils.data.DataLoader(Conventional(digits.test_images, digits.test_labels), batch_size=1000, num_workers=workers)
+    test = torch.utils.data.DataLoader(
+        Conventional(digits.test_images, digits.test_labels), batch_size=1000, num_workers=workers
+    )
     for mcfg in (config.CNNConfig(arch="cnn"), config.CNNConfig(arch="cnn", stn=config.TransformerConfig())):
         model = textbook(models.build(mcfg, CANVAS)).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        loader = torch.utils.data.DataLoader(Conventional(digits.train_images[:n], digits.train_labels[:n]), batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
+        loader = torch.utils.data.DataLoader(
+            Conventional(digits.train_images[:n], digits.train_labels[:n]),
+            batch_size=batch,
+            shuffle=True,
+            num_workers=workers,
+            drop_last=True,
+        )
         for x, y in loader:
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
@@ -358,23 +440,44 @@ def whole_process(pairs: int, n: int, batch: int) -> None:
     workers = min(8, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "bench.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "name": "bench", "seeds": [0], "device": "cpu",
-            "data": {"train_size": n, "val_size": 0, "variants": {"rts": None}},
-            "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {}}},
-            "train": {"epochs": 1, "batch_size": batch, "optimizer": "sgd", "lr": 0.01},
-        }))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "bench",
+                    "seeds": [0],
+                    "device": "cpu",
+                    "data": {"train_size": n, "val_size": 0, "variants": {"rts": None}},
+                    "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {}}},
+                    "train": {"epochs": 1, "batch_size": batch, "optimizer": "sgd", "lr": 0.01},
+                }
+            )
+        )
         commands = {
-            "a": [sys.executable, __file__, "--conventional-process", "--n", str(n), "--batch", str(batch), "--workers", str(workers)],
+            "a": [
+                sys.executable,
+                __file__,
+                "--conventional-process",
+                "--n",
+                str(n),
+                "--batch",
+                str(batch),
+                "--workers",
+                str(workers),
+            ],
             "b": [sys.executable, "-m", "stnexp", "train", str(cfg), "--out", str(Path(tmp) / "run"), "--force"],
         }
         print(f"machine: {dev.cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}")
-        print(f"work: RTS 42x42, {n} training digits, 1 epoch of batch {batch}, SGD, CNN then ST-CNN (a) or side by side (b), then the 10k test digits")
+        print(
+            f"work: RTS 42x42, {n} training digits, 1 epoch of batch {batch}, SGD, CNN then ST-CNN (a) or side by "
+            "side (b), then the 10k test digits"
+        )
         times: dict[str, list[float]] = {"a": [], "b": []}
         for i in range(pairs):
             for side in ("a", "b"):
                 t0 = time.perf_counter()
-                done = subprocess.run(commands[side], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+                done = subprocess.run(
+                    commands[side], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent
+                )
                 seconds = time.perf_counter() - t0
                 if done.returncode != 0:
                     sys.exit(f"({side}) failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -396,13 +499,38 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"])
     ap.add_argument("--compile", action="store_true", help="compile the models in (b), as train.compile: true")
-    ap.add_argument("--no-cuda-graphs", action="store_true", help="eager steps in (b) on CUDA (train.cuda_graphs: false)")
+    ap.add_argument(
+        "--no-cuda-graphs", action="store_true", help="eager steps in (b) on CUDA (train.cuda_graphs: false)"
+    )
     ap.add_argument("--skip-conventional", action="store_true", help="measure (b) only")
-    ap.add_argument("--pairs", type=int, default=3, help="measurements in alternation, a then b, this many times (medians and range)")
-    ap.add_argument("--whole-process", action="store_true", help="time whole processes instead: the conventional script against `stnexp train` (default --n 20000)")
-    ap.add_argument("--fused", type=int, metavar="S", help="instead: S seeds of each model stepped one after another against one fused, stacked step (fused.py)")
-    ap.add_argument("--profile", action="store_true", help="instead: where one model's step spends its time (torch.profiler), and on CUDA the graphed step at --batch and 3x --batch")
-    ap.add_argument("--precision", action="store_true", help="instead: (b) in fp32 against (b) in bf16 autocast, in alternation (what train.amp: auto decides by)")
+    ap.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        help="measurements in alternation, a then b, this many times (medians and range)",
+    )
+    ap.add_argument(
+        "--whole-process",
+        action="store_true",
+        help="time whole processes instead: the conventional script against `stnexp train` (default --n 20000)",
+    )
+    ap.add_argument(
+        "--fused",
+        type=int,
+        metavar="S",
+        help="instead: S seeds of each model stepped one after another against one fused, stacked step (fused.py)",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead: where one model's step spends its time (torch.profiler), and on CUDA the graphed step at "
+        "--batch and 3x --batch",
+    )
+    ap.add_argument(
+        "--precision",
+        action="store_true",
+        help="instead: (b) in fp32 against (b) in bf16 autocast, in alternation (what train.amp: auto decides by)",
+    )
     ap.add_argument("--conventional-process", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -421,14 +549,25 @@ def main():
     if args.profile:
         print(machine(device) + f"; torch {torch.__version__}")
         return profile_case(args.batch, device, args.amp, 20)
-    cfg = config.validate({
-        "device": str(device),
-        "data": {"train_size": args.n, "val_size": 0, "variants": {"rts": None}},
-        "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {}}},
-        "train": {"batch_size": args.batch, "amp": args.amp, "compile": args.compile, "lr": 0.01, "cuda_graphs": not args.no_cuda_graphs},
-    })
+    cfg = config.validate(
+        {
+            "device": str(device),
+            "data": {"train_size": args.n, "val_size": 0, "variants": {"rts": None}},
+            "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {}}},
+            "train": {
+                "batch_size": args.batch,
+                "amp": args.amp,
+                "compile": args.compile,
+                "lr": 0.01,
+                "cuda_graphs": not args.no_cuda_graphs,
+            },
+        }
+    )
     print(machine(device))
-    print(f"versions: python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}")
+    print(
+        f"versions: python {platform.python_version()}, torch {torch.__version__}, torchvision "
+        f"{torchvision.__version__}"
+    )
     print(f"work: RTS 42x42, n={args.n} images per model, batch {args.batch}, SGD momentum 0.9, device {device}")
 
     split = data.split(cfg.data, device)
@@ -471,7 +610,10 @@ def main():
     eval_rate = len(members) * len(test.labels) / (time.perf_counter() - t0)
 
     graphs = device.type == "cuda" and not args.no_cuda_graphs
-    print(f"settings (b): precision {'bf16 autocast' if dtype else 'fp32'}, channels_last {dev.channels_last(device)}, compile {args.compile}, cuda graphs {graphs}")
+    print(
+        f"settings (b): precision {'bf16 autocast' if dtype else 'fp32'}, channels_last {dev.channels_last(device)}, "
+        f"compile {args.compile}, cuda graphs {graphs}"
+    )
     print(f"distortion generator alone: {gen_rate:,.0f} images/s")
     print(f"evaluation (inference mode, batch {scoring.BATCH}): {eval_rate:,.0f} images/s per model")
     print()
@@ -488,14 +630,19 @@ def main():
     if not args.skip_conventional:
         both_a = [1.0 / sum(1.0 / conv[name][i] for name in cfg.models) for i in range(args.pairs)]
         ratio = [b / a for a, b in zip(both_a, walls)]
-        print(f"| cnn + st-cnn (wall, data included) | {spread(both_a)} | {spread(walls)} | **{spread(ratio, '.2f')}** |")
+        print(
+            f"| cnn + st-cnn (wall, data included) | {spread(both_a)} | {spread(walls)} | **{spread(ratio, '.2f')}** |"
+        )
     else:
         print(f"| cnn + st-cnn (wall, data included) | - | {spread(walls)} | - |")
     import statistics
 
     both_b = statistics.median(walls)
     protocol = 150_000 * 256  # the paper: 150k iterations of batch 256, per model
-    print(f"paper protocol (150k x 256 images per model, cnn + st-cnn side by side, one variant, one seed) at this rate: {protocol / both_b / 60:.1f} min")
+    print(
+        "paper protocol (150k x 256 images per model, cnn + st-cnn side by side, one variant, one seed) at this "
+        f"rate: {protocol / both_b / 60:.1f} min"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,12 @@ SECTIONS = [
     ("models.NAME.", config.CNNConfig, "a model, `arch: cnn`"),
     ("models.NAME.", config.FCNConfig, "a model, `arch: fcn`"),
     ("models.NAME.stn.", config.TransformerConfig, "a model's spatial transformer, `stn:`"),
-    ("models.NAME.", config.STNCNNConfig, "a model, `arch: stn-cnn`: the flat form of version 0.1, read as `arch: cnn` with an `stn` block (also takes channels, norm, dropout)"),
+    (
+        "models.NAME.",
+        config.STNCNNConfig,
+        "a model, `arch: stn-cnn`: the flat form of version 0.1, read as `arch: cnn` with an `stn` block (also takes "
+        "channels, norm, dropout)",
+    ),
     ("train.", config.TrainConfig, "training"),
 ]
 SKIP_IN_STN = {"channels", "norm", "dropout"}

@@ -21,10 +21,14 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Spatial Transformer Networks vs CNNs on distorted MNIST: train side by side, evaluate, look.",
 )
-config_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Show the resolved config or its JSON Schema.")
+config_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Show the resolved config or its JSON Schema."
+)
 app.add_typer(config_app, name="config")
 
-SET = typer.Option(None, "--set", metavar="KEY=VALUE", help="override a config key: key.path=value (value parsed as YAML); repeatable")
+SET = typer.Option(
+    None, "--set", metavar="KEY=VALUE", help="override a config key: key.path=value (value parsed as YAML); repeatable"
+)
 
 
 def _echo(text: str, err: bool = False, nl: bool = True) -> None:
@@ -45,7 +49,7 @@ MAX_ERROR_LINE = 500  # characters of one line (values quoted in it are cut shor
 def _fail(lines: str, code: int) -> None:
     lines = str(lines).splitlines()
     for line in lines[:MAX_ERROR_LINES]:
-        _echo(f"error: {line if len(line) <= MAX_ERROR_LINE else line[:MAX_ERROR_LINE - 3] + '...'}", err=True)
+        _echo(f"error: {line if len(line) <= MAX_ERROR_LINE else line[: MAX_ERROR_LINE - 3] + '...'}", err=True)
     if len(lines) > MAX_ERROR_LINES:
         _echo(f"error: ... and {len(lines) - MAX_ERROR_LINES} more", err=True)
     raise typer.Exit(code)
@@ -89,7 +93,11 @@ def _guard(fn, log_path: Optional[Path] = None):
             _fail(f"{e.filename or 'writing'}: no space left on device", 2)
         log = logging.getLogger("stnexp")
         log.debug("unexpected error:\n" + traceback.format_exc())
-        where = " (traceback in train.log)" if any(isinstance(h, logging.FileHandler) for h in log.handlers) else " (set STNEXP_DEBUG=1 for the traceback)"
+        where = (
+            " (traceback in train.log)"
+            if any(isinstance(h, logging.FileHandler) for h in log.handlers)
+            else " (set STNEXP_DEBUG=1 for the traceback)"
+        )
         _fail(f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{where}", 1)
 
 
@@ -108,8 +116,10 @@ def _command(name: str, short_help: str, flags: dict[str, tuple[Any, Any]]):
         def command(**given: Any) -> None:
             _guard(lambda: body(given))
 
-        parameters = [inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-                      for field, (kind, option) in flags.items()]
+        parameters = [
+            inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+            for field, (kind, option) in flags.items()
+        ]
         command.__signature__ = inspect.Signature(parameters)  # what typer reads the options from
         command.__doc__, command.__name__ = body.__doc__, name
         app.command(name, short_help=short_help)(command)
@@ -119,14 +129,60 @@ def _command(name: str, short_help: str, flags: dict[str, tuple[Any, Any]]):
 
 
 TRAIN_FLAGS = {
-    "config": (Path, typer.Argument(..., metavar="CFG|RUN_DIR", help="YAML experiment config, or with --resume a run directory (or a config's run folder: its newest run)")),
+    "config": (
+        Path,
+        typer.Argument(
+            ...,
+            metavar="CFG|RUN_DIR",
+            help="YAML experiment config, or with --resume a run directory (or a config's run folder: its newest run)",
+        ),
+    ),
     "sets": (Optional[List[str]], SET),
-    "device": (Optional[str], typer.Option(None, "--device", metavar="D", help="override `device`: auto | cpu | cuda | cuda:N | mps")),
-    "out": (Optional[Path], typer.Option(None, "--out", metavar="DIR", help="run directory (default <out>/<name>/<timestamp>)")),
-    "resume": (bool, typer.Option(False, "--resume", help="continue the run in --out or RUN_DIR (default: the newest run of this config) from its last checkpoints")),
-    "force": (bool, typer.Option(False, "--force", help="overwrite the run in --out (only a stnexp run directory, only the files that run wrote)")),
-    "sweep": (Optional[List[str]], typer.Option(None, "--sweep", metavar="KEY=V1,V2", help="train once per value of KEY (cross product over repeated --sweep) as child runs of one folder, with one sweep table")),
-    "shard": (Optional[str], typer.Option(None, "--shard", metavar="I/N", help="with --sweep: train only every N-th child from child I (0-based), joining the sweep in --out if another shard made it; one process per shard (a job array's tasks, say)")),
+    "device": (
+        Optional[str],
+        typer.Option(None, "--device", metavar="D", help="override `device`: auto | cpu | cuda | cuda:N | mps"),
+    ),
+    "out": (
+        Optional[Path],
+        typer.Option(None, "--out", metavar="DIR", help="run directory (default <out>/<name>/<timestamp>)"),
+    ),
+    "resume": (
+        bool,
+        typer.Option(
+            False,
+            "--resume",
+            help="continue the run in --out or RUN_DIR (default: the newest run of this config) from its last "
+            "checkpoints",
+        ),
+    ),
+    "force": (
+        bool,
+        typer.Option(
+            False,
+            "--force",
+            help="overwrite the run in --out (only a stnexp run directory, only the files that run wrote)",
+        ),
+    ),
+    "sweep": (
+        Optional[List[str]],
+        typer.Option(
+            None,
+            "--sweep",
+            metavar="KEY=V1,V2",
+            help="train once per value of KEY (cross product over repeated --sweep) as child runs of one folder, with "
+            "one sweep table",
+        ),
+    ),
+    "shard": (
+        Optional[str],
+        typer.Option(
+            None,
+            "--shard",
+            metavar="I/N",
+            help="with --sweep: train only every N-th child from child I (0-based), joining the sweep in --out if "
+            "another shard made it; one process per shard (a job array's tasks, say)",
+        ),
+    ),
 }
 
 
@@ -135,8 +191,10 @@ def train(given: dict) -> None:
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
     from stnexp.training import launch, loop
 
-    req = launch.TrainRequest(**{**given, "sets": tuple(given["sets"] or ()), "sweep": tuple(given["sweep"] or ())},
-                              command=" ".join(sys.argv))
+    req = launch.TrainRequest(
+        **{**given, "sets": tuple(given["sets"] or ()), "sweep": tuple(given["sweep"] or ())},
+        command=" ".join(sys.argv),
+    )
     try:
         launch.start(req)
     except loop.Interrupted:
@@ -144,18 +202,90 @@ def train(given: dict) -> None:
 
 
 EVAL_FLAGS = {
-    "source": (Path, typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="a run directory (or a config's run folder: its newest run) or one checkpoint file")),
-    "variants": (Optional[List[str]], typer.Option(None, "--variant", metavar="NAME", help="test on this variant (the run's, a --set one, or a preset); repeatable")),
-    "images": (Optional[Path], typer.Option(None, "--images", metavar="F", help="external test images: IDX file, uint8 N x H x W (gzip or raw)")),
-    "labels": (Optional[Path], typer.Option(None, "--labels", metavar="F", help="external test labels: IDX file, N labels")),
-    "checkpoint": (str, typer.Option("best", "--checkpoint", metavar="best|last", help="which checkpoints of a run: best | last")),
-    "canvas": (Optional[str], typer.Option(None, "--canvas", metavar="model|N", help="render the variants on each model's own canvas (model) or on N x N px")),
-    "sets": (Optional[List[str]], typer.Option(None, "--set", metavar="KEY=VALUE", help="an ad-hoc variant: data.variants.NAME={...} (as in a config); repeatable")),
-    "sweep": (Optional[str], typer.Option(None, "--sweep", metavar="KEY=A:B:STEP", help="re-distort each model's own test digits with rotation, scale or shift fixed at each value from A to B (e.g. rotation=-180:180:15); a table and a plot")),
-    "name": (Optional[str], typer.Option(None, "--name", metavar="NAME", help="the evaluation's name (default: from what it scores, e.g. best-on-rts+translated)")),
+    "source": (
+        Path,
+        typer.Argument(
+            ...,
+            metavar="RUN_DIR|CHECKPOINT",
+            help="a run directory (or a config's run folder: its newest run) or one checkpoint file",
+        ),
+    ),
+    "variants": (
+        Optional[List[str]],
+        typer.Option(
+            None,
+            "--variant",
+            metavar="NAME",
+            help="test on this variant (the run's, a --set one, or a preset); repeatable",
+        ),
+    ),
+    "images": (
+        Optional[Path],
+        typer.Option(
+            None, "--images", metavar="F", help="external test images: IDX file, uint8 N x H x W (gzip or raw)"
+        ),
+    ),
+    "labels": (
+        Optional[Path],
+        typer.Option(None, "--labels", metavar="F", help="external test labels: IDX file, N labels"),
+    ),
+    "checkpoint": (
+        str,
+        typer.Option("best", "--checkpoint", metavar="best|last", help="which checkpoints of a run: best | last"),
+    ),
+    "canvas": (
+        Optional[str],
+        typer.Option(
+            None,
+            "--canvas",
+            metavar="model|N",
+            help="render the variants on each model's own canvas (model) or on N x N px",
+        ),
+    ),
+    "sets": (
+        Optional[List[str]],
+        typer.Option(
+            None,
+            "--set",
+            metavar="KEY=VALUE",
+            help="an ad-hoc variant: data.variants.NAME={...} (as in a config); repeatable",
+        ),
+    ),
+    "sweep": (
+        Optional[str],
+        typer.Option(
+            None,
+            "--sweep",
+            metavar="KEY=A:B:STEP",
+            help="re-distort each model's own test digits with rotation, scale or shift fixed at each value from A to "
+            "B (e.g. rotation=-180:180:15); a table and a plot",
+        ),
+    ),
+    "name": (
+        Optional[str],
+        typer.Option(
+            None,
+            "--name",
+            metavar="NAME",
+            help="the evaluation's name (default: from what it scores, e.g. best-on-rts+translated)",
+        ),
+    ),
     "force": (bool, typer.Option(False, "--force", help="replace an earlier evaluation of the same name")),
-    "out": (Optional[Path], typer.Option(None, "--out", metavar="DIR", help="folder for NAME.{md,csv,json} and index.md (default: the run's evals/)")),
-    "device": (Optional[str], typer.Option(None, "--device", metavar="D", help="auto | cpu | cuda | cuda:N | mps (default: the run's device, where this machine has it)")),
+    "out": (
+        Optional[Path],
+        typer.Option(
+            None, "--out", metavar="DIR", help="folder for NAME.{md,csv,json} and index.md (default: the run's evals/)"
+        ),
+    ),
+    "device": (
+        Optional[str],
+        typer.Option(
+            None,
+            "--device",
+            metavar="D",
+            help="auto | cpu | cuda | cuda:N | mps (default: the run's device, where this machine has it)",
+        ),
+    ),
 }
 
 
@@ -166,7 +296,9 @@ def eval_(given: dict) -> None:
     from stnexp.results import evaluation
     from stnexp.store import runs
 
-    req = evaluation.EvalRequest(**{**given, "variants": tuple(given["variants"] or ()), "sets": tuple(given["sets"] or ())})
+    req = evaluation.EvalRequest(
+        **{**given, "variants": tuple(given["variants"] or ()), "sets": tuple(given["sets"] or ())}
+    )
     md, target = evaluation.evaluate(req, runs.logger())
     _echo(md)
     _echo(f"wrote {target}.md")
@@ -174,20 +306,34 @@ def eval_(given: dict) -> None:
 
 @app.command(short_help="Merge the results of runs into one table, optionally beside the paper's Table 1.")
 def report(
-    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="run directories whose results to merge (a sweep folder: all its children)"),
-    paper: bool = typer.Option(False, "--paper", help="the paper's layout (rows FCN ... ST-CNN TPS, columns R RTS P E TC), the paper's number beside each of ours"),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="write the report to DIR: report.md with each run's analysis and pictures (copied to DIR/images)"),
-    html: bool = typer.Option(False, "--html", help="also DIR/report.html: one self-contained page, pictures embedded (needs --out)"),
+    run_dirs: List[Path] = typer.Argument(
+        ..., metavar="RUN_DIR...", help="run directories whose results to merge (a sweep folder: all its children)"
+    ),
+    paper: bool = typer.Option(
+        False,
+        "--paper",
+        help="the paper's layout (rows FCN ... ST-CNN TPS, columns R RTS P E TC), the paper's number beside each of "
+        "ours",
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        metavar="DIR",
+        help="write the report to DIR: report.md with each run's analysis and pictures (copied to DIR/images)",
+    ),
+    html: bool = typer.Option(
+        False, "--html", help="also DIR/report.html: one self-contained page, pictures embedded (needs --out)"
+    ),
 ):
     """Merge the best-checkpoint results of one or many runs into one table (mean +- std over seeds); with
     --paper in the layout of the STN paper's Table 1, each cell beside the paper's number. With --out, a
     full report in DIR: the table, each run's analysis and its pictures, as Markdown (and --html)."""
 
     def body():
+        from stnexp.errors import UserError
         from stnexp.results import report as rp
         from stnexp.store import runs
         from stnexp.training import sweeps
-        from stnexp.errors import UserError
 
         if html and out is None:
             raise UserError("--html: name the folder to write it to with --out DIR")
@@ -219,7 +365,9 @@ def runs_(out: Path = typer.Argument(Path("runs"), metavar="[OUT]", help="folder
 @app.command(short_help="Write one PNG per variant: test digits beside their distorted versions.")
 def preview(
     config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="folder for the PNGs (default <out>/<name>/preview)"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", metavar="DIR", help="folder for the PNGs (default <out>/<name>/preview)"
+    ),
     n: int = typer.Option(64, "--n", min=1, max=1024, metavar="N", help="digits per picture (1-1024)"),
     set_: Optional[List[str]] = SET,
 ):
@@ -236,7 +384,10 @@ def preview(
 
 
 @config_app.command("show")
-def config_show(config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"), set_: Optional[List[str]] = SET):
+def config_show(
+    config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"),
+    set_: Optional[List[str]] = SET,
+):
     """Print the resolved config (defaults and presets filled in, --set applied) and each model's
     parameter count on each variant."""
 
@@ -281,7 +432,11 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print stnexp's version and exit")):
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print stnexp's version and exit"
+    ),
+):
     pass
 
 
@@ -293,8 +448,11 @@ def main() -> None:
             arg.encode("utf-8")
         except UnicodeEncodeError:
             shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            typer.echo(f"error: '{shown[:200]}': not valid UTF-8; stnexp writes the paths and names it is given into "
-                       "UTF-8 files (train.log, env.json, the tables): rename it", err=True)
+            typer.echo(
+                f"error: '{shown[:200]}': not valid UTF-8; stnexp writes the paths and names it is given into "
+                "UTF-8 files (train.log, env.json, the tables): rename it",
+                err=True,
+            )
             sys.exit(2)
     # print what the terminal can encode (an ASCII or Latin-1 locale cannot show every character of a
     # table) instead of dying after the work is done

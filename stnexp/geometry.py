@@ -31,7 +31,9 @@ def theta_from_params(angle: torch.Tensor, scale: torch.Tensor, tx: torch.Tensor
     return torch.stack([torch.stack([c, -s, tx], -1), torch.stack([s, c, ty], -1)], -2)
 
 
-def distortion_theta(angle_deg: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
+def distortion_theta(
+    angle_deg: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, in_size: int, out_size: int
+) -> torch.Tensor:
     """Theta that places an in_size digit into an out_size canvas: turned counter-clockwise by angle_deg,
     scaled by `scale`, its centre moved by `shift` (N x 2, pixels, x right and y down).
 
@@ -176,7 +178,9 @@ def tps_grid(targets: torch.Tensor, size: int | tuple[int, int], k: int) -> torc
 def sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear sampling of `images` (N x C x h x w) at `grid` (N x H x W x 2), zero padding, float32."""
     with _fp32(images.device):
-        return F.grid_sample(images.float(), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=ALIGN_CORNERS)
+        return F.grid_sample(
+            images.float(), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=ALIGN_CORNERS
+        )
 
 
 def ink_boxes(images: torch.Tensor) -> torch.Tensor:
@@ -197,7 +201,9 @@ def ink_boxes(images: torch.Tensor) -> torch.Tensor:
     return torch.where(empty[:, None], torch.zeros_like(box), box)
 
 
-def fit_shift_range(box: torch.Tensor, angle_deg: torch.Tensor, scale: torch.Tensor, canvas: int, margin: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_shift_range(
+    box: torch.Tensor, angle_deg: torch.Tensor, scale: torch.Tensor, canvas: int, margin: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For each image, the [lo, hi] shift (N x 2 each) that keeps its turned and scaled ink box inside the
     canvas, `margin` pixels from the edge (bilinear sampling spreads ink by up to one pixel).
     Where the digit cannot fit, lo = hi = the centring shift."""

@@ -49,17 +49,43 @@ def _to_the_right(value: float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor([[float(value), 0.0]], dtype=like.dtype, device=like.device).expand(len(like), 2).clone()
 
 
-ANGLE = Part("angle", "degrees", "rotation", "rotation", lambda v: v, _every, "angle", "degrees", "cannot rotate", circular=True)
-SCALE = Part("scale", "factor", "scale", "scale", lambda v: v, _every, "log_scale", "log of the factor", "cannot scale", positive=True)
-SHIFT = Part("shift", "px from the centre", "shift", "translation", lambda v: v.norm(dim=1), _to_the_right, "shift",
-             "px from the centre", "cannot shift")
+ANGLE = Part(
+    "angle", "degrees", "rotation", "rotation", lambda v: v, _every, "angle", "degrees", "cannot rotate", circular=True
+)
+SCALE = Part(
+    "scale",
+    "factor",
+    "scale",
+    "scale",
+    lambda v: v,
+    _every,
+    "log_scale",
+    "log of the factor",
+    "cannot scale",
+    positive=True,
+)
+SHIFT = Part(
+    "shift",
+    "px from the centre",
+    "shift",
+    "translation",
+    lambda v: v.norm(dim=1),
+    _to_the_right,
+    "shift",
+    "px from the centre",
+    "cannot shift",
+)
 PARTS = (ANGLE, SCALE, SHIFT)
 NAMES = tuple(p.name for p in PARTS)
 BY_SWEEP = {p.sweep: p for p in PARTS}
 BY_RESIDUAL = {p.residual: p for p in PARTS}
 BY_NAME = {p.name: p for p in PARTS}
 # the unit of every name a figure's axis may carry: a part's, its residual's and its sweep key's
-UNITS = {**{p.sweep: p.unit for p in PARTS}, **{p.residual: p.residual_unit for p in PARTS}, **{p.name: p.unit for p in PARTS}}
+UNITS = {
+    **{p.sweep: p.unit for p in PARTS},
+    **{p.residual: p.residual_unit for p in PARTS},
+    **{p.name: p.unit for p in PARTS},
+}
 
 
 def theta(params: dict[str, torch.Tensor], in_size: int, out_size: int) -> torch.Tensor:

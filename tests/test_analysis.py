@@ -6,8 +6,8 @@ import statistics
 import pytest
 import torch
 
-from stnexp.results import analysis
 from stnexp import geometry, pose
+from stnexp.results import analysis
 
 
 def test_mcnemar_counts_the_digits_only_one_model_gets_right_and_tests_them_exactly():
@@ -23,15 +23,30 @@ def test_mcnemar_counts_the_digits_only_one_model_gets_right_and_tests_them_exac
 
 def test_pairs_are_formed_within_each_variant_and_seed():
     ok = torch.ones(5, dtype=torch.bool)
-    right = {("rts", 0, "cnn"): ok, ("rts", 0, "st"): ok, ("rts", 0, "fcn"): ok, ("rts", 1, "cnn"): ok, ("rts", 1, "st"): ok}
+    right = {
+        ("rts", 0, "cnn"): ok,
+        ("rts", 0, "st"): ok,
+        ("rts", 0, "fcn"): ok,
+        ("rts", 1, "cnn"): ok,
+        ("rts", 1, "st"): ok,
+    }
     rows = analysis.paired_rows(right, {k: 0.0 for k in right})
-    assert [(r["seed"], r["model_a"], r["model_b"]) for r in rows] == [(0, "cnn", "st"), (0, "cnn", "fcn"), (0, "st", "fcn"), (1, "cnn", "st")]
+    assert [(r["seed"], r["model_a"], r["model_b"]) for r in rows] == [
+        (0, "cnn", "st"),
+        (0, "cnn", "fcn"),
+        (0, "st", "fcn"),
+        (1, "cnn", "st"),
+    ]
     assert not any(r["significant"] for r in rows)
 
 
 def _poses(n=500):
     g = torch.Generator().manual_seed(0)
-    return (torch.rand(n, generator=g) * 90 - 45, 0.7 + 0.5 * torch.rand(n, generator=g), torch.rand(n, 2, generator=g) * 10 - 5)
+    return (
+        torch.rand(n, generator=g) * 90 - 45,
+        0.7 + 0.5 * torch.rand(n, generator=g),
+        torch.rand(n, 2, generator=g) * 10 - 5,
+    )
 
 
 def test_with_no_transformer_the_residual_is_the_distortion_itself():
@@ -59,7 +74,10 @@ def test_a_transformer_that_undoes_each_distortion_then_applies_a_fixed_map_leav
     d = geometry.distortion_theta(angle, scale, shift, 28, 42).double()
     row = torch.tensor([0.0, 0.0, 1.0], dtype=d.dtype).expand(len(d), 1, 3)
     a = math.radians(20.0)
-    e = torch.tensor([[0.9 * math.cos(a), -0.9 * math.sin(a), 0.2], [0.9 * math.sin(a), 0.9 * math.cos(a), -0.1], [0, 0, 1]], dtype=d.dtype)
+    e = torch.tensor(
+        [[0.9 * math.cos(a), -0.9 * math.sin(a), 0.2], [0.9 * math.sin(a), 0.9 * math.cos(a), -0.1], [0, 0, 1]],
+        dtype=d.dtype,
+    )
     t = (torch.linalg.inv(torch.cat([d, row], 1)) @ e)[:, :2]
     r = pose.residual(t, {"angle": angle, "scale": scale, "shift": shift}, 42)
     assert torch.allclose(r["angle"], torch.full_like(r["angle"], 20.0), atol=1e-6)
@@ -98,7 +116,9 @@ def test_a_conv1_transformers_theta_read_in_image_coordinates_moves_the_image_as
     from stnexp import config, models
 
     m = models.build(config.CNNConfig(arch="cnn", stn=config.TransformerConfig(at="conv1")), 42)
-    with torch.no_grad():  # conv1 copies the pixel under its kernel's centre: the maps are the image, cropped and pooled
+    with (
+        torch.no_grad()
+    ):  # conv1 copies the pixel under its kernel's centre: the maps are the image, cropped and pooled
         m.block1[0].weight.zero_()
         m.block1[0].weight[:, :, 4, 4] = 1
         m.block1[0].bias.zero_()
@@ -137,7 +157,9 @@ def test_a_family_that_cannot_turn_says_so_instead_of_a_residual_angle():
     assert line.startswith("| rts | 0 | att | 26") and "-> (cannot rotate) |" in line and "cannot scale" not in line
     c1 = _fixed_transformer("affine", "conv1", torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]))
     r = analysis.rectification(c1, torch.rand(200, 1, 42, 42), {"angle": angle, "scale": scale, "shift": shift}, 42)
-    assert r.row["cannot"] == [] and "| c1 (at conv1) |" in analysis.rectification_markdown([{"variant": "rts", "seed": 0, "model": "c1", **r.row}])
+    assert r.row["cannot"] == [] and "| c1 (at conv1) |" in analysis.rectification_markdown(
+        [{"variant": "rts", "seed": 0, "model": "c1", **r.row}]
+    )
 
 
 def test_the_scatter_puts_a_transformer_that_undoes_the_pose_on_the_diagonal_and_the_identity_on_zero(tmp_path):
@@ -148,7 +170,9 @@ def test_the_scatter_puts_a_transformer_that_undoes_the_pose_on_the_diagonal_and
     angle, scale, shift = _poses(300)
     params = {"angle": angle, "scale": scale, "shift": shift}
     d = geometry.distortion_theta(angle, scale, shift, 28, 42).double()
-    undo = torch.linalg.inv(torch.cat([d, torch.tensor([0.0, 0.0, 1.0], dtype=d.dtype).expand(len(d), 1, 3)], 1))[:, :2].float()
+    undo = torch.linalg.inv(torch.cat([d, torch.tensor([0.0, 0.0, 1.0], dtype=d.dtype).expand(len(d), 1, 3)], 1))[
+        :, :2
+    ].float()
     images = torch.rand(300, 1, 42, 42)
     inverse = _fixed_transformer("affine", "input", torch.zeros(1, 6))
     inverse.transform_params = lambda x: undo[: len(x)].reshape(len(x), 6)  # one batch of all 300 digits
@@ -179,8 +203,22 @@ def test_the_invariance_plot_draws_the_binned_errors_of_every_model(tmp_path):
 
 
 # Student's t, 97.5% quantile, by degrees of freedom (standard tables, 4 significant digits)
-T975 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 10: 2.228, 11: 2.201, 15: 2.131, 20: 2.086,
-        30: 2.042, 40: 2.021, 60: 2.000, 100: 1.984}
+T975 = {
+    1: 12.71,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+    40: 2.021,
+    60: 2.000,
+    100: 1.984,
+}
 
 
 @pytest.mark.parametrize("df", sorted(T975))
@@ -232,8 +270,10 @@ def test_the_table1_figure_draws_our_mean_and_interval_beside_the_papers_number(
 
     drawn = []
     monkeypatch.setattr(pictures, "_save", lambda fig, path: drawn.append(fig) or path)
-    cells = [{"label": "CNN", "column": "RTS", "mean": 1.5, "half": 0.4, "seeds": 3, "paper": 0.8},
-             {"label": "mine", "column": "RTS", "mean": 2.0, "half": None, "seeds": 1, "paper": None}]
+    cells = [
+        {"label": "CNN", "column": "RTS", "mean": 1.5, "half": 0.4, "seeds": 3, "paper": 0.8},
+        {"label": "mine", "column": "RTS", "mean": 2.0, "half": None, "seeds": 1, "paper": None},
+    ]
     pictures.table1(cells, tmp_path / "t.png", "table 1")
     (ax,) = [a for a in drawn[0].axes]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["CNN", "mine"]

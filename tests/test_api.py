@@ -1,5 +1,6 @@
 """The Python API: docs/python-api.md's worked example runs as written, and its functions do what the
 commands do."""
+
 import json
 import re
 import shutil
@@ -33,7 +34,11 @@ def test_load_rebuilds_a_model_that_scores_as_its_run_did(tiny_run):
     assert (st.name, st.variant, st.seed) == ("st-cnn", "rts", 0) and st.model.stn is not None and not st.model.training
     digits = stnexp.test_set(st)
     right = int(scoring.right(st.model, digits.images, digits.labels, dtype_of(st.checkpoint["precision"])).sum())
-    scored = next(r for r in json.loads((tiny_run / "results.json").read_text()) if r["model"] == "st-cnn" and r["checkpoint"] == "best")
+    scored = next(
+        r
+        for r in json.loads((tiny_run / "results.json").read_text())
+        if r["model"] == "st-cnn" and r["checkpoint"] == "best"
+    )
     assert right == scored["correct"]
 
 

@@ -1,11 +1,12 @@
 """The table of a run's files (artifacts.py): what train, eval, report and --force ask."""
+
 import importlib
 import json
 
 import pytest
 
-from stnexp.store import artifacts, runs
 from stnexp.errors import UserError
+from stnexp.store import artifacts, runs
 
 
 @pytest.mark.parametrize("kind", artifacts.RUN + artifacts.SWEEP, ids=lambda a: a.name)
@@ -42,8 +43,13 @@ def test_a_kind_s_path_and_the_files_found_agree(tiny_run):
     found = artifacts.CHECKPOINT.found(tiny_run)
     assert artifacts.CHECKPOINT.path(tiny_run, variant="rts", model="st-cnn", seed=0, kind="best") in found
     assert len(found) == 4
-    assert artifacts.CURVES.paths(tiny_run, variant="rts", seed=0) == [tiny_run / "curves/rts/s0.png", tiny_run / "curves/rts/s0.pdf"]
-    assert artifacts.CURVES.keys == ("variant", "seed") and artifacts.CURVES.folder == "curves" and artifacts.CURVES.figure
+    assert artifacts.CURVES.paths(tiny_run, variant="rts", seed=0) == [
+        tiny_run / "curves/rts/s0.png",
+        tiny_run / "curves/rts/s0.pdf",
+    ]
+    assert (
+        artifacts.CURVES.keys == ("variant", "seed") and artifacts.CURVES.folder == "curves" and artifacts.CURVES.figure
+    )
 
 
 def test_results_and_metrics_are_read_in_one_place(tiny_run, tmp_path):

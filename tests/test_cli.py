@@ -5,14 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY
 from typer.testing import CliRunner
 
 from stnexp import config, models
+from stnexp.cli import app
 from stnexp.data import idx, mnist
 from stnexp.results import paper
-from stnexp.cli import app
-
-from conftest import TINY
 
 runner = CliRunner()
 
@@ -22,7 +21,18 @@ def invoke(*args):
 
 
 def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
-    for name in ("config.yaml", "env.json", "metrics.csv", "results.md", "results.csv", "results.json", "analysis.md", "analysis.json", "report.html", "train.log"):
+    for name in (
+        "config.yaml",
+        "env.json",
+        "metrics.csv",
+        "results.md",
+        "results.csv",
+        "results.json",
+        "analysis.md",
+        "analysis.json",
+        "report.html",
+        "train.log",
+    ):
         assert (tiny_run / name).is_file(), name
     for model in ("cnn", "st-cnn"):
         for kind in ("best", "last"):
@@ -36,12 +46,18 @@ def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
         png.verify()  # a complete, well-formed PNG
     with Image.open(tiny_run / "stn" / "rts" / "st-cnn-s0.png") as png:
         assert png.width > png.height > 2 * 42  # 32 pairs of 42x42 digits, 8 pairs a row
-    assert sorted(p.name for p in (tiny_run / "stn").rglob("*")) == ["rts", "st-cnn-s0.pdf", "st-cnn-s0.png"]  # none for the CNN
+    assert sorted(p.name for p in (tiny_run / "stn").rglob("*")) == [
+        "rts",
+        "st-cnn-s0.pdf",
+        "st-cnn-s0.png",
+    ]  # none for the CNN
     # every figure also as a PDF beside its PNG, for papers
     for picture in ("curves/rts/s0", "invariance/rts/s0", "rectification/rts/st-cnn-s0", "stn/rts/st-cnn-s0"):
         assert (tiny_run / f"{picture}.pdf").read_bytes().startswith(b"%PDF"), picture
     rows = json.loads((tiny_run / "results.json").read_text())
-    assert {(r["model"], r["checkpoint"]) for r in rows} == {(m, k) for m in ("cnn", "st-cnn") for k in ("best", "last")}
+    assert {(r["model"], r["checkpoint"]) for r in rows} == {
+        (m, k) for m in ("cnn", "st-cnn") for k in ("best", "last")
+    }
     for r in rows:
         assert r["n_test"] == 10000 and r["accuracy"] == r["correct"] / 10000 and r["status"] == "ok"
         assert r["error"] == round(0.01 * (10000 - r["correct"]), 2)  # 1.84, not 1.8399999999999972
@@ -62,9 +78,15 @@ def test_train_tests_each_pair_of_models_on_the_same_digits_and_measures_rectifi
     # the digits only one model gets right account for the whole difference in their counts
     assert pair["only_b_right"] - pair["only_a_right"] == best["st-cnn"]["correct"] - best["cnn"]["correct"]
     # one pair: Holm leaves its p as it is
-    assert 0 <= pair["p_value"] <= 1 and pair["p_holm"] == pair["p_value"] and pair["significant"] == (pair["p_value"] < 0.05)
+    assert (
+        0 <= pair["p_value"] <= 1
+        and pair["p_holm"] == pair["p_value"]
+        and pair["significant"] == (pair["p_value"] < 0.05)
+    )
     (rect,) = result["rectification"]
-    assert rect["model"] == "st-cnn" and rect["angle_std_before"] == pytest.approx(26, abs=1.5)  # U[-45, 45]: 90 / sqrt(12)
+    assert rect["model"] == "st-cnn" and rect["angle_std_before"] == pytest.approx(
+        26, abs=1.5
+    )  # U[-45, 45]: 90 / sqrt(12)
     md = (tiny_run / "analysis.md").read_text()
     assert "McNemar" in md and "| rts | 0 | st-cnn |" in md
     by = {(r["model"], r["by"]): r for r in result["by_distortion"]}
@@ -79,15 +101,22 @@ def test_eval_reproduces_results_json_exactly(tiny_run, tmp_path):
     for kind in ("best", "last"):
         r = invoke("eval", tiny_run, "--checkpoint", kind, "--out", tmp_path / kind)
         assert r.exit_code == 0, r.output
-        got = {(e["model"], e["seed"]): e["accuracy"] for e in json.loads((tmp_path / kind / f"{kind}-on-own.json").read_text())}
-        want = {(e["model"], e["seed"]): e["accuracy"] for e in json.loads((tiny_run / "results.json").read_text()) if e["checkpoint"] == kind}
+        got = {
+            (e["model"], e["seed"]): e["accuracy"]
+            for e in json.loads((tmp_path / kind / f"{kind}-on-own.json").read_text())
+        }
+        want = {
+            (e["model"], e["seed"]): e["accuracy"]
+            for e in json.loads((tiny_run / "results.json").read_text())
+            if e["checkpoint"] == kind
+        }
         assert got == want
 
 
 @pytest.mark.parametrize("trained_with_bf16", [True, False])
 def test_eval_scores_at_the_precision_the_model_trained_at_on_any_machine(tmp_path, monkeypatch, trained_with_bf16):
-    from stnexp.store import checkpoints
     from stnexp import device
+    from stnexp.store import checkpoints
 
     # `train.amp: auto` resolves by the CPU's bf16 instructions: train on one kind of CPU, score on the other
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: trained_with_bf16)
@@ -101,9 +130,14 @@ def test_eval_scores_at_the_precision_the_model_trained_at_on_any_machine(tmp_pa
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "eval" / "best-on-own.json").read_text())
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert [(e["model"], e["correct"]) for e in rows] == [(e["model"], e["correct"]) for e in results if e["checkpoint"] == "best"]
+    assert [(e["model"], e["correct"]) for e in rows] == [
+        (e["model"], e["correct"]) for e in results if e["checkpoint"] == "best"
+    ]
     assert {e["precision"] for e in rows} == {want} == {e["precision"] for e in results}
-    assert f"Scored at the precision each model trained at ({want}: cnn, st-cnn)." in (tmp_path / "eval" / "best-on-own.md").read_text()
+    assert (
+        f"Scored at the precision each model trained at ({want}: cnn, st-cnn)."
+        in (tmp_path / "eval" / "best-on-own.md").read_text()
+    )
 
 
 def test_eval_of_one_checkpoint_on_other_variants(tiny_run, tmp_path):
@@ -127,7 +161,12 @@ def test_eval_of_a_loose_checkpoint_writes_beside_it(tiny_run, tmp_path):
 
 def test_eval_refuses_a_variant_with_another_canvas(tiny_run):
     r = invoke("eval", tiny_run, "--variant", "rotated")
-    assert r.exit_code == 2 and "canvas is 28x28 but" in r.output and "takes 42x42" in r.output and "--canvas model" in r.output
+    assert (
+        r.exit_code == 2
+        and "canvas is 28x28 but" in r.output
+        and "takes 42x42" in r.output
+        and "--canvas model" in r.output
+    )
 
 
 def test_eval_renders_a_variant_on_the_models_canvas_or_an_ad_hoc_one(tiny_run, tmp_path):
@@ -159,11 +198,20 @@ def test_evaluations_keep_their_own_names_and_an_index(tiny_run, tmp_path):
     ck = run / "checkpoints" / "rts" / "st-cnn-s0-best.pt"
     assert invoke("eval", ck, "--variant", "translated").exit_code == 0
     evals = run / "evals"
-    assert sorted(p.name for p in evals.glob("*.json")) == ["best-on-rts+translated.json", "st-cnn-s0-best-on-translated.json"]
-    assert len(json.loads((evals / "best-on-rts+translated.json").read_text())) == 4  # not replaced by the one-row table
+    assert sorted(p.name for p in evals.glob("*.json")) == [
+        "best-on-rts+translated.json",
+        "st-cnn-s0-best-on-translated.json",
+    ]
+    assert (
+        len(json.loads((evals / "best-on-rts+translated.json").read_text())) == 4
+    )  # not replaced by the one-row table
     # the same evaluation again is refused, with --force replaced, with --name kept beside
     again = invoke("eval", ck, "--variant", "translated")
-    assert again.exit_code == 2 and "evaluation 'st-cnn-s0-best-on-translated' exists" in again.output and "--force" in again.output
+    assert (
+        again.exit_code == 2
+        and "evaluation 'st-cnn-s0-best-on-translated' exists" in again.output
+        and "--force" in again.output
+    )
     assert invoke("eval", ck, "--variant", "translated", "--force").exit_code == 0
     assert invoke("eval", ck, "--variant", "translated", "--name", "second").exit_code == 0
     index = (evals / "index.md").read_text().splitlines()
@@ -173,12 +221,24 @@ def test_evaluations_keep_their_own_names_and_an_index(tiny_run, tmp_path):
     own = (run / "results.md").read_bytes()
     for name in ("results", "index", "analysis"):
         r = invoke("eval", run, "--out", run, "--name", name, "--force")
-        assert r.exit_code == 2 and f"--name {name}: the name of a file that a run or the evaluations' index owns" in r.output
+        assert (
+            r.exit_code == 2
+            and f"--name {name}: the name of a file that a run or the evaluations' index owns" in r.output
+        )
     assert (run / "results.md").read_bytes() == own
     # train --force clears a run's evaluations, those its index lists, with the rest of what it wrote;
     # a file of the user's there stays, though it looks like a table
     (evals / "notes.md").write_text("mine")
-    r = invoke("train", "configs/smoke.yaml", "--out", run, "--force", *[a for s in TINY for a in ("--set", s)], "--set", "train.epochs=1")
+    r = invoke(
+        "train",
+        "configs/smoke.yaml",
+        "--out",
+        run,
+        "--force",
+        *[a for s in TINY for a in ("--set", s)],
+        "--set",
+        "train.epochs=1",
+    )
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in evals.iterdir()) == ["notes.md"]
 
@@ -265,9 +325,15 @@ def test_the_best_checkpoint_is_the_epoch_of_highest_validation_accuracy(tmp_pat
     scripted = {1: 0.5, 2: 0.9, 3: 0.7}  # validation accuracy peaks at epoch 2 of 3
     monkeypatch.setattr(loop, "validation", lambda run, m, val: scripted[len(m.history) + 1])
     sets = [a for s in TINY for a in ("--set", s)]
-    assert invoke("train", "configs/smoke.yaml", "--out", tmp_path / "three", *sets, "--set", "train.epochs=3").exit_code == 0
+    assert (
+        invoke("train", "configs/smoke.yaml", "--out", tmp_path / "three", *sets, "--set", "train.epochs=3").exit_code
+        == 0
+    )
     monkeypatch.undo()
-    assert invoke("train", "configs/smoke.yaml", "--out", tmp_path / "two", *sets, "--set", "train.epochs=2").exit_code == 0
+    assert (
+        invoke("train", "configs/smoke.yaml", "--out", tmp_path / "two", *sets, "--set", "train.epochs=2").exit_code
+        == 0
+    )
     for model in ("cnn", "st-cnn"):
         best = torch.load(tmp_path / "three" / "checkpoints" / "rts" / f"{model}-s0-best.pt", weights_only=True)
         last = torch.load(tmp_path / "three" / "checkpoints" / "rts" / f"{model}-s0-last.pt", weights_only=True)
@@ -294,8 +360,12 @@ def test_training_validation_and_test_digits_are_disjoint_by_index(monkeypatch):
         images[:, 0, 0], images[:, 0, 1], images[:, 0, 2] = i % 256, (i // 256) % 256, i // 65536
         return images
 
-    fake = types.SimpleNamespace(train_images=numbered(60000, 0), train_labels=np.zeros(60000, dtype=np.uint8),
-                                 test_images=numbered(10000, 100000), test_labels=np.zeros(10000, dtype=np.uint8))
+    fake = types.SimpleNamespace(
+        train_images=numbered(60000, 0),
+        train_labels=np.zeros(60000, dtype=np.uint8),
+        test_images=numbered(10000, 100000),
+        test_labels=np.zeros(10000, dtype=np.uint8),
+    )
     monkeypatch.setattr(mnist, "load", lambda *a: fake)
 
     def index(d):
@@ -326,7 +396,12 @@ def test_runs_lists_each_run_with_its_errors_and_status(tiny_run, tmp_path):
     for name in ("old", "old-partial"):
         (tmp_path / "smoke" / name / ".stnexp-run").write_text(json.dumps({"stnexp": "0.2.0.dev0"}))
     md = tmp_path / "smoke" / "old-partial" / "results.md"
-    md.write_text(md.read_text().replace("Best checkpoint by validation accuracy", "Best checkpoint by validation accuracy (partial: the run was interrupted)"))
+    md.write_text(
+        md.read_text().replace(
+            "Best checkpoint by validation accuracy",
+            "Best checkpoint by validation accuracy (partial: the run was interrupted)",
+        )
+    )
     fd = os.open(tmp_path / "smoke" / "c" / ".stnexp-lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as a training process holds it
     try:
@@ -336,21 +411,34 @@ def test_runs_lists_each_run_with_its_errors_and_status(tiny_run, tmp_path):
     assert r.exit_code == 0, r.output
     rows = {line.split(" | ")[0].strip("| "): line for line in r.output.splitlines() if line.startswith("| smoke/")}
     assert set(rows) == {"smoke/a", "smoke/b", "smoke/c", "smoke/d", "smoke/old", "smoke/old-partial"}
-    best = {e["model"]: e["error"] for e in json.loads((tiny_run / "results.json").read_text()) if e["checkpoint"] == "best"}
+    best = {
+        e["model"]: e["error"] for e in json.loads((tiny_run / "results.json").read_text()) if e["checkpoint"] == "best"
+    }
     assert f"cnn {best['cnn']:.2f}; st-cnn {best['st-cnn']:.2f}" in rows["smoke/a"]
     status = {name: row.rsplit(" | ", 1)[1].strip(" |") for name, row in rows.items()}
-    assert status == {"smoke/a": "finished", "smoke/b": "interrupted", "smoke/c": "running", "smoke/d": "interrupted",
-                      "smoke/old": "finished", "smoke/old-partial": "interrupted"}
+    assert status == {
+        "smoke/a": "finished",
+        "smoke/b": "interrupted",
+        "smoke/c": "running",
+        "smoke/d": "interrupted",
+        "smoke/old": "finished",
+        "smoke/old-partial": "interrupted",
+    }
     assert invoke("runs", tmp_path / "none").exit_code == 2
 
 
-@pytest.mark.parametrize("damage", [
-    lambda rows: [{**r, "error": "1.5"} for r in rows],
-    lambda rows: [{**r, "seed": None} for r in rows],
-    lambda rows: {"not": "a list"},
-    lambda rows: ["a", "b"],
-])
-def test_a_damaged_results_json_is_refused_by_report_and_marked_by_runs_which_lists_the_others(tiny_run, tmp_path, damage):
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda rows: [{**r, "error": "1.5"} for r in rows],
+        lambda rows: [{**r, "seed": None} for r in rows],
+        lambda rows: {"not": "a list"},
+        lambda rows: ["a", "b"],
+    ],
+)
+def test_a_damaged_results_json_is_refused_by_report_and_marked_by_runs_which_lists_the_others(
+    tiny_run, tmp_path, damage
+):
     import shutil
 
     for name in ("good", "bad"):
@@ -375,7 +463,9 @@ def test_external_idx_eval_scores_the_set_as_is(tiny_run, tmp_path):
     s = data.fixed(data.Digits(x, y), config.VariantConfig(preset="rts"), 5, "ext", "test")
     idx.write(tmp_path / "img.gz", (s.images[:, 0] * 255).round().to(torch.uint8).numpy())
     idx.write(tmp_path / "lab.gz", d.test_labels[:300])
-    r = invoke("eval", tiny_run, "--images", tmp_path / "img.gz", "--labels", tmp_path / "lab.gz", "--out", tmp_path / "o")
+    r = invoke(
+        "eval", tiny_run, "--images", tmp_path / "img.gz", "--labels", tmp_path / "lab.gz", "--out", tmp_path / "o"
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "o" / "best-on-img.json").read_text())
     assert len(rows) == 2 and all(row["n_test"] == 300 for row in rows)
@@ -481,8 +571,16 @@ def test_preview_shows_each_variants_first_test_digits_beside_their_distorted_te
 
     shown = {}
     draw = pictures.pairs
-    monkeypatch.setattr(pictures, "pairs", lambda left, right, path, title, *a: shown.setdefault(path.stem, (left, right)) and draw(left, right, path, title, *a))
-    r = invoke("preview", "configs/rts.yaml", "--out", tmp_path, "--n", 16, "--set", "data.variants.r={preset: rotated}")
+    monkeypatch.setattr(
+        pictures,
+        "pairs",
+        lambda left, right, path, title, *a: (
+            shown.setdefault(path.stem, (left, right)) and draw(left, right, path, title, *a)
+        ),
+    )
+    r = invoke(
+        "preview", "configs/rts.yaml", "--out", tmp_path, "--n", 16, "--set", "data.variants.r={preset: rotated}"
+    )
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.pdf", "r.png", "rts.pdf", "rts.png"]
     assert str(tmp_path / "rts.png") in r.output
@@ -509,7 +607,20 @@ def test_config_show_counts_each_models_parameters_on_each_variant():
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     head = lines.index("# parameters of each model on each variant's canvas:")
-    assert lines[head + 1].split() == ["#", "model", "rotated", "(28x28)", "rts", "(42x42)", "projective", "(28x28)", "elastic", "(28x28)", "cluttered", "(60x60)"]
+    assert lines[head + 1].split() == [
+        "#",
+        "model",
+        "rotated",
+        "(28x28)",
+        "rts",
+        "(42x42)",
+        "projective",
+        "(28x28)",
+        "elastic",
+        "(28x28)",
+        "cluttered",
+        "(60x60)",
+    ]
     assert lines[head + 3].split() == ["#", "cnn", "105,610", "119,050", "105,610", "105,610", "167,050"]
     assert len(lines) == head + 2 + 8  # every model of the config
 
@@ -521,7 +632,16 @@ def test_every_paper_config_is_the_papers_protocol(column):
 
     cfg = config.load(f"configs/paper/{column}.yaml")
     t = cfg.train
-    assert (t.iterations, t.batch_size, t.optimizer, t.lr, t.momentum, t.schedule, t.every, t.gamma) == (150000, 256, "sgd", 0.01, 0.9, "step", 50000, 0.1)
+    assert (t.iterations, t.batch_size, t.optimizer, t.lr, t.momentum, t.schedule, t.every, t.gamma) == (
+        150000,
+        256,
+        "sgd",
+        0.01,
+        0.9,
+        "step",
+        50000,
+        0.1,
+    )
     assert cfg.seeds == [0, 1, 2] and (cfg.data.train_size, cfg.data.val_size) == (50000, 10000)
     assert all(paper.column(cfg, v) for v in cfg.data.variants)
     # every model is the paper's (widths, norm, localisation net, pooling) in every column it can be:
@@ -541,7 +661,10 @@ def test_every_paper_config_is_the_papers_protocol(column):
     cnn = {28: 105_610, 42: 119_050, 60: 167_050}
     for v, s in side.items():
         fcn = (s * s * 256 + 256) + (256 * 200 + 200) + (200 * 10 + 10)  # three weight layers, 256/200 hidden
-        assert (models.n_params(models.build(cfg.models["cnn"], s)), models.n_params(models.build(cfg.models["fcn"], s))) == (cnn[s], fcn)
+        assert (
+            models.n_params(models.build(cfg.models["cnn"], s)),
+            models.n_params(models.build(cfg.models["fcn"], s)),
+        ) == (cnn[s], fcn)
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -584,13 +707,13 @@ def test_report_merges_runs_and_puts_the_papers_number_beside_ours(tiny_run, tmp
     lines = r.output.splitlines()
     assert "| model | params | RTS |" in lines
     # the mean of the two seeds, its spread, and the paper's 0.8 in brackets
-    assert f"| CNN | 119,050 | {cnn + 1.0:.2f} ± {2 ** 0.5:.2f} (2 seeds) [0.8] |" in lines
+    assert f"| CNN | 119,050 | {cnn + 1.0:.2f} ± {2**0.5:.2f} (2 seeds) [0.8] |" in lines
     # the smoke config's transformer does not pool on RTS as the paper's did: not the paper's row
     st = next(line for line in lines if line.startswith("| st-cnn |"))
     assert "[" not in st and not any(line.startswith("| ST-CNN") for line in lines)
     assert any(f"`{tiny_run}`: 8 iterations of batch 128, seeds 0" in line for line in lines)
     # the 95% t-interval of two seeds: mean ± 12.706 * std / sqrt(2)
-    assert f"- CNN, RTS: {cnn + 1.0:.2f} ± {12.706 * 2 ** 0.5 / 2 ** 0.5:.2f} (2 seeds)" in lines
+    assert f"- CNN, RTS: {cnn + 1.0:.2f} ± {12.706 * 2**0.5 / 2**0.5:.2f} (2 seeds)" in lines
     # report.md starts with what it reports (the runs, their commands, versions, machines), then the
     # table printed and its figure, then each run's analysis and pictures
     printed = r.output.strip().rsplit("\nwrote ", 1)[0]
@@ -611,20 +734,32 @@ def test_report_keeps_runs_of_different_recipes_apart_and_refuses_one_seed_given
     other = tmp_path / "other-lr"
     _copy_results(tiny_run, other, 1, cnn + 2.0)
     cfg = config.load(other / "config.yaml")
-    (other / "config.yaml").write_text(config.dump(config.validate({**cfg.model_dump(mode="json"), "train": {**cfg.train.model_dump(mode="json"), "lr": 0.5}})))
+    (other / "config.yaml").write_text(
+        config.dump(
+            config.validate({**cfg.model_dump(mode="json"), "train": {**cfg.train.model_dump(mode="json"), "lr": 0.5}})
+        )
+    )
     r = invoke("report", tiny_run, other, "--paper")
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert f"| CNN ({tiny_run.name}) | 119,050 | {cnn:.2f} [0.8] |" in lines and f"| CNN (other-lr) | 119,050 | {cnn + 2.0:.2f} [0.8] |" in lines
+    assert (
+        f"| CNN ({tiny_run.name}) | 119,050 | {cnn:.2f} [0.8] |" in lines
+        and f"| CNN (other-lr) | 119,050 | {cnn + 2.0:.2f} [0.8] |" in lines
+    )
     # the same config, but a run interrupted after half its steps (metrics.csv ends at step 4 of 8)
     short = tmp_path / "short"
     _copy_results(tiny_run, short, 2, cnn + 3.0)
     metrics = (short / "metrics.csv").read_text().splitlines()
-    (short / "metrics.csv").write_text("\n".join([metrics[0]] + [m for m in metrics[1:] if m.split(",")[4] == "4"]) + "\n")
+    (short / "metrics.csv").write_text(
+        "\n".join([metrics[0]] + [m for m in metrics[1:] if m.split(",")[4] == "4"]) + "\n"
+    )
     r = invoke("report", tiny_run, short, "--paper")
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert f"| CNN ({tiny_run.name}) | 119,050 | {cnn:.2f} [0.8] |" in lines and f"| CNN (short) | 119,050 | {cnn + 3.0:.2f} [0.8] |" in lines
+    assert (
+        f"| CNN ({tiny_run.name}) | 119,050 | {cnn:.2f} [0.8] |" in lines
+        and f"| CNN (short) | 119,050 | {cnn + 3.0:.2f} [0.8] |" in lines
+    )
     assert any(f"`{short}`: 4 of 8 iterations (interrupted)" in line for line in lines)
     same = tmp_path / "same"
     _copy_results(tiny_run, same, 0, cnn)
@@ -640,13 +775,22 @@ def test_report_as_the_paper_gives_paper_rows_only_to_the_papers_models_and_list
     run = tmp_path / "paper-rts"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "stn"))
     paper_models = config.load("configs/paper/rts.yaml").models
-    mine = {"cnn": paper_models["cnn"], "st-cnn-aff": paper_models["st-cnn-aff"],
-            "cnn-bn": {"arch": "cnn", "norm": "batch"}, "st-cnn": {"arch": "cnn", "stn": {"transform": "affine"}}}
+    mine = {
+        "cnn": paper_models["cnn"],
+        "st-cnn-aff": paper_models["st-cnn-aff"],
+        "cnn-bn": {"arch": "cnn", "norm": "batch"},
+        "st-cnn": {"arch": "cnn", "stn": {"transform": "affine"}},
+    }
     cfg = config.load(run / "config.yaml")
-    raw = {**cfg.model_dump(mode="json"), "models": {k: v if isinstance(v, dict) else v.model_dump(mode="json") for k, v in mine.items()}}
+    raw = {
+        **cfg.model_dump(mode="json"),
+        "models": {k: v if isinstance(v, dict) else v.model_dump(mode="json") for k, v in mine.items()},
+    }
     (run / "config.yaml").write_text(config.dump(config.validate(raw)))
-    rows = [{"variant": "rts", "model": m, "seed": 0, "checkpoint": "best", "error": 1.0 + i, "params": 1000 + i}
-            for i, m in enumerate(mine)]
+    rows = [
+        {"variant": "rts", "model": m, "seed": 0, "checkpoint": "best", "error": 1.0 + i, "params": 1000 + i}
+        for i, m in enumerate(mine)
+    ]
     (run / "results.json").write_text(json.dumps(rows))
     r = invoke("report", run, "--paper")
     assert r.exit_code == 0, r.output
@@ -654,14 +798,26 @@ def test_report_as_the_paper_gives_paper_rows_only_to_the_papers_models_and_list
     assert "| CNN | 1,000 | 1.00 [0.8] |" in lines and "| ST-CNN Aff | 1,001 | 2.00 [0.5] |" in lines
     assert "| cnn-bn | 1,002 | 3.00 |" in lines and "| st-cnn | 1,003 | 4.00 |" in lines
     assert f"- {paper.WIDTHS_NOTE}" in lines and f"- {paper.POOL_NOTE}" in lines
-    assert f"- `{run}`: 8 iterations (the paper: 150,000); train.batch_size 128 (the paper: 256); train.schedule constant (the paper: step); " \
-           "512 training and 256 validation digits (the paper: 50,000 and 10,000); 1 seed (the paper: the mean of 3)" in lines
+    assert (
+        f"- `{run}`: 8 iterations (the paper: 150,000); train.batch_size 128 (the paper: 256); train.schedule "
+        "constant (the paper: step); "
+        "512 training and 256 validation digits (the paper: 50,000 and 10,000); 1 seed (the paper: the mean of 3)"
+        in lines
+    )
 
 
 def test_tensorboard_gets_each_models_scalars_per_epoch_and_the_transformers_picture(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    r = invoke("train", "configs/smoke.yaml", "--out", tmp_path / "run", *[a for s in TINY for a in ("--set", s)], "--set", "train.tensorboard=true")
+    r = invoke(
+        "train",
+        "configs/smoke.yaml",
+        "--out",
+        tmp_path / "run",
+        *[a for s in TINY for a in ("--set", s)],
+        "--set",
+        "train.tensorboard=true",
+    )
     assert r.exit_code == 0, r.output
     for model in ("cnn", "st-cnn"):
         events = EventAccumulator(str(tmp_path / "run" / "tb" / "rts" / "s0" / model))
@@ -680,7 +836,9 @@ def test_tensorboard_without_the_package_exits_2_before_any_run_directory(tmp_pa
     import importlib.util
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a)
+    )
     r = invoke("train", "configs/smoke.yaml", "--out", tmp_path / "run", "--set", "train.tensorboard=true")
     assert r.exit_code == 2 and "train.tensorboard: true needs the tensorboard package" in r.output
     assert not (tmp_path / "run").exists()
@@ -731,7 +889,12 @@ def test_a_terminal_that_cannot_encode_the_tables_gets_plain_characters(tiny_run
     import sys
 
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
-    r = subprocess.run([sys.executable, "-m", "stnexp", "eval", str(tiny_run), "--out", str(tmp_path)], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "stnexp", "eval", str(tiny_run), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert "mean +- std" in r.stdout
     assert "mean ± std" in (tmp_path / "best-on-own.md").read_text(encoding="utf-8")  # the files keep the real sign
@@ -762,13 +925,17 @@ def test_output_to_a_file_gets_plain_progress_lines_and_the_end_says_where_the_r
     assert lines and lines[0].startswith("rts s0 epoch 1/1 step 1/2, ")
     assert "images/s, cnn loss " in lines[0] and ", st-cnn loss " in lines[0] and lines[0].endswith(" left")
     assert lines[0] in (out / "train.log").read_text()
-    assert r.output.splitlines()[-1].startswith("finished in ") and r.output.splitlines()[-1].endswith(f"run directory: {out}")
+    assert r.output.splitlines()[-1].startswith("finished in ") and r.output.splitlines()[-1].endswith(
+        f"run directory: {out}"
+    )
     # with another group to come, the time left for this group and for the whole run
     r = _train(tmp_path / "two", sets=["seeds=[0, 1]"])
     assert r.exit_code == 0, r.output
     first = next(line for line in r.output.splitlines() if line.startswith("rts s0 epoch 1/1 step 1/2, "))
     assert re.search(r"about \d+m \d\ds \(group\), \d+m \d\ds \(run\) left$", first), first
-    assert next(line for line in r.output.splitlines() if line.startswith("rts s1 epoch 1/1 step 1/2, ")).endswith("s left")
+    assert next(line for line in r.output.splitlines() if line.startswith("rts s1 epoch 1/1 step 1/2, ")).endswith(
+        "s left"
+    )
     assert "(run)" not in next(line for line in r.output.splitlines() if line.startswith("rts s1 epoch 1/1 step 1/2, "))
 
 
@@ -789,8 +956,20 @@ def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path
     import shutil
 
     out = tmp_path / "sweep"
-    args = ["train", "configs/smoke.yaml", "--sweep", "train.lr=0.01,0.05", "--sweep", "models.st-cnn.loc_lr_scale=0.1",
-            "--set", "data.train_size=256", "--set", "data.val_size=128", "--out", out]
+    args = [
+        "train",
+        "configs/smoke.yaml",
+        "--sweep",
+        "train.lr=0.01,0.05",
+        "--sweep",
+        "models.st-cnn.loc_lr_scale=0.1",
+        "--set",
+        "data.train_size=256",
+        "--set",
+        "data.val_size=128",
+        "--out",
+        out,
+    ]
     r = invoke(*args)
     assert r.exit_code == 0, r.output
     children = ["01-lr=0.01-loc_lr_scale=0.1", "02-lr=0.05-loc_lr_scale=0.1"]
@@ -801,11 +980,19 @@ def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path
     child = config.load(out / children[1] / "config.yaml")
     assert child.train.lr == 0.05 and child.models["st-cnn"].stn.loc_lr_scale == 0.1
     rows = json.loads((out / "sweep.json").read_text())
-    assert [(r["train.lr"], r["model"]) for r in rows] == [("0.01", "cnn"), ("0.01", "st-cnn"), ("0.05", "cnn"), ("0.05", "st-cnn")]
+    assert [(r["train.lr"], r["model"]) for r in rows] == [
+        ("0.01", "cnn"),
+        ("0.01", "st-cnn"),
+        ("0.05", "cnn"),
+        ("0.05", "st-cnn"),
+    ]
     results = json.loads((out / children[1] / "results.json").read_text())
     want = next(e["error"] for e in results if e["model"] == "st-cnn" and e["checkpoint"] == "best")
     assert rows[3]["error_mean"] == want and rows[3]["seeds"] == 1
-    assert sum(r["best"] for r in rows if r["model"] == "cnn") == 1 and sum(r["best"] for r in rows if r["model"] == "st-cnn") == 1
+    assert (
+        sum(r["best"] for r in rows if r["model"] == "cnn") == 1
+        and sum(r["best"] for r in rows if r["model"] == "st-cnn") == 1
+    )
     md = (out / "sweep.md").read_text()
     assert "| train.lr | models.st-cnn.loc_lr_scale | model | rts | val acc % | best |" in md
     # and a figure of it: two swept keys, a heat map of validation accuracy per model, as PNG and PDF
@@ -833,8 +1020,12 @@ def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path
     assert r.exit_code == 2 and "the sweep differs" in r.output
     # nor the same options on another config file (other models): nothing is trained or changed
     other = tmp_path / "other.yaml"
-    other.write_text((Path("configs/smoke.yaml").read_text()).replace("st-cnn: {arch: cnn, stn: {transform: affine}}",
-                                                                       "st-cnn: {arch: cnn, norm: batch, stn: {transform: affine}}"))
+    other.write_text(
+        (Path("configs/smoke.yaml").read_text()).replace(
+            "st-cnn: {arch: cnn, stn: {transform: affine}}",
+            "st-cnn: {arch: cnn, norm: batch, stn: {transform: affine}}",
+        )
+    )
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     r = invoke("train", other, *args[2:], "--resume")
     assert r.exit_code == 2 and "the config differs from the one the sweep" in r.output, r.output
@@ -851,8 +1042,20 @@ def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path
 
 def test_shards_of_a_sweep_train_their_own_children_into_one_folder_and_its_table(tmp_path):
     out = tmp_path / "sweep"
-    args = ["train", "configs/smoke.yaml", "--sweep", "train.lr=0.01,0.02,0.05", "--set", "data.train_size=256",
-            "--set", "data.val_size=128", "--set", "train.epochs=1", "--out", out]
+    args = [
+        "train",
+        "configs/smoke.yaml",
+        "--sweep",
+        "train.lr=0.01,0.02,0.05",
+        "--set",
+        "data.train_size=256",
+        "--set",
+        "data.val_size=128",
+        "--set",
+        "train.epochs=1",
+        "--out",
+        out,
+    ]
     first = invoke(*args, "--shard", "1/2")
     assert first.exit_code == 0, first.output
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["02-lr=0.02"]
@@ -867,10 +1070,13 @@ def test_shards_of_a_sweep_train_their_own_children_into_one_folder_and_its_tabl
     assert r.exit_code == 2 and "the sweep differs" in r.output
 
 
-@pytest.mark.parametrize("shard, message", [
-    ("2/2", "--shard 2/2: expected I/N with 0 <= I < N, e.g. 0/4"),
-    ("a/b", "--shard a/b: expected I/N with 0 <= I < N"),
-])
+@pytest.mark.parametrize(
+    "shard, message",
+    [
+        ("2/2", "--shard 2/2: expected I/N with 0 <= I < N, e.g. 0/4"),
+        ("a/b", "--shard a/b: expected I/N with 0 <= I < N"),
+    ],
+)
 def test_a_bad_shard_exits_2(tmp_path, shard, message):
     r = invoke("train", "configs/smoke.yaml", "--sweep", "train.lr=0.1,0.2", "--shard", shard, "--out", tmp_path / "s")
     assert r.exit_code == 2 and message in r.output, r.output
@@ -879,15 +1085,21 @@ def test_a_bad_shard_exits_2(tmp_path, shard, message):
     assert r.exit_code == 2 and "--shard splits the children of a --sweep over processes: give --sweep too" in r.output
 
 
-@pytest.mark.parametrize("sweep, message", [
-    ("train.lr", "--sweep train.lr: expected KEY=V1,V2,..."),
-    ("train.lr=0.1,,0.2", "--sweep train.lr=0.1,,0.2: an empty value"),
-    ("train.lrr=1,2", "train.lrr: unknown key (did you mean 'lr'?)"),
-    ("train.lr=-1,1", "train.lr: input should be greater than 0, got -1"),
-    ("train.lr=[0.1,0.2", "--sweep train.lr=[0.1,0.2: unbalanced brackets"),
-    ("train.lr=0.1]", "--sweep train.lr=0.1]: unbalanced brackets"),
-    ("train.lr=" + ",".join(str(i) for i in range(1, 1002)), "--sweep: 1001 = 1,001 runs, more than 1,000 in one sweep"),
-])
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ("train.lr", "--sweep train.lr: expected KEY=V1,V2,..."),
+        ("train.lr=0.1,,0.2", "--sweep train.lr=0.1,,0.2: an empty value"),
+        ("train.lrr=1,2", "train.lrr: unknown key (did you mean 'lr'?)"),
+        ("train.lr=-1,1", "train.lr: input should be greater than 0, got -1"),
+        ("train.lr=[0.1,0.2", "--sweep train.lr=[0.1,0.2: unbalanced brackets"),
+        ("train.lr=0.1]", "--sweep train.lr=0.1]: unbalanced brackets"),
+        (
+            "train.lr=" + ",".join(str(i) for i in range(1, 1002)),
+            "--sweep: 1001 = 1,001 runs, more than 1,000 in one sweep",
+        ),
+    ],
+)
 def test_a_bad_sweep_exits_2_before_anything_is_written(tmp_path, sweep, message):
     r = invoke("train", "configs/smoke.yaml", "--sweep", sweep, "--out", tmp_path / "s")
     assert r.exit_code == 2 and message in r.output, r.output
@@ -939,16 +1151,23 @@ def test_eval_sweep_fixes_one_pose_parameter_at_each_value_and_plots_the_error(t
 
     plotted = []
     draw = pictures.sweep
-    monkeypatch.setattr(pictures, "sweep", lambda rows, swept, path, title: plotted.append((rows, swept)) or draw(rows, swept, path, title))
+    monkeypatch.setattr(
+        pictures,
+        "sweep",
+        lambda rows, swept, path, title: plotted.append((rows, swept)) or draw(rows, swept, path, title),
+    )
     r = invoke("eval", tiny_run, "--sweep", "rotation=-30:30:30", "--out", tmp_path)
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "best-on-sweep-rotation=-30_30_30.json").read_text())
     assert [(row["model"], row["tested_on"]) for row in rows] == [
-        (m, f"rotation={v}") for m in ("cnn", "st-cnn") for v in (-30, 0, 30)]
+        (m, f"rotation={v}") for m in ("cnn", "st-cnn") for v in (-30, 0, 30)
+    ]
     # the plot draws exactly these errors against the swept values
     ((drawn, swept),) = plotted
     assert swept == ("rotation", [-30.0, 0.0, 30.0])
-    assert [(d["model"], d["tested_on"], d["error"]) for d in drawn] == [(row["model"], row["tested_on"], row["error"]) for row in rows]
+    assert [(d["model"], d["tested_on"], d["error"]) for d in drawn] == [
+        (row["model"], row["tested_on"], row["error"]) for row in rows
+    ]
     with Image.open(tmp_path / "best-on-sweep-rotation=-30_30_30.png") as png:
         assert png.width > 600 and png.height > 300
     from stnexp import config
@@ -960,9 +1179,18 @@ def test_eval_sweep_fixes_one_pose_parameter_at_each_value_and_plots_the_error(t
     fixed = tests.swept(cfg, "rts", 0, "rotation", 30.0)
     # every digit turned by exactly 30 degrees; its scale and place as in the test set
     assert torch.all(fixed.params["angle"] == 30.0)
-    assert torch.equal(fixed.params["scale"], base.params["scale"]) and torch.equal(fixed.params["shift"], base.params["shift"])
-    for bad in ("rotation=30:-30:1", "tilt=0:1:1", "scale=0:1:0.5", "rotation=0:1", "rotation=nan:1:1", "rotation=1e300:1e300:1",
-                "shift=-inf:0:1"):
+    assert torch.equal(fixed.params["scale"], base.params["scale"]) and torch.equal(
+        fixed.params["shift"], base.params["shift"]
+    )
+    for bad in (
+        "rotation=30:-30:1",
+        "tilt=0:1:1",
+        "scale=0:1:0.5",
+        "rotation=0:1",
+        "rotation=nan:1:1",
+        "rotation=1e300:1e300:1",
+        "shift=-inf:0:1",
+    ):
         r = invoke("eval", tiny_run, "--sweep", bad, "--out", tmp_path)
         assert r.exit_code == 2 and "--sweep" in r.output, (bad, r.output)
 
@@ -973,7 +1201,12 @@ def test_report_writes_the_analysis_and_pictures_of_each_run_and_a_self_containe
     md = (tmp_path / "rep" / "report.md").read_text()
     assert f"## Run 1: `{tiny_run}`" in md and "McNemar" in md and "Rectification" in md
     pngs = sorted(p.name for p in (tmp_path / "rep" / "images").iterdir())
-    assert pngs == ["run1-curves-rts-s0.png", "run1-invariance-rts-s0.png", "run1-rectification-rts-st-cnn-s0.png", "run1-stn-rts-st-cnn-s0.png"]
+    assert pngs == [
+        "run1-curves-rts-s0.png",
+        "run1-invariance-rts-s0.png",
+        "run1-rectification-rts-st-cnn-s0.png",
+        "run1-stn-rts-st-cnn-s0.png",
+    ]
     assert all(f"(images/{name})" in md for name in pngs)
     page = (tmp_path / "rep" / "report.html").read_text()
     # one file that opens from anywhere: every picture inside it, nothing linked

@@ -20,8 +20,8 @@ import torch
 from typer.testing import CliRunner
 
 from stnexp import config, data
-from stnexp.data import mnist
 from stnexp.cli import app
+from stnexp.data import mnist
 
 DATA = Path(__file__).parent / "data"
 OLD_RUN = DATA / "v01-run"
@@ -36,14 +36,21 @@ def sha(*tensors):
 
 
 def old_results(run, kind):
-    return {(r["variant"], r["model"], r["seed"]): r["accuracy"] for r in json.loads((run / "results.json").read_text()) if r["checkpoint"] == kind}
+    return {
+        (r["variant"], r["model"], r["seed"]): r["accuracy"]
+        for r in json.loads((run / "results.json").read_text())
+        if r["checkpoint"] == kind
+    }
 
 
 @pytest.mark.parametrize("kind", ["best", "last"])
 def test_eval_of_a_0_1_run_gives_exactly_its_results(kind, tmp_path):
     r = invoke("eval", OLD_RUN, "--checkpoint", kind, "--out", tmp_path)
     assert r.exit_code == 0, r.output
-    got = {(e["variant"], e["model"], e["seed"]): e["accuracy"] for e in json.loads((tmp_path / f"{kind}-on-own.json").read_text())}
+    got = {
+        (e["variant"], e["model"], e["seed"]): e["accuracy"]
+        for e in json.loads((tmp_path / f"{kind}-on-own.json").read_text())
+    }
     assert got == old_results(OLD_RUN, kind) and len(got) == 10
 
 
@@ -61,7 +68,9 @@ def preset_streams() -> dict:
     """SHA-256 digests of each 0.1 preset's test set (parameters, images) and first training batches."""
     want = json.loads((DATA / "v01-streams.json").read_text())
     d = mnist.load()
-    digits = data.Digits(torch.from_numpy(d.test_images[:1000].copy()), torch.from_numpy(d.test_labels[:1000].copy()).long())
+    digits = data.Digits(
+        torch.from_numpy(d.test_images[:1000].copy()), torch.from_numpy(d.test_labels[:1000].copy()).long()
+    )
     # the presets of version 0.1 (later ones, such as projective, have no 0.1 streams to match)
     specs = {p: config.VariantConfig(preset=p) for p in ("plain", "rotated", "rts", "translated", "scaled")}
     specs["custom"] = config.VariantConfig(canvas=36, rotation=(-10, 20), scale=(0.8, 1.1), translation=3.5)
@@ -88,7 +97,9 @@ def test_every_preset_makes_the_images_of_0_1_bit_for_bit_with_mkl_reproducible(
     # takes other code paths on Intel CPUs than on the AMD one that made the digests); with MKL's
     # conditional numerical reproducibility on, bit for bit. It must be set before MKL starts: a fresh process
     code = "import json, test_compat; print(json.dumps(test_compat.preset_streams()))"
-    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)  # keep the caller's
+    path = os.pathsep.join(
+        p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p
+    )  # keep the caller's
     env = {**os.environ, "MKL_CBWR": "COMPATIBLE", "PYTHONPATH": path}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -41,12 +41,16 @@ def test_config_is_frozen(tmp_path):
 
 
 def test_unknown_key_names_the_key_and_suggests(tmp_path):
-    assert problems(tmp_path, "data: {trian_size: 5}\n") == ["data.trian_size: unknown key (did you mean 'train_size'?)"]
+    assert problems(tmp_path, "data: {trian_size: 5}\n") == [
+        "data.trian_size: unknown key (did you mean 'train_size'?)"
+    ]
 
 
 def test_inverted_range_names_the_key_path(tmp_path):
     text = "data: {variants: {rts: {scale: [1.2, 0.7]}}}\n"
-    assert problems(tmp_path, text) == ["data.variants.rts.scale: expected [min, max] of finite numbers with 0 < min <= max, got [1.2, 0.7]"]
+    assert problems(tmp_path, text) == [
+        "data.variants.rts.scale: expected [min, max] of finite numbers with 0 < min <= max, got [1.2, 0.7]"
+    ]
 
 
 def test_wrong_type_and_out_of_range_name_their_keys(tmp_path):
@@ -56,10 +60,16 @@ def test_wrong_type_and_out_of_range_name_their_keys(tmp_path):
 
 
 def test_unknown_preset_arch_transform_optimizer_schedule(tmp_path):
-    assert problems(tmp_path, "data: {variants: {a: {preset: rtz}}}")[0].startswith("data.variants.a.preset: unknown preset 'rtz' (did you mean 'rts'?)")
+    assert problems(tmp_path, "data: {variants: {a: {preset: rtz}}}")[0].startswith(
+        "data.variants.a.preset: unknown preset 'rtz' (did you mean 'rts'?)"
+    )
     assert problems(tmp_path, "models: {m: {arch: resnet}}")[0].startswith("models.m.arch: unknown arch 'resnet'")
-    assert problems(tmp_path, "models: {m: {arch: stn-cnn, transform: polar}}")[0].startswith("models.m.transform: expected 'affine'")
-    assert problems(tmp_path, "models: {m: {arch: cnn, stn: {transform: polar}}}")[0].startswith("models.m.stn.transform: expected 'affine'")
+    assert problems(tmp_path, "models: {m: {arch: stn-cnn, transform: polar}}")[0].startswith(
+        "models.m.transform: expected 'affine'"
+    )
+    assert problems(tmp_path, "models: {m: {arch: cnn, stn: {transform: polar}}}")[0].startswith(
+        "models.m.stn.transform: expected 'affine'"
+    )
     assert problems(tmp_path, "train: {optimizer: lbfgs}")[0].startswith("train.optimizer: expected 'sgd'")
     assert problems(tmp_path, "train: {schedule: poly}")[0].startswith("train.schedule: expected 'constant'")
 
@@ -87,7 +97,9 @@ def test_every_problem_gets_its_own_line(tmp_path):
 
 def test_set_overrides_any_key_with_a_yaml_value(tmp_path):
     p = write(tmp_path, "seeds: [1]\n")
-    cfg = config.load(p, ["train.lr=0.5", "seeds=[3, 4]", "data.variants.rts.rotation=[-10, 10]", "models.c={arch: cnn}"])
+    cfg = config.load(
+        p, ["train.lr=0.5", "seeds=[3, 4]", "data.variants.rts.rotation=[-10, 10]", "models.c={arch: cnn}"]
+    )
     assert cfg.train.lr == 0.5 and cfg.seeds == [3, 4] and cfg.variant("rts").rotation == (-10.0, 10.0)
     assert set(cfg.models) == {"c"}  # the models mapping is replaced, not merged with the defaults
 
@@ -119,20 +131,37 @@ def test_amp_off_survives_yaml_reading_off_as_false(tmp_path):
 
 
 def test_the_flat_stn_cnn_form_of_0_1_means_a_cnn_with_an_stn_block(tmp_path):
-    old = config.load(write(tmp_path, "models: {s: {arch: stn-cnn, transform: attention, at: conv1, out_size: 12, loc_lr_scale: 0.1, channels: [8, 16]}}\n"))
-    new = config.load(write(tmp_path, "models: {s: {arch: cnn, channels: [8, 16], stn: {transform: attention, at: conv1, out_size: 12, loc_lr_scale: 0.1}}}\n"))
+    old = config.load(
+        write(
+            tmp_path,
+            "models: {s: {arch: stn-cnn, transform: attention, at: conv1, out_size: 12, loc_lr_scale: 0.1, channels: "
+            "[8, 16]}}\n",
+        )
+    )
+    new = config.load(
+        write(
+            tmp_path,
+            "models: {s: {arch: cnn, channels: [8, 16], stn: {transform: attention, at: conv1, out_size: 12, "
+            "loc_lr_scale: 0.1}}}\n",
+        )
+    )
     assert old.models == new.models and old.digest() == new.digest()
     assert config.load(write(tmp_path, "models: {c: {arch: cnn}}\n")).models["c"].stn is None
 
 
 def test_a_canvas_too_small_for_a_model_names_variant_model_and_smallest_size(tmp_path):
-    text = "data: {variants: {tiny: {canvas: 9}, rts: null}}\nmodels: {cnn: {arch: cnn}, st: {arch: cnn, stn: {at: conv1}}}\n"
+    text = (
+        "data: {variants: {tiny: {canvas: 9}, rts: null}}\n"
+        "models: {cnn: {arch: cnn}, st: {arch: cnn, stn: {at: conv1}}}\n"
+    )
     assert problems(tmp_path, text) == [
         "data.variants.tiny: canvas 9 is too small for model cnn (it needs at least 24)",
         "data.variants.tiny: canvas 9 is too small for model st (it needs at least 24)",
     ]
     # a transformer at the input with a fixed out_size only needs room for its localisation net
-    config.load(write(tmp_path, "data: {variants: {tiny: {canvas: 9}}}\nmodels: {st: {arch: cnn, stn: {out_size: 28}}}\n"))
+    config.load(
+        write(tmp_path, "data: {variants: {tiny: {canvas: 9}}}\nmodels: {st: {arch: cnn, stn: {out_size: 28}}}\n")
+    )
 
 
 def test_an_out_size_too_small_for_the_layers_behind_names_the_smallest(tmp_path):
@@ -144,26 +173,44 @@ def test_an_out_size_too_small_for_the_layers_behind_names_the_smallest(tmp_path
     ]
 
 
-@pytest.mark.parametrize("text, line", [
-    ("data: {variants: {rts: {rotation: [-.inf, .inf]}}}", "data.variants.rts.rotation: expected [min, max] of finite numbers with min <= max, got [-inf, inf]"),
-    ("data: {variants: {rts: {scale: [1, .inf]}}}", "data.variants.rts.scale: expected [min, max] of finite numbers with 0 < min <= max, got [1, inf]"),
-    ("data: {variants: {rts: {translation: .inf}}}", "data.variants.rts.translation: expected a finite shift >= 0 in px or 'fit', got inf"),
-    ("train: {lr: .inf}", "train.lr: input should be a finite number, got inf"),
-    ("train: {lr: .nan}", "train.lr: input should be a finite number, got nan"),
-])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        (
+            "data: {variants: {rts: {rotation: [-.inf, .inf]}}}",
+            "data.variants.rts.rotation: expected [min, max] of finite numbers with min <= max, got [-inf, inf]",
+        ),
+        (
+            "data: {variants: {rts: {scale: [1, .inf]}}}",
+            "data.variants.rts.scale: expected [min, max] of finite numbers with 0 < min <= max, got [1, inf]",
+        ),
+        (
+            "data: {variants: {rts: {translation: .inf}}}",
+            "data.variants.rts.translation: expected a finite shift >= 0 in px or 'fit', got inf",
+        ),
+        ("train: {lr: .inf}", "train.lr: input should be a finite number, got inf"),
+        ("train: {lr: .nan}", "train.lr: input should be a finite number, got nan"),
+    ],
+)
 def test_infinite_and_nan_numbers_are_refused(tmp_path, text, line):
     assert problems(tmp_path, text) == [line]
 
 
 def test_numbers_in_exponent_form_are_numbers_in_files_and_in_set(tmp_path):
-    cfg = config.load(write(tmp_path, "train: {lr: 1e-2, weight_decay: 5.0e-4}\ndata: {variants: {r: {rotation: [-1.0e1, 2e1]}}}\n"))
+    cfg = config.load(
+        write(tmp_path, "train: {lr: 1e-2, weight_decay: 5.0e-4}\ndata: {variants: {r: {rotation: [-1.0e1, 2e1]}}}\n")
+    )
     assert cfg.train.lr == 0.01 and cfg.train.weight_decay == 0.0005 and cfg.variant("r").rotation == (-10.0, 20.0)
-    cfg = config.load(write(tmp_path, "seeds: [1]\n"), ["train.lr=1.0e-3", "data.variants.rts.rotation=[-1.0e1, 1.0e1]"])
+    cfg = config.load(
+        write(tmp_path, "seeds: [1]\n"), ["train.lr=1.0e-3", "data.variants.rts.rotation=[-1.0e1, 1.0e1]"]
+    )
     assert cfg.train.lr == 0.001 and cfg.variant("rts").rotation == (-10.0, 10.0)
 
 
 def test_a_key_given_twice_names_the_key_and_its_line(tmp_path):
-    assert problems(tmp_path, "name: x\ntrain: {epochs: 1}\ntrain: {lr: 0.5}\n") == [f"{tmp_path / 'c.yaml'}: line 3: key 'train' given twice in one mapping"]
+    assert problems(tmp_path, "name: x\ntrain: {epochs: 1}\ntrain: {lr: 0.5}\n") == [
+        f"{tmp_path / 'c.yaml'}: line 3: key 'train' given twice in one mapping"
+    ]
     with pytest.raises(UserError, match=r"--set models.c=\{arch: cnn, arch: cnn\}: line 1: key 'arch' given twice"):
         config.load(write(tmp_path, "seeds: [1]\n"), ["models.c={arch: cnn, arch: cnn}"])
 
@@ -173,7 +220,9 @@ def test_a_seed_given_twice_is_refused(tmp_path):
 
 
 def test_channel_counts_must_be_positive(tmp_path):
-    assert problems(tmp_path, "models: {c: {arch: cnn, channels: [-1, 5]}}\n") == ["models.c.channels.0: input should be greater than or equal to 1, got -1"]
+    assert problems(tmp_path, "models: {c: {arch: cnn, channels: [-1, 5]}}\n") == [
+        "models.c.channels.0: input should be greater than or equal to 1, got -1"
+    ]
 
 
 def test_a_deeply_nested_config_is_refused_in_one_line(tmp_path):
@@ -203,16 +252,45 @@ def test_a_binary_config_is_one_line(tmp_path):
     assert len(str(e.value).splitlines()) == 1 and "not readable as YAML" in str(e.value)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("data: {variants: {tc: {preset: cluttered, patch_size: 70, canvas: 60}}}\n", "data.variants.tc.patch_size: input should be less than or equal to 28, got 70"),
-    ("data: {variants: {tc: {preset: cluttered, patch_size: 20, canvas: 16}}}\n", "data.variants.tc.patch_size: 20 is larger than the canvas (16)"),
-    ("data: {variants: {e: {preset: elastic, elastic_grid: 1}}}\n", "data.variants.e.elastic_grid: input should be greater than or equal to 2, got 1"),
-    ("data: {variants: {p: {preset: projective, corner_jitter: -1}}}\n", "data.variants.p.corner_jitter: input should be greater than or equal to 0, got -1"),
-    ("data: {variants: {p: {preset: projectiv}}}\n", "data.variants.p.preset: unknown preset 'projectiv' (did you mean 'projective'?) (choose from plain, rotated, rts, translated, scaled, projective, elastic, cluttered)"),
-    ("models: {f: {arch: fcn, stn: {at: conv1}}}\n", "models.f.stn.at: an fcn has no conv1, so its transformer can only be at `input`, got 'conv1'"),
-    ("models: {f: {arch: fcn, hidden: [0, 10]}}\n", "models.f.hidden.0: input should be greater than or equal to 1, got 0"),
-    ("models: {c: {arch: cnn, stn: {transform: spline}}}\n", "models.c.stn.transform: expected 'affine', 'attention', 'similarity', 'translation', 'rotation', 'projective' or 'tps', got 'spline'"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "data: {variants: {tc: {preset: cluttered, patch_size: 70, canvas: 60}}}\n",
+            "data.variants.tc.patch_size: input should be less than or equal to 28, got 70",
+        ),
+        (
+            "data: {variants: {tc: {preset: cluttered, patch_size: 20, canvas: 16}}}\n",
+            "data.variants.tc.patch_size: 20 is larger than the canvas (16)",
+        ),
+        (
+            "data: {variants: {e: {preset: elastic, elastic_grid: 1}}}\n",
+            "data.variants.e.elastic_grid: input should be greater than or equal to 2, got 1",
+        ),
+        (
+            "data: {variants: {p: {preset: projective, corner_jitter: -1}}}\n",
+            "data.variants.p.corner_jitter: input should be greater than or equal to 0, got -1",
+        ),
+        (
+            "data: {variants: {p: {preset: projectiv}}}\n",
+            "data.variants.p.preset: unknown preset 'projectiv' (did you mean 'projective'?) (choose from plain, "
+            "rotated, rts, translated, scaled, projective, elastic, cluttered)",
+        ),
+        (
+            "models: {f: {arch: fcn, stn: {at: conv1}}}\n",
+            "models.f.stn.at: an fcn has no conv1, so its transformer can only be at `input`, got 'conv1'",
+        ),
+        (
+            "models: {f: {arch: fcn, hidden: [0, 10]}}\n",
+            "models.f.hidden.0: input should be greater than or equal to 1, got 0",
+        ),
+        (
+            "models: {c: {arch: cnn, stn: {transform: spline}}}\n",
+            "models.c.stn.transform: expected 'affine', 'attention', 'similarity', 'translation', 'rotation', "
+            "'projective' or 'tps', got 'spline'",
+        ),
+    ],
+)
 def test_bad_variant_kinds_and_models_name_the_key(tmp_path, text, expected):
     assert problems(tmp_path, text) == [expected]
 
@@ -221,13 +299,17 @@ def test_pooling_after_the_transformer_is_checked_against_the_layers_behind(tmp_
     # 42 px pooled by 2 leaves 21, too small for the CNN's valid convs (24 at least); out_size 48 gives them 24
     lines = problems(tmp_path, "data: {variants: {rts: null}}\nmodels: {s: {arch: cnn, stn: {pool: 2}}}\n")
     assert lines == ["data.variants.rts: canvas 42 is too small for model s (it needs at least 48)"]
-    cfg = config.load(write(tmp_path, "data: {variants: {rts: null}}\nmodels: {s: {arch: cnn, stn: {pool: 2, out_size: 48}}}\n"))
+    cfg = config.load(
+        write(tmp_path, "data: {variants: {rts: null}}\nmodels: {s: {arch: cnn, stn: {pool: 2, out_size: 48}}}\n")
+    )
     assert cfg.models["s"].stn.pool == 2
 
 
 def test_yaml_merge_keys_merge_and_a_key_beside_them_overrides_the_merged_one(tmp_path):
-    text = ("models:\n  cnn: &c {arch: cnn, channels: [16, 32]}\n  st-cnn:\n    <<: *c\n    stn: {transform: affine}\n"
-            "  wide:\n    <<: *c\n    channels: [64, 128]\n")
+    text = (
+        "models:\n  cnn: &c {arch: cnn, channels: [16, 32]}\n  st-cnn:\n    <<: *c\n    stn: {transform: affine}\n"
+        "  wide:\n    <<: *c\n    channels: [64, 128]\n"
+    )
     cfg = config.load(write(tmp_path, text))
     assert cfg.models["st-cnn"].channels == (16, 32) and cfg.models["st-cnn"].stn.transform == "affine"
     assert cfg.models["wide"].channels == (64, 128) and cfg.models["wide"].stn is None

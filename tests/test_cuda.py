@@ -1,18 +1,17 @@
 """CUDA checks; each skips on a machine without CUDA."""
 
 import json
+import logging
+import threading
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-import logging
-import threading
-
 from stnexp import config, data, geometry
-from stnexp.training import loop, members
-from stnexp.data import mnist
 from stnexp.cli import app
+from stnexp.data import mnist
+from stnexp.training import loop, members
 from stnexp.training.step import TrainStep
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -45,17 +44,30 @@ def test_test_set_on_cuda_matches_the_cpu_one(preset):
     gpu = data.fixed(data.Digits(x.cuda(), y.cuda()), spec, 0, preset, "test")
     for k, v in cpu.params.items():
         # drawn on the CPU either way; a shift that `fit` computes on the device may differ in its last bit
-        assert torch.equal(v, gpu.params[k].cpu()) if k in ("angle", "scale") or not v.is_floating_point() else torch.allclose(v, gpu.params[k].cpu(), atol=1e-4), k
+        assert (
+            torch.equal(v, gpu.params[k].cpu())
+            if k in ("angle", "scale") or not v.is_floating_point()
+            else torch.allclose(v, gpu.params[k].cpu(), atol=1e-4)
+        ), k
     # a few pixels may differ by more where a near-degenerate homography amplifies float32 rounding
     assert (cpu.images - gpu.images.cpu()).abs().gt(1e-3).float().mean() < 1e-3
 
 
 def _group(graphs: bool, stream):
-    cfg = config.validate({"device": "cuda", "train": {"cuda_graphs": graphs, "amp": "off"},
-                           "models": {"cnn": {"arch": "cnn"}, "st": {"arch": "cnn", "stn": {}},
-                                      "st-proj": {"arch": "cnn", "stn": {"transform": "projective"}},
-                                      "st-tps": {"arch": "cnn", "stn": {"transform": "tps"}},
-                                      "fcn": {"arch": "fcn"}, "st-fcn-tps": {"arch": "fcn", "stn": {"transform": "tps"}}}})
+    cfg = config.validate(
+        {
+            "device": "cuda",
+            "train": {"cuda_graphs": graphs, "amp": "off"},
+            "models": {
+                "cnn": {"arch": "cnn"},
+                "st": {"arch": "cnn", "stn": {}},
+                "st-proj": {"arch": "cnn", "stn": {"transform": "projective"}},
+                "st-tps": {"arch": "cnn", "stn": {"transform": "tps"}},
+                "fcn": {"arch": "fcn"},
+                "st-fcn-tps": {"arch": "fcn", "stn": {"transform": "tps"}},
+            },
+        }
+    )
     length = members.Length(len(stream), 2 * len(stream), 2)
     group_members = [members.build(cfg, n, "rts", 0, length, torch.device("cuda")) for n in cfg.models]
     steps = {m.name: TrainStep(m, cfg.train, None) for m in group_members}
@@ -67,7 +79,10 @@ def test_graphed_training_steps_match_eager_ones():
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     d = mnist.load()
-    x, y = torch.from_numpy(d.train_images[:2560].copy()).cuda(), torch.from_numpy(d.train_labels[:2560].copy()).cuda().long()
+    x, y = (
+        torch.from_numpy(d.train_images[:2560].copy()).cuda(),
+        torch.from_numpy(d.train_labels[:2560].copy()).cuda().long(),
+    )
     stream = data.Stream(data.Digits(x, y), config.VariantConfig(preset="rts"), 0, "rts", 256, True)
     groups = {}
     for graphs in (False, True):
@@ -83,7 +98,9 @@ def test_graphed_training_steps_match_eager_ones():
         for (k, a), b in zip(eager.model.state_dict().items(), graphed.model.state_dict().values()):
             assert torch.allclose(a, b, atol=1e-3, rtol=1e-2), k
         # the graphed step keeps the lr in a float32 device tensor
-        assert float(eager.opt.param_groups[0]["lr"]) == pytest.approx(float(graphed.opt.param_groups[0]["lr"]), rel=1e-6)
+        assert float(eager.opt.param_groups[0]["lr"]) == pytest.approx(
+            float(graphed.opt.param_groups[0]["lr"]), rel=1e-6
+        )
 
 
 def test_train_and_eval_on_cuda_agree(tmp_path):
@@ -96,7 +113,9 @@ def test_train_and_eval_on_cuda_agree(tmp_path):
     r = CliRunner().invoke(app, ["eval", str(out), "--out", str(tmp_path / "e"), "--device", "cuda"])
     assert r.exit_code == 0, r.output
     got = {e["model"]: e["accuracy"] for e in json.loads((tmp_path / "e" / "best-on-own.json").read_text())}
-    want = {e["model"]: e["accuracy"] for e in json.loads((out / "results.json").read_text()) if e["checkpoint"] == "best"}
+    want = {
+        e["model"]: e["accuracy"] for e in json.loads((out / "results.json").read_text()) if e["checkpoint"] == "best"
+    }
     assert got == want
     assert json.loads((out / "env.json").read_text())["device"].startswith("cuda")
 

@@ -35,7 +35,9 @@ def test_a_homography_through_four_moved_corners_matches_the_closed_form():
     dx1, dx2, dy1, dy2 = x1 - x2, x3 - x2, y1 - y2, y3 - y2
     den = dx1 * dy2 - dx2 * dy1
     g, h = (sx * dy2 - dx2 * sy) / den, (dx1 * sy - sx * dy1) / den
-    closed = torch.tensor([[x1 - x0 + g * x1, x3 - x0 + h * x3, x0], [y1 - y0 + g * y1, y3 - y0 + h * y3, y0], [g, h, 1.0]])
+    closed = torch.tensor(
+        [[x1 - x0 + g * x1, x3 - x0 + h * x3, x0], [y1 - y0 + g * y1, y3 - y0 + h * y3, y0], [g, h, 1.0]]
+    )
     solved = geometry.homography(src, dst)[0]
     assert torch.allclose(solved, closed, atol=1e-5)
     assert torch.allclose(geometry.project(solved[None], src), dst, atol=1e-5)

@@ -35,13 +35,21 @@ def assert_same_steps(p: torch.Tensor, q: torch.Tensor, start: torch.Tensor, dev
 
 
 def _cfg(device: str, stn: dict | None, graphs: bool = True):
-    return config.validate({"device": device, "seeds": [0, 1, 2], "data": {"train_size": 512, "val_size": 0, "variants": {"rts": None}},
-                            "models": {"m": {"arch": "cnn", **({"stn": stn} if stn is not None else {})}},
-                            "train": {"batch_size": 32, "lr": 0.01, "amp": "off", "cuda_graphs": graphs}})
+    return config.validate(
+        {
+            "device": device,
+            "seeds": [0, 1, 2],
+            "data": {"train_size": 512, "val_size": 0, "variants": {"rts": None}},
+            "models": {"m": {"arch": "cnn", **({"stn": stn} if stn is not None else {})}},
+            "train": {"batch_size": 32, "lr": 0.01, "amp": "off", "cuda_graphs": graphs},
+        }
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("stn", [None, {"loc_lr_scale": 0.1}, {"transform": "tps"}], ids=["cnn", "st-cnn", "st-cnn-tps"])
+@pytest.mark.parametrize(
+    "stn", [None, {"loc_lr_scale": 0.1}, {"transform": "tps"}], ids=["cnn", "st-cnn", "st-cnn-tps"]
+)
 def test_a_stack_of_three_seeds_steps_as_the_three_models_do_alone(device, stn):
     cfg = _cfg(device, stn)
     dev = torch.device(device)
@@ -83,7 +91,16 @@ def test_fuse_auto_is_on_only_where_it_was_measured_faster():
 
 
 def test_models_with_dropout_or_different_shapes_are_not_fused():
-    cfg = config.validate({"seeds": [0, 1], "models": {"d": {"arch": "cnn", "dropout": 0.5}, "a": {"arch": "cnn"}, "b": {"arch": "cnn", "channels": [16, 64]}}})
+    cfg = config.validate(
+        {
+            "seeds": [0, 1],
+            "models": {
+                "d": {"arch": "cnn", "dropout": 0.5},
+                "a": {"arch": "cnn"},
+                "b": {"arch": "cnn", "channels": [16, 64]},
+            },
+        }
+    )
     length = members.Length(1, 1, 1)
     build = lambda name, seed: members.build(cfg, name, "rts", seed, length, torch.device("cpu"))  # noqa: E731
     assert fused.fusable([build("a", 0), build("a", 1)])
@@ -97,14 +114,28 @@ def test_models_stepped_together_take_the_steps_they_take_alone(device):
     # a CNN, an ST-CNN and a CNN with dropout for each of two seeds, each on its own batch: on CUDA one
     # graph with a stream per model and the dropout models (no graph) eagerly beside it, on the CPU
     # one after another
-    cfg = config.validate({"device": device, "seeds": [0, 1], "data": {"train_size": 512, "val_size": 0, "variants": {"rts": None}},
-                           "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}, "drop": {"arch": "cnn", "dropout": 0.5}},
-                           "train": {"batch_size": 32, "lr": 0.01, "amp": "off"}})
+    cfg = config.validate(
+        {
+            "device": device,
+            "seeds": [0, 1],
+            "data": {"train_size": 512, "val_size": 0, "variants": {"rts": None}},
+            "models": {
+                "cnn": {"arch": "cnn"},
+                "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}},
+                "drop": {"arch": "cnn", "dropout": 0.5},
+            },
+            "train": {"batch_size": 32, "lr": 0.01, "amp": "off"},
+        }
+    )
     dev = torch.device(device)
     length = members.Length(8, 8, 1)
 
     def fresh():
-        return [TrainStep(members.build(cfg, name, "rts", s, length, dev), cfg.train, None) for s in cfg.seeds for name in cfg.models]
+        return [
+            TrainStep(members.build(cfg, name, "rts", s, length, dev), cfg.train, None)
+            for s in cfg.seeds
+            for name in cfg.models
+        ]
 
     together, alone = fused.Together(fresh()), fresh()
     start = [[p.detach().clone() for p in step.m.model.parameters()] for step in alone]
@@ -136,15 +167,30 @@ def _training(tmp_path, device: str, fuse: str):
     from stnexp import data
     from stnexp.training import loop
 
-    cfg = config.validate({"device": device, "seeds": [0, 1], "data": {"train_size": 256, "val_size": 128, "variants": {"rts": None}},
-                           "models": {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}, "wild": {"arch": "cnn"}},
-                           "train": {"epochs": 2, "batch_size": 64, "amp": "off", "fuse": fuse}})
+    cfg = config.validate(
+        {
+            "device": device,
+            "seeds": [0, 1],
+            "data": {"train_size": 256, "val_size": 128, "variants": {"rts": None}},
+            "models": {
+                "cnn": {"arch": "cnn"},
+                "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}},
+                "wild": {"arch": "cnn"},
+            },
+            "train": {"epochs": 2, "batch_size": 64, "amp": "off", "fuse": fuse},
+        }
+    )
     dev = torch.device(device)
     run = loop.Run(cfg, tmp_path, dev, None, logging.getLogger("test"), threading.Event(), data.split(cfg.data, dev))
 
     def train():
         groups = [loop.make_group(run, "rts", seed) for seed in cfg.seeds]  # resumed from tmp_path's checkpoints
-        start = [{k: v.clone() for k, v in m.model.state_dict().items()} for g in groups for m in g.members if m.name != "wild"]
+        start = [
+            {k: v.clone() for k, v in m.model.state_dict().items()}
+            for g in groups
+            for m in g.members
+            if m.name != "wild"
+        ]
         loop.train_groups(run, groups, [], fused.wanted(cfg.train, dev))
         return groups, start
 
@@ -155,9 +201,19 @@ def _numbers(trained):
     """Each model's history (without timings), final and first weights; of `wild` only when it stopped
     (the step at which a loss is seen to be nan depends on when the host reads it)."""
     groups, start = trained
-    history = [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for g in groups for m in g.members for r in m.history]
+    history = [
+        {k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+        for g in groups
+        for m in g.members
+        for r in m.history
+    ]
     wild = [(r["epoch"], math.isnan(r["train_loss"])) for r in history if r["model"] == "wild"]
-    return [r for r in history if r["model"] != "wild"], wild, [m.model.state_dict() for g in groups for m in g.members if m.name != "wild"], start
+    return (
+        [r for r in history if r["model"] != "wild"],
+        wild,
+        [m.model.state_dict() for g in groups for m in g.members if m.name != "wild"],
+        start,
+    )
 
 
 @pytest.fixture

@@ -106,7 +106,9 @@ def test_identity_homography_and_tps_return_the_input():
 
 
 def test_a_homography_with_last_row_001_is_its_affine_grid():
-    theta = geometry.distortion_theta(torch.tensor([30.0, -60.0]), torch.tensor([0.8, 1.1]), torch.tensor([[2.0, -3.0], [0.0, 4.0]]), 28, 42)
+    theta = geometry.distortion_theta(
+        torch.tensor([30.0, -60.0]), torch.tensor([0.8, 1.1]), torch.tensor([[2.0, -3.0], [0.0, 4.0]]), 28, 42
+    )
     matrix = torch.cat([theta, torch.tensor([0.0, 0.0, 1.0]).expand(2, 1, 3)], 1)
     assert torch.allclose(geometry.projective_grid(matrix, 42), geometry.affine_grid(theta, 42), atol=1e-5)
 
@@ -146,7 +148,9 @@ def test_tps_sends_each_control_point_where_it_was_moved(k):
 
 
 def test_tps_of_affinely_moved_points_is_that_affine_map():
-    theta = geometry.theta_from_params(torch.tensor([0.3]), torch.tensor([0.9]), torch.tensor([0.1]), torch.tensor([-0.2]))
+    theta = geometry.theta_from_params(
+        torch.tensor([0.3]), torch.tensor([0.9]), torch.tensor([0.1]), torch.tensor([-0.2])
+    )
     c = geometry.control_points(4)
     targets = c @ theta[0, :, :2].T + theta[0, :, 2]
     assert torch.allclose(geometry.tps_grid(targets[None], 20, 4), geometry.affine_grid(theta, 20), atol=1e-4)

@@ -75,10 +75,13 @@ def test_data_root_with_label_count_mismatch_is_refused(tmp_path):
         mnist.load(tmp_path)
 
 
-@pytest.mark.parametrize("labels, message", [
-    (np.array([3] * 9 + [10], np.uint8), "t10k-labels-idx1-ubyte.gz: labels must be 0-9, found 10 (1 such)"),
-    (np.array([3] * 9 + [-3], np.int8), "t10k-labels-idx1-ubyte.gz: labels must be 0-9, found -3 (1 such)"),
-])
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.array([3] * 9 + [10], np.uint8), "t10k-labels-idx1-ubyte.gz: labels must be 0-9, found 10 (1 such)"),
+        (np.array([3] * 9 + [-3], np.int8), "t10k-labels-idx1-ubyte.gz: labels must be 0-9, found -3 (1 such)"),
+    ],
+)
 def test_labels_outside_0_to_9_are_refused_naming_the_file(tmp_path, labels, message):
     write_root(tmp_path)
     idx.write(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
@@ -121,18 +124,29 @@ def test_a_failed_download_is_one_line_with_the_reason(tmp_path, monkeypatch):
     import torchvision.datasets
 
     def offline(*args, **kwargs):
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://a/, got:\n<urlopen error no network>\n")
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\nTried https://a/, got:\n<urlopen error no network>\n"
+        )
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
     with pytest.raises(UserError) as e:
         mnist.load(tmp_path, download=True)
-    assert str(e.value).splitlines() == [f"data.download: could not download MNIST into {tmp_path}: Error downloading train-images-idx3-ubyte.gz: <urlopen error no network>"]
+    assert str(e.value).splitlines() == [
+        f"data.download: could not download MNIST into {tmp_path}: Error downloading train-images-idx3-ubyte.gz: "
+        "<urlopen error no network>"
+    ]
 
 
-@pytest.mark.parametrize("header, message", [
-    (bytes([0, 0, 8, 3]) + (0xFFFFFFFF).to_bytes(4, "big") * 3, "its header declares 79,228,162,458,924,105,385,300,197,391 bytes, more than"),
-    (bytes([0, 0, 8, 70]) + (1).to_bytes(4, "big") * 70, "its header declares 70 dimensions, more than the 16"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        (
+            bytes([0, 0, 8, 3]) + (0xFFFFFFFF).to_bytes(4, "big") * 3,
+            "its header declares 79,228,162,458,924,105,385,300,197,391 bytes, more than",
+        ),
+        (bytes([0, 0, 8, 70]) + (1).to_bytes(4, "big") * 70, "its header declares 70 dimensions, more than the 16"),
+    ],
+)
 def test_a_header_that_declares_too_much_is_refused_naming_the_file(tmp_path, header, message):
     (tmp_path / "x.idx").write_bytes(header + b"\0" * 16)
     with pytest.raises(UserError, match=f"x.idx: {re.escape(message)}"):
@@ -148,7 +162,20 @@ def test_a_bad_header_under_data_root_exits_2_and_leaves_no_run_behind(tmp_path)
     write_root(tmp_path / "root", ".gz")
     (tmp_path / "root" / "train-images-idx3-ubyte.gz").write_bytes(bytes([0, 0, 8, 70]) + (1).to_bytes(4, "big") * 70)
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["train", "configs/smoke.yaml", "--out", str(out), "--set", f"data.root={tmp_path / 'root'}",
-                                 "--set", "data.train_size=64", "--set", "data.val_size=16"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "configs/smoke.yaml",
+            "--out",
+            str(out),
+            "--set",
+            f"data.root={tmp_path / 'root'}",
+            "--set",
+            "data.train_size=64",
+            "--set",
+            "data.val_size=16",
+        ],
+    )
     assert r.exit_code == 2 and "train-images-idx3-ubyte.gz: its header declares 70 dimensions" in r.output, r.output
     assert not out.exists()

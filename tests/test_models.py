@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stnexp.models import backbones, kernels, spectral, transformer, transforms
 from stnexp import config, models
+from stnexp.models import backbones, kernels, spectral, transformer, transforms
 from stnexp.training import optim
 
 TRANSFORMS = list(transforms.FAMILIES)
@@ -50,13 +50,16 @@ def test_out_size_sets_the_sampler_grid():
     assert net.stn(x, x).shape == (2, 1, 28, 28) and net(x).shape == (2, 10)
 
 
-@pytest.mark.parametrize("spec, smallest", [
-    (cnn(), 24),
-    (stn(), 24),
-    (stn(at="conv1"), 24),
-    (stn(out_size=24), 4),  # the CNN runs on the sampler's 24x24 output; the loc net needs 4 px
-    (stn(at="conv1", out_size=8), 16),  # the loc net on conv1's maps needs them 4 px wide
-])
+@pytest.mark.parametrize(
+    "spec, smallest",
+    [
+        (cnn(), 24),
+        (stn(), 24),
+        (stn(at="conv1"), 24),
+        (stn(out_size=24), 4),  # the CNN runs on the sampler's 24x24 output; the loc net needs 4 px
+        (stn(at="conv1", out_size=8), 16),  # the loc net on conv1's maps needs them 4 px wide
+    ],
+)
 def test_smallest_input_is_the_first_size_the_layers_take(spec, smallest):
     assert backbones.smallest_input(spec) == smallest
     models.build(spec, smallest)(torch.rand(1, 1, smallest, smallest))
@@ -103,8 +106,8 @@ def test_transform_parameters_and_sampling_are_float32_under_autocast():
         assert net.transformed_images(x).dtype == torch.float32
 
 
-BF16_U = 2.0 ** -8  # bf16's unit roundoff: 8 significant bits, rounding to nearest
-FP32_U = 2.0 ** -24
+BF16_U = 2.0**-8  # bf16's unit roundoff: 8 significant bits, rounding to nearest
+FP32_U = 2.0**-24
 
 
 def bf16_error_bound(magnitude: torch.Tensor, roundings: int, products: int) -> torch.Tensor:
@@ -159,14 +162,17 @@ def test_conv1_behind_a_transformer_gets_the_gradients_of_a_plain_conv(size):
         assert off(ours[i], truth[i]) <= max(off(theirs[i], truth[i]), 1e-6) * 1.01
 
 
-@pytest.mark.parametrize("shape", [
-    (4, 3, 5, 3, 8, 9),   # batch, c_in, c_out, kernel, height, width: odd and even sides
-    (4, 3, 5, 3, 9, 8),
-    (2, 2, 3, 4, 4, 4),   # the kernel as large as the image: one output
-    (16, 32, 64, 7, 10, 10),  # the paper CNN's conv2 on 28x28 canvases (R, P, E)
-    (16, 32, 64, 7, 17, 17),  # on 42x42 (RTS)
-    (16, 32, 64, 7, 26, 26),  # on 60x60 (TC)
-])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (4, 3, 5, 3, 8, 9),  # batch, c_in, c_out, kernel, height, width: odd and even sides
+        (4, 3, 5, 3, 9, 8),
+        (2, 2, 3, 4, 4, 4),  # the kernel as large as the image: one output
+        (16, 32, 64, 7, 10, 10),  # the paper CNN's conv2 on 28x28 canvases (R, P, E)
+        (16, 32, 64, 7, 17, 17),  # on 42x42 (RTS)
+        (16, 32, 64, 7, 26, 26),  # on 60x60 (TC)
+    ],
+)
 def test_the_convolution_through_the_dft_is_a_valid_conv2d_and_has_its_gradients(shape):
     n, c, o, k, h, w = shape
     torch.manual_seed(0)
@@ -202,7 +208,11 @@ def test_conv2_trains_through_the_dft_on_the_cpu_and_scores_through_conv2d(monke
     assert len(calls) == 1
 
 
-@pytest.mark.parametrize("stn", [None, {"transform": "affine"}, {"transform": "affine", "at": "conv1"}], ids=["cnn", "st-cnn", "st-cnn-conv1"])
+@pytest.mark.parametrize(
+    "stn",
+    [None, {"transform": "affine"}, {"transform": "affine", "at": "conv1"}],
+    ids=["cnn", "st-cnn", "st-cnn-conv1"],
+)
 @pytest.mark.parametrize("size", [28, 42, 60])
 def test_a_models_gradients_are_the_same_with_the_fast_cpu_kernels_on_and_off(stn, size, monkeypatch):
     cfg = config.CNNConfig(arch="cnn", stn=None if stn is None else config.TransformerConfig(**stn))
@@ -307,7 +317,10 @@ def test_pooling_averages_the_transformers_output_before_the_layers_behind():
 
 def test_parameter_counts_of_a_config_are_those_of_the_built_models(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("data: {variants: {rts: null, rotated: null}}\nmodels: {f: {arch: fcn, stn: {transform: tps}}, c: {arch: cnn}}\n")
+    p.write_text(
+        "data: {variants: {rts: null, rotated: null}}\nmodels: {f: {arch: fcn, stn: {transform: tps}}, c: {arch: "
+        "cnn}}\n"
+    )
     cfg = config.load(p)
     counts = models.param_counts(cfg)
     assert counts["f"]["rotated"] == models.n_params(models.build(cfg.models["f"], 28))
@@ -335,9 +348,14 @@ def test_the_models_do_not_import_the_config_nor_anything_above_them():
     import sys
 
     # the config asks the backbone registry; the registry, the layers and the kernels know no config
-    code = "import sys, stnexp.models; assert not any(m.startswith(('stnexp.config', 'stnexp.training', 'stnexp.data')) for m in sys.modules)"
+    above = ("stnexp.config", "stnexp.training", "stnexp.data")
+    code = f"import sys, stnexp.models; assert not any(m.startswith({above!r}) for m in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     for source in (Path(__file__).parent.parent / "stnexp" / "models").glob("*.py"):
-        imports = [line.strip() for line in source.read_text().splitlines() if line.strip().startswith(("from ", "import "))]
+        imports = [
+            line.strip() for line in source.read_text().splitlines() if line.strip().startswith(("from ", "import "))
+        ]
         for above in ("config", "data", "training", "results", "store"):
-            assert not [line for line in imports if f"stnexp.{above}" in line or line.startswith(f"from stnexp import {above}")], source
+            assert not [
+                line for line in imports if f"stnexp.{above}" in line or line.startswith(f"from stnexp import {above}")
+            ], source

@@ -6,7 +6,13 @@ import pytest
 from stnexp import config, models
 from stnexp.results import paper
 
-COLUMNS = {"R": ("rotated", 28), "RTS": ("rts", 42), "P": ("projective", 28), "E": ("elastic", 28), "TC": ("cluttered", 60)}
+COLUMNS = {
+    "R": ("rotated", 28),
+    "RTS": ("rts", 42),
+    "P": ("projective", 28),
+    "E": ("elastic", 28),
+    "TC": ("cluttered", 60),
+}
 
 
 def _cfg(model: dict, preset: str = "rts", **over) -> config.Config:
@@ -23,7 +29,10 @@ def test_the_papers_model_of_each_row_and_column_gets_that_row(name, column):
 
 def test_the_papers_model_written_with_defaults_left_out_is_still_the_papers():
     assert paper.row(_cfg({"arch": "cnn", "stn": {"transform": "tps"}}, "rotated"), "m", "rotated") == "ST-CNN TPS"
-    assert paper.row(_cfg({"arch": "fcn", "stn": {"transform": "affine", "out_size": 84, "pool": 2}}), "m", "rts") == "ST-FCN Aff"
+    assert (
+        paper.row(_cfg({"arch": "fcn", "stn": {"transform": "affine", "out_size": 84, "pool": 2}}), "m", "rts")
+        == "ST-FCN Aff"
+    )
     # the flat form of version 0.1
     assert paper.row(_cfg({"arch": "stn-cnn", "transform": "projective"}, "elastic"), "m", "elastic") == "ST-CNN Proj"
 
@@ -40,7 +49,10 @@ def test_the_papers_model_written_with_defaults_left_out_is_still_the_papers():
         ({"arch": "cnn", "stn": {"transform": "affine", "loc": "fc"}}, "rotated"),
         ({"arch": "cnn", "stn": {"transform": "affine"}}, "rts"),  # RTS: the paper pooled the transformer's output
         ({"arch": "cnn", "stn": {"transform": "affine", "out_size": 120}}, "cluttered"),  # sampled at twice, not pooled
-        ({"arch": "cnn", "stn": {"transform": "affine", "pool": 2, "out_size": 56}}, "rotated"),  # R: the paper did not pool
+        (
+            {"arch": "cnn", "stn": {"transform": "affine", "pool": 2, "out_size": 56}},
+            "rotated",
+        ),  # R: the paper did not pool
         ({"arch": "cnn", "stn": {"transform": "affine", "at": "conv1"}}, "rotated"),
         ({"arch": "cnn", "stn": {"transform": "attention"}}, "rotated"),
     ],
@@ -50,7 +62,9 @@ def test_a_model_that_is_not_the_papers_gets_no_paper_row(model, preset):
 
 
 def test_a_variant_that_is_not_a_preset_as_it_is_has_no_column_and_its_models_no_row():
-    cfg = config.validate({"data": {"variants": {"rts": {"preset": "rts", "rotation": [-10, 10]}}}, "models": {"cnn": {"arch": "cnn"}}})
+    cfg = config.validate(
+        {"data": {"variants": {"rts": {"preset": "rts", "rotation": [-10, 10]}}}, "models": {"cnn": {"arch": "cnn"}}}
+    )
     assert paper.column(cfg, "rts") is None and paper.row(cfg, "cnn", "rts") is None
 
 
@@ -79,4 +93,8 @@ def test_deviations_name_each_departure_from_the_papers_protocol():
     assert "train.label_smoothing 0.1 (the paper: 0.0)" in got
     assert "st-cnn: localisation net at 0.1 x the lr (the paper reports no multiplier for MNIST)" in got
     short = config.load("configs/paper/rts.yaml", sets=["train.iterations=15000", "train.every=5000", "seeds=[0]"])
-    assert paper.deviations(short) == ["15,000 iterations (the paper: 150,000)", "train.every 5000 (the paper: 50000)", "1 seed (the paper: the mean of 3)"]
+    assert paper.deviations(short) == [
+        "15,000 iterations (the paper: 150,000)",
+        "train.every 5000 (the paper: 50000)",
+        "1 seed (the paper: the mean of 3)",
+    ]

@@ -16,8 +16,15 @@ from stnexp.cli import app
 # undistorted 28x28 digits: a third of RTS's arithmetic per digit, and the test digits are most of the work here;
 # fp32, since data mode is compared with one process to fp32 rounding (bf16, auto's choice on CPUs with bf16
 # instructions, rounds every product to 2^-8)
-SMALL = ["data.train_size=256", "data.val_size=128", "train.epochs=1", "train.batch_size=64", "device=cpu", "data.variants={plain: {preset: plain}}",
-         "train.amp=off"]
+SMALL = [
+    "data.train_size=256",
+    "data.val_size=128",
+    "train.epochs=1",
+    "train.batch_size=64",
+    "device=cpu",
+    "data.variants={plain: {preset: plain}}",
+    "train.amp=off",
+]
 
 
 def sets(*extra):
@@ -26,7 +33,20 @@ def sets(*extra):
 
 def torchrun(out: Path, *extra, n=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "stnexp", "train", "configs/smoke.yaml", "--out", str(out), *sets(*extra)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={n}",
+        "-m",
+        "stnexp",
+        "train",
+        "configs/smoke.yaml",
+        "--out",
+        str(out),
+        *sets(*extra),
+    ]
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=300)
 
 
@@ -44,7 +64,10 @@ def strays(out: Path) -> list[str]:
 
 
 def results(run: Path) -> list[tuple]:
-    return [(r["variant"], r["model"], r["seed"], r["checkpoint"], r["correct"]) for r in json.loads((run / "results.json").read_text())]
+    return [
+        (r["variant"], r["model"], r["seed"], r["checkpoint"], r["correct"])
+        for r in json.loads((run / "results.json").read_text())
+    ]
 
 
 def metrics(run: Path) -> list[dict]:
@@ -73,11 +96,14 @@ def test_jobs_mode_deals_the_groups_out_and_gives_the_single_process_table(singl
     r = torchrun(out, "seeds=[0,1]", "train.parallel=jobs")
     assert r.returncode == 0, r.stdout[-3000:]
     assert "[rank 1] plain s1 epoch 1/1" in r.stdout  # seed 1 trained on the second process
-    assert "plain s0 epoch 1/1" in r.stdout and "plain s1 epoch 1/1" not in r.stdout.replace("[rank 1] plain s1 epoch 1/1", "")
+    assert "plain s0 epoch 1/1" in r.stdout and "plain s1 epoch 1/1" not in r.stdout.replace(
+        "[rank 1] plain s1 epoch 1/1", ""
+    )
     assert results(out) == results(single)  # bit for bit: the same batches, the same arithmetic
     assert (out / "results.md").read_text() == (single / "results.md").read_text()
-    assert [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in metrics(out)] == \
-        [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in metrics(single)]
+    assert [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in metrics(out)] == [
+        {k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in metrics(single)
+    ]
     assert not strays(out)
 
 
@@ -87,7 +113,9 @@ def test_data_mode_splits_each_batch_over_the_ranks_and_matches_one_process(sing
     assert r.returncode == 0, r.stdout[-3000:]
     assert "[rank 1]" not in r.stdout  # rank 0 reports for both
     one, two = metrics(single), metrics(out)
-    assert [(a["model"], a["seed"], a["epoch"], a["step"]) for a in one] == [(b["model"], b["seed"], b["epoch"], b["step"]) for b in two]
+    assert [(a["model"], a["seed"], a["epoch"], a["step"]) for a in one] == [
+        (b["model"], b["seed"], b["epoch"], b["step"]) for b in two
+    ]
     for a, b in zip(one, two):  # the mean of the two shards' gradients is the whole batch's, up to float rounding
         assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=1e-5)
         assert float(b["val_acc"]) == pytest.approx(float(a["val_acc"]), abs=0.02)
@@ -99,7 +127,10 @@ def test_data_mode_splits_each_batch_over_the_ranks_and_matches_one_process(sing
 def test_parallel_refuses_more_job_processes_than_groups_and_batches_that_do_not_split():
     from stnexp.training import parallel
 
-    with pytest.raises(parallel.SharedError, match=r"train.parallel: jobs with 3 processes but only 2 \(variant, seed\) group\(s\); start at most 2"):
+    with pytest.raises(
+        parallel.SharedError,
+        match=r"train.parallel: jobs with 3 processes but only 2 \(variant, seed\) group\(s\); start at most 2",
+    ):
         parallel.check("jobs", 3, 2, 256)
     with pytest.raises(parallel.SharedError, match="train.batch_size: 63 does not split evenly over 2 processes"):
         parallel.check("data", 2, 1, 63)
@@ -116,18 +147,34 @@ def test_bad_parallel_input_exits_2_on_rank_0_with_one_line_and_every_rank_ends(
 
 
 def test_data_mode_without_torchrun_exits_2_saying_how_to_start_it(tmp_path):
-    r = CliRunner().invoke(app, ["train", "configs/smoke.yaml", "--out", str(tmp_path / "run"), *sets("train.parallel=data")])
+    r = CliRunner().invoke(
+        app, ["train", "configs/smoke.yaml", "--out", str(tmp_path / "run"), *sets("train.parallel=data")]
+    )
     assert r.exit_code == 2 and "train.parallel: data needs several processes; start them with torchrun" in r.output
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"RANK": "1", "WORLD_SIZE": "2"}, "RANK=1 and WORLD_SIZE=2 are set but MASTER_ADDR and MASTER_PORT not: to run as one process unset"),
-    ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x': expected a whole number >= 0, as torchrun sets it"),
-    ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "-1", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "LOCAL_RANK='-1': expected a whole number"),
-    ({"RANK": "2", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "RANK=2 and WORLD_SIZE=2: expected 0 <= RANK < WORLD_SIZE"),
-])
-def test_a_bad_or_leftover_launch_environment_exits_2_on_every_rank_saying_what_is_wrong(tmp_path, monkeypatch, env, message):
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"RANK": "1", "WORLD_SIZE": "2"},
+            "RANK=1 and WORLD_SIZE=2 are set but MASTER_ADDR and MASTER_PORT not: to run as one process unset",
+        ),
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x': expected a whole number >= 0, as torchrun sets it"),
+        (
+            {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "-1", "MASTER_ADDR": "h", "MASTER_PORT": "1"},
+            "LOCAL_RANK='-1': expected a whole number",
+        ),
+        (
+            {"RANK": "2", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"},
+            "RANK=2 and WORLD_SIZE=2: expected 0 <= RANK < WORLD_SIZE",
+        ),
+    ],
+)
+def test_a_bad_or_leftover_launch_environment_exits_2_on_every_rank_saying_what_is_wrong(
+    tmp_path, monkeypatch, env, message
+):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     r = CliRunner().invoke(app, ["train", "configs/smoke.yaml", "--out", str(tmp_path / "run"), *sets()])

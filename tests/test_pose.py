@@ -1,10 +1,11 @@
 """The pose parts (pose.py), declared once and asked by the families, eval --sweep, the analyses and figures."""
+
 import pytest
 import torch
 
 from stnexp import config, pose
-from stnexp.results import evaluation, pictures, scoring
 from stnexp.models import transforms
+from stnexp.results import evaluation, pictures, scoring
 
 
 def test_every_family_moves_only_declared_parts_and_every_part_has_a_unit_for_each_of_its_names():
@@ -18,7 +19,9 @@ def test_every_family_moves_only_declared_parts_and_every_part_has_a_unit_for_ea
 @pytest.mark.parametrize("part", pose.PARTS, ids=lambda p: p.name)
 def test_eval_sweep_fixes_each_part_at_each_value_and_keeps_the_rest(part):
     assert evaluation.parse_sweep(f"{part.sweep}=1:3:1") == (part.sweep, [1.0, 2.0, 3.0])
-    cfg = config.validate({"data": {"train_size": 64, "val_size": 64, "variants": {"rts": {"preset": "rts"}}}, "device": "cpu"})
+    cfg = config.validate(
+        {"data": {"train_size": 64, "val_size": 64, "variants": {"rts": {"preset": "rts"}}}, "device": "cpu"}
+    )
     tests = scoring.TestSets(torch.device("cpu"))
     base = tests.get(cfg, "rts", 0)
     fixed = tests.swept(cfg, "rts", 0, part.sweep, 2.0)

@@ -8,10 +8,14 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_the_config_reference_is_generated_from_the_config_models():
-    ref = subprocess.run([sys.executable, str(ROOT / "scripts" / "config_reference.py")], capture_output=True, text=True, check=True).stdout
+    ref = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "config_reference.py")], capture_output=True, text=True, check=True
+    ).stdout
     page = (ROOT / "docs" / "config.md").read_text()
     section = page.split("<!-- config-reference")[1].split("-->", 1)[1].split("<!-- /config-reference -->")[0]
-    assert section.strip() == ref.strip(), "docs/config.md's reference is stale: paste `python scripts/config_reference.py`"
+    assert section.strip() == ref.strip(), (
+        "docs/config.md's reference is stale: paste `python scripts/config_reference.py`"
+    )
 
 
 def test_the_readme_is_a_users_page_whose_links_lead_somewhere():

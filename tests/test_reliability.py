@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 from typer.testing import CliRunner
 
 from stnexp.cli import app
-
-from conftest import TINY
 
 SMALL = ["data.train_size=1024", "data.val_size=256", "train.epochs=3", "train.batch_size=128", "device=cpu"]
 
@@ -204,18 +203,24 @@ def test_missing_data_files_exit_2_and_leave_no_run_behind(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda ck: ck.pop("config"), "malformed checkpoint: no 'config'"),
-    (lambda ck: ck.pop("variant"), "malformed checkpoint: no 'variant'"),
-    (lambda ck: ck.update(in_size="abc"), "malformed checkpoint: 'in_size' is str, not what stnexp writes there"),
-    (lambda ck: ck.update(in_size=100000), "malformed checkpoint: 'in_size' is 100000, outside 1-512"),
-    (lambda ck: ck.update(in_size=28), "malformed checkpoint: its config has no variant 'rts' of canvas 28"),
-    (lambda ck: ck["config"]["train"].update(lr=-1), "malformed checkpoint: its config is not valid (train.lr: input should be greater than 0"),
-    (lambda ck: ck.update(model={"w": 3}), "malformed checkpoint: 'model' is not a mapping of names to tensors"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda ck: ck.pop("config"), "malformed checkpoint: no 'config'"),
+        (lambda ck: ck.pop("variant"), "malformed checkpoint: no 'variant'"),
+        (lambda ck: ck.update(in_size="abc"), "malformed checkpoint: 'in_size' is str, not what stnexp writes there"),
+        (lambda ck: ck.update(in_size=100000), "malformed checkpoint: 'in_size' is 100000, outside 1-512"),
+        (lambda ck: ck.update(in_size=28), "malformed checkpoint: its config has no variant 'rts' of canvas 28"),
+        (
+            lambda ck: ck["config"]["train"].update(lr=-1),
+            "malformed checkpoint: its config is not valid (train.lr: input should be greater than 0",
+        ),
+        (lambda ck: ck.update(model={"w": 3}), "malformed checkpoint: 'model' is not a mapping of names to tensors"),
+    ],
+)
 def test_a_malformed_checkpoint_exits_2_in_one_line(tmp_path, tiny_run, change, message):
-    from stnexp.store import checkpoints
     from stnexp.errors import UserError
+    from stnexp.store import checkpoints
 
     ck = torch.load(tiny_run / "checkpoints" / "rts" / "cnn-s0-best.pt", weights_only=True)
     change(ck)
@@ -243,7 +248,9 @@ def test_a_closed_stdout_does_not_stop_training_and_train_log_gets_everything(tm
     assert "rts s0 epoch 2/2" in log and "results:" in log
 
 
-@pytest.mark.parametrize("command", [["config", "show", "configs/smoke.yaml"], ["runs", "{run}"], ["eval", "{run}", "--out", "{out}"]])
+@pytest.mark.parametrize(
+    "command", [["config", "show", "configs/smoke.yaml"], ["runs", "{run}"], ["eval", "{run}", "--out", "{out}"]]
+)
 def test_a_short_command_whose_reader_has_gone_ends_quietly(command, tiny_run, tmp_path):
     argv = [sys.executable, "-m", "stnexp"] + [a.format(run=tiny_run, out=tmp_path / "ev") for a in command]
     read, write = os.pipe()
@@ -276,7 +283,10 @@ def test_ctrl_c_before_the_first_epoch_ends_says_nothing_is_resumable_and_writes
     first = {**json.loads((out / "env.json").read_text()), "started": "2026-01-01T00:00:00+0000"}
     (out / "env.json").write_text(json.dumps(first))
     r = cli("train", out, "--resume")
-    assert r.exit_code == 0 and "no checkpoint yet (no epoch had completed): training starts from the beginning" in r.output
+    assert (
+        r.exit_code == 0
+        and "no checkpoint yet (no epoch had completed): training starts from the beginning" in r.output
+    )
     # the run started when it first did: env.json keeps that, `stnexp runs` shows it, the resume is added
     env = json.loads((out / "env.json").read_text())
     assert env["started"] == first["started"] and len(env["resumed"]) == 1
@@ -287,15 +297,20 @@ def test_ctrl_c_before_the_first_epoch_ends_says_nothing_is_resumable_and_writes
 def two_seeds(tmp_path_factory):
     """A tiny run of two seeds, trained once for the tests that copy it."""
     out = tmp_path_factory.mktemp("two-seeds") / "run"
-    assert cli("train", "configs/smoke.yaml", "--out", out, sets=TINY + ["seeds=[0,1]", "train.epochs=1"]).exit_code == 0
+    assert (
+        cli("train", "configs/smoke.yaml", "--out", out, sets=TINY + ["seeds=[0,1]", "train.epochs=1"]).exit_code == 0
+    )
     return out
 
 
-@pytest.mark.parametrize("swap, named", [
-    (("cnn-s0-last.pt", "cnn-s1-last.pt"), "seed 1, not 0"),
-    (("cnn-s0-last.pt", "st-cnn-s0-last.pt"), "model_name 'st-cnn', not 'cnn'"),
-    (("cnn-s0-last.pt", "cnn-s0-best.pt"), "kind 'best', not 'last'"),
-])
+@pytest.mark.parametrize(
+    "swap, named",
+    [
+        (("cnn-s0-last.pt", "cnn-s1-last.pt"), "seed 1, not 0"),
+        (("cnn-s0-last.pt", "st-cnn-s0-last.pt"), "model_name 'st-cnn', not 'cnn'"),
+        (("cnn-s0-last.pt", "cnn-s0-best.pt"), "kind 'best', not 'last'"),
+    ],
+)
 def test_resume_refuses_a_checkpoint_swapped_in_from_another_slot(two_seeds, tmp_path, swap, named):
     import shutil
 
@@ -312,7 +327,9 @@ def test_resume_refuses_a_checkpoint_swapped_in_from_another_slot(two_seeds, tmp
 
 def test_a_path_that_is_not_utf8_exits_2_before_anything_is_made(tmp_path):
     out = os.fsencode(tmp_path) + b"/run\xff"
-    p = subprocess.run([sys.executable, "-m", "stnexp", "train", "configs/smoke.yaml", "--out", out], capture_output=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "stnexp", "train", "configs/smoke.yaml", "--out", out], capture_output=True, timeout=120
+    )
     assert p.returncode == 2 and b"not valid UTF-8" in p.stderr and b"Traceback" not in p.stderr, p.stderr
     assert os.listdir(tmp_path) == []
 
@@ -330,7 +347,11 @@ def test_a_full_disk_at_the_first_checkpoint_exits_2_naming_the_file_and_leaves_
     out = tmp_path / "run"
     r = cli("train", "configs/smoke.yaml", "--out", out, sets=TINY)
     assert r.exit_code == 2, r.output
-    assert "checkpoints/rts/cnn-s0-best.pt: no space left on device" in r.output and "unexpected" not in r.output and "Traceback" not in r.output
+    assert (
+        "checkpoints/rts/cnn-s0-best.pt: no space left on device" in r.output
+        and "unexpected" not in r.output
+        and "Traceback" not in r.output
+    )
     assert not out.exists()
 
 
@@ -358,7 +379,9 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoints_and_resume_finishes_once
     monkeypatch.setattr(checkpoints.torch, "save", full_after_the_first_epoch)
     r = cli("train", "configs/smoke.yaml", "--out", out, sets=TINY)
     assert r.exit_code == 2 and "no space left on device" in r.output
-    assert torch.load(out / "checkpoints" / "rts" / "cnn-s0-last.pt", weights_only=True)["epoch"] == 1  # whole, not half
+    assert (
+        torch.load(out / "checkpoints" / "rts" / "cnn-s0-last.pt", weights_only=True)["epoch"] == 1
+    )  # whole, not half
     monkeypatch.undo()
     r = cli("train", out, "--resume")
     assert r.exit_code == 0, r.output
@@ -372,15 +395,20 @@ def _copy_run(tiny_run, to):
     return to
 
 
-@pytest.mark.parametrize("link, target", [
-    ("evals", "notes"),  # a folder of the user's, linked in where the run keeps its evaluations
-    ("checkpoints", "other/checkpoints"),  # another run's checkpoints
-    (".stnexp-lock", "victim.txt"),
-    (".stnexp-run", "dangling-target"),
-    ("stn/rts/st-cnn-s0.png", "victim.txt"),
-])
+@pytest.mark.parametrize(
+    "link, target",
+    [
+        ("evals", "notes"),  # a folder of the user's, linked in where the run keeps its evaluations
+        ("checkpoints", "other/checkpoints"),  # another run's checkpoints
+        (".stnexp-lock", "victim.txt"),
+        (".stnexp-run", "dangling-target"),
+        ("stn/rts/st-cnn-s0.png", "victim.txt"),
+    ],
+)
 @pytest.mark.parametrize("how", ["--force", "--resume"])
-def test_a_symlink_where_a_run_keeps_its_files_exits_2_and_nothing_outside_changes(tiny_run, tmp_path, link, target, how):
+def test_a_symlink_where_a_run_keeps_its_files_exits_2_and_nothing_outside_changes(
+    tiny_run, tmp_path, link, target, how
+):
     run = _copy_run(tiny_run, tmp_path / "run")
     _copy_run(tiny_run, tmp_path / "other")
     (tmp_path / "notes").mkdir()

@@ -104,7 +104,9 @@ def variants_from_sets(sets: list[str]) -> dict[str, VariantConfig]:
     raw = apply_sets({}, list(sets))
     extra = set(raw) - {"data"} or set(raw.get("data") or {}) - {"variants"}
     if extra:
-        raise UserError(f"--set {sorted(extra)[0]}: eval takes only data.variants.NAME=... (ad-hoc variants to test on)")
+        raise UserError(
+            f"--set {sorted(extra)[0]}: eval takes only data.variants.NAME=... (ad-hoc variants to test on)"
+        )
     try:
         return Config.model_validate(raw).data.variants if raw else {}
     except ValidationError as e:
@@ -165,12 +167,18 @@ def size_problems(cfg: Config) -> list[str]:
     for mname, mcfg in cfg.models.items():
         need = backbones.smallest_out_size(mcfg)
         if need is not None:
-            out.append(f"models.{mname}: out_size {mcfg.stn.out_size} is too small for the layers behind the transformer (at least {need})")
+            out.append(
+                f"models.{mname}: out_size {mcfg.stn.out_size} is too small for the layers behind the transformer (at "
+                f"least {need})"
+            )
             continue
         for vname in cfg.data.variants:
             canvas = cfg.variant(vname).canvas
             if not backbones.fits(mcfg, canvas):
-                out.append(f"data.variants.{vname}: canvas {canvas} is too small for model {mname} (it needs at least {backbones.smallest_input(mcfg)})")
+                out.append(
+                    f"data.variants.{vname}: canvas {canvas} is too small for model {mname} (it needs at least "
+                    f"{backbones.smallest_input(mcfg)})"
+                )
     return out
 
 
@@ -190,7 +198,11 @@ def _describe(err: dict) -> str:
     for key in ("preset", "patch_size", "at"):  # raised by validators that see more than their key
         if msg.startswith(f"{key}: "):
             loc, msg = loc + [key], msg.removeprefix(f"{key}: ")
-    got = "" if kind.startswith("value_error") or "input" not in err or isinstance(err["input"], dict) else f", got {_shown(err['input'])}"
+    got = (
+        ""
+        if kind.startswith("value_error") or "input" not in err or isinstance(err["input"], dict)
+        else f", got {_shown(err['input'])}"
+    )
     return f"{'.'.join(loc) or '(config)'}: {msg[0].lower() + msg[1:]}{got}"
 
 

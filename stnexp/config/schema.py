@@ -14,10 +14,12 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from stnexp.models import backbones, transforms
-from stnexp.models.backbones import CNNConfig, FCNConfig  # noqa: F401  (config.FCNConfig: every block's schema by its config name)
-from stnexp.models.blocks import MAX_SIDE, Channels, Strict, TransformerConfig  # noqa: F401
 from stnexp.config.messages import _cut, _did_you_mean, _shown
+from stnexp.models import backbones, transforms
+
+# re-exported: every block's schema by its config name (config.FCNConfig)
+from stnexp.models.backbones import CNNConfig, FCNConfig  # noqa: F401
+from stnexp.models.blocks import MAX_SIDE, Channels, Strict, TransformerConfig  # noqa: F401
 
 # Each preset is a full set of distortion ranges; a variant may name one and override any range.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -27,9 +29,29 @@ PRESETS: dict[str, dict[str, Any]] = {
     "translated": {"canvas": 42, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": "fit"},
     "scaled": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.7, 1.2), "translation": 0.0},
     # the paper's P, E and TC (stn-paper.md): projective corners, elastic TPS, translated + clutter
-    "projective": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.75, 1.0), "translation": 0.0, "corner_jitter": 5.0},
-    "elastic": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.75, 1.0), "translation": 0.0, "elastic_jitter": 1.5, "elastic_grid": 4},
-    "cluttered": {"canvas": 60, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": "fit", "patches": 6, "patch_size": 6},
+    "projective": {
+        "canvas": 28,
+        "rotation": (0.0, 0.0),
+        "scale": (0.75, 1.0),
+        "translation": 0.0,
+        "corner_jitter": 5.0,
+    },
+    "elastic": {
+        "canvas": 28,
+        "rotation": (0.0, 0.0),
+        "scale": (0.75, 1.0),
+        "translation": 0.0,
+        "elastic_jitter": 1.5,
+        "elastic_grid": 4,
+    },
+    "cluttered": {
+        "canvas": 60,
+        "rotation": (0.0, 0.0),
+        "scale": (1.0, 1.0),
+        "translation": "fit",
+        "patches": 6,
+        "patch_size": 6,
+    },
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # at most 64: names become file and folder names
 NAME_RULE = "must be 1-64 letters, digits, '_', '.' or '-' (starting with a letter or digit)"
@@ -54,17 +76,46 @@ def _finite(v: Any) -> bool:
 class VariantConfig(Strict):
     """One distorted-MNIST variant: a preset, or ranges, or a preset with some ranges overridden."""
 
-    preset: Optional[str] = Field(None, description=f"start from a named preset: {', '.join(PRESETS)}; a variant named like a preset uses it by default")
-    canvas: int = Field(28, ge=8, le=MAX_SIDE, description="side of the square output image in pixels (MNIST digits are 28x28)")
+    preset: Optional[str] = Field(
+        None,
+        description=f"start from a named preset: {', '.join(PRESETS)}; a variant named like a preset uses it by "
+        "default",
+    )
+    canvas: int = Field(
+        28, ge=8, le=MAX_SIDE, description="side of the square output image in pixels (MNIST digits are 28x28)"
+    )
     rotation: tuple[float, float] = Field((0.0, 0.0), description="[min, max] rotation in degrees, drawn uniformly")
     scale: tuple[float, float] = Field((1.0, 1.0), description="[min, max] scale factor of the digit, drawn uniformly")
     translation: Union[Literal["fit"], float] = Field(
-        0.0, description="max shift of the digit's centre in px along each axis (uniform), or `fit`: anywhere the distorted digit stays inside the canvas"
+        0.0,
+        description="max shift of the digit's centre in px along each axis (uniform), or `fit`: anywhere the "
+        "distorted digit stays inside the canvas",
     )
-    corner_jitter: float = Field(0.0, ge=0.0, le=MAX_SIDE, description="projective warp: each corner of the canvas moves by N(0, this) px along x and y; 0 = none")
-    elastic_jitter: float = Field(0.0, ge=0.0, le=MAX_SIDE, description="elastic warp: each thin-plate-spline control point moves by N(0, this) px along x and y; 0 = none")
-    elastic_grid: int = Field(4, ge=2, le=16, description="elastic warp: control points per side of the lattice over the canvas (4 = the paper's 16 points)")
-    patches: int = Field(0, ge=0, le=256, description="clutter: patches cut at random places from random digits of the same split, painted onto the canvas; 0 = none")
+    corner_jitter: float = Field(
+        0.0,
+        ge=0.0,
+        le=MAX_SIDE,
+        description="projective warp: each corner of the canvas moves by N(0, this) px along x and y; 0 = none",
+    )
+    elastic_jitter: float = Field(
+        0.0,
+        ge=0.0,
+        le=MAX_SIDE,
+        description="elastic warp: each thin-plate-spline control point moves by N(0, this) px along x and y; 0 = none",
+    )
+    elastic_grid: int = Field(
+        4,
+        ge=2,
+        le=16,
+        description="elastic warp: control points per side of the lattice over the canvas (4 = the paper's 16 points)",
+    )
+    patches: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="clutter: patches cut at random places from random digits of the same split, painted onto the "
+        "canvas; 0 = none",
+    )
     patch_size: int = Field(6, ge=1, le=28, description="clutter: side of each patch in px (at most 28 and the canvas)")
 
     @model_validator(mode="before")
@@ -103,14 +154,28 @@ class VariantConfig(Strict):
 
 
 class DataConfig(Strict):
-    root: Optional[Path] = Field(None, description="folder holding the four MNIST-format IDX files (gzip or raw); empty = the MNIST copy bundled in the package")
-    download: bool = Field(False, description="fetch MNIST into `root` through torchvision when the files are missing (needs the network)")
+    root: Optional[Path] = Field(
+        None,
+        description="folder holding the four MNIST-format IDX files (gzip or raw); empty = the MNIST copy bundled in "
+        "the package",
+    )
+    download: bool = Field(
+        False, description="fetch MNIST into `root` through torchvision when the files are missing (needs the network)"
+    )
     train_size: int = Field(50000, ge=1, description="training digits: the first `train_size` of the 60,000")
-    val_size: int = Field(10000, ge=0, description="validation digits: the last `val_size` of the 60,000, distorted once; they pick the best checkpoint")
-    resample_train: bool = Field(True, description="draw new distortions of the training digits every epoch (false: once)")
+    val_size: int = Field(
+        10000,
+        ge=0,
+        description="validation digits: the last `val_size` of the 60,000, distorted once; they pick the best "
+        "checkpoint",
+    )
+    resample_train: bool = Field(
+        True, description="draw new distortions of the training digits every epoch (false: once)"
+    )
     variants: dict[str, Optional[VariantConfig]] = Field(
         default_factory=lambda: {"rts": VariantConfig(preset="rts")},
-        description="distorted variants by name: `NAME: {preset, canvas, rotation, scale, translation, corner_jitter, elastic_jitter, elastic_grid, patches, patch_size}`",
+        description="distorted variants by name: `NAME: {preset, canvas, rotation, scale, translation, corner_jitter, "
+        "elastic_jitter, elastic_grid, patches, patch_size}`",
     )
 
     @field_validator("variants", mode="before")
@@ -133,52 +198,100 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _sizes(self) -> "DataConfig":
         if self.train_size + self.val_size > 60000 and self.root is None:
-            raise ValueError(f"train_size + val_size must be at most 60000 (MNIST's training set), got {self.train_size} + {self.val_size}")
+            raise ValueError(
+                f"train_size + val_size must be at most 60000 (MNIST's training set), got {self.train_size} + "
+                f"{self.val_size}"
+            )
         return self
 
 
 class STNCNNConfig(Strict):
     """The flat form of version 0.1, `arch: stn-cnn`: read as `arch: cnn` with an `stn` block."""
 
-    arch: Literal["stn-cnn"] = Field(description="`stn-cnn`: the same as `arch: cnn` with `stn: {transform, at, out_size, loc_lr_scale}`")
+    arch: Literal["stn-cnn"] = Field(
+        description="`stn-cnn`: the same as `arch: cnn` with `stn: {transform, at, out_size, loc_lr_scale}`"
+    )
     channels: tuple[Channels, Channels] = Field((32, 64), description="as for `cnn`")
     norm: Literal["none", "batch"] = Field("none", description="as for `cnn`")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="as for `cnn`")
-    transform: Literal[tuple(transforms.FAMILIES)] = Field("affine", description="as `stn.transform`")  # type: ignore[valid-type]
+    transform: Literal[tuple(transforms.FAMILIES)] = Field(  # type: ignore[valid-type]
+        "affine", description="as `stn.transform`"
+    )
     out_size: Optional[int] = Field(None, ge=4, le=MAX_SIDE, description="as `stn.out_size`")
     at: Literal["input", "conv1"] = Field("input", description="as `stn.at`")
     loc_lr_scale: float = Field(1.0, gt=0.0, description="as `stn.loc_lr_scale`")
 
     def canonical(self) -> CNNConfig:
-        stn = TransformerConfig(transform=self.transform, at=self.at, out_size=self.out_size, loc_lr_scale=self.loc_lr_scale)
+        stn = TransformerConfig(
+            transform=self.transform, at=self.at, out_size=self.out_size, loc_lr_scale=self.loc_lr_scale
+        )
         return CNNConfig(arch="cnn", channels=self.channels, norm=self.norm, dropout=self.dropout, stn=stn)
 
 
 ARCHS = (*backbones.BACKBONES, "stn-cnn")  # `arch`: a backbone of the registry, or 0.1's flat form
-ModelConfig = Annotated[Union[tuple(b.schema for b in backbones.BACKBONES.values()) + (STNCNNConfig,)], Field(discriminator="arch")]
+ModelConfig = Annotated[
+    Union[tuple(b.schema for b in backbones.BACKBONES.values()) + (STNCNNConfig,)], Field(discriminator="arch")
+]
 
 
 class TrainConfig(Strict):
-    epochs: Optional[int] = Field(None, ge=1, description="passes over the training digits (default 10 when `iterations` is not set)")
+    epochs: Optional[int] = Field(
+        None, ge=1, description="passes over the training digits (default 10 when `iterations` is not set)"
+    )
     iterations: Optional[int] = Field(None, ge=1, description="optimizer steps instead of `epochs` (the paper: 150000)")
     batch_size: int = Field(256, ge=1, description="images per step, the same batch for every model")
     optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="sgd | adam | adamw")
     lr: float = Field(0.01, gt=0.0, description="base learning rate")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum (ignored by adam/adamw)")
     weight_decay: float = Field(0.0, ge=0.0, description="weight decay")
-    schedule: Literal["constant", "step", "cosine", "onecycle"] = Field("constant", description="learning-rate schedule: constant | step | cosine | onecycle")
-    every: Optional[int] = Field(None, ge=1, description="`step` schedule: multiply the lr by `gamma` every this many epochs (iterations when `iterations` is set)")
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = Field(
+        "constant", description="learning-rate schedule: constant | step | cosine | onecycle"
+    )
+    every: Optional[int] = Field(
+        None,
+        ge=1,
+        description="`step` schedule: multiply the lr by `gamma` every this many epochs (iterations when `iterations` "
+        "is set)",
+    )
     gamma: float = Field(0.1, gt=0.0, description="`step` schedule: the factor")
     warmup: int = Field(0, ge=0, description="linear warm-up length, in epochs (iterations when `iterations` is set)")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the cross-entropy loss")
-    amp: Literal["auto", "off", "bf16"] = Field("auto", description="mixed precision: auto (bf16 on CUDA and on CPUs with bf16 instructions, `avx512_bf16` or AMX, else fp32) | off | bf16; theta, grid and sampling always run in fp32")
-    compile: bool = Field(False, description="compile the models with torch.compile (in place, checkpoint keys unchanged)")
-    cuda_graphs: bool = Field(True, description="on CUDA, capture each model's whole training step as a CUDA graph and replay it (models without dropout); the tiny nets are launch-bound")
-    fuse: Literal["auto", "off", "on"] = Field("auto", description="on: each variant's seeds train in lockstep and every step of all their models is taken at once, on CUDA with graphs as one graph with a stream per model (the same numbers as off); auto: on where measured faster, on CUDA with graphs outside data-parallel mode (1.2-1.3x on an H200; docs/performance.md) | off")
+    amp: Literal["auto", "off", "bf16"] = Field(
+        "auto",
+        description="mixed precision: auto (bf16 on CUDA and on CPUs with bf16 instructions, `avx512_bf16` or AMX, "
+        "else fp32) | off | bf16; theta, grid and sampling always run in fp32",
+    )
+    compile: bool = Field(
+        False, description="compile the models with torch.compile (in place, checkpoint keys unchanged)"
+    )
+    cuda_graphs: bool = Field(
+        True,
+        description="on CUDA, capture each model's whole training step as a CUDA graph and replay it (models without "
+        "dropout); the tiny nets are launch-bound",
+    )
+    fuse: Literal["auto", "off", "on"] = Field(
+        "auto",
+        description="on: each variant's seeds train in lockstep and every step of all their models is taken at once, "
+        "on CUDA with graphs as one graph with a stream per model (the same numbers as off); auto: on where measured "
+        "faster, on CUDA with graphs outside data-parallel mode (1.2-1.3x on an H200; docs/performance.md) | off",
+    )
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
-    deterministic: bool = Field(False, description="ask torch for deterministic kernels (CPU runs are reproducible anyway; CUDA grid_sample backward is not)")
-    parallel: Literal["off", "jobs", "data"] = Field("off", description="under torchrun: `jobs` deals the (variant, seed) groups out over the processes, `data` trains every group data-parallel (DistributedDataParallel, each process a shard of every batch); off: one process (docs/parallel.md)")
-    tensorboard: bool = Field(False, description="also write TensorBoard event files to `tb/` in the run directory: per model and epoch its loss, accuracies and lr, and the transformer's picture (needs `pip install 'stnexp[tensorboard]'`)")
+    deterministic: bool = Field(
+        False,
+        description="ask torch for deterministic kernels (CPU runs are reproducible anyway; CUDA grid_sample backward "
+        "is not)",
+    )
+    parallel: Literal["off", "jobs", "data"] = Field(
+        "off",
+        description="under torchrun: `jobs` deals the (variant, seed) groups out over the processes, `data` trains "
+        "every group data-parallel (DistributedDataParallel, each process a shard of every batch); off: one process "
+        "(docs/parallel.md)",
+    )
+    tensorboard: bool = Field(
+        False,
+        description="also write TensorBoard event files to `tb/` in the run directory: per model and epoch its loss, "
+        "accuracies and lr, and the transformer's picture (needs `pip install 'stnexp[tensorboard]'`)",
+    )
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -210,12 +323,20 @@ def _default_models() -> dict[str, Any]:
 
 
 class Config(Strict):
-    name: str = Field("run", description="experiment name (default: the config file's name without .yaml): runs go to `<out>/<name>/<timestamp>/`")
-    seeds: list[int] = Field([0], min_length=1, description="seeds; each variant is trained once per seed, tables show mean +- std")
+    name: str = Field(
+        "run",
+        description="experiment name (default: the config file's name without .yaml): runs go to "
+        "`<out>/<name>/<timestamp>/`",
+    )
+    seeds: list[int] = Field(
+        [0], min_length=1, description="seeds; each variant is trained once per seed, tables show mean +- std"
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps (auto: cuda when available, else cpu)")
     out: Path = Field(Path("runs"), description="folder under which run directories are made")
     data: DataConfig = Field(default_factory=DataConfig, description="digits and their distortions")
-    models: dict[str, ModelConfig] = Field(default_factory=_default_models, description="models trained side by side: `NAME: {arch, ..., stn}`")
+    models: dict[str, ModelConfig] = Field(
+        default_factory=_default_models, description="models trained side by side: `NAME: {arch, ..., stn}`"
+    )
     train: TrainConfig = Field(default_factory=TrainConfig, description="training recipe, shared by all models")
 
     @field_validator("seeds")
@@ -263,7 +384,13 @@ class Config(Strict):
     def results_view(self) -> dict:
         """The part of the config that decides results (not where the run goes or which device runs it)."""
         d = self.model_dump(mode="json", exclude={"device", "out", "name"})
-        for how in ("compile", "cuda_graphs", "fuse", "tensorboard", "parallel"):  # how fast or what else is written, not what is computed
+        for how in (
+            "compile",
+            "cuda_graphs",
+            "fuse",
+            "tensorboard",
+            "parallel",
+        ):  # how fast or what else is written, not what is computed
             d["train"].pop(how)
         return d
 

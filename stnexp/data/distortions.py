@@ -178,10 +178,15 @@ def generators(device: torch.device | str, spec: VariantConfig, *parts: object) 
     """One random stream per kind the variant uses, named by `parts` (seed, variant, split, ...). Pose
     draws from the stream named by `parts` alone, as in version 0.1, so existing variants keep their
     digits bit for bit; every other kind draws from its own stream, named after it as well."""
-    return {name: seeds.generator(device, *parts) if name == "pose" else seeds.generator(device, *parts, name) for name in used(spec)}
+    return {
+        name: seeds.generator(device, *parts) if name == "pose" else seeds.generator(device, *parts, name)
+        for name in used(spec)
+    }
 
 
-def sample(gens: dict[str, torch.Generator], spec: VariantConfig, boxes: torch.Tensor, pool: int | None = None) -> Params:
+def sample(
+    gens: dict[str, torch.Generator], spec: VariantConfig, boxes: torch.Tensor, pool: int | None = None
+) -> Params:
     """Parameters of every kind the variant uses for len(boxes) digits; `pool` is the number of digits in
     their split (clutter cuts its patches from them), by default len(boxes)."""
     pool = len(boxes) if pool is None else pool
@@ -210,6 +215,8 @@ def render(digits: torch.Tensor, params: Params, spec: VariantConfig, pool: torc
         if kind.paint is not None:
             images = kind.paint(images, params, spec, digits if pool is None else pool)
     return images
+
+
 def take(params: Params, index: slice | torch.Tensor) -> Params:
     """The parameters of some of the digits."""
     return {k: v[index] for k, v in params.items()}

@@ -42,7 +42,9 @@ def read_bytes(path: Path) -> bytes:
         if limit is None:
             limit = MAX_BYTES  # not an IDX header: parse() will say so
         elif limit > MAX_BYTES:
-            raise UserError(f"{path}: its header declares {limit:,} bytes, more than the {MAX_BYTES:,} an IDX file may hold here")
+            raise UserError(
+                f"{path}: its header declares {limit:,} bytes, more than the {MAX_BYTES:,} an IDX file may hold here"
+            )
         while not stream.eof and len(out) <= limit:
             chunk = stream.decompress(pending, 1 << 22)
             pending = stream.unconsumed_tail
@@ -77,16 +79,22 @@ def parse(content: bytes, path: Path | str = "<bytes>", md5: str | None = None) 
     ndim = content[3]
     header = 4 + 4 * ndim
     if ndim > MAX_DIMS:
-        raise UserError(f"{path}: its header declares {ndim} dimensions, more than the {MAX_DIMS} an IDX file may have here")
+        raise UserError(
+            f"{path}: its header declares {ndim} dimensions, more than the {MAX_DIMS} an IDX file may have here"
+        )
     if ndim == 0 or len(content) < header:
         raise UserError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape, dtype=object)) * dtype.itemsize  # Python integers: no overflow
     if expected > MAX_BYTES:
-        raise UserError(f"{path}: its header declares {expected:,} bytes, more than the {MAX_BYTES:,} an IDX file may hold here")
+        raise UserError(
+            f"{path}: its header declares {expected:,} bytes, more than the {MAX_BYTES:,} an IDX file may hold here"
+        )
     if len(content) != expected:
         what = "truncated" if len(content) < expected else "has trailing bytes"
-        raise UserError(f"{path}: {what}: dimensions {'x'.join(map(str, shape))} need {expected} bytes, file has {len(content)}")
+        raise UserError(
+            f"{path}: {what}: dimensions {'x'.join(map(str, shape))} need {expected} bytes, file has {len(content)}"
+        )
     if md5 is not None:
         got = hashlib.md5(content).hexdigest()
         if got != md5:

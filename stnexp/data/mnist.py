@@ -63,7 +63,10 @@ def load(root: Path | None = None, download: bool = False) -> Arrays:
         check(arrays[f"{part}_images"], arrays[f"{part}_labels"], paths[f"{part}_images"], paths[f"{part}_labels"])
     if arrays["test_images"].shape[1:] != arrays["train_images"].shape[1:]:
         shape = lambda a: "x".join(map(str, a.shape[1:]))  # noqa: E731
-        raise UserError(f"{paths['test_images']}: test images are {shape(arrays['test_images'])}, the training images {shape(arrays['train_images'])}")
+        raise UserError(
+            f"{paths['test_images']}: test images are {shape(arrays['test_images'])}, the training images "
+            f"{shape(arrays['train_images'])}"
+        )
     return Arrays(**arrays)
 
 
@@ -72,7 +75,9 @@ def check(images: np.ndarray, labels: np.ndarray, images_path: Path, labels_path
     from stnexp.errors import UserError
 
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise UserError(f"{images_path}: expected uint8 images N x H x W, got {images.dtype} {'x'.join(map(str, images.shape))}")
+        raise UserError(
+            f"{images_path}: expected uint8 images N x H x W, got {images.dtype} {'x'.join(map(str, images.shape))}"
+        )
     if len(images) == 0:
         raise UserError(f"{images_path}: holds no images")
     if labels.ndim != 1 or len(labels) != len(images):

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from stnexp.data import distortions
 from stnexp import geometry
 from stnexp.config import DataConfig, VariantConfig
+from stnexp.data import distortions
 from stnexp.data.distortions import IN_SIZE, Params
 
 # distortions are made in chunks to bound memory (a 60x60 float batch of 10k images is 144 MB)
@@ -57,7 +57,10 @@ def split(data: DataConfig, device: torch.device) -> Split:
     d = mnist.load(data.root, data.download)
     n = len(d.train_images)
     if data.train_size + data.val_size > n:
-        raise UserError(f"data.train_size + data.val_size = {data.train_size + data.val_size} but the training files hold {n} digits")
+        raise UserError(
+            f"data.train_size + data.val_size = {data.train_size + data.val_size} but the training files hold {n} "
+            "digits"
+        )
     if d.train_images.shape[1:] != (IN_SIZE, IN_SIZE):
         raise UserError(f"data.root: images are {d.train_images.shape[1]}x{d.train_images.shape[2]}, expected 28x28")
 
@@ -83,7 +86,9 @@ def fixed(digits: Digits, spec: VariantConfig, seed: int, name: str, part: str) 
 def render_all(digits: Digits, params: Params, spec: VariantConfig) -> torch.Tensor:
     """Every digit of a set rendered with its parameters, CHUNK digits at a time."""
     chunks = [
-        distortions.render(digits.images[i : i + CHUNK], distortions.take(params, slice(i, i + CHUNK)), spec, digits.images)
+        distortions.render(
+            digits.images[i : i + CHUNK], distortions.take(params, slice(i, i + CHUNK)), spec, digits.images
+        )
         for i in range(0, len(digits), CHUNK)
     ]
     return torch.cat(chunks) if chunks else torch.zeros(0, 1, spec.canvas, spec.canvas, device=digits.images.device)

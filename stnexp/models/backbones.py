@@ -19,8 +19,8 @@ from torch import nn
 
 from stnexp import geometry
 from stnexp.models import transforms
-from stnexp.models.kernels import Conv, ImageConv
 from stnexp.models.blocks import Channels, Strict, TransformerConfig
+from stnexp.models.kernels import Conv, ImageConv
 from stnexp.models.transformer import Transformer, loc_side
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -34,18 +34,26 @@ CONV2_KERNEL = 7
 
 
 class CNNConfig(Strict):
-    arch: Literal["cnn"] = Field(description="`cnn`: conv 9x9 -> ReLU -> pool 2 -> conv 7x7 -> ReLU -> pool 2 -> linear")
+    arch: Literal["cnn"] = Field(
+        description="`cnn`: conv 9x9 -> ReLU -> pool 2 -> conv 7x7 -> ReLU -> pool 2 -> linear"
+    )
     channels: tuple[Channels, Channels] = Field((32, 64), description="output channels of the two conv layers")
     norm: Literal["none", "batch"] = Field("none", description="normalisation after each conv: none | batch")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
-    stn: Optional[TransformerConfig] = Field(None, description="a spatial transformer in the model: `{transform, at, out_size, loc_lr_scale}`; empty = none")
+    stn: Optional[TransformerConfig] = Field(
+        None, description="a spatial transformer in the model: `{transform, at, out_size, loc_lr_scale}`; empty = none"
+    )
 
 
 class FCNConfig(Strict):
     arch: Literal["fcn"] = Field(description="`fcn`: linear -> ReLU -> linear -> ReLU -> linear on the flattened image")
     hidden: tuple[Channels, Channels] = Field((256, 200), description="widths of the two hidden fully connected layers")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
-    stn: Optional[TransformerConfig] = Field(None, description="a spatial transformer at the input: `{transform, out_size, loc, pool, loc_lr_scale}` (`at` must be `input`); empty = none")
+    stn: Optional[TransformerConfig] = Field(
+        None,
+        description="a spatial transformer at the input: `{transform, out_size, loc, pool, loc_lr_scale}` (`at` must "
+        "be `input`); empty = none",
+    )
 
     @field_validator("stn")
     @classmethod
@@ -143,7 +151,13 @@ class FCN(_Transforming):
         h1, h2 = cfg.hidden
         self.at = "input" if cfg.stn else None
         self.stn = Transformer(1, p.loc_in, p.stn_out, cfg.stn, loc_kind(cfg)) if cfg.stn else None
-        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(p.side * p.side, h1), nn.ReLU(inplace=True), nn.Linear(h1, h2), nn.ReLU(inplace=True))
+        self.hidden = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(p.side * p.side, h1),
+            nn.ReLU(inplace=True),
+            nn.Linear(h1, h2),
+            nn.ReLU(inplace=True),
+        )
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(h2, N_CLASSES)
 
@@ -221,9 +235,14 @@ def plan(cfg: BackboneConfig, in_size: int) -> Plan:
     side = backbone.side(cfg, seen)
     problem = None
     if loc_in is not None and loc_kind(cfg) == "conv" and loc_side(loc_in) < 1:
-        problem = f"the localisation net needs {'images' if stn.at == 'input' else 'conv1 maps'} of at least 4 px, got {loc_in}"
+        what = "images" if stn.at == "input" else "conv1 maps"
+        problem = f"the localisation net needs {what} of at least 4 px, got {loc_in}"
     elif side < 1:
-        problem = "the layers behind the transformer get no pixel" if stn is not None and cfg.arch == "fcn" else "the conv layers leave no pixel"
+        problem = (
+            "the layers behind the transformer get no pixel"
+            if stn is not None and cfg.arch == "fcn"
+            else "the conv layers leave no pixel"
+        )
     return Plan(loc_in, stn_out, side, problem)
 
 

@@ -24,10 +24,26 @@ class TransformerConfig(Strict):
     transform: Literal[tuple(transforms.FAMILIES)] = Field(  # type: ignore[valid-type]
         "affine", description=f"what the transformer may do (parameters): {transforms.describe()}"
     )
-    at: Literal["input", "conv1"] = Field("input", description="what the transformer warps: `input` (the image) or `conv1` (feature maps after the first conv block)")
-    out_size: Optional[int] = Field(None, ge=4, le=MAX_SIDE, description="side of the sampler's output grid; empty = the size of what it transforms")
-    loc_lr_scale: float = Field(1.0, gt=0.0, description="learning-rate multiplier for the localisation net's parameters")
-    loc: Optional[Literal["conv", "fc"]] = Field(
-        None, description="localisation net: `conv` (downsample 2, conv 5x5 (20), pool 2, conv 5x5 (20), FC 20) or `fc` (FC 32, FC 32); empty = conv in a cnn, fc in an fcn"
+    at: Literal["input", "conv1"] = Field(
+        "input",
+        description="what the transformer warps: `input` (the image) or `conv1` (feature maps after the first conv "
+        "block)",
     )
-    pool: int = Field(1, ge=1, le=8, description="average-pool the transformer's output by this factor before the layers behind it (the paper: 2 for RTS and TC)")
+    out_size: Optional[int] = Field(
+        None, ge=4, le=MAX_SIDE, description="side of the sampler's output grid; empty = the size of what it transforms"
+    )
+    loc_lr_scale: float = Field(
+        1.0, gt=0.0, description="learning-rate multiplier for the localisation net's parameters"
+    )
+    loc: Optional[Literal["conv", "fc"]] = Field(
+        None,
+        description="localisation net: `conv` (downsample 2, conv 5x5 (20), pool 2, conv 5x5 (20), FC 20) or `fc` (FC "
+        "32, FC 32); empty = conv in a cnn, fc in an fcn",
+    )
+    pool: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="average-pool the transformer's output by this factor before the layers behind it (the paper: 2 "
+        "for RTS and TC)",
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stnexp.models.backbones import BACKBONES, Model, BackboneConfig, checked_plan
+from stnexp.models.backbones import BACKBONES, BackboneConfig, Model, checked_plan
 
 
 def build(cfg: BackboneConfig, in_size: int) -> Model:
@@ -34,7 +34,10 @@ def param_groups(model: Model, lr: float, loc_lr_scale: float) -> list[dict]:
         return [{"params": list(model.parameters()), "lr": lr, "name": "model"}]
     loc_ids = {id(p) for p in model.stn.parameters()}
     rest = [p for p in model.parameters() if id(p) not in loc_ids]
-    return [{"params": rest, "lr": lr, "name": "model"}, {"params": list(model.stn.parameters()), "lr": lr * loc_lr_scale, "name": "loc"}]
+    return [
+        {"params": rest, "lr": lr, "name": "model"},
+        {"params": list(model.stn.parameters()), "lr": lr * loc_lr_scale, "name": "loc"},
+    ]
 
 
 def mismatch(model: nn.Module, state: dict) -> str | None:
@@ -42,7 +45,11 @@ def mismatch(model: nn.Module, state: dict) -> str | None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
-    shapes = [f"{k} is {list(state[k].shape)} in the checkpoint, {list(own[k].shape)} in the model" for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k} is {list(state[k].shape)} in the checkpoint, {list(own[k].shape)} in the model"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape
+    ]
     parts = shapes[:2]
     if missing:
         parts.append(f"missing {', '.join(missing[:3])}")

@@ -41,7 +41,8 @@ def bases(h: int, w: int, out_h: int, out_w: int, dtype: torch.dtype, device: to
     cj, sj = (torch.cos(ang_w) * twice)[:, :out_w].t() / w, (torch.sin(ang_w) * twice)[:, :out_w].t() / w
     made = {
         "w": torch.cat([torch.cos(ang_w), -torch.sin(ang_w)]),
-        "cos_h": cos_h, "sin_h": sin_h,
+        "cos_h": cos_h,
+        "sin_h": sin_h,
         "inv_re": torch.stack([ci, si], 1).reshape(2 * out_h, h),
         "inv_im": torch.stack([-si, ci], 1).reshape(2 * out_h, h),
         "inv_w": torch.cat([cj, -sj], 1),

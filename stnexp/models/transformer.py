@@ -47,7 +47,11 @@ FC_LOC = 32  # the paper's ST-FCN localisation net: fully connected layers of 32
 
 def fc_loc(channels: int, in_size: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Flatten(), nn.Linear(channels * in_size * in_size, FC_LOC), nn.ReLU(inplace=True), nn.Linear(FC_LOC, FC_LOC), nn.ReLU(inplace=True)
+        nn.Flatten(),
+        nn.Linear(channels * in_size * in_size, FC_LOC),
+        nn.ReLU(inplace=True),
+        nn.Linear(FC_LOC, FC_LOC),
+        nn.ReLU(inplace=True),
     )
 
 

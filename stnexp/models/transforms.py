@@ -30,7 +30,12 @@ class Family:
         return len(self.identity)
 
 
-def _affine(theta: Callable[[torch.Tensor], torch.Tensor], what: str, identity: tuple[float, ...], moves: tuple[str, ...] = pose.NAMES) -> Family:
+def _affine(
+    theta: Callable[[torch.Tensor], torch.Tensor],
+    what: str,
+    identity: tuple[float, ...],
+    moves: tuple[str, ...] = pose.NAMES,
+) -> Family:
     return Family(what, identity, lambda p, size: geometry.affine_grid(theta(p), size), theta, moves)
 
 
@@ -47,14 +52,28 @@ TPS_POINTS = 4  # the paper's 16 control points
 FAMILIES: dict[str, Family] = {
     "affine": _affine(lambda p: p.view(-1, 2, 3), "any 2x3 matrix", (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)),
     # (scale, tx, ty): zooms and moves, cannot turn
-    "attention": _affine(lambda p: geometry.theta_from_params(_zero(p), p[:, 0], p[:, 1], p[:, 2]), "scale + shift", (1.0, 0.0, 0.0), ("scale", "shift")),
+    "attention": _affine(
+        lambda p: geometry.theta_from_params(_zero(p), p[:, 0], p[:, 1], p[:, 2]),
+        "scale + shift",
+        (1.0, 0.0, 0.0),
+        ("scale", "shift"),
+    ),
     # (angle, scale, tx, ty)
-    "similarity": _affine(lambda p: geometry.theta_from_params(p[:, 0], p[:, 1], p[:, 2], p[:, 3]), "rotation + scale + shift", (0.0, 1.0, 0.0, 0.0)),
-    "translation": _affine(lambda p: geometry.theta_from_params(_zero(p), _one(p), p[:, 0], p[:, 1]), "shift", (0.0, 0.0), ("shift",)),
-    "rotation": _affine(lambda p: geometry.theta_from_params(p[:, 0], _one(p), _zero(p), _zero(p)), "rotation", (0.0,), ("angle",)),
+    "similarity": _affine(
+        lambda p: geometry.theta_from_params(p[:, 0], p[:, 1], p[:, 2], p[:, 3]),
+        "rotation + scale + shift",
+        (0.0, 1.0, 0.0, 0.0),
+    ),
+    "translation": _affine(
+        lambda p: geometry.theta_from_params(_zero(p), _one(p), p[:, 0], p[:, 1]), "shift", (0.0, 0.0), ("shift",)
+    ),
+    "rotation": _affine(
+        lambda p: geometry.theta_from_params(p[:, 0], _one(p), _zero(p), _zero(p)), "rotation", (0.0,), ("angle",)
+    ),
     # a 3x3 homography with its last entry fixed at 1
     "projective": Family(
-        "homography", (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),
+        "homography",
+        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),
         lambda p, size: geometry.projective_grid(torch.cat([p, _one(p)[:, None]], 1).view(-1, 3, 3), size),
     ),
     # where each of TPS_POINTS x TPS_POINTS control points reads the input, (x, y) per point

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from stnexp.models import backbones, transforms
 from stnexp import pose
+from stnexp.models import backbones, transforms
 
 ALPHA = 0.05
 
@@ -42,7 +42,9 @@ def holm(p_values: list[float]) -> list[float]:
     return out
 
 
-def paired_rows(right: dict[tuple[str, int, str], torch.Tensor], errors: dict[tuple[str, int, str], float]) -> list[dict]:
+def paired_rows(
+    right: dict[tuple[str, int, str], torch.Tensor], errors: dict[tuple[str, int, str], float]
+) -> list[dict]:
     """McNemar for every pair of models scored on the same (variant, seed) test digits; the pairs of one
     (variant, seed) are one family, their p-values adjusted by Holm's method, and `significant` is read
     from the adjusted p (a config of 8 models makes 28 pairs: unadjusted, chance alone would give about
@@ -54,25 +56,50 @@ def paired_rows(right: dict[tuple[str, int, str], torch.Tensor], errors: dict[tu
         for i, a in enumerate(names):
             for bname in names[i + 1 :]:
                 b, c, p = mcnemar(right[(variant, seed, a)], right[(variant, seed, bname)])
-                family.append({"variant": variant, "seed": seed, "model_a": a, "model_b": bname,
-                               "error_a": errors[(variant, seed, a)], "error_b": errors[(variant, seed, bname)],
-                               "only_a_right": b, "only_b_right": c, "p_raw": p})
+                family.append(
+                    {
+                        "variant": variant,
+                        "seed": seed,
+                        "model_a": a,
+                        "model_b": bname,
+                        "error_a": errors[(variant, seed, a)],
+                        "error_b": errors[(variant, seed, bname)],
+                        "only_a_right": b,
+                        "only_b_right": c,
+                        "p_raw": p,
+                    }
+                )
         for r, adjusted in zip(family, holm([r["p_raw"] for r in family])):
             p = r.pop("p_raw")
-            out.append({**r, "p_value": float(f"{p:.3g}"), "p_holm": float(f"{adjusted:.3g}"), "pairs": len(family),
-                        "significant": adjusted < ALPHA})
+            out.append(
+                {
+                    **r,
+                    "p_value": float(f"{p:.3g}"),
+                    "p_holm": float(f"{adjusted:.3g}"),
+                    "pairs": len(family),
+                    "significant": adjusted < ALPHA,
+                }
+            )
     return out
 
 
 def paired_markdown(rows: list[dict]) -> str:
-    lines = [f"**Paired test digits: McNemar's exact test per pair of models** (best checkpoints; p: raw; p Holm: adjusted "
-             f"by Holm's method over the pairs of the same variant and seed; significant: p Holm < {ALPHA})", ""]
-    lines.append("| variant | seed | model A | model B | error A % | error B % | only A right | only B right | p | p Holm | |")
+    lines = [
+        f"**Paired test digits: McNemar's exact test per pair of models** (best checkpoints; p: raw; p Holm: adjusted "
+        f"by Holm's method over the pairs of the same variant and seed; significant: p Holm < {ALPHA})",
+        "",
+    ]
+    lines.append(
+        "| variant | seed | model A | model B | error A % | error B % | only A right | only B right | p | p Holm | |"
+    )
     lines.append("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         verdict = "significant" if r["significant"] else "not significant"
-        lines.append(f"| {r['variant']} | {r['seed']} | {r['model_a']} | {r['model_b']} | {r['error_a']:.2f} | {r['error_b']:.2f} | "
-                     f"{r['only_a_right']} | {r['only_b_right']} | {r['p_value']:.3g} | {r['p_holm']:.3g} | {verdict} |")
+        lines.append(
+            f"| {r['variant']} | {r['seed']} | {r['model_a']} | {r['model_b']} | {r['error_a']:.2f} | "
+            f"{r['error_b']:.2f} | "
+            f"{r['only_a_right']} | {r['only_b_right']} | {r['p_value']:.3g} | {r['p_holm']:.3g} | {verdict} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -99,20 +126,39 @@ def binned(right: dict[tuple[str, int, str], torch.Tensor], params: dict[tuple[s
             for (v2, s2, model), ok in right.items():
                 if (v2, s2) != (variant, seed):
                     continue
-                errors = [round(100.0 * float((~ok[which == b]).float().mean()), 2) if bool((which == b).any()) else None for b in range(BINS)]
+                errors = [
+                    round(100.0 * float((~ok[which == b]).float().mean()), 2) if bool((which == b).any()) else None
+                    for b in range(BINS)
+                ]
                 counts = [int((which == b).sum()) for b in range(BINS)]
-                out.append({"variant": variant, "seed": seed, "model": model, "by": key, "edges": [round(e, 3) for e in edges], "error": errors, "n": counts})
+                out.append(
+                    {
+                        "variant": variant,
+                        "seed": seed,
+                        "model": model,
+                        "by": key,
+                        "edges": [round(e, 3) for e in edges],
+                        "error": errors,
+                        "n": counts,
+                    }
+                )
     return out
 
 
 def binned_markdown(rows: list[dict]) -> str:
     units = {part.name: "" if part is pose.SCALE else part.unit for part in pose.PARTS}
-    parts = ["**Test error % by the true distortion of the digits** (best checkpoints; equal bins over the range the test digits span)", ""]
+    parts = [
+        "**Test error % by the true distortion of the digits** (best checkpoints; equal bins over the range the test "
+        "digits span)",
+        "",
+    ]
     for variant, seed, by in dict.fromkeys((r["variant"], r["seed"], r["by"]) for r in rows):
         mine = [r for r in rows if (r["variant"], r["seed"], r["by"]) == (variant, seed, by)]
         e = mine[0]["edges"]
         heads = [f"{e[i]:.3g} to {e[i + 1]:.3g} ({mine[0]['n'][i]})" for i in range(len(e) - 1)]
-        parts.append(f"{variant}, seed {seed}, by {by}{' (' + units[by] + ')' if units[by] else ''}; digits per bin in brackets:")
+        parts.append(
+            f"{variant}, seed {seed}, by {by}{' (' + units[by] + ')' if units[by] else ''}; digits per bin in brackets:"
+        )
         parts.append("")
         parts.append("| model | " + " | ".join(heads) + " |")
         parts.append("|---|" + "---:|" * len(heads))
@@ -167,7 +213,12 @@ def rectification(model, images: torch.Tensor, params: dict, canvas: int, batch:
     was = model.training
     model.eval()
     with torch.inference_mode():
-        theta = torch.cat([transforms.theta(stn.transform, model.transform_params(images[i : i + batch])) for i in range(0, len(images), batch)])
+        theta = torch.cat(
+            [
+                transforms.theta(stn.transform, model.transform_params(images[i : i + batch]))
+                for i in range(0, len(images), batch)
+            ]
+        )
     model.train(was)
     if model.at == "conv1":
         theta = _in_image(theta, canvas)
@@ -181,7 +232,9 @@ def rectification(model, images: torch.Tensor, params: dict, canvas: int, batch:
         row[f"{key}_std_after"], row[f"{key}_range_after"] = _spread(after[key], part.circular)
     # a shift's spread: the root of the summed variances of x and y
     for when, r in (("before", before), ("after", after)):
-        row[f"{pose.SHIFT.residual}_std_{when}"] = math.sqrt(sum(_spread(r[pose.SHIFT.residual][:, i])[0] ** 2 for i in range(2)))
+        row[f"{pose.SHIFT.residual}_std_{when}"] = math.sqrt(
+            sum(_spread(r[pose.SHIFT.residual][:, i])[0] ** 2 for i in range(2))
+        )
     row = {k: round(v, 4) for k, v in row.items()}
     row["at"] = model.at
     row["cannot"] = [part for part in pose.NAMES if part not in family.moves]
@@ -201,11 +254,14 @@ def _in_image(theta: torch.Tensor, canvas: int) -> torch.Tensor:
 
 
 def rectification_markdown(rows: list[dict]) -> str:
-    lines = ["**Rectification**: the spread of each test digit's pose before the transformer (its true distortion) "
-             "and after it (what the classifier sees). An invariant transformer maps every digit to one pose: "
-             "spreads near 0. Angle in degrees, scale as log, shift in pixels of the 28 px digit; std and the "
-             "width of the central 90%. A transformer after conv1 warps feature maps; its theta is read in the "
-             "image's coordinates.", ""]
+    lines = [
+        "**Rectification**: the spread of each test digit's pose before the transformer (its true distortion) "
+        "and after it (what the classifier sees). An invariant transformer maps every digit to one pose: "
+        "spreads near 0. Angle in degrees, scale as log, shift in pixels of the 28 px digit; std and the "
+        "width of the central 90%. A transformer after conv1 warps feature maps; its theta is read in the "
+        "image's coordinates.",
+        "",
+    ]
     lines.append("| variant | seed | model | angle std | angle 90% | log-scale std | log-scale 90% | shift std |")
     lines.append("|---|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -214,9 +270,13 @@ def rectification_markdown(rows: list[dict]) -> str:
         def pair(key, part):
             after = f"({pose.BY_NAME[part].cannot})" if part in cannot else f"{r[key + '_after']:.3g}"
             return f"{r[key + '_before']:.3g} -> {after}"
+
         model = r["model"] + (" (at conv1)" if r.get("at") == "conv1" else "")
-        lines.append(f"| {r['variant']} | {r['seed']} | {model} | {pair('angle_std', 'angle')} | {pair('angle_range', 'angle')} | "
-                     f"{pair('log_scale_std', 'scale')} | {pair('log_scale_range', 'scale')} | {pair('shift_std', 'shift')} |")
+        lines.append(
+            f"| {r['variant']} | {r['seed']} | {model} | {pair('angle_std', 'angle')} | "
+            f"{pair('angle_range', 'angle')} | "
+            f"{pair('log_scale_std', 'scale')} | {pair('log_scale_range', 'scale')} | {pair('shift_std', 'shift')} |"
+        )
     return "\n".join(lines) + "\n"
 
 

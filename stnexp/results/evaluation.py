@@ -9,12 +9,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from stnexp.store import artifacts as A, checkpoints, runs
-from stnexp import config as C, pose
-from stnexp.results import outputs
+from stnexp import config as C
+from stnexp import pose
 from stnexp.errors import UserError
+from stnexp.results import outputs
 from stnexp.results.scoring import TestSets, read_external, score
-
+from stnexp.store import artifacts as A
+from stnexp.store import checkpoints, runs
 
 SWEEP_LIMIT = 1e4  # degrees, factor or px: far beyond any pose a digit can take, and safe in float32
 
@@ -29,8 +30,10 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
         start = None
     finite = start is not None and all(math.isfinite(v) and abs(v) <= SWEEP_LIMIT for v in (start, stop, step))
     if key not in pose.BY_SWEEP or not eq or not finite or step <= 0 or stop < start or (stop - start) / step > 1000:
-        raise UserError(f"--sweep {C._cut(text)!r}: expected {'|'.join(pose.BY_SWEEP)}=START:STOP:STEP, finite numbers within "
-                        f"+-{SWEEP_LIMIT:g}, START <= STOP, STEP > 0 and at most 1000 steps (e.g. rotation=-180:180:15)")
+        raise UserError(
+            f"--sweep {C._cut(text)!r}: expected {'|'.join(pose.BY_SWEEP)}=START:STOP:STEP, finite numbers within "
+            f"+-{SWEEP_LIMIT:g}, START <= STOP, STEP > 0 and at most 1000 steps (e.g. rotation=-180:180:15)"
+        )
     count = int(math.floor((stop - start) / step + 1e-9)) + 1
     values = [round(start + i * step, 10) for i in range(count)]
     if pose.BY_SWEEP[key].positive and values[0] <= 0:
@@ -118,7 +121,9 @@ def score_run(req: EvalRequest, scope: Scope, log) -> list[dict]:
         for path in found:
             side = checkpoints.load(path)["in_size"]
             if side != canvas:
-                raise UserError(f"--canvas {canvas}: {path.name} takes {side}x{side} (--canvas model renders each model's own)")
+                raise UserError(
+                    f"--canvas {canvas}: {path.name} takes {side}x{side} (--canvas model renders each model's own)"
+                )
     keep_freed_memory()
     if req.external is not None:
         ext = read_external(*req.external, device)
@@ -132,7 +137,10 @@ def score_run(req: EvalRequest, scope: Scope, log) -> list[dict]:
             side = ck["in_size"] if canvas == "model" else canvas
             if sweep is not None:  # each model's own variant, one pose parameter fixed at each value, one at a time
                 return (tests.swept(cfg, ck["variant"], ck["seed"], sweep[0], v, side) for v in sweep[1])
-            return [tests.get(cfg, name, ck["seed"], side, extra) for name in variants or list(extra or {}) or [ck["variant"]]]
+            return [
+                tests.get(cfg, name, ck["seed"], side, extra)
+                for name in variants or list(extra or {}) or [ck["variant"]]
+            ]
 
     rows = []
     for scored in score(found, sets_for, device):
@@ -149,12 +157,16 @@ def evaluate(req: EvalRequest, log) -> tuple[str, Path]:
     variants, external, sweep, canvas, which = list(req.variants), req.external, req.sweep, req.canvas, req.checkpoint
     extra = C.variants_from_sets(list(req.sets))
     if external is not None and (variants or extra or canvas is not None or sweep):
-        raise UserError("--images/--labels score an external set as it is: no --variant, --set, --canvas or --sweep with them")
+        raise UserError(
+            "--images/--labels score an external set as it is: no --variant, --set, --canvas or --sweep with them"
+        )
     if sweep and (variants or extra):
         raise UserError("--sweep re-distorts each model's own variant: no --variant or --set with it")
     swept = parse_sweep(sweep) if sweep else None
     src = runs.find_run(req.source, log)
-    tested_on = [Path(external[0]).name.split(".")[0]] if external else [f"sweep-{sweep}"] if sweep else variants or list(extra)
+    tested_on = (
+        [Path(external[0]).name.split(".")[0]] if external else [f"sweep-{sweep}"] if sweep else variants or list(extra)
+    )
     label = req.name or runs.eval_name(src, which, tested_on, canvas)
     where = Path(req.out) if req.out is not None else runs.eval_dir(src)
     with runs.claimed_eval(where, label, req.force) as target:  # before the work: a name in use is refused at once
@@ -162,7 +174,9 @@ def evaluate(req: EvalRequest, log) -> tuple[str, Path]:
         on = ", ".join(tested_on) or "each model's own variant"
         scored = f"{which} checkpoints of {src}" if src.is_dir() else str(src)
         try:
-            md = outputs.write_eval(target, rows, swept, f"{scored}, on {on}" + (f", canvas {canvas}" if canvas else ""))
+            md = outputs.write_eval(
+                target, rows, swept, f"{scored}, on {on}" + (f", canvas {canvas}" if canvas else "")
+            )
         except OSError as e:
             raise UserError(f"--out {where}: not writable ({e.strerror or e})") from None
     return md, target

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stnexp.results import analysis, pictures, report, tables, scoring
-from stnexp.store import artifacts as A, checkpoints, runs
 from stnexp import pose
 from stnexp.errors import UserError
+from stnexp.results import analysis, pictures, report, scoring, tables
+from stnexp.store import artifacts as A
+from stnexp.store import checkpoints, runs
 
 if TYPE_CHECKING:
     from stnexp.training.loop import Run
@@ -65,8 +66,13 @@ def score(run: Run) -> list[dict]:
         params[key[:2]] = test.params
         if model.stn is not None:
             path = A.STN.path(run.dir, variant=ck["variant"], model=ck["model_name"], seed=ck["seed"])
-            pictures.transformer(model, test.images[:PICTURE_DIGITS], test.labels[:PICTURE_DIGITS], path,
-                                 f"{ck['model_name']}, variant {ck['variant']}, seed {ck['seed']}")
+            pictures.transformer(
+                model,
+                test.images[:PICTURE_DIGITS],
+                test.labels[:PICTURE_DIGITS],
+                path,
+                f"{ck['model_name']}, variant {ck['variant']}, seed {ck['seed']}",
+            )
             r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
             if r is not None:
                 rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r.row})
@@ -75,7 +81,11 @@ def score(run: Run) -> list[dict]:
     write_analysis(run.dir, analysis.paired_rows(right, errors), rectified, binned)
     for variant, seed in dict.fromkeys((b["variant"], b["seed"]) for b in binned):
         mine = [b for b in binned if (b["variant"], b["seed"]) == (variant, seed)]
-        pictures.invariance(mine, A.INVARIANCE.path(run.dir, variant=variant, seed=seed), f"test error by the true distortion of the digits: variant {variant}, seed {seed} (best checkpoints)")
+        pictures.invariance(
+            mine,
+            A.INVARIANCE.path(run.dir, variant=variant, seed=seed),
+            f"test error by the true distortion of the digits: variant {variant}, seed {seed} (best checkpoints)",
+        )
     return rows
 
 
@@ -84,7 +94,9 @@ def write_curves(run_dir: Path) -> None:
     history = A.read_metrics(run_dir) or []
     for variant, seed in dict.fromkeys((r["variant"], r["seed"]) for r in history):
         mine = [r for r in history if (r["variant"], r["seed"]) == (variant, seed)]
-        pictures.curves(mine, A.CURVES.path(run_dir, variant=variant, seed=seed), f"training curves: variant {variant}, seed {seed}")
+        pictures.curves(
+            mine, A.CURVES.path(run_dir, variant=variant, seed=seed), f"training curves: variant {variant}, seed {seed}"
+        )
 
 
 def write_scatter(run_dir: Path, key: tuple[str, int, str], r: analysis.Rectified, transform: str) -> None:
@@ -93,8 +105,14 @@ def write_scatter(run_dir: Path, key: tuple[str, int, str], r: analysis.Rectifie
     variant, seed, name = key
     parts = [p for p in r.true if pose.BY_RESIDUAL[p].name not in r.row["cannot"] and float(r.true[p].std()) > 1e-6]
     if parts:
-        title = f"what {name} ({transform}{', at conv1' if r.row['at'] == 'conv1' else ''}) undid of each test digit's pose: variant {variant}, seed {seed}"
-        pictures.scatter({p: r.true[p] for p in parts}, {p: r.undone[p] for p in parts}, A.RECTIFICATION.path(run_dir, variant=variant, model=name, seed=seed), title)
+        where = ", at conv1" if r.row["at"] == "conv1" else ""
+        title = f"what {name} ({transform}{where}) undid of each test digit's pose: variant {variant}, seed {seed}"
+        pictures.scatter(
+            {p: r.true[p] for p in parts},
+            {p: r.undone[p] for p in parts},
+            A.RECTIFICATION.path(run_dir, variant=variant, model=name, seed=seed),
+            title,
+        )
 
 
 def write_analysis(run_dir: Path, paired: list[dict], rectified: list[dict], binned: list[dict]) -> None:
@@ -117,6 +135,11 @@ def write_eval(target: Path, rows: list[dict], swept: tuple[str, list[float]] | 
     md = tables.eval_markdown(rows)
     tables.write_tables(target, rows, md, tables.EVAL_FIELDS)
     if swept:
-        pictures.sweep(rows, swept, target.with_suffix(".png"), f"test error as {swept[0]} is fixed at each value, every model ({target.name})")
+        pictures.sweep(
+            rows,
+            swept,
+            target.with_suffix(".png"),
+            f"test error as {swept[0]} is fixed at each value, every model ({target.name})",
+        )
     runs.index_eval(target.parent, target.name, f"{time.strftime('%Y-%m-%d %H:%M')}, {index_line}")
     return md

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from stnexp.models.backbones import BACKBONES, BackboneConfig
 from stnexp.config import Config, TrainConfig, TransformerConfig, VariantConfig
+from stnexp.models.backbones import BACKBONES, BackboneConfig
 
 COLUMNS = {"rotated": "R", "rts": "RTS", "projective": "P", "elastic": "E", "cluttered": "TC"}
 ROWS = ["FCN", "CNN", "ST-FCN Aff", "ST-FCN Proj", "ST-FCN TPS", "ST-CNN Aff", "ST-CNN Proj", "ST-CNN TPS"]
@@ -33,18 +33,35 @@ TABLE1: dict[str, dict[str, float]] = {
 POOLED = ("RTS", "TC")
 
 # The paper's protocol (stn-paper.md, Training): what `deviations` compares a run's recipe against.
-PROTOCOL = TrainConfig(iterations=150000, batch_size=256, optimizer="sgd", lr=0.01, momentum=0.9, schedule="step", every=50000, gamma=0.1)
+PROTOCOL = TrainConfig(
+    iterations=150000, batch_size=256, optimizer="sgd", lr=0.01, momentum=0.9, schedule="step", every=50000, gamma=0.1
+)
 SEEDS = 3
 TRAIN_SIZE, VAL_SIZE = 50000, 10000
-_RECIPE = ("batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "every", "gamma", "warmup", "label_smoothing")
+_RECIPE = (
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "every",
+    "gamma",
+    "warmup",
+    "label_smoothing",
+)
 
 # Departures that stnexp's paper models make whatever the run: listed under `report --paper`.
-WIDTHS_NOTE = ("Filter counts and hidden widths are those of reproductions (CNN conv 32/64, FCN 256/200; the paper's are "
-               "not confirmed), so the models do not have about the same number of parameters, as the paper says its "
-               "models have: the params column has ours.")
-POOL_NOTE = ("On RTS and TC the paper pools the transformer's output by 2 (to 21x21 and 30x30); here the transformer "
-             "samples at twice the canvas and pools by 2 back to the canvas, because our CNN's unpadded convs cannot "
-             "take 21x21.")
+WIDTHS_NOTE = (
+    "Filter counts and hidden widths are those of reproductions (CNN conv 32/64, FCN 256/200; the paper's are "
+    "not confirmed), so the models do not have about the same number of parameters, as the paper says its "
+    "models have: the params column has ours."
+)
+POOL_NOTE = (
+    "On RTS and TC the paper pools the transformer's output by 2 (to 21x21 and 30x30); here the transformer "
+    "samples at twice the canvas and pools by 2 back to the canvas, because our CNN's unpadded convs cannot "
+    "take 21x21."
+)
 
 
 def model(name: str, column: str, side: int) -> BackboneConfig:
@@ -55,7 +72,9 @@ def model(name: str, column: str, side: int) -> BackboneConfig:
     if family:
         transform = {short: long for long, short in _TRANSFORMS.items()}[family]
         pool = 2 if column in POOLED else 1
-        stn = TransformerConfig(transform=transform, at="input", out_size=side * pool, loc=BACKBONES[arch].loc, pool=pool)
+        stn = TransformerConfig(
+            transform=transform, at="input", out_size=side * pool, loc=BACKBONES[arch].loc, pool=pool
+        )
     return BACKBONES[arch].schema(arch=arch, stn=stn)
 
 
@@ -120,10 +139,16 @@ def deviations(cfg: Config, trained: int | None = None) -> list[str]:
         if ours != theirs:
             out.append(f"train.{key} {ours} (the paper: {theirs})")
     if (cfg.data.train_size, cfg.data.val_size) != (TRAIN_SIZE, VAL_SIZE):
-        out.append(f"{cfg.data.train_size:,} training and {cfg.data.val_size:,} validation digits (the paper: {TRAIN_SIZE:,} and {VAL_SIZE:,})")
+        out.append(
+            f"{cfg.data.train_size:,} training and {cfg.data.val_size:,} validation digits (the paper: {TRAIN_SIZE:,} "
+            f"and {VAL_SIZE:,})"
+        )
     if len(cfg.seeds) < SEEDS:
         out.append(f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) > 1 else ''} (the paper: the mean of {SEEDS})")
     for name, m in cfg.models.items():
         if m.stn is not None and m.stn.loc_lr_scale != 1.0:
-            out.append(f"{name}: localisation net at {m.stn.loc_lr_scale:g} x the lr (the paper reports no multiplier for MNIST)")
+            out.append(
+                f"{name}: localisation net at {m.stn.loc_lr_scale:g} x the lr (the paper reports no multiplier for "
+                "MNIST)"
+            )
     return out

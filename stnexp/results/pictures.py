@@ -23,10 +23,23 @@ DPI = 200
 # figures list models in the config's order)
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 UNITS = pose.UNITS
-STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
-         "ytick.labelsize": 7, "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "axes.spines.top": False,
-         "axes.spines.right": False, "lines.linewidth": 1.4, "lines.markersize": 3, "savefig.bbox": "tight",
-         "pdf.fonttype": 42}  # TrueType in the PDF: text stays text
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "lines.linewidth": 1.4,
+    "lines.markersize": 3,
+    "savefig.bbox": "tight",
+    "pdf.fonttype": 42,
+}  # TrueType in the PDF: text stays text
 
 
 def vector(path: Path) -> Path:
@@ -66,7 +79,9 @@ def _legend_below(fig, axes, ncol: int = 4) -> None:
     """One legend for the figure, below its axes (outside the data)."""
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), frameon=False, bbox_to_anchor=(0.5, -0.02))
+        fig.legend(
+            handles, labels, loc="lower center", ncol=min(ncol, len(labels)), frameon=False, bbox_to_anchor=(0.5, -0.02)
+        )
         fig.tight_layout(rect=(0, 0.1 + 0.04 * ((len(labels) - 1) // ncol), 1, 1))
 
 
@@ -84,7 +99,9 @@ def to_canvas(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def pairs(left: torch.Tensor, right: torch.Tensor, path: Path, title: str, captions: list[tuple[str, bool]] | None = None) -> Path:
+def pairs(
+    left: torch.Tensor, right: torch.Tensor, path: Path, title: str, captions: list[tuple[str, bool]] | None = None
+) -> Path:
     """(left, right) pairs side by side, 8 pairs a row, under `title` (what the two are); with `captions`
     a short text under each pair (red where it is False). One image of the whole grid in one axes: a
     figure of 32 small axes took twice as long to draw and to write as PDF."""
@@ -108,8 +125,15 @@ def pairs(left: torch.Tensor, right: torch.Tensor, path: Path, title: str, capti
         ax.axis("off")
         for i, (text, good) in enumerate(captions or []):
             r, c = divmod(i, PAIRS_PER_ROW)
-            ax.text(c * cell_w + size + line / 2, r * cell_h + size + below / 2, text, fontsize=5, ha="center", va="center",
-                    color="#000000" if good else "#D55E00")
+            ax.text(
+                c * cell_w + size + line / 2,
+                r * cell_h + size + below / 2,
+                text,
+                fontsize=5,
+                ha="center",
+                va="center",
+                color="#000000" if good else "#D55E00",
+            )
         ax.set_title(title, fontsize=8)
         return _save(fig, path)
 
@@ -123,7 +147,9 @@ def transformer(model, x: torch.Tensor, labels: torch.Tensor, path: Path, which:
     predicted = model(x).argmax(1).tolist()
     captions = [(f"predicted {p}, true {t}", p == t) for p, t in zip(predicted, labels.tolist())]
     what = "feature maps after conv1 (its transform shown on the image)" if model.at == "conv1" else "the image"
-    title = (f"{which}: " if which else "") + f"each pair: a test digit | what the transformer made of it (it warps {what}); red: predicted wrong"
+    title = (
+        f"{which}: " if which else ""
+    ) + f"each pair: a test digit | what the transformer made of it (it warps {what}); red: predicted wrong"
     return pairs(x, model.transformed_images(x), path, title, captions)
 
 
@@ -163,7 +189,13 @@ def sweep(rows: list[dict], swept: tuple[str, list[float]], path: Path, title: s
     with _figure(COLUMN * 1.6, 2.6) as (fig, (ax,)):
         for name, c in colour.items():
             mine = [r for r in rows if label(r) == name]
-            ax.plot([float(r["tested_on"].split("=", 1)[1]) for r in mine], [float(r["error"]) for r in mine], color=c, marker="o", label=name)
+            ax.plot(
+                [float(r["tested_on"].split("=", 1)[1]) for r in mine],
+                [float(r["error"]) for r in mine],
+                color=c,
+                marker="o",
+                label=name,
+            )
         ax.set(xlabel=f"{key} fixed at ({UNITS.get(key, '')})", ylabel="test error (%)", title=title)
         ax.set_ylim(bottom=0)
         _legend_below(fig, [ax], ncol=2)
@@ -180,14 +212,25 @@ def scatter(true: dict[str, torch.Tensor], undone: dict[str, torch.Tensor], path
     parts = list(true)
     with _figure(WIDE if len(parts) > 1 else COLUMN, 3.0, len(parts)) as (fig, axes):
         for ax, part in zip(axes, parts):
-            x, y = true[part][:SCATTER_POINTS].double().cpu().numpy(), undone[part][:SCATTER_POINTS].double().cpu().numpy()
+            x, y = (
+                true[part][:SCATTER_POINTS].double().cpu().numpy(),
+                undone[part][:SCATTER_POINTS].double().cpu().numpy(),
+            )
             lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
             hi = hi if hi > lo else lo + 1e-6
-            art = ax.hexbin(x, y, gridsize=40, extent=(lo, hi, lo, hi), mincnt=1, bins="log", cmap="viridis", linewidths=0)
+            art = ax.hexbin(
+                x, y, gridsize=40, extent=(lo, hi, lo, hi), mincnt=1, bins="log", cmap="viridis", linewidths=0
+            )
             ax.plot([lo, hi], [lo, hi], color="#D55E00", linewidth=1, label="undoes all of it")
             ax.plot([lo, hi], [0, 0], color="#000000", linewidth=1, linestyle="--", label="undoes none of it")
-            ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", title=part.replace("_", " "),
-                   xlabel=f"true {part.replace('_', ' ')} about the mean ({UNITS[part]})", ylabel=f"undone by the transformer ({UNITS[part]})")
+            ax.set(
+                xlim=(lo, hi),
+                ylim=(lo, hi),
+                aspect="equal",
+                title=part.replace("_", " "),
+                xlabel=f"true {part.replace('_', ' ')} about the mean ({UNITS[part]})",
+                ylabel=f"undone by the transformer ({UNITS[part]})",
+            )
             fig.colorbar(art, ax=ax, label="test digits per cell", shrink=0.8)
         fig.suptitle(title)
         _legend_below(fig, axes, ncol=2)
@@ -223,8 +266,15 @@ def table1(cells: list[dict], path: Path, title: str) -> Path:
         for ax, column in zip(axes, columns):
             for c in (c for c in cells if c["column"] == column):
                 y = labels.index(c["label"])
-                ax.errorbar(c["mean"], y, xerr=c["half"] if c["half"] else None, fmt="o", color=PALETTE[0], capsize=2,
-                            label="ours: mean, 95% interval over seeds")
+                ax.errorbar(
+                    c["mean"],
+                    y,
+                    xerr=c["half"] if c["half"] else None,
+                    fmt="o",
+                    color=PALETTE[0],
+                    capsize=2,
+                    label="ours: mean, 95% interval over seeds",
+                )
                 if c["paper"] is not None:
                     ax.plot(c["paper"], y, "x", color="#000000", markersize=5, label="the paper")
             ax.set(title=column, xlabel="test error (%)")
@@ -236,7 +286,14 @@ def table1(cells: list[dict], path: Path, title: str) -> Path:
         for ax in axes:
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(lab, h)
-        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, -0.02))
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="lower center",
+            ncol=2,
+            frameon=False,
+            bbox_to_anchor=(0.5, -0.02),
+        )
         fig.tight_layout(rect=(0, 0.08, 1, 1))
         return _save(fig, path)
 
@@ -266,8 +323,15 @@ def sweep_table(rows: list[dict], keys: list[str], path: Path, title: str) -> Pa
                 art = ax.imshow(grid, cmap="viridis", aspect="auto")
                 for i, line in enumerate(grid):
                     for j, v in enumerate(line):
-                        ax.text(j, i, "-" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6,
-                                color="#FFFFFF" if v < middle else "#000000")
+                        ax.text(
+                            j,
+                            i,
+                            "-" if math.isnan(v) else f"{v:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=6,
+                            color="#FFFFFF" if v < middle else "#000000",
+                        )
                 ax.set_xticks(range(len(across)), across, rotation=30, ha="right")
                 ax.set_yticks(range(len(down)), down)
                 ax.set(xlabel=keys[1], ylabel=keys[0], title=model)
@@ -281,7 +345,9 @@ def sweep_table(rows: list[dict], keys: list[str], path: Path, title: str) -> Pa
     with _figure(COLUMN * 1.6, 2.6) as (fig, (ax,)):
         for model in models:
             ax.plot(range(len(runs)), [acc[(run, model)] for run in runs], color=colour[model], marker="o", label=model)
-        ax.set_xticks(range(len(runs)), names, rotation=30 if len(runs) > 4 else 0, ha="right" if len(runs) > 4 else "center")
+        ax.set_xticks(
+            range(len(runs)), names, rotation=30 if len(runs) > 4 else 0, ha="right" if len(runs) > 4 else "center"
+        )
         ax.set(xlabel=", ".join(keys), ylabel="validation accuracy (%)", title=title)
         _legend_below(fig, [ax])
         return _save(fig, path)

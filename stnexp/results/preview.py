@@ -9,8 +9,8 @@ from stnexp.config import Config
 
 def write_previews(cfg: Config, out: Path | None, n: int) -> list[Path]:
     from stnexp import data, device
-    from stnexp.results import pictures
     from stnexp.errors import UserError
+    from stnexp.results import pictures
 
     dev = device.resolve(cfg.device)
     split = data.split(cfg.data, dev)

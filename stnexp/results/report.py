@@ -7,10 +7,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from stnexp.store import artifacts as A, runs
 from stnexp import config as C
-from stnexp.results import paper, tables
 from stnexp.errors import UserError
+from stnexp.results import paper, tables
+from stnexp.store import artifacts as A
+from stnexp.store import runs
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,10 @@ def merged(sources: list[Source], as_paper: bool) -> list[dict]:
             r = {**r, "label": f"{r['label']} ({s.path.name})"}
         cell = (r["label"], r["column"], r["seed"], key)
         if cell in out and out[cell][0].path != s.path:
-            raise UserError(f"{out[cell][0].path} and {s.path} both hold seed {r['seed']} of {r['model']} on {r['variant']} "
-                            "with the same recipe: report one of them")
+            raise UserError(
+                f"{out[cell][0].path} and {s.path} both hold seed {r['seed']} of {r['model']} on {r['variant']} "
+                "with the same recipe: report one of them"
+            )
         out[cell] = (s, r)
     return [r for _, r in out.values()]
 
@@ -111,8 +114,11 @@ def paper_table(rows: list[dict]) -> str:
     """Our mean +- std test error beside the paper's, rows and columns in the paper's order."""
     labels = _ordered([r["label"] for r in rows], paper.ROWS)
     cols = _ordered([r["column"] for r in rows], list(paper.COLUMNS.values()))
-    lines = ["**Test error %: ours (mean ± std over seeds, best checkpoint by validation), the paper's in brackets** "
-             "(a paper row holds only the paper's model as stnexp builds it, paper.py; any other model keeps its name)", ""]
+    lines = [
+        "**Test error %: ours (mean ± std over seeds, best checkpoint by validation), the paper's in brackets** "
+        "(a paper row holds only the paper's model as stnexp builds it, paper.py; any other model keeps its name)",
+        "",
+    ]
     lines.append("| model | params | " + " | ".join(cols) + " |")
     lines.append("|---|---:|" + "---:|" * len(cols))
     for label in labels:
@@ -157,9 +163,16 @@ def table1_figure(paths: list[Path], out: Path) -> Path:
                 continue
             errors = [r["error"] for r in here]
             interval = analysis.mean_interval(errors)
-            cells.append({"label": label, "column": column, "mean": interval[0] if interval else errors[0],
-                          "half": interval[1] if interval else None, "seeds": len(errors),
-                          "paper": paper.TABLE1.get(here[0]["paper_row"] or "", {}).get(column)})
+            cells.append(
+                {
+                    "label": label,
+                    "column": column,
+                    "mean": interval[0] if interval else errors[0],
+                    "half": interval[1] if interval else None,
+                    "seeds": len(errors),
+                    "paper": paper.TABLE1.get(here[0]["paper_row"] or "", {}).get(column),
+                }
+            )
     seeds = sorted({c["seeds"] for c in cells})
     shown = f"{seeds[0]}-{seeds[-1]} seeds" if len(seeds) > 1 else f"{seeds[0]} seed{'s' if seeds[0] > 1 else ''}"
     title = f"test error: ours ({shown}) beside the paper's Table 1"
@@ -173,7 +186,11 @@ def sources_text(sources: list[Source]) -> str:
     lines = ["", "Runs:", ""]
     for s in sources:
         seeds = ", ".join(map(str, sorted({r["seed"] for r in s.rows})))
-        done = f"{s.iterations:,} iterations" if s.trained is None or s.trained >= s.iterations else f"{s.trained:,} of {s.iterations:,} iterations (interrupted)"
+        done = (
+            f"{s.iterations:,} iterations"
+            if s.trained is None or s.trained >= s.iterations
+            else f"{s.trained:,} of {s.iterations:,} iterations (interrupted)"
+        )
         lines.append(f"- `{s.path}`: {done} of batch {s.cfg.train.batch_size}, seeds {seeds}, {s.device}")
     return "\n".join(lines) + "\n"
 
@@ -198,7 +215,11 @@ def intervals_text(rows: list[dict]) -> str:
     lines = []
     for label in dict.fromkeys(r["label"] for r in rows):
         for column in dict.fromkeys(r["column"] for r in rows):
-            errors = [r["error"] for r in rows if r["label"] == label and r["column"] == column and r.get("status", "ok") == "ok"]
+            errors = [
+                r["error"]
+                for r in rows
+                if r["label"] == label and r["column"] == column and r.get("status", "ok") == "ok"
+            ]
             got = analysis.mean_interval(errors)
             if got:
                 lines.append(f"- {label}, {column}: {got[0]:.2f} ± {got[1]:.2f} ({len(errors)} seeds)")
@@ -213,7 +234,10 @@ def runs_table(out: Path) -> str:
     found = runs.all_runs(out)
     if not found:
         raise UserError(f"{out}: no stnexp runs found")
-    lines = ["| run | started | variants | models: test error % (best checkpoints, mean over seeds) | status |", "|---|---|---|---|---|"]
+    lines = [
+        "| run | started | variants | models: test error % (best checkpoints, mean over seeds) | status |",
+        "|---|---|---|---|---|",
+    ]
     rows = []
     for path in found:
         try:
@@ -225,19 +249,37 @@ def runs_table(out: Path) -> str:
         try:
             results = A.read_results(path) or []
         except UserError:  # one damaged run does not hide the others
-            rows.append((started, f"| {name} | {started} | {', '.join(cfg.data.variants)} | - | damaged: "
-                                  f"{A.RESULTS.file(path, '.json').name} is not stnexp's |"))
+            rows.append(
+                (
+                    started,
+                    f"| {name} | {started} | {', '.join(cfg.data.variants)} | - | damaged: "
+                    f"{A.RESULTS.file(path, '.json').name} is not stnexp's |",
+                )
+            )
             continue
         results = [r for r in results if r["checkpoint"] == "best"]
         scores = []
         for m in cfg.models:
             per = []
             for v in cfg.data.variants:
-                errs = [r["error"] for r in results if r.get("model") == m and r.get("variant") == v and r.get("status", "ok") == "ok"]
+                errs = [
+                    r["error"]
+                    for r in results
+                    if r.get("model") == m and r.get("variant") == v and r.get("status", "ok") == "ok"
+                ]
                 if errs:
-                    per.append(f"{statistics.mean(errs):.2f}" if len(cfg.data.variants) == 1 else f"{v} {statistics.mean(errs):.2f}")
+                    per.append(
+                        f"{statistics.mean(errs):.2f}"
+                        if len(cfg.data.variants) == 1
+                        else f"{v} {statistics.mean(errs):.2f}"
+                    )
             scores.append(f"{m} {' / '.join(per) if per else '-'}")
-        rows.append((started, f"| {name} | {started} | {', '.join(cfg.data.variants)} | {'; '.join(scores)} | {runs.status(path)} |"))
+        rows.append(
+            (
+                started,
+                f"| {name} | {started} | {', '.join(cfg.data.variants)} | {'; '.join(scores)} | {runs.status(path)} |",
+            )
+        )
     rows.sort(key=lambda r: r[0], reverse=True)
     return "\n".join(lines + [r for _, r in rows]) + "\n"
 
@@ -252,7 +294,9 @@ def pictures_of(path: Path) -> list[Path]:
     return [p for kind in A.FIGURES for p in kind.found(path)]
 
 
-def write_report(paths: list[Path], table: str, out: Path, html: bool, markdown: bool = True, figures: tuple[Path, ...] = ()) -> str:
+def write_report(
+    paths: list[Path], table: str, out: Path, html: bool, markdown: bool = True, figures: tuple[Path, ...] = ()
+) -> str:
     """The report of runs `paths` into `out`: report.md (`table`, their merged table from make(), the
     `figures` made of it, then each run's analysis and pictures, copied to out/images/), and with `html`
     report.html, one self-contained file (the pictures embedded) that opens in a browser from disk;
@@ -303,9 +347,11 @@ def header(paths: list[Path]) -> str:
     for p in paths:
         env = A.read_env(p)
         command = " ".join(env.get("command", [])) if isinstance(env.get("command"), list) else "?"
-        lines.append(f"- `{p}`: config `{A.CONFIG.path(p)}`; command `{command}`; stnexp {env.get('stnexp', '?')}, "
-                     f"torch {env.get('torch', '?')}; {env.get('device_name') or env.get('device', '?')} "
-                     f"({env.get('precision', '?')}); started {env.get('started', '?')}")
+        lines.append(
+            f"- `{p}`: config `{A.CONFIG.path(p)}`; command `{command}`; stnexp {env.get('stnexp', '?')}, "
+            f"torch {env.get('torch', '?')}; {env.get('device_name') or env.get('device', '?')} "
+            f"({env.get('precision', '?')}); started {env.get('started', '?')}"
+        )
     lines += ["", f"Made {time.strftime('%Y-%m-%d %H:%M:%S%z')}.", ""]
     return "\n".join(lines)
 
@@ -328,8 +374,13 @@ def to_html(markdown: str, images: dict[str, Path]) -> str:
         if table:
             rows = [r for r in table if not re.fullmatch(r"\|[\s\-:|]+\|", r)]
             cells = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", r)[1:-1]] for r in rows]
-            out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells[0]) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in cells[1:]) + "</table>")
+            out.append(
+                "<table><tr>"
+                + "".join(f"<th>{inline(c)}</th>" for c in cells[0])
+                + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+                + "</table>"
+            )
             table.clear()
         if items:
             out.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
@@ -347,14 +398,22 @@ def to_html(markdown: str, images: dict[str, Path]) -> str:
         if picture:
             src = images.get(picture.group(2))
             data = base64.b64encode(src.read_bytes()).decode() if src else ""
-            out.append(f'<figure><img alt="{html.escape(picture.group(1))}" src="data:image/png;base64,{data}"><figcaption>{inline(picture.group(1))}</figcaption></figure>')
+            out.append(
+                f'<figure><img alt="{html.escape(picture.group(1))}" '
+                f'src="data:image/png;base64,{data}"><figcaption>{inline(picture.group(1))}</figcaption></figure>'
+            )
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             out.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
         elif line.strip():
             out.append(f"<p>{inline(line)}</p>")
     flush()
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #bbb;padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
-             "img{max-width:100%}figcaption{font-size:small;color:#555}")
-    return f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>stnexp report</title><style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #bbb;padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+        "img{max-width:100%}figcaption{font-size:small;color:#555}"
+    )
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>stnexp '
+        f"report</title><style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"
+    )

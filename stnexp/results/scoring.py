@@ -11,17 +11,20 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from torch import nn
 
-from stnexp.store import artifacts, checkpoints, runs
-from stnexp import config as C, data, models, pose
-from stnexp.models.backbones import Model
+from stnexp import config as C
+from stnexp import data, models, pose
 from stnexp.device import channels_last, cpu_has_amx, dtype_of
 from stnexp.errors import UserError
+from stnexp.models.backbones import Model
+from stnexp.store import artifacts, checkpoints, runs
 
 BATCH = 1000
 
 
 @torch.inference_mode()
-def right(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None, batch: int = BATCH) -> torch.Tensor:
+def right(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None, batch: int = BATCH
+) -> torch.Tensor:
     """Per image, whether the model classifies it correctly (bool, on the CPU); one host sync at the end."""
     was_training = model.training
     model.eval()
@@ -37,7 +40,9 @@ def right(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype: t
     return ok.cpu()
 
 
-def correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None, batch: int = BATCH) -> int:
+def correct(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None, batch: int = BATCH
+) -> int:
     """Number of correctly classified images."""
     return int(right(model, images, labels, dtype, batch).sum())
 
@@ -66,7 +71,9 @@ class TestSets:
         """Reuse digits already on the device (a training run's) instead of loading them again."""
         self.digits[str(data_cfg.root)] = split
 
-    def get(self, cfg: C.Config, variant: str, seed: int, canvas: int | None = None, extra: dict | None = None) -> TestSet:
+    def get(
+        self, cfg: C.Config, variant: str, seed: int, canvas: int | None = None, extra: dict | None = None
+    ) -> TestSet:
         """The test set of `variant` (ad-hoc from `extra`, the run's, or a preset) for `seed`, rendered on a
         canvas of side `canvas` when given (the digit placed as the variant says, on that canvas)."""
         spec = _spec(cfg, variant, canvas, extra or {})
@@ -79,7 +86,9 @@ class TestSets:
             self.sets[key] = TestSet(variant, s.images, s.labels, params=s.params)
         return self.sets[key]
 
-    def swept(self, cfg: C.Config, variant: str, seed: int, key: str, value: float, canvas: int | None = None) -> TestSet:
+    def swept(
+        self, cfg: C.Config, variant: str, seed: int, key: str, value: float, canvas: int | None = None
+    ) -> TestSet:
         """The test set of `variant` for `seed` with one part of the pose fixed for every digit, by its
         sweep key (pose.py: `rotation` in degrees, `scale`, or `shift`: the digit's centre moved this many
         px to the right of the canvas's centre); everything else each digit drew stays as in the test set."""
@@ -103,12 +112,16 @@ def _spec(cfg: C.Config, variant: str, canvas: int | None, extra: dict) -> C.Var
         spec = C.VariantConfig(preset=variant)
     else:
         known = ", ".join(list(extra) + list(cfg.data.variants))
-        raise UserError(f"--variant {variant}: not a variant of the run or --set ({known}) nor a preset ({', '.join(C.PRESETS)})")
+        raise UserError(
+            f"--variant {variant}: not a variant of the run or --set ({known}) nor a preset ({', '.join(C.PRESETS)})"
+        )
     if canvas is not None and canvas != spec.canvas:
         try:
             spec = C.VariantConfig.model_validate({**spec.model_dump(), "canvas": canvas})
         except C.ValidationError as e:
-            raise UserError(f"--canvas {canvas}: variant {variant}: " + "; ".join(C._describe(err) for err in e.errors())) from None
+            raise UserError(
+                f"--canvas {canvas}: variant {variant}: " + "; ".join(C._describe(err) for err in e.errors())
+            ) from None
     return spec
 
 
@@ -134,7 +147,9 @@ class Scored(NamedTuple):
     right: list[torch.Tensor]  # per row: which test digits the model got right
 
 
-def score(paths: list[Path], sets_for: Callable[[dict, C.Config], list[TestSet]], device: torch.device) -> Iterator[Scored]:
+def score(
+    paths: list[Path], sets_for: Callable[[dict, C.Config], list[TestSet]], device: torch.device
+) -> Iterator[Scored]:
     """Load each checkpoint and score it on the sets `sets_for(checkpoint, config)` names: one row per set
     (variant, model, seed, checkpoint, tested_on, accuracy, error, n_test, params, train_seconds, status).
     Scoring runs at the precision the model trained at, so a run's own numbers come back exactly."""
@@ -151,18 +166,37 @@ def score(paths: list[Path], sets_for: Callable[[dict, C.Config], list[TestSet]]
                 hint = "" if test.external else " (render it on the model's canvas with --canvas model)"
                 raise UserError(f"{what} {size}x{size} but {path.name} takes {ck['in_size']}x{ck['in_size']}{hint}")
             # a best checkpoint of the last epoch holds the weights of the last one: count its digits once
-            key = (str(path.parent), ck["variant"], ck["model_name"], ck["seed"], ck["step"], test.name, test.images.shape)
+            key = (
+                str(path.parent),
+                ck["variant"],
+                ck["model_name"],
+                ck["seed"],
+                ck["step"],
+                test.name,
+                test.images.shape,
+            )
             if key not in counted:
                 counted[key] = right(model, test.images, test.labels, dtype)
             n_ok, n = int(counted[key].sum()), len(test.labels)
             rights.append(counted[key])
-            rows.append({
-                "variant": ck["variant"], "model": ck["model_name"], "seed": ck["seed"], "checkpoint": ck["kind"],
-                # the count is exact; the error in % is rounded to what the count can tell (0.01 for 10k digits)
-                "tested_on": test.name, "correct": n_ok, "accuracy": n_ok / n, "error": round(100.0 * (n - n_ok) / n, 4), "n_test": n,
-                "params": models.n_params(model), "train_seconds": round(ck["train_seconds"], 2), "status": _status(ck, path),
-                "precision": precision,
-            })
+            rows.append(
+                {
+                    "variant": ck["variant"],
+                    "model": ck["model_name"],
+                    "seed": ck["seed"],
+                    "checkpoint": ck["kind"],
+                    # the count is exact; the error in % is rounded to what the count can tell (0.01 for 10k digits)
+                    "tested_on": test.name,
+                    "correct": n_ok,
+                    "accuracy": n_ok / n,
+                    "error": round(100.0 * (n - n_ok) / n, 4),
+                    "n_test": n,
+                    "params": models.n_params(model),
+                    "train_seconds": round(ck["train_seconds"], 2),
+                    "status": _status(ck, path),
+                    "precision": precision,
+                }
+            )
         yield Scored(path, ck, model, rows, rights)
 
 
@@ -207,4 +241,9 @@ def read_external(images: Path, labels: Path, device: torch.device) -> TestSet:
     mnist.check(x, y, images, labels)
     if x.shape[1] != x.shape[2]:
         raise UserError(f"{images}: images are {x.shape[1]}x{x.shape[2]}; stnexp models take square images")
-    return TestSet(str(images), torch.from_numpy(x.copy()).unsqueeze(1).to(device), torch.from_numpy(y.astype("int64")).to(device), external=True)
+    return TestSet(
+        str(images),
+        torch.from_numpy(x.copy()).unsqueeze(1).to(device),
+        torch.from_numpy(y.astype("int64")).to(device),
+        external=True,
+    )

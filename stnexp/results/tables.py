@@ -11,8 +11,33 @@ from pathlib import Path
 
 from stnexp.store.checkpoints import atomic_text
 
-RESULT_FIELDS = ["variant", "model", "seed", "checkpoint", "correct", "accuracy", "error", "n_test", "params", "train_seconds", "status", "precision"]
-EVAL_FIELDS = ["variant", "model", "seed", "checkpoint", "tested_on", "correct", "accuracy", "error", "n_test", "params", "precision"]
+RESULT_FIELDS = [
+    "variant",
+    "model",
+    "seed",
+    "checkpoint",
+    "correct",
+    "accuracy",
+    "error",
+    "n_test",
+    "params",
+    "train_seconds",
+    "status",
+    "precision",
+]
+EVAL_FIELDS = [
+    "variant",
+    "model",
+    "seed",
+    "checkpoint",
+    "tested_on",
+    "correct",
+    "accuracy",
+    "error",
+    "n_test",
+    "params",
+    "precision",
+]
 
 
 PARTIAL = "(partial: the run was interrupted)"  # in the title of an interrupted run's table (and its state up to 0.2)
@@ -67,7 +92,15 @@ def eval_markdown(rows: list[dict]) -> str:
     for kind in dict.fromkeys(r["checkpoint"] for r in rows):
         mine = [r for r in rows if r["checkpoint"] == kind]
         label = lambda r: f"{r['variant']} / {r['model']}"  # noqa: E731
-        parts.append(table(mine, label, "tested_on", f"{kind} checkpoints: trained on (rows) vs tested on (columns)", "trained on / model"))
+        parts.append(
+            table(
+                mine,
+                label,
+                "tested_on",
+                f"{kind} checkpoints: trained on (rows) vs tested on (columns)",
+                "trained on / model",
+            )
+        )
     return "\n".join(parts) + "\n" + precision_note(rows)
 
 
@@ -104,4 +137,6 @@ def write_tables(stem: Path, rows: list[dict], markdown: str, fields: list[str])
     """`stem`.md, .csv and .json (artifacts.RESULTS or EVAL); CSV and JSON hold `fields` of each row."""
     atomic_text(stem.with_name(stem.name + ".md"), markdown)
     atomic_text(stem.with_name(stem.name + ".csv"), to_csv(rows, fields))
-    atomic_text(stem.with_name(stem.name + ".json"), json.dumps([{k: r[k] for k in fields} for r in rows], indent=2) + "\n")
+    atomic_text(
+        stem.with_name(stem.name + ".json"), json.dumps([{k: r[k] for k in fields} for r in rows], indent=2) + "\n"
+    )

@@ -81,58 +81,205 @@ class _Star(dict):
         return "*"
 
 
-def _a(name: str, pattern: str, suffixes: tuple[str, ...] | str, writer: str, reader: str | None, what: str) -> Artifact:
+def _a(
+    name: str, pattern: str, suffixes: tuple[str, ...] | str, writer: str, reader: str | None, what: str
+) -> Artifact:
     return Artifact(name, pattern, (suffixes,) if isinstance(suffixes, str) else suffixes, writer, reader, what)
 
 
 # ---------------------------------------------------------------- a run directory
 
-MARKER = _a("marker", ".stnexp-run", "", "store.runs.prepare, store.runs.set_state", "store.runs.state",
-            "written first: what --force recognises a run by; its version and state (training, finished, interrupted)")
-LOCK = _a("lock", ".stnexp-lock", "", "store.runs.prepare", "store.runs.status", "held (flock) by the process training into the run")
-CONFIG = _a("config", "config.yaml", "", "training.launch.train_into", "config.load", "the resolved config (what --resume compares against)")
-ENV = _a("env", "env.json", "", "store.runs.write_env", "store.artifacts.read_env", "versions, device, command line, start")
+MARKER = _a(
+    "marker",
+    ".stnexp-run",
+    "",
+    "store.runs.prepare, store.runs.set_state",
+    "store.runs.state",
+    "written first: what --force recognises a run by; its version and state (training, finished, interrupted)",
+)
+LOCK = _a(
+    "lock",
+    ".stnexp-lock",
+    "",
+    "store.runs.prepare",
+    "store.runs.status",
+    "held (flock) by the process training into the run",
+)
+CONFIG = _a(
+    "config",
+    "config.yaml",
+    "",
+    "training.launch.train_into",
+    "config.load",
+    "the resolved config (what --resume compares against)",
+)
+ENV = _a(
+    "env", "env.json", "", "store.runs.write_env", "store.artifacts.read_env", "versions, device, command line, start"
+)
 LOG = _a("log", "train.log", "", "store.runs.logger", None, "everything printed, plus warnings and tracebacks")
-METRICS = _a("metrics", "metrics.csv", "", "store.artifacts.write_metrics", "store.artifacts.read_metrics",
-             "one row per epoch per variant, seed and model")
-RESULTS = _a("results", "results", TABLE_SUFFIXES, "results.tables.write_tables", "store.artifacts.read_results", "the test scores of `train`")
-EVAL_0_2 = _a("eval (0.2.0.dev0)", "eval", TABLE_SUFFIXES, "(stnexp eval up to 0.2.0.dev0)", None,
-              "where `stnexp eval` wrote its scores before evaluations had names")
-ANALYSIS = _a("analysis", "analysis", (".md", ".json"), "results.outputs.write_analysis", "results.report.write_report",
-              "paired significance, rectification and error by distortion of the best checkpoints")
-REPORT = _a("report", "report.html", "", "results.report.write_report", None, "the run's report in one page, written at the end of train")
-CHECKPOINT = _a("checkpoint", "checkpoints/{variant}/{model}-s{seed}-{kind}", ".pt", "training.loop.save", "store.checkpoints.load",
-                "a model's weights, optimizer and schedule state, config and history; kind best or last")
-STN = _a("transformer pictures", "stn/{variant}/{model}-s{seed}", FIGURE_SUFFIXES, "results.pictures.transformer", "results.report.pictures_of",
-         "test digits beside what the transformer made of them")
-STN_0_1 = _a("transformer pictures (0.1)", "stn/{variant}-{model}-s{seed}", ".png", "(stnexp 0.1)", None,
-             "where version 0.1 put them (variant a + model b-c met variant a-b + model c there)")
-CURVES = _a("curves", "curves/{variant}/s{seed}", FIGURE_SUFFIXES, "results.pictures.curves", "results.report.pictures_of",
-            "training curves of the models of one (variant, seed)")
-INVARIANCE = _a("invariance", "invariance/{variant}/s{seed}", FIGURE_SUFFIXES, "results.pictures.invariance", "results.report.pictures_of",
-                "test error by the true distortion, every model")
-RECTIFICATION = _a("rectification", "rectification/{variant}/{model}-s{seed}", FIGURE_SUFFIXES, "results.pictures.scatter",
-                   "results.report.pictures_of", "how much of each digit's pose the transformer undid")
-TB = _a("tensorboard", "tb/{variant}/s{seed}/{model}/events.out.tfevents.*", "", "training.board.Board", None,
-        "TensorBoard event files (train.tensorboard)")
-EVAL = _a("evaluation", "evals/{name}", TABLE_SUFFIXES, "results.tables.write_tables", None, "each `stnexp eval`, by name")
-EVAL_SWEEP = _a("evaluation sweep", "evals/{name}", FIGURE_SUFFIXES, "results.pictures.sweep", "results.report.pictures_of",
-                "an `stnexp eval --sweep`'s plot")
-EVAL_INDEX = _a("evaluations index", "evals/index", ".md", "store.runs.index_eval", "store.runs.eval_names", "a line per evaluation")
-INDEX_LOCK = _a("evaluations index lock", "evals/.index", ".lock", "store.runs.index_eval", None,
-                "held while an eval adds its line to evals/index.md")
+METRICS = _a(
+    "metrics",
+    "metrics.csv",
+    "",
+    "store.artifacts.write_metrics",
+    "store.artifacts.read_metrics",
+    "one row per epoch per variant, seed and model",
+)
+RESULTS = _a(
+    "results",
+    "results",
+    TABLE_SUFFIXES,
+    "results.tables.write_tables",
+    "store.artifacts.read_results",
+    "the test scores of `train`",
+)
+EVAL_0_2 = _a(
+    "eval (0.2.0.dev0)",
+    "eval",
+    TABLE_SUFFIXES,
+    "(stnexp eval up to 0.2.0.dev0)",
+    None,
+    "where `stnexp eval` wrote its scores before evaluations had names",
+)
+ANALYSIS = _a(
+    "analysis",
+    "analysis",
+    (".md", ".json"),
+    "results.outputs.write_analysis",
+    "results.report.write_report",
+    "paired significance, rectification and error by distortion of the best checkpoints",
+)
+REPORT = _a(
+    "report",
+    "report.html",
+    "",
+    "results.report.write_report",
+    None,
+    "the run's report in one page, written at the end of train",
+)
+CHECKPOINT = _a(
+    "checkpoint",
+    "checkpoints/{variant}/{model}-s{seed}-{kind}",
+    ".pt",
+    "training.loop.save",
+    "store.checkpoints.load",
+    "a model's weights, optimizer and schedule state, config and history; kind best or last",
+)
+STN = _a(
+    "transformer pictures",
+    "stn/{variant}/{model}-s{seed}",
+    FIGURE_SUFFIXES,
+    "results.pictures.transformer",
+    "results.report.pictures_of",
+    "test digits beside what the transformer made of them",
+)
+STN_0_1 = _a(
+    "transformer pictures (0.1)",
+    "stn/{variant}-{model}-s{seed}",
+    ".png",
+    "(stnexp 0.1)",
+    None,
+    "where version 0.1 put them (variant a + model b-c met variant a-b + model c there)",
+)
+CURVES = _a(
+    "curves",
+    "curves/{variant}/s{seed}",
+    FIGURE_SUFFIXES,
+    "results.pictures.curves",
+    "results.report.pictures_of",
+    "training curves of the models of one (variant, seed)",
+)
+INVARIANCE = _a(
+    "invariance",
+    "invariance/{variant}/s{seed}",
+    FIGURE_SUFFIXES,
+    "results.pictures.invariance",
+    "results.report.pictures_of",
+    "test error by the true distortion, every model",
+)
+RECTIFICATION = _a(
+    "rectification",
+    "rectification/{variant}/{model}-s{seed}",
+    FIGURE_SUFFIXES,
+    "results.pictures.scatter",
+    "results.report.pictures_of",
+    "how much of each digit's pose the transformer undid",
+)
+TB = _a(
+    "tensorboard",
+    "tb/{variant}/s{seed}/{model}/events.out.tfevents.*",
+    "",
+    "training.board.Board",
+    None,
+    "TensorBoard event files (train.tensorboard)",
+)
+EVAL = _a(
+    "evaluation", "evals/{name}", TABLE_SUFFIXES, "results.tables.write_tables", None, "each `stnexp eval`, by name"
+)
+EVAL_SWEEP = _a(
+    "evaluation sweep",
+    "evals/{name}",
+    FIGURE_SUFFIXES,
+    "results.pictures.sweep",
+    "results.report.pictures_of",
+    "an `stnexp eval --sweep`'s plot",
+)
+EVAL_INDEX = _a(
+    "evaluations index", "evals/index", ".md", "store.runs.index_eval", "store.runs.eval_names", "a line per evaluation"
+)
+INDEX_LOCK = _a(
+    "evaluations index lock",
+    "evals/.index",
+    ".lock",
+    "store.runs.index_eval",
+    None,
+    "held while an eval adds its line to evals/index.md",
+)
 
-RUN = [MARKER, LOCK, CONFIG, ENV, LOG, METRICS, RESULTS, EVAL_0_2, ANALYSIS, REPORT, CHECKPOINT, STN, STN_0_1, CURVES,
-       INVARIANCE, RECTIFICATION, TB, EVAL, EVAL_SWEEP, EVAL_INDEX, INDEX_LOCK]
+RUN = [
+    MARKER,
+    LOCK,
+    CONFIG,
+    ENV,
+    LOG,
+    METRICS,
+    RESULTS,
+    EVAL_0_2,
+    ANALYSIS,
+    REPORT,
+    CHECKPOINT,
+    STN,
+    STN_0_1,
+    CURVES,
+    INVARIANCE,
+    RECTIFICATION,
+    TB,
+    EVAL,
+    EVAL_SWEEP,
+    EVAL_INDEX,
+    INDEX_LOCK,
+]
 # the figures of a run in the order a report shows them
 FIGURES = [CURVES, INVARIANCE, STN, STN_0_1, RECTIFICATION, EVAL_SWEEP]
 
 # ---------------------------------------------------------------- a sweep folder
 
-SWEEP_PLAN = _a("sweep plan", ".stnexp-sweep", "", "training.sweeps.run", "training.sweeps._read_plan",
-                "what --resume and shards join: the config, --set, --sweep and the children")
-SWEEP_TABLE = _a("sweep table", "sweep", TABLE_SUFFIXES + FIGURE_SUFFIXES, "training.sweeps.write_table", None,
-                 "one row per child, model and variant")
+SWEEP_PLAN = _a(
+    "sweep plan",
+    ".stnexp-sweep",
+    "",
+    "training.sweeps.run",
+    "training.sweeps._read_plan",
+    "what --resume and shards join: the config, --set, --sweep and the children",
+)
+SWEEP_TABLE = _a(
+    "sweep table",
+    "sweep",
+    TABLE_SUFFIXES + FIGURE_SUFFIXES,
+    "training.sweeps.write_table",
+    None,
+    "one row per child, model and variant",
+)
 SWEEP = [SWEEP_PLAN, SWEEP_TABLE]
 
 BY_NAME = {a.name: a for a in RUN + SWEEP}
@@ -149,7 +296,12 @@ def own_folders() -> list[str]:
 
 def expand(a: Artifact, run: Path, cfg) -> list[Path]:
     """Every file of kind `a` that the run of config `cfg` may have written, in every format."""
-    choices = {"variant": list(cfg.data.variants), "model": list(cfg.models), "seed": list(cfg.seeds), "kind": list(CHECKPOINT_KINDS)}
+    choices = {
+        "variant": list(cfg.data.variants),
+        "model": list(cfg.models),
+        "seed": list(cfg.seeds),
+        "kind": list(CHECKPOINT_KINDS),
+    }
     combos: list[dict] = [{}]
     for key in a.keys:
         combos = [{**c, key: v} for c in combos for v in choices[key]]
@@ -158,7 +310,19 @@ def expand(a: Artifact, run: Path, cfg) -> list[Path]:
 
 # ---------------------------------------------------------------- readers and writers of the data files
 
-METRIC_FIELDS = ["variant", "seed", "model", "epoch", "step", "train_loss", "train_acc", "val_acc", "lr", "seconds", "images_per_s"]
+METRIC_FIELDS = [
+    "variant",
+    "seed",
+    "model",
+    "epoch",
+    "step",
+    "train_loss",
+    "train_acc",
+    "val_acc",
+    "lr",
+    "seconds",
+    "images_per_s",
+]
 RESULT_TYPES = {"variant": str, "model": str, "seed": int, "error": (int, float), "checkpoint": str, "params": int}
 
 
@@ -193,9 +357,12 @@ def read_env(run: Path) -> dict:
 def is_result(r) -> bool:
     """A row of results.json as stnexp writes it: its fields there and of their types (a damaged or
     hand-edited file is refused, not half read)."""
-    return (isinstance(r, dict) and RESULT_TYPES.keys() <= r.keys()
-            and all(isinstance(r[k], t) and not isinstance(r[k], bool) for k, t in RESULT_TYPES.items())
-            and isinstance(r.get("status", "ok"), str))
+    return (
+        isinstance(r, dict)
+        and RESULT_TYPES.keys() <= r.keys()
+        and all(isinstance(r[k], t) and not isinstance(r[k], bool) for k, t in RESULT_TYPES.items())
+        and isinstance(r.get("status", "ok"), str)
+    )
 
 
 def read_results(run: Path) -> list[dict] | None:

@@ -31,7 +31,9 @@ def atomic_write(path: Path, write) -> None:
         os.replace(tmp, path)
     except OSError as e:
         if e.errno == errno.ENOSPC:
-            raise UserError(f"{path}: no space left on device (the file is as it was before: nothing half-written)") from None
+            raise UserError(
+                f"{path}: no space left on device (the file is as it was before: nothing half-written)"
+            ) from None
         raise
     finally:
         if tmp.exists():
@@ -64,7 +66,10 @@ def load(path: Path) -> dict:
         # weights_only names the global it refused to import: a pickled object, not plain data
         why = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
         if why:
-            raise UserError(f"{path}: refused: holds Python objects that a checkpoint may not contain, nothing was run ({why[:160]})") from None
+            raise UserError(
+                f"{path}: refused: holds Python objects that a checkpoint may not contain, nothing was run "
+                f"({why[:160]})"
+            ) from None
         raise UserError(f"{path}: truncated, corrupt or not a checkpoint (not a file torch.save wrote)") from None
     except Exception as e:  # zip, pickle and I/O errors of many types all mean the same here
         first = str(e).strip().split(". ")[0].splitlines()[0][:160] if str(e).strip() else type(e).__name__
@@ -80,10 +85,24 @@ def load(path: Path) -> dict:
 _NUMBER = (int, float)
 # what every field a checkpoint must hold is, as version 0.1 wrote them
 FIELDS = {
-    "kind": str, "variant": str, "model_name": str, "seed": int, "in_size": int, "config": dict,
-    "config_digest": str, "model": dict, "optimizer": dict, "scheduler": dict, "epoch": int, "step": int,
-    "best_val": _NUMBER, "best_epoch": int, "diverged": (int, type(None)), "train_seconds": _NUMBER,
-    "history": list, "rng": dict,
+    "kind": str,
+    "variant": str,
+    "model_name": str,
+    "seed": int,
+    "in_size": int,
+    "config": dict,
+    "config_digest": str,
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "epoch": int,
+    "step": int,
+    "best_val": _NUMBER,
+    "best_epoch": int,
+    "diverged": (int, type(None)),
+    "train_seconds": _NUMBER,
+    "history": list,
+    "rng": dict,
 }
 
 

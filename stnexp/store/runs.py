@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from stnexp.store import artifacts as A
 from stnexp.errors import UserError
+from stnexp.store import artifacts as A
 
 OWN_FILES = A.own_files()  # the top-level files a run writes, as artifacts.py lists them
 OWN_FOLDERS = A.own_folders()
@@ -40,8 +40,10 @@ def refuse_links(run: Path) -> None:
 
 
 def _linked(path: Path) -> None:
-    raise UserError(f"{path}: a symbolic link (to {os.readlink(path)}) where stnexp keeps its own files; it writes only "
-                    "regular files inside the run directory: remove the link (nothing was changed)")
+    raise UserError(
+        f"{path}: a symbolic link (to {os.readlink(path)}) where stnexp keeps its own files; it writes only "
+        "regular files inside the run directory: remove the link (nothing was changed)"
+    )
 
 
 def sibling_checkpoint(path: Path, kind: str) -> Path | None:
@@ -75,12 +77,17 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
         old = C.load(A.CONFIG.path(out))
         if old.digest() != cfg.digest():
             diff = _differences(old.results_view(), cfg.results_view())
-            raise UserError(f"--resume: the config differs from the run's in {', '.join(diff[:5])}; resume with the same config")
+            raise UserError(
+                f"--resume: the config differs from the run's in {', '.join(diff[:5])}; resume with the same config"
+            )
     elif non_empty:
         if not force:
             raise UserError(f"--out {out}: not empty; pass --resume to continue that run or --force to overwrite it")
         if not is_run(out):
-            raise UserError(f"--out {out}: not a stnexp run directory (no {A.MARKER.pattern}); --force overwrites only runs, pick an empty or new folder")
+            raise UserError(
+                f"--out {out}: not a stnexp run directory (no {A.MARKER.pattern}); --force overwrites only runs, pick "
+                "an empty or new folder"
+            )
     made = [p for p in (out, *out.parents) if not p.exists()]  # what mkdir will make, removed again on failure
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -171,7 +178,9 @@ def _lock(run: Path) -> _Held:
         raise UserError(f"--out {run}: a run is training into it ({holder}); wait for it to end or pick another --out")
     if held.fd is not None:
         os.ftruncate(held.fd, 0)
-        os.write(held.fd, f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        os.write(
+            held.fd, f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode()
+        )
     return held
 
 
@@ -244,8 +253,8 @@ def write_env(run: Path, device, precision: str, resume: bool = False) -> None:
     import torch
 
     import stnexp
-    from stnexp.store import checkpoints
     from stnexp.device import describe
+    from stnexp.store import checkpoints
 
     env = {
         "stnexp": stnexp.__version__,
@@ -288,7 +297,12 @@ def _git_commit() -> str | None:
     if not (src / ".git").exists():
         return None
     try:
-        return subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -494,10 +508,14 @@ def claimed_eval(folder: Path, name: str, force: bool) -> Iterator[Path]:
     def taken():
         found = [folder / f"{name}{suffix}" for suffix in A.TABLE_SUFFIXES if (folder / f"{name}{suffix}").exists()]
         if found and not force:
-            raise UserError(f"evaluation {name!r} exists ({found[0]}); pass --force to replace it or --name to keep both")
+            raise UserError(
+                f"evaluation {name!r} exists ({found[0]}); pass --force to replace it or --name to keep both"
+            )
 
     taken()  # before anything is made
-    if folder.name == A.EVAL.folder and is_run(folder.parent):  # a run's own evals/ (an --out of the user's may be a link)
+    if folder.name == A.EVAL.folder and is_run(
+        folder.parent
+    ):  # a run's own evals/ (an --out of the user's may be a link)
         refuse_links(folder.parent)
     for path in (*(folder / f"{name}{suffix}" for suffix in A.TABLE_SUFFIXES + A.FIGURE_SUFFIXES), _index(folder)):
         if path.is_symlink():
@@ -508,12 +526,17 @@ def claimed_eval(folder: Path, name: str, force: bool) -> Iterator[Path]:
     except OSError as e:
         raise UserError(f"--out {folder}: not writable ({e.strerror or e})") from None
     if held is None:
-        raise UserError(f"evaluation {name!r} is being written by another stnexp eval into {folder}; wait for it or pick another --name")
+        raise UserError(
+            f"evaluation {name!r} is being written by another stnexp eval into {folder}; wait for it or pick another "
+            "--name"
+        )
     try:
         taken()  # one that finished while this one waited to start
         yield folder / name
     finally:
-        (folder / f".{name}.eval-lock").unlink(missing_ok=True)  # still held: a process that opens it now finds the table
+        (folder / f".{name}.eval-lock").unlink(
+            missing_ok=True
+        )  # still held: a process that opens it now finds the table
         held.close()
 
 
@@ -532,10 +555,17 @@ def index_eval(folder: Path, name: str, line: str) -> None:
     from stnexp.store.checkpoints import atomic_text
 
     index = _index(folder)
-    head = "# Evaluations\n\nEach line: a name (its .md, .csv and .json beside this file), when, what was scored, on what.\n\n"
+    head = (
+        "# Evaluations\n\n"
+        "Each line: a name (its .md, .csv and .json beside this file), when, what was scored, on what.\n\n"
+    )
     held = _exclusive(folder / A.INDEX_LOCK.path(".").name, wait=True)
     try:
-        lines = [x for x in (index.read_text(encoding="utf-8").splitlines() if index.is_file() else []) if x.startswith("- `")]
+        lines = [
+            x
+            for x in (index.read_text(encoding="utf-8").splitlines() if index.is_file() else [])
+            if x.startswith("- `")
+        ]
         lines = [x for x in lines if not x.startswith(f"- `{name}`:")] + [f"- `{name}`: {line}"]
         atomic_text(index, head + "\n".join(lines) + "\n")
     finally:

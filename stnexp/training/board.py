@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from stnexp.store import artifacts
-from stnexp.results import pictures
 from stnexp.errors import UserError
+from stnexp.results import pictures
+from stnexp.store import artifacts
 
 INSTALL = "pip install 'stnexp[tensorboard]'"
 PICTURE_DIGITS = 8  # pairs per picture: one row, small enough to watch epoch by epoch

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from stnexp.training import optim
 from stnexp.config import TrainConfig
+from stnexp.training import optim
 from stnexp.training.members import Member
 from stnexp.training.step import Sums, TrainStep, capture, capture_together
 
@@ -67,7 +67,9 @@ class Stack:
     ones (S x ...), so the optimizer's parameter groups (a transformer's localisation net at its own lr)
     come out as for one model; `base` is the same structure on the meta device, the function vmap maps."""
 
-    def __init__(self, members: list[Member], t: TrainConfig, mcfg, dtype: torch.dtype | None, steps_per_epoch: int, total: int):
+    def __init__(
+        self, members: list[Member], t: TrainConfig, mcfg, dtype: torch.dtype | None, steps_per_epoch: int, total: int
+    ):
         self.members, self.ls, self.dtype = members, t.label_smoothing, dtype
         first = members[0].model
         device = next(first.parameters()).device
@@ -92,7 +94,11 @@ class Stack:
         params = dict(self.holder.named_parameters())
         with autocast():
             logits = vmap(lambda p, xs: functional_call(self.base, p, (xs,)))(params, x)  # S x B x classes
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none", label_smoothing=self.ls).view(y.shape).mean(1)
+            losses = (
+                F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none", label_smoothing=self.ls)
+                .view(y.shape)
+                .mean(1)
+            )
         self.opt.zero_grad(set_to_none=True)
         losses.sum().backward()  # the members share nothing: each gets the gradient of its own mean loss
         self.opt.step()
@@ -106,7 +112,13 @@ class Stack:
             return
         if self.graph is None:
             self.x, self.y = x.clone(), y.clone()
-            self.graph = capture(lambda: self._update(self.x, self.y, lambda: self._autocast(cache=False)), self.holder, self.opt, self.sums, x.device)
+            self.graph = capture(
+                lambda: self._update(self.x, self.y, lambda: self._autocast(cache=False)),
+                self.holder,
+                self.opt,
+                self.sums,
+                x.device,
+            )
         self.x.copy_(x)
         self.y.copy_(y)
         self.graph.replay()
@@ -147,7 +159,10 @@ class Together:
         if not self.shared:
             return
         if self.graph is None:
-            parts = [(self.steps[i].replayable(xs[i], ys[i]), self.steps[i].m.model, self.steps[i].m.opt, self.steps[i].sums) for i in self.shared]
+            parts = [
+                (self.steps[i].replayable(xs[i], ys[i]), self.steps[i].m.model, self.steps[i].m.opt, self.steps[i].sums)
+                for i in self.shared
+            ]
             self.graph = capture_together(parts, xs[self.shared[0]].device)
         for i in self.shared:
             self.steps[i].x.copy_(xs[i])

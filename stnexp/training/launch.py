@@ -7,18 +7,18 @@ import contextlib
 import logging
 import signal
 import threading
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from stnexp.store import artifacts as A, checkpoints, runs
-from stnexp.training import board, loop, parallel
 from stnexp.config import Config
 from stnexp.device import autocast_dtype, precision
 from stnexp.errors import UserError
+from stnexp.store import artifacts as A
+from stnexp.store import checkpoints, runs
+from stnexp.training import board, loop, parallel
 from stnexp.training.loop import Interrupted
 
 
@@ -62,14 +62,18 @@ def start(req: TrainRequest) -> Path:
         raise UserError("--shard splits the children of a --sweep over processes: give --sweep too")
     if req.sweep:
         if config_path.is_dir():
-            raise UserError("--sweep takes a config file, not a run directory (resume a sweep with CFG --sweep ... --resume)")
+            raise UserError(
+                "--sweep takes a config file, not a run directory (resume a sweep with CFG --sweep ... --resume)"
+            )
         how = sweeps.Request(req.out, req.resume, req.force, req.command, sweeps.parse_shard(req.shard))
         return sweeps.run(config_path, sets, list(req.sweep), how)
     target = req.out
     if config_path.is_dir():
         # a run directory in place of the config: continue it with its own config.yaml
         if not req.resume:
-            raise UserError(f"{config_path}: a directory; to continue a run pass --resume, to start one give a config file")
+            raise UserError(
+                f"{config_path}: a directory; to continue a run pass --resume, to start one give a config file"
+            )
         found = runs.find_run(config_path, runs.logger())
         if req.out is not None and Path(req.out).resolve() != found.resolve():
             raise UserError(f"--out {req.out}: differs from the run directory given ({found}); give one of them")
@@ -125,7 +129,9 @@ def _train_into(cfg: Config, target: Target, device: torch.device, world: parall
             elif not A.CHECKPOINT.found(run):
                 log.info(f"{run}: no checkpoint yet (no epoch had completed): training starts from the beginning")
             runs.write_env(run, device, precision(autocast_dtype(cfg.train.amp, device)), resume)
-            log.info(f"run directory: {run}" + (f" ({world.size} processes, train.parallel: {world.mode})" if world else ""))
+            log.info(
+                f"run directory: {run}" + (f" ({world.size} processes, train.parallel: {world.mode})" if world else "")
+            )
             loop.train(cfg, run, device, log, stop, world)
         except UserError:
             # bad input found before anything was trained (missing data files, say): leave nothing behind
@@ -135,10 +141,15 @@ def _train_into(cfg: Config, target: Target, device: torch.device, world: parall
             raise
         except Interrupted as e:
             if e.nothing:
-                log.warning(f"interrupted before the first epoch ended: no checkpoint, nothing to resume; {run} holds the "
-                            f"config, train.log and env.json (--resume --out {run} starts training from the beginning)")
+                log.warning(
+                    f"interrupted before the first epoch ended: no checkpoint, nothing to resume; {run} holds the "
+                    f"config, train.log and env.json (--resume --out {run} starts training from the beginning)"
+                )
             else:
-                log.warning(f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out {run}")
+                log.warning(
+                    f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out "
+                    f"{run}"
+                )
             raise
         finally:
             signal.signal(signal.SIGINT, previous)

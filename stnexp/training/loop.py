@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from stnexp.store import artifacts as A, checkpoints
-from stnexp.training import board, members, modes
 from stnexp import data
-from stnexp.results import outputs
 from stnexp.config import Config
 from stnexp.device import autocast_dtype, configure, describe, precision
+from stnexp.results import outputs
+from stnexp.store import artifacts as A
+from stnexp.store import checkpoints
+from stnexp.training import board, members, modes
 from stnexp.training.members import Length, Member
 from stnexp.training.modes import check_divergence
 from stnexp.training.step import TrainStep
@@ -88,8 +89,14 @@ class Epoch:
     seconds: dict[str, float]
 
 
-def train(cfg: Config, run_dir: Path, device: torch.device, log: logging.Logger, stop: threading.Event | None = None,
-          world=None) -> list[dict]:
+def train(
+    cfg: Config,
+    run_dir: Path,
+    device: torch.device,
+    log: logging.Logger,
+    stop: threading.Event | None = None,
+    world=None,
+) -> list[dict]:
     """Train every (variant, seed) group of the config into `run_dir`, resuming what its checkpoints hold;
     then score best and last checkpoints on the test sets and write the result tables. Under torchrun
     (`world`) this rank trains its share (modes.py) and rank 0 alone scores and writes the tables."""
@@ -135,8 +142,10 @@ def fused_wanted(run: Run) -> bool:
 
     fuse = fused.wanted(run.cfg.train, run.device)
     if fuse:
-        run.log.info("train.fuse: each variant's seeds train in lockstep, all their models' steps taken together"
-                     + (" in one CUDA graph" if run.cfg.train.cuda_graphs and run.device.type == "cuda" else ""))
+        run.log.info(
+            "train.fuse: each variant's seeds train in lockstep, all their models' steps taken together"
+            + (" in one CUDA graph" if run.cfg.train.cuda_graphs and run.device.type == "cuda" else "")
+        )
     return fuse
 
 
@@ -180,7 +189,9 @@ def train_groups(run: Run, groups: list[Group], earlier: list[dict], fuse: bool 
     stepper = modes.stepping(fuse)
     first = min(m.epoch for g in todo for m in g.members)
     for number in range(first + 1, max(g.length.epochs for g in todo) + 1):
-        parts = [(g, active) for g in todo if (active := [m for m in g.members if m.epoch < number and m.diverged is None])]
+        parts = [
+            (g, active) for g in todo if (active := [m for m in g.members if m.epoch < number and m.diverged is None])
+        ]
         if not parts:
             continue
         for (group, _), epoch in zip(parts, run_epoch(run, parts, number, stepper)):
@@ -189,7 +200,9 @@ def train_groups(run: Run, groups: list[Group], earlier: list[dict], fuse: bool 
             A.write_metrics(run.dir, earlier + [r for g in groups for m in g.members for r in m.history])
 
 
-def run_epoch(run: Run, parts: list[tuple[Group, list[Member]]], number: int, stepper: modes.OneByOne | None = None) -> list[Epoch]:
+def run_epoch(
+    run: Run, parts: list[tuple[Group, list[Member]]], number: int, stepper: modes.OneByOne | None = None
+) -> list[Epoch]:
     """Step each group's `active` models through epoch `number` of its stream, the groups in lockstep;
     returns each group's epoch with its steps and seconds. `stepper` (modes.py) takes the steps: one model
     after another by default. A model whose running loss stops being finite stops (diverged)."""
@@ -204,15 +217,29 @@ def run_epoch(run: Run, parts: list[tuple[Group, list[Member]]], number: int, st
             m.model.train()
             group.steps[m.name].sums.zero()
     label = f"{group0.variant} s{','.join(str(g.seed) for g, _ in parts)}"
-    bar = tqdm(total=steps, desc=f"{label} epoch {number}/{group0.length.epochs}", unit="step", leave=False, dynamic_ncols=True, disable=None)  # no bar when not a terminal
+    bar = tqdm(
+        total=steps,
+        desc=f"{label} epoch {number}/{group0.length.epochs}",
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+        disable=None,
+    )  # no bar when not a terminal
     started = last_read = last_line = time.perf_counter()
     done = 0
     part = run.mode.part(group0.stream.batch_size)
     for batches in zip(*(g.stream.epoch(number) for g, _ in parts)):
         if done == steps:
             break
-        batches = [(x[part], y[part]) for x, y in batches]  # data-parallel: this rank's shard of the batch every rank drew
-        live = [(g.steps[m.name], m, batch) for (g, active), batch in zip(parts, batches) for m in active if m.diverged is None]
+        batches = [
+            (x[part], y[part]) for x, y in batches
+        ]  # data-parallel: this rank's shard of the batch every rank drew
+        live = [
+            (g.steps[m.name], m, batch)
+            for (g, active), batch in zip(parts, batches)
+            for m in active
+            if m.diverged is None
+        ]
         stepper.step(live)
         for _, m, _ in live:
             m.step += 1
@@ -246,19 +273,25 @@ def progress(run: Run, group: Group, epoch: Epoch, done: int) -> dict[str, str]:
     for m in epoch.active:
         sums = group.steps[m.name].sums
         loss = float(sums.loss) / done
-        post[m.name] = f"loss {loss:.3f} acc {int(sums.correct) / (done * group.stream.batch_size // run.mode.share):.3f}"
+        post[m.name] = (
+            f"loss {loss:.3f} acc {int(sums.correct) / (done * group.stream.batch_size // run.mode.share):.3f}"
+        )
         if run.mode.checks_progress:  # data-parallel ranks decide together (modes.Data.stopping)
             check_divergence(run, group, m, loss, epoch.number)
     return post
 
 
-def progress_line(label: str, group: Group, number: int, done_of: tuple[int, int], post: dict[str, str], seconds: float) -> str:
+def progress_line(
+    label: str, group: Group, number: int, done_of: tuple[int, int], post: dict[str, str], seconds: float
+) -> str:
     """The progress bar as one plain line: where the epoch is, its pace, each model's running numbers and
     the time left (post[LEFT], from time_left)."""
     done, steps = done_of
     models = ", ".join(f"{name} {numbers}" for name, numbers in post.items() if name != LEFT)
-    return (f"{label} epoch {number}/{group.length.epochs} step {done}/{steps}, "
-            f"{done / max(seconds, 1e-9) * group.stream.batch_size:,.0f} images/s, {models}, about {post[LEFT]} left")
+    return (
+        f"{label} epoch {number}/{group.length.epochs} step {done}/{steps}, "
+        f"{done / max(seconds, 1e-9) * group.stream.batch_size:,.0f} images/s, {models}, about {post[LEFT]} left"
+    )
 
 
 def time_left(run: Run, group: Group, number: int, done: int, seconds: float) -> str:
@@ -275,7 +308,11 @@ def time_left(run: Run, group: Group, number: int, done: int, seconds: float) ->
 
 def duration(seconds: float) -> str:
     seconds = round(seconds)
-    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m {seconds % 60:02d}s"
+    )
 
 
 @torch.no_grad()
@@ -291,18 +328,34 @@ def end_epoch(run: Run, group: Group, epoch: Epoch) -> None:
         loss_sum, correct = run.mode.epoch_sums(loss_sum, correct)
         loss = loss_sum / max(1, epoch.steps)
         check_divergence(run, group, m, loss, epoch.number)
-        validate = group.val is not None and m.diverged is None and (epoch.number % cfg.train.eval_every == 0 or epoch.number == group.length.epochs)
+        validate = (
+            group.val is not None
+            and m.diverged is None
+            and (epoch.number % cfg.train.eval_every == 0 or epoch.number == group.length.epochs)
+        )
         val_acc = validation(run, m, group.val) if validate else None
         train_acc = correct / max(1, n_images)
-        m.history.append({
-            "variant": group.variant, "seed": group.seed, "model": m.name, "epoch": epoch.number, "step": m.step,
-            "train_loss": loss, "train_acc": train_acc, "val_acc": val_acc, "lr": float(m.opt.param_groups[0]["lr"]),
-            "seconds": round(seconds, 3), "images_per_s": round(n_images / seconds, 1) if seconds else None,
-        })
+        m.history.append(
+            {
+                "variant": group.variant,
+                "seed": group.seed,
+                "model": m.name,
+                "epoch": epoch.number,
+                "step": m.step,
+                "train_loss": loss,
+                "train_acc": train_acc,
+                "val_acc": val_acc,
+                "lr": float(m.opt.param_groups[0]["lr"]),
+                "seconds": round(seconds, 3),
+                "images_per_s": round(n_images / seconds, 1) if seconds else None,
+            }
+        )
         if run.tb is not None:
             run.tb.epoch(m.history[-1], m.model, group.val.images if group.val is not None else None)
         m.epoch = epoch.number
-        score = float(epoch.number) if group.val is None else val_acc  # without a validation set the newest epoch is "best"
+        score = (
+            float(epoch.number) if group.val is None else val_acc
+        )  # without a validation set the newest epoch is "best"
         if m.diverged is None and score is not None and score > m.best_val:
             m.best_val, m.best_epoch = score, epoch.number
             save(run, m, "best")

@@ -11,12 +11,12 @@ from typing import NamedTuple
 import torch
 
 from stnexp import config as C
-from stnexp.models import backbones
 from stnexp import models, seeds
-from stnexp.training import optim
 from stnexp.config import Config
 from stnexp.device import channels_last
 from stnexp.errors import UserError
+from stnexp.models import backbones
+from stnexp.training import optim
 
 
 class Length(NamedTuple):
@@ -76,12 +76,25 @@ def payload(m: Member, cfg: Config, kind: str, precision: str) -> dict:
     `precision` (bf16 | fp32), which the model trained at and is scored at wherever it is evaluated."""
     return {
         "precision": precision,
-        "kind": kind, "variant": m.variant, "model_name": m.name, "seed": m.seed, "in_size": m.in_size,
-        "config": cfg.model_dump(mode="json"), "config_digest": cfg.digest(),
-        "model": m.model.state_dict(), "optimizer": optim.plain_lrs(m.opt.state_dict()), "scheduler": optim.plain_lrs(m.sched.state_dict()),
-        "epoch": m.epoch, "step": m.step, "best_val": m.best_val, "best_epoch": m.best_epoch,
-        "diverged": m.diverged, "train_seconds": m.seconds, "history": m.history,
-        "rng": m.rng or {}, "global_rng": rng_state(_device(m)),
+        "kind": kind,
+        "variant": m.variant,
+        "model_name": m.name,
+        "seed": m.seed,
+        "in_size": m.in_size,
+        "config": cfg.model_dump(mode="json"),
+        "config_digest": cfg.digest(),
+        "model": m.model.state_dict(),
+        "optimizer": optim.plain_lrs(m.opt.state_dict()),
+        "scheduler": optim.plain_lrs(m.sched.state_dict()),
+        "epoch": m.epoch,
+        "step": m.step,
+        "best_val": m.best_val,
+        "best_epoch": m.best_epoch,
+        "diverged": m.diverged,
+        "train_seconds": m.seconds,
+        "history": m.history,
+        "rng": m.rng or {},
+        "global_rng": rng_state(_device(m)),
     }
 
 
@@ -94,7 +107,9 @@ def restore(m: Member, ck: dict, cfg: Config, path: Path, kind: str = "last") ->
     mine = {"model_name": m.name, "variant": m.variant, "seed": m.seed, "kind": kind, "in_size": m.in_size}
     wrong = [f"{key} {ck.get(key)!r}, not {want!r}" for key, want in mine.items() if ck.get(key) != want]
     if wrong:
-        raise UserError(f"{path}: the checkpoint of another slot ({'; '.join(wrong)}); put back the file this run wrote there")
+        raise UserError(
+            f"{path}: the checkpoint of another slot ({'; '.join(wrong)}); put back the file this run wrote there"
+        )
     problem = models.mismatch(m.model, ck["model"])
     if problem:
         raise UserError(f"{path}: does not fit the configured model ({problem})")

@@ -15,9 +15,10 @@ import time
 
 import torch
 
-from stnexp.store import artifacts as A, checkpoints
-from stnexp.training import fused, parallel
 from stnexp.results import scoring
+from stnexp.store import artifacts as A
+from stnexp.store import checkpoints
+from stnexp.training import fused, parallel
 from stnexp.training.members import Member
 from stnexp.training.step import TrainStep
 
@@ -101,7 +102,9 @@ class Jobs(Single):
                         path = A.CHECKPOINT.path(run.dir, variant=vname, model=name, seed=seed, kind=kind)
                         if path.exists():
                             files[path.relative_to(run.dir).as_posix()] = path.read_bytes()
-        got = parallel.to_leader(self.world, {"files": files, "history": [] if self.writes else history, "interrupted": interrupted})
+        got = parallel.to_leader(
+            self.world, {"files": files, "history": [] if self.writes else history, "interrupted": interrupted}
+        )
         if got is not None:
             for part in got[1:]:
                 for name, blob in part["files"].items():
@@ -152,7 +155,10 @@ class Data(Single):
         stop = False
         for (group, _), epoch in zip(parts, epochs):  # every group's all-reduce runs on every rank
             active = [m for m in epoch.active if m.diverged is None]
-            flags = parallel.any_rank(self.world, [run.stop.is_set()] + [not math.isfinite(float(group.steps[m.name].sums.loss)) for m in active])
+            flags = parallel.any_rank(
+                self.world,
+                [run.stop.is_set()] + [not math.isfinite(float(group.steps[m.name].sums.loss)) for m in active],
+            )
             for m, bad in zip(active, flags[1:]):
                 if bad:
                     check_divergence(run, group, m, float("nan"), epoch.number)
@@ -169,7 +175,9 @@ class Data(Single):
     def correct(self, model, val, dtype) -> int:
         """The ranks score a share of the digits each and add the counts."""
         w = self.world
-        (n,) = parallel.total(w, [scoring.correct(model, val.images[w.rank :: w.size], val.labels[w.rank :: w.size], dtype)])
+        (n,) = parallel.total(
+            w, [scoring.correct(model, val.images[w.rank :: w.size], val.labels[w.rank :: w.size], dtype)]
+        )
         return int(n)
 
 
@@ -177,7 +185,9 @@ def check_divergence(run, group, m: Member, loss: float, epoch: int) -> None:
     """A model whose running loss stops being finite stops (diverged), whatever the mode."""
     if not math.isfinite(loss) and m.diverged is None:
         m.diverged = epoch
-        run.log.warning(f"{group.variant} s{group.seed} {m.name}: loss is {loss} at epoch {epoch}; stopping this model (diverged)")
+        run.log.warning(
+            f"{group.variant} s{group.seed} {m.name}: loss is {loss} at epoch {epoch}; stopping this model (diverged)"
+        )
 
 
 def process(world: parallel.World | None) -> Single:

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from stnexp import models
-from stnexp.models.backbones import BackboneConfig
 from stnexp.config import TrainConfig
+from stnexp.models.backbones import BackboneConfig
 
 
 def lr_factor(t: TrainConfig, steps_per_epoch: int, total: int):
@@ -46,7 +46,9 @@ def optimizer(t: TrainConfig, model: nn.Module, mcfg: BackboneConfig) -> torch.o
     return cls(groups, lr=t.lr, weight_decay=t.weight_decay, **({"fused": True, "capturable": True} if cuda else {}))
 
 
-def scheduler(t: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+def scheduler(
+    t: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(t, steps_per_epoch, total))
 
 

@@ -65,8 +65,10 @@ def _launch_env() -> tuple[int, int, int]:
         raise UserError(f"RANK={rank} and WORLD_SIZE={size}: expected 0 <= RANK < WORLD_SIZE")
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not env.get(k)]
     if missing:
-        raise UserError(f"RANK={rank} and WORLD_SIZE={size} are set but {' and '.join(missing)} not: to run as one process unset "
-                        f"RANK and WORLD_SIZE; to run several, start them with {LAUNCH}")
+        raise UserError(
+            f"RANK={rank} and WORLD_SIZE={size} are set but {' and '.join(missing)} not: to run as one process unset "
+            f"RANK and WORLD_SIZE; to run several, start them with {LAUNCH}"
+        )
     return rank, size, local
 
 
@@ -80,7 +82,9 @@ def plan(mode: str) -> tuple[int, int, int] | None:
     rank, size, local = _launch_env()
     if mode == "off":
         if size > 1:
-            raise SharedError(f"train.parallel: off, but torchrun started {size} processes; set train.parallel: jobs or data")
+            raise SharedError(
+                f"train.parallel: off, but torchrun started {size} processes; set train.parallel: jobs or data"
+            )
         return None
     return rank, size, local
 
@@ -95,7 +99,10 @@ def device_of(name: str, local_rank: int) -> str:
     per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
     if per_machine > count:
         error = SharedError if int(os.environ.get("GROUP_RANK", 0)) == 0 else UserError
-        raise error(f"device: {per_machine} processes on this machine need as many GPUs, it has {count} CUDA device(s); start at most {count} per machine (--nproc_per_node)")
+        raise error(
+            f"device: {per_machine} processes on this machine need as many GPUs, it has {count} CUDA device(s); start "
+            f"at most {count} per machine (--nproc_per_node)"
+        )
     return f"cuda:{local_rank}"
 
 
@@ -146,9 +153,14 @@ def total(world: World, values: list[float]) -> list[float]:
 def check(mode: str, size: int, n_groups: int, batch_size: int) -> None:
     """What a config must allow for `size` processes, checked by every rank before any joins."""
     if mode == "jobs" and n_groups < size:
-        raise SharedError(f"train.parallel: jobs with {size} processes but only {n_groups} (variant, seed) group(s); start at most {n_groups}")
+        raise SharedError(
+            f"train.parallel: jobs with {size} processes but only {n_groups} (variant, seed) group(s); start at most "
+            f"{n_groups}"
+        )
     if mode == "data" and batch_size % size:
-        raise SharedError(f"train.batch_size: {batch_size} does not split evenly over {size} processes (train.parallel: data)")
+        raise SharedError(
+            f"train.batch_size: {batch_size} does not split evenly over {size} processes (train.parallel: data)"
+        )
 
 
 def deal(groups: list, world: World) -> list:

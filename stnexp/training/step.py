@@ -84,7 +84,9 @@ class TrainStep:
         return lambda: update(self.m, self.x, self.y, self.sums, autocast, self.ls)
 
 
-def capture(step, module: torch.nn.Module, opt: torch.optim.Optimizer, sums: Sums, device: torch.device) -> torch.cuda.CUDAGraph:
+def capture(
+    step, module: torch.nn.Module, opt: torch.optim.Optimizer, sums: Sums, device: torch.device
+) -> torch.cuda.CUDAGraph:
     """`step()` (reading its inputs from fixed tensors) captured as a CUDA graph after WARMUP eager
     calls on a side stream; the weights and buffers of `module`, the state of `opt` and `sums` are put
     back to what they were before, so that training takes exactly the steps the eager run would.
@@ -134,9 +136,11 @@ def _snapshot(module: torch.nn.Module, opt: torch.optim.Optimizer, sums: Sums, d
     warm-up will change: weights and buffers, optimizer state, sums."""
     for group in opt.param_groups:
         group["lr"] = torch.tensor(float(group["lr"]), device=device)
-    return ({k: v.clone() for k, v in module.state_dict().items()},
-            {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()} for p, st in opt.state.items()},
-            (sums.loss.clone(), sums.correct.clone()))
+    return (
+        {k: v.clone() for k, v in module.state_dict().items()},
+        {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()} for p, st in opt.state.items()},
+        (sums.loss.clone(), sums.correct.clone()),
+    )
 
 
 @torch.no_grad()

@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from stnexp.store import artifacts as A, runs
 from stnexp import config as C
-from stnexp.store.checkpoints import atomic_text
-from stnexp.results.tables import to_csv
 from stnexp.errors import UserError
+from stnexp.results.tables import to_csv
+from stnexp.store import artifacts as A
+from stnexp.store import runs
+from stnexp.store.checkpoints import atomic_text
 
 MAX_CHILDREN = 1000  # runs in one sweep: each is a run directory and a config validated before any trains
 
@@ -66,7 +67,10 @@ def plan(sweeps: list[str]) -> tuple[list[str], list[tuple[str, dict[str, str]]]
         raise UserError(f"--sweep {twice[0]}: swept twice; give its values in one --sweep")
     count = math.prod(len(values) for _, values in parsed)
     if count > MAX_CHILDREN:
-        raise UserError(f"--sweep: {' x '.join(str(len(v)) for _, v in parsed)} = {count:,} runs, more than {MAX_CHILDREN:,} in one sweep")
+        raise UserError(
+            f"--sweep: {' x '.join(str(len(v)) for _, v in parsed)} = {count:,} runs, more than {MAX_CHILDREN:,} in "
+            "one sweep"
+        )
     children = []
     for i, combo in enumerate(itertools.product(*[values for _, values in parsed]), 1):
         values = dict(zip(keys, combo))
@@ -109,22 +113,30 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     keys, children = plan(sweeps)
     cfgs = {name: C.load(cfg_path, sets + [f"{k}={v}" for k, v in values.items()]) for name, values in children}
     base = C.load(cfg_path, sets)
-    from stnexp.training import board
     from stnexp.device import resolve
+    from stnexp.training import board
 
     for cfg in cfgs.values():  # what train checks before it makes a directory, for every child first
         resolve(cfg.device)
         board.check(cfg.train.tensorboard)
-    spec = {"config": str(Path(cfg_path).resolve()), "set": sets, "sweep": sweeps, "children": [name for name, _ in children],
-            "digest": base.digest()}
+    spec = {
+        "config": str(Path(cfg_path).resolve()),
+        "set": sets,
+        "sweep": sweeps,
+        "children": [name for name, _ in children],
+        "digest": base.digest(),
+    }
     if how.shard is not None and how.out is None:
         raise UserError("--shard: name the sweep folder that every shard shares with --out")
     # a shard joins the sweep another shard made, as --resume would (the same plan, or exit 2)
     joining = how.resume or (how.shard is not None and _read_plan(Path(how.out)) is not None)
     parent = _parent(base, how.out, joining, how.force, spec)
-    mine = children if how.shard is None else children[how.shard[0]::how.shard[1]]
+    mine = children if how.shard is None else children[how.shard[0] :: how.shard[1]]
     log = runs.logger()
-    log.info(f"sweep of {len(children)} runs in {parent}" + (f", this shard ({how.shard[0]}/{how.shard[1]}) trains {len(mine)}" if how.shard else ""))
+    log.info(
+        f"sweep of {len(children)} runs in {parent}"
+        + (f", this shard ({how.shard[0]}/{how.shard[1]}) trains {len(mine)}" if how.shard else "")
+    )
     try:
         for name, values in mine:
             child = parent / name
@@ -162,15 +174,25 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
         if old is None:
             raise UserError(f"--resume: {out} holds no sweep to resume (no {A.SWEEP_PLAN.pattern})")
         if {k: old.get(k) for k in ("set", "sweep")} != {k: spec[k] for k in ("set", "sweep")}:
-            raise UserError(f"--resume: the sweep differs from the one in {out} (--sweep {' '.join(old.get('sweep', []))}); resume with the same options")
-        if old.get("digest", spec["digest"]) != spec["digest"]:  # plans before 0.2 have none: a started child still refuses another config when resumed
-            raise UserError(f"--resume: the config differs from the one the sweep in {out} was made with ({old.get('config')}); "
-                            "resume with that config")
+            raise UserError(
+                f"--resume: the sweep differs from the one in {out} (--sweep {' '.join(old.get('sweep', []))}); "
+                "resume with the same options"
+            )
+        if (
+            old.get("digest", spec["digest"]) != spec["digest"]
+        ):  # plans before 0.2 have none: a started child still refuses another config when resumed
+            raise UserError(
+                f"--resume: the config differs from the one the sweep in {out} was made with ({old.get('config')}); "
+                "resume with that config"
+            )
     elif out.is_dir() and any(out.iterdir()):
         if not force:
             raise UserError(f"--out {out}: not empty; pass --resume to continue that sweep or --force to overwrite it")
         if old is None:
-            raise UserError(f"--out {out}: not a sweep folder (no {A.SWEEP_PLAN.pattern}); --force overwrites only sweeps, pick an empty or new folder")
+            raise UserError(
+                f"--out {out}: not a sweep folder (no {A.SWEEP_PLAN.pattern}); --force overwrites only sweeps, pick "
+                "an empty or new folder"
+            )
         for child in _children(out, old):
             if child.is_dir() and runs.is_run(child):
                 runs.clear(child, remove_dir=True)
@@ -197,7 +219,11 @@ def reported(paths: list[Path], log) -> list[Path]:
             children = [child for child in _children(path, spec) if runs.is_run(child)]
             log.info(f"{path}: a sweep, reporting its {len(children)} child run(s)")
             out += children
-        elif path.is_file() and path.name in {p.name for p in A.SWEEP_TABLE.paths(path.parent)} and _read_plan(path.parent) is not None:
+        elif (
+            path.is_file()
+            and path.name in {p.name for p in A.SWEEP_TABLE.paths(path.parent)}
+            and _read_plan(path.parent) is not None
+        ):
             log.info(f"{path}: the sweep's own table, skipped")
         else:
             out.append(runs.find_run(path, log))
@@ -221,9 +247,14 @@ def _children(folder: Path, spec: dict) -> list[Path]:
     out = []
     for name in names:
         if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
-            raise UserError(f"{A.SWEEP_PLAN.path(folder)}: names {C._cut(str(name))!r} as a child, which is not a folder inside the sweep")
+            raise UserError(
+                f"{A.SWEEP_PLAN.path(folder)}: names {C._cut(str(name))!r} as a child, which is not a folder inside "
+                "the sweep"
+            )
         if (folder / name).is_symlink():
-            raise UserError(f"{folder / name}: a symbolic link where the sweep keeps a child run; remove it (nothing was changed)")
+            raise UserError(
+                f"{folder / name}: a symbolic link where the sweep keeps a child run; remove it (nothing was changed)"
+            )
         out.append(folder / name)
     return out
 
@@ -257,13 +288,26 @@ def rows(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]
         val = _best_val(parent / name)
         for model in dict.fromkeys(r["model"] for r in results):
             for variant in dict.fromkeys(r["variant"] for r in results):
-                mine = [r for r in results if r["model"] == model and r["variant"] == variant and r.get("status", "ok") == "ok"]
+                mine = [
+                    r
+                    for r in results
+                    if r["model"] == model and r["variant"] == variant and r.get("status", "ok") == "ok"
+                ]
                 errors = [r["error"] for r in mine]
                 vals = [val[(variant, str(r["seed"]), model)] for r in mine if (variant, str(r["seed"]), model) in val]
-                out.append({**values, "run": name, "model": model, "variant": variant, "seeds": len(errors),
-                            "error_mean": round(statistics.mean(errors), 4) if errors else None,
-                            "error_std": round(statistics.stdev(errors), 4) if len(errors) > 1 else None,
-                            "val_acc": round(statistics.mean(vals), 6) if vals else None, "best": False})
+                out.append(
+                    {
+                        **values,
+                        "run": name,
+                        "model": model,
+                        "variant": variant,
+                        "seeds": len(errors),
+                        "error_mean": round(statistics.mean(errors), 4) if errors else None,
+                        "error_std": round(statistics.stdev(errors), 4) if len(errors) > 1 else None,
+                        "val_acc": round(statistics.mean(vals), 6) if vals else None,
+                        "best": False,
+                    }
+                )
     for model in dict.fromkeys(r["model"] for r in out):
         score = {}
         for r in out:
@@ -278,7 +322,11 @@ def rows(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]
 
 def markdown(table: list[dict], keys: list[str]) -> str:
     variants = list(dict.fromkeys(r["variant"] for r in table))
-    lines = ["**Sweep** (test error %, best checkpoints, mean ± std over seeds; `best`: each model's highest mean validation accuracy)", ""]
+    lines = [
+        "**Sweep** (test error %, best checkpoints, mean ± std over seeds; `best`: each model's highest mean "
+        "validation accuracy)",
+        "",
+    ]
     lines.append("| " + " | ".join(keys + ["model"] + variants + ["val acc %", "best"]) + " |")
     lines.append("|" + "---|" * (len(keys) + 1) + "---:|" * (len(variants) + 1) + "---|")
     for run in dict.fromkeys(r["run"] for r in table):
@@ -291,20 +339,33 @@ def markdown(table: list[dict], keys: list[str]) -> str:
                 if r is None or r["error_mean"] is None:
                     cells.append("-")
                 else:
-                    cells.append(f"{r['error_mean']:.2f}" + (f" ± {r['error_std']:.2f}" if r["error_std"] is not None else ""))
+                    cells.append(
+                        f"{r['error_mean']:.2f}" + (f" ± {r['error_std']:.2f}" if r["error_std"] is not None else "")
+                    )
             vals = [r["val_acc"] for r in mine.values() if r["val_acc"] is not None]
             val = f"{100 * statistics.mean(vals):.2f}" if vals else "-"
-            lines.append("| " + " | ".join([str(first[k]) for k in keys] + [model] + cells + [val, "best" if first["best"] else ""]) + " |")
+            lines.append(
+                "| "
+                + " | ".join([str(first[k]) for k in keys] + [model] + cells + [val, "best" if first["best"] else ""])
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def write_table(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]]]) -> None:
     table = rows(parent, keys, children)
     fields = keys + ["run", "model", "variant", "seeds", "error_mean", "error_std", "val_acc", "best"]
-    atomic_text(A.SWEEP_TABLE.file(parent, ".md"), markdown(table, keys) if table else "No child run has finished yet.\n")
+    atomic_text(
+        A.SWEEP_TABLE.file(parent, ".md"), markdown(table, keys) if table else "No child run has finished yet.\n"
+    )
     atomic_text(A.SWEEP_TABLE.file(parent, ".csv"), to_csv(table, fields))
     atomic_text(A.SWEEP_TABLE.file(parent, ".json"), json.dumps(table, indent=2) + "\n")
     if table:
         from stnexp.results import pictures
 
-        pictures.sweep_table(table, keys, A.SWEEP_TABLE.file(parent, ".png"), f"best validation accuracy of each model by {' and '.join(keys)}")
+        pictures.sweep_table(
+            table,
+            keys,
+            A.SWEEP_TABLE.file(parent, ".png"),
+            f"best validation accuracy of each model by {' and '.join(keys)}",
+        )
