@@ -12,6 +12,7 @@ import torch
 
 from stnexp import pose
 from stnexp.models import backbones, transforms
+from stnexp.results import tables
 
 ALPHA = 0.05
 
@@ -89,18 +90,15 @@ def paired_markdown(rows: list[dict]) -> str:
         f"by Holm's method over the pairs of the same variant and seed; significant: p Holm < {ALPHA})",
         "",
     ]
-    lines.append(
-        "| variant | seed | model A | model B | error A % | error B % | only A right | only B right | p | p Holm | |"
-    )
-    lines.append("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|")
-    for r in rows:
-        verdict = "significant" if r["significant"] else "not significant"
-        lines.append(
-            f"| {r['variant']} | {r['seed']} | {r['model_a']} | {r['model_b']} | {r['error_a']:.2f} | "
-            f"{r['error_b']:.2f} | "
-            f"{r['only_a_right']} | {r['only_b_right']} | {r['p_value']:.3g} | {r['p_holm']:.3g} | {verdict} |"
-        )
-    return "\n".join(lines) + "\n"
+    head = ["variant", "seed", "model A", "model B", "error A %", "error B %", "only A right", "only B right"]
+    head += ["p", "p Holm", ""]
+    cells = [
+        [r["variant"], str(r["seed"]), r["model_a"], r["model_b"], f"{r['error_a']:.2f}", f"{r['error_b']:.2f}"]
+        + [str(r["only_a_right"]), str(r["only_b_right"]), f"{r['p_value']:.3g}", f"{r['p_holm']:.3g}"]
+        + ["significant" if r["significant"] else "not significant"]
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n" + tables.markdown(head, cells, {1, 4, 5, 6, 7, 8, 9})
 
 
 # ---------------------------------------------------------------- error by the true distortion
@@ -160,11 +158,8 @@ def binned_markdown(rows: list[dict]) -> str:
             f"{variant}, seed {seed}, by {by}{' (' + units[by] + ')' if units[by] else ''}; digits per bin in brackets:"
         )
         parts.append("")
-        parts.append("| model | " + " | ".join(heads) + " |")
-        parts.append("|---|" + "---:|" * len(heads))
-        for r in mine:
-            parts.append(f"| {r['model']} | " + " | ".join("-" if x is None else f"{x:.2f}" for x in r["error"]) + " |")
-        parts.append("")
+        cells = [[r["model"], *("-" if x is None else f"{x:.2f}" for x in r["error"])] for r in mine]
+        parts.append(tables.markdown(["model", *heads], cells, set(range(1, len(heads) + 1))))
     return "\n".join(parts)
 
 
@@ -262,22 +257,24 @@ def rectification_markdown(rows: list[dict]) -> str:
         "image's coordinates.",
         "",
     ]
-    lines.append("| variant | seed | model | angle std | angle 90% | log-scale std | log-scale 90% | shift std |")
-    lines.append("|---|---:|---|---:|---:|---:|---:|---:|")
+    # a column per spread: std and central 90% of each part read as one number, the std of the shift
+    columns = [
+        (p, f"{p.residual}_{what}", f"{p.residual.replace('_', '-')} {label}")
+        for p in SCALAR
+        for what, label in (("std", "std"), ("range", "90%"))
+    ] + [(pose.SHIFT, "shift_std", "shift std")]
+    cells = []
     for r in rows:
         cannot = r.get("cannot", [])
 
         def pair(key, part):
-            after = f"({pose.BY_NAME[part].cannot})" if part in cannot else f"{r[key + '_after']:.3g}"
+            after = f"({part.cannot})" if part.name in cannot else f"{r[key + '_after']:.3g}"
             return f"{r[key + '_before']:.3g} -> {after}"
 
         model = r["model"] + (" (at conv1)" if r.get("at") == "conv1" else "")
-        lines.append(
-            f"| {r['variant']} | {r['seed']} | {model} | {pair('angle_std', 'angle')} | "
-            f"{pair('angle_range', 'angle')} | "
-            f"{pair('log_scale_std', 'scale')} | {pair('log_scale_range', 'scale')} | {pair('shift_std', 'shift')} |"
-        )
-    return "\n".join(lines) + "\n"
+        cells.append([r["variant"], str(r["seed"]), model, *(pair(key, part) for part, key, _ in columns)])
+    head = ["variant", "seed", "model", *(label for *_, label in columns)]
+    return "\n".join(lines) + "\n" + tables.markdown(head, cells, {1, *range(3, len(head))})
 
 
 def mean_interval(values: list[float]) -> tuple[float, float] | None:

@@ -117,10 +117,8 @@ def paper_table(rows: list[dict]) -> str:
     lines = [
         "**Test error %: ours (mean ± std over seeds, best checkpoint by validation), the paper's in brackets** "
         "(a paper row holds only the paper's model as stnexp builds it, paper.py; any other model keeps its name)",
-        "",
     ]
-    lines.append("| model | params | " + " | ".join(cols) + " |")
-    lines.append("|---|---:|" + "---:|" * len(cols))
+    out = []
     for label in labels:
         params = sorted({r["params"] for r in rows if r["label"] == label})
         cells = [f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}-{params[-1]:,}"]
@@ -131,8 +129,8 @@ def paper_table(rows: list[dict]) -> str:
             theirs = paper.TABLE1.get(here[0]["paper_row"], {}).get(c) if here else None
             seeds = f" ({len(here)} seeds)" if len(here) > 1 else ""
             cells.append(f"{ours}{seeds} [{theirs}]" if theirs is not None else f"{ours}{seeds}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        out.append([label, *cells])
+    return "\n".join(lines) + "\n\n" + tables.markdown(["model", "params", *cols], out, set(range(1, len(cols) + 2)))
 
 
 def deviations_text(sources: list[Source], rows: list[dict]) -> str:
@@ -234,10 +232,7 @@ def runs_table(out: Path) -> str:
     found = runs.all_runs(out)
     if not found:
         raise UserError(f"{out}: no stnexp runs found")
-    lines = [
-        "| run | started | variants | models: test error % (best checkpoints, mean over seeds) | status |",
-        "|---|---|---|---|---|",
-    ]
+    head = ["run", "started", "variants", "models: test error % (best checkpoints, mean over seeds)", "status"]
     rows = []
     for path in found:
         try:
@@ -249,13 +244,8 @@ def runs_table(out: Path) -> str:
         try:
             results = A.read_results(path) or []
         except UserError:  # one damaged run does not hide the others
-            rows.append(
-                (
-                    started,
-                    f"| {name} | {started} | {', '.join(cfg.data.variants)} | - | damaged: "
-                    f"{A.RESULTS.file(path, '.json').name} is not stnexp's |",
-                )
-            )
+            damaged = f"damaged: {A.RESULTS.file(path, '.json').name} is not stnexp's"
+            rows.append((started, [str(name), started, ", ".join(cfg.data.variants), "-", damaged]))
             continue
         results = [r for r in results if r["checkpoint"] == "best"]
         scores = []
@@ -274,14 +264,9 @@ def runs_table(out: Path) -> str:
                         else f"{v} {statistics.mean(errs):.2f}"
                     )
             scores.append(f"{m} {' / '.join(per) if per else '-'}")
-        rows.append(
-            (
-                started,
-                f"| {name} | {started} | {', '.join(cfg.data.variants)} | {'; '.join(scores)} | {runs.status(path)} |",
-            )
-        )
+        rows.append((started, [str(name), started, ", ".join(cfg.data.variants), "; ".join(scores), runs.status(path)]))
     rows.sort(key=lambda r: r[0], reverse=True)
-    return "\n".join(lines + [r for _, r in rows]) + "\n"
+    return tables.markdown(head, [cells for _, cells in rows])
 
 
 # ---------------------------------------------------------------- the report as files, Markdown and HTML

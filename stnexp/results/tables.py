@@ -43,12 +43,23 @@ EVAL_FIELDS = [
 PARTIAL = "(partial: the run was interrupted)"  # in the title of an interrupted run's table (and its state up to 0.2)
 
 
+def markdown(head: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    """A Markdown table: the `head` cells, then each row's; the columns numbered in `right` right-aligned
+    (the numbers). Every table stnexp prints or writes is made here."""
+    head_line = "|" + "|".join(f" {c} " if c else " " for c in head) + "|"  # an empty head cell: `| |`
+    lines = [head_line, "|" + "".join("---:|" if i in right else "---|" for i in range(len(head)))]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def mean_std(mean: float, std: float | None) -> str:
+    """A mean with its standard deviation over seeds, as every table shows it: `1.23 ± 0.45`."""
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
 def cell(errors: list[float]) -> str:
     if not errors:
         return "-"
-    if len(errors) == 1:
-        return f"{errors[0]:.2f}"
-    return f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
+    return mean_std(statistics.mean(errors), statistics.stdev(errors) if len(errors) > 1 else None)
 
 
 def table(rows: list[dict], row_label, col_key: str, title: str, first: str = "model") -> str:
@@ -56,9 +67,7 @@ def table(rows: list[dict], row_label, col_key: str, title: str, first: str = "m
     row[col_key]; diverged models are named as such."""
     labels = list(dict.fromkeys(row_label(r) for r in rows))
     cols = list(dict.fromkeys(r[col_key] for r in rows))
-    lines = [f"**{title}** (test error %, mean ± std over seeds)", ""]
-    lines.append(f"| {first} | params | " + " | ".join(cols) + " |")
-    lines.append("|---|---:|" + "---:|" * len(cols))
+    out = []
     for label in labels:
         mine = [r for r in rows if row_label(r) == label]
         params = sorted({r["params"] for r in mine})
@@ -72,8 +81,9 @@ def table(rows: list[dict], row_label, col_key: str, title: str, first: str = "m
             if bad:
                 text = bad[0] if not ok else f"{text} ({len(bad)} diverged)"
             cells.append(text)
-        lines.append(f"| {label} | {shown_params} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        out.append([label, shown_params, *cells])
+    right = set(range(1, len(cols) + 2))
+    return f"**{title}** (test error %, mean ± std over seeds)\n\n" + markdown([first, "params", *cols], out, right)
 
 
 def results_markdown(rows: list[dict], partial: bool = False) -> str:

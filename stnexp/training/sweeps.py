@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from stnexp import config as C
 from stnexp.errors import UserError
+from stnexp.results import tables
 from stnexp.results.tables import to_csv
 from stnexp.store import artifacts as A
 from stnexp.store import runs
@@ -327,8 +328,7 @@ def markdown(table: list[dict], keys: list[str]) -> str:
         "validation accuracy)",
         "",
     ]
-    lines.append("| " + " | ".join(keys + ["model"] + variants + ["val acc %", "best"]) + " |")
-    lines.append("|" + "---|" * (len(keys) + 1) + "---:|" * (len(variants) + 1) + "---|")
+    cells_of = []
     for run in dict.fromkeys(r["run"] for r in table):
         for model in dict.fromkeys(r["model"] for r in table if r["run"] == run):
             mine = {r["variant"]: r for r in table if r["run"] == run and r["model"] == model}
@@ -339,17 +339,13 @@ def markdown(table: list[dict], keys: list[str]) -> str:
                 if r is None or r["error_mean"] is None:
                     cells.append("-")
                 else:
-                    cells.append(
-                        f"{r['error_mean']:.2f}" + (f" ± {r['error_std']:.2f}" if r["error_std"] is not None else "")
-                    )
+                    cells.append(tables.mean_std(r["error_mean"], r["error_std"]))
             vals = [r["val_acc"] for r in mine.values() if r["val_acc"] is not None]
             val = f"{100 * statistics.mean(vals):.2f}" if vals else "-"
-            lines.append(
-                "| "
-                + " | ".join([str(first[k]) for k in keys] + [model] + cells + [val, "best" if first["best"] else ""])
-                + " |"
-            )
-    return "\n".join(lines) + "\n"
+            cells_of.append([str(first[k]) for k in keys] + [model] + cells + [val, "best" if first["best"] else ""])
+    head = keys + ["model"] + variants + ["val acc %", "best"]
+    right = set(range(len(keys) + 1, len(keys) + len(variants) + 2))
+    return "\n".join(lines) + "\n" + tables.markdown(head, cells_of, right)
 
 
 def write_table(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]]]) -> None:
