@@ -128,62 +128,35 @@ def _command(name: str, short_help: str, flags: dict[str, tuple[Any, Any]]):
     return register
 
 
+def _option(kind, flag: str, metavar: str, help: str):
+    """A flag with a value (None when not given): its type and its typer.Option."""
+    return kind, typer.Option(None, flag, metavar=metavar, help=help)
+
+
+def _switch(flag: str, help: str):
+    """A flag without a value: False unless given."""
+    return bool, typer.Option(False, flag, help=help)
+
+
+# the flags, one entry each with its help beside it (laid out by hand: a table reads better than ruff's layout)
+# fmt: off
 TRAIN_FLAGS = {
-    "config": (
-        Path,
-        typer.Argument(
-            ...,
-            metavar="CFG|RUN_DIR",
-            help="YAML experiment config, or with --resume a run directory (or a config's run folder: its newest run)",
-        ),
-    ),
+    "config": (Path, typer.Argument(..., metavar="CFG|RUN_DIR", help="YAML experiment config, or with --resume a "
+                                    "run directory (or a config's run folder: its newest run)")),
     "sets": (Optional[List[str]], SET),
-    "device": (
-        Optional[str],
-        typer.Option(None, "--device", metavar="D", help="override `device`: auto | cpu | cuda | cuda:N | mps"),
-    ),
-    "out": (
-        Optional[Path],
-        typer.Option(None, "--out", metavar="DIR", help="run directory (default <out>/<name>/<timestamp>)"),
-    ),
-    "resume": (
-        bool,
-        typer.Option(
-            False,
-            "--resume",
-            help="continue the run in --out or RUN_DIR (default: the newest run of this config) from its last "
-            "checkpoints",
-        ),
-    ),
-    "force": (
-        bool,
-        typer.Option(
-            False,
-            "--force",
-            help="overwrite the run in --out (only a stnexp run directory, only the files that run wrote)",
-        ),
-    ),
-    "sweep": (
-        Optional[List[str]],
-        typer.Option(
-            None,
-            "--sweep",
-            metavar="KEY=V1,V2",
-            help="train once per value of KEY (cross product over repeated --sweep) as child runs of one folder, with "
-            "one sweep table",
-        ),
-    ),
-    "shard": (
-        Optional[str],
-        typer.Option(
-            None,
-            "--shard",
-            metavar="I/N",
-            help="with --sweep: train only every N-th child from child I (0-based), joining the sweep in --out if "
-            "another shard made it; one process per shard (a job array's tasks, say)",
-        ),
-    ),
+    "device": _option(Optional[str], "--device", "D", "override `device`: auto | cpu | cuda | cuda:N | mps"),
+    "out": _option(Optional[Path], "--out", "DIR", "run directory (default <out>/<name>/<timestamp>)"),
+    "resume": _switch("--resume", "continue the run in --out or RUN_DIR (default: the newest run of this config) "
+                      "from its last checkpoints"),
+    "force": _switch("--force", "overwrite the run in --out (only a stnexp run directory, only the files that run "
+                     "wrote)"),
+    "sweep": _option(Optional[List[str]], "--sweep", "KEY=V1,V2", "train once per value of KEY (cross product over "
+                     "repeated --sweep) as child runs of one folder, with one sweep table"),
+    "shard": _option(Optional[str], "--shard", "I/N", "with --sweep: train only every N-th child from child I "
+                     "(0-based), joining the sweep in --out if another shard made it; one process per shard (a job "
+                     "array's tasks, say)"),
 }
+# fmt: on
 
 
 @_command("train", "Train the models of a config side by side; write tables, checkpoints, pictures.", TRAIN_FLAGS)
@@ -201,92 +174,33 @@ def train(given: dict) -> None:
         raise typer.Exit(130)
 
 
+# fmt: off
 EVAL_FLAGS = {
-    "source": (
-        Path,
-        typer.Argument(
-            ...,
-            metavar="RUN_DIR|CHECKPOINT",
-            help="a run directory (or a config's run folder: its newest run) or one checkpoint file",
-        ),
-    ),
-    "variants": (
-        Optional[List[str]],
-        typer.Option(
-            None,
-            "--variant",
-            metavar="NAME",
-            help="test on this variant (the run's, a --set one, or a preset); repeatable",
-        ),
-    ),
-    "images": (
-        Optional[Path],
-        typer.Option(
-            None, "--images", metavar="F", help="external test images: IDX file, uint8 N x H x W (gzip or raw)"
-        ),
-    ),
-    "labels": (
-        Optional[Path],
-        typer.Option(None, "--labels", metavar="F", help="external test labels: IDX file, N labels"),
-    ),
-    "checkpoint": (
-        str,
-        typer.Option("best", "--checkpoint", metavar="best|last", help="which checkpoints of a run: best | last"),
-    ),
-    "canvas": (
-        Optional[str],
-        typer.Option(
-            None,
-            "--canvas",
-            metavar="model|N",
-            help="render the variants on each model's own canvas (model) or on N x N px",
-        ),
-    ),
-    "sets": (
-        Optional[List[str]],
-        typer.Option(
-            None,
-            "--set",
-            metavar="KEY=VALUE",
-            help="an ad-hoc variant: data.variants.NAME={...} (as in a config); repeatable",
-        ),
-    ),
-    "sweep": (
-        Optional[str],
-        typer.Option(
-            None,
-            "--sweep",
-            metavar="KEY=A:B:STEP",
-            help="re-distort each model's own test digits with rotation, scale or shift fixed at each value from A to "
-            "B (e.g. rotation=-180:180:15); a table and a plot",
-        ),
-    ),
-    "name": (
-        Optional[str],
-        typer.Option(
-            None,
-            "--name",
-            metavar="NAME",
-            help="the evaluation's name (default: from what it scores, e.g. best-on-rts+translated)",
-        ),
-    ),
-    "force": (bool, typer.Option(False, "--force", help="replace an earlier evaluation of the same name")),
-    "out": (
-        Optional[Path],
-        typer.Option(
-            None, "--out", metavar="DIR", help="folder for NAME.{md,csv,json} and index.md (default: the run's evals/)"
-        ),
-    ),
-    "device": (
-        Optional[str],
-        typer.Option(
-            None,
-            "--device",
-            metavar="D",
-            help="auto | cpu | cuda | cuda:N | mps (default: the run's device, where this machine has it)",
-        ),
-    ),
+    "source": (Path, typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="a run directory (or a config's run "
+                                    "folder: its newest run) or one checkpoint file")),
+    "variants": _option(Optional[List[str]], "--variant", "NAME", "test on this variant (the run's, a --set one, or "
+                        "a preset); repeatable"),
+    "images": _option(Optional[Path], "--images", "F", "external test images: IDX file, uint8 N x H x W (gzip or "
+                      "raw)"),
+    "labels": _option(Optional[Path], "--labels", "F", "external test labels: IDX file, N labels"),
+    "checkpoint": (str, typer.Option("best", "--checkpoint", metavar="best|last", help="which checkpoints of a run: "
+                                     "best | last")),
+    "canvas": _option(Optional[str], "--canvas", "model|N", "render the variants on each model's own canvas (model) "
+                      "or on N x N px"),
+    "sets": _option(Optional[List[str]], "--set", "KEY=VALUE", "an ad-hoc variant: data.variants.NAME={...} (as in a "
+                    "config); repeatable"),
+    "sweep": _option(Optional[str], "--sweep", "KEY=A:B:STEP", "re-distort each model's own test digits with "
+                     "rotation, scale or shift fixed at each value from A to B (e.g. rotation=-180:180:15); a table "
+                     "and a plot"),
+    "name": _option(Optional[str], "--name", "NAME", "the evaluation's name (default: from what it scores, e.g. "
+                    "best-on-rts+translated)"),
+    "force": _switch("--force", "replace an earlier evaluation of the same name"),
+    "out": _option(Optional[Path], "--out", "DIR", "folder for NAME.{md,csv,json} and index.md (default: the run's "
+                   "evals/)"),
+    "device": _option(Optional[str], "--device", "D", "auto | cpu | cuda | cuda:N | mps (default: the run's device, "
+                      "where this machine has it)"),
 }
+# fmt: on
 
 
 @_command("eval", "Score trained models on their own, other or external test sets.", EVAL_FLAGS)

@@ -22,6 +22,7 @@ from stnexp.models.backbones import CNNConfig, FCNConfig  # noqa: F401
 from stnexp.models.blocks import MAX_SIDE, Channels, Strict, TransformerConfig  # noqa: F401
 
 # Each preset is a full set of distortion ranges; a variant may name one and override any range.
+# fmt: off
 PRESETS: dict[str, dict[str, Any]] = {
     "plain": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": 0.0},
     "rotated": {"canvas": 28, "rotation": (-90.0, 90.0), "scale": (1.0, 1.0), "translation": 0.0},
@@ -29,30 +30,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "translated": {"canvas": 42, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": "fit"},
     "scaled": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.7, 1.2), "translation": 0.0},
     # the paper's P, E and TC (stn-paper.md): projective corners, elastic TPS, translated + clutter
-    "projective": {
-        "canvas": 28,
-        "rotation": (0.0, 0.0),
-        "scale": (0.75, 1.0),
-        "translation": 0.0,
-        "corner_jitter": 5.0,
-    },
-    "elastic": {
-        "canvas": 28,
-        "rotation": (0.0, 0.0),
-        "scale": (0.75, 1.0),
-        "translation": 0.0,
-        "elastic_jitter": 1.5,
-        "elastic_grid": 4,
-    },
-    "cluttered": {
-        "canvas": 60,
-        "rotation": (0.0, 0.0),
-        "scale": (1.0, 1.0),
-        "translation": "fit",
-        "patches": 6,
-        "patch_size": 6,
-    },
+    "projective": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.75, 1.0), "translation": 0.0,
+                   "corner_jitter": 5.0},
+    "elastic": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.75, 1.0), "translation": 0.0,
+                "elastic_jitter": 1.5, "elastic_grid": 4},
+    "cluttered": {"canvas": 60, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": "fit",
+                  "patches": 6, "patch_size": 6},
 }
+# fmt: on
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # at most 64: names become file and folder names
 NAME_RULE = "must be 1-64 letters, digits, '_', '.' or '-' (starting with a letter or digit)"
 
