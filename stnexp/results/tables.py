@@ -9,6 +9,7 @@ import json
 import statistics
 from pathlib import Path
 
+from stnexp.store import artifacts as A
 from stnexp.store.checkpoints import atomic_text
 
 RESULT_FIELDS = [
@@ -40,7 +41,7 @@ EVAL_FIELDS = [
 ]
 
 
-PARTIAL = "(partial: the run was interrupted)"  # in the title of an interrupted run's table (and its state up to 0.2)
+PARTIAL = A.PARTIAL
 
 
 def markdown(head: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from stnexp.errors import UserError
 
 TABLE_SUFFIXES = (".md", ".csv", ".json")
+PARTIAL = "(partial: the run was interrupted)"  # in the title of an interrupted run's results.md (its state up to 0.2)
 FIGURE_SUFFIXES = (".png", ".pdf")  # every figure as PNG and, beside it, as PDF (pictures.py)
 CHECKPOINT_KINDS = ("best", "last")
 

@@ -422,9 +422,7 @@ def status(run: Path) -> str:
     said = state(run)
     if said is None:  # before 0.2 wrote the state: an interrupted run's results.md said so in its title
         try:
-            from stnexp.results.tables import PARTIAL
-
-            said = "interrupted" if PARTIAL in A.RESULTS.path(run).read_text(encoding="utf-8") else "finished"
+            said = "interrupted" if A.PARTIAL in A.RESULTS.path(run).read_text(encoding="utf-8") else "finished"
         except OSError:
             said = "interrupted"
     return "finished" if said == "finished" else "interrupted"
