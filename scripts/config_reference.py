@@ -16,13 +16,13 @@ from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
 from stnexp import config  # noqa: E402
+from stnexp.models.backbones import BACKBONES  # noqa: E402
 
 SECTIONS = [
     ("", config.Config, "top level"),
     ("data.", config.DataConfig, "data"),
     ("data.variants.NAME.", config.VariantConfig, "a variant"),
-    ("models.NAME.", config.CNNConfig, "a model, `arch: cnn`"),
-    ("models.NAME.", config.FCNConfig, "a model, `arch: fcn`"),
+    *(("models.NAME.", b.schema, f"a model, `arch: {arch}`") for arch, b in BACKBONES.items()),
     ("models.NAME.stn.", config.TransformerConfig, "a model's spatial transformer, `stn:`"),
     (
         "models.NAME.",
