@@ -217,41 +217,21 @@ def run_epoch(
             m.model.train()
             group.steps[m.name].sums.zero()
     label = f"{group0.variant} s{','.join(str(g.seed) for g, _ in parts)}"
-    bar = tqdm(
-        total=steps,
-        desc=f"{label} epoch {number}/{group0.length.epochs}",
-        unit="step",
-        leave=False,
-        dynamic_ncols=True,
-        disable=None,
-    )  # no bar when not a terminal
+    desc = f"{label} epoch {number}/{group0.length.epochs}"
+    # disable=None: no bar when the output is not a terminal (the plain lines below stand in for it)
+    bar = tqdm(total=steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)
     started = last_read = last_line = time.perf_counter()
     done = 0
     part = run.mode.part(group0.stream.batch_size)
     for batches in zip(*(g.stream.epoch(number) for g, _ in parts)):
         if done == steps:
             break
-        batches = [
-            (x[part], y[part]) for x, y in batches
-        ]  # data-parallel: this rank's shard of the batch every rank drew
-        live = [
-            (g.steps[m.name], m, batch)
-            for (g, active), batch in zip(parts, batches)
-            for m in active
-            if m.diverged is None
-        ]
-        stepper.step(live)
-        for _, m, _ in live:
-            m.step += 1
+        step_all(stepper, parts, [(x[part], y[part]) for x, y in batches])  # data-parallel: this rank's shard
         done += 1
         bar.update(1)
         if time.perf_counter() - last_read > PROGRESS_EVERY or done == steps:
             last_read = time.perf_counter()
-            post = {}
-            for (group, _), epoch in zip(parts, epochs):
-                numbers = progress(run, group, epoch, done)
-                post.update(numbers if len(parts) == 1 else {f"{k} s{group.seed}": v for k, v in numbers.items()})
-            post[LEFT] = time_left(run, group0, number, done, last_read - started)
+            post = progress_all(run, parts, epochs, done, last_read - started)
             bar.set_postfix(post, refresh=False)
             if bar.disable and last_read - last_line >= PLAIN_EVERY and done < steps:
                 last_line = last_read
@@ -265,6 +245,27 @@ def run_epoch(
         epoch.steps = done
         epoch.seconds = {m.name: stepper.seconds(m, n_active) for m in epoch.active}
     return epochs
+
+
+def step_all(stepper: modes.OneByOne, parts: list[tuple[Group, list[Member]]], batches: list[tuple]) -> None:
+    """One optimizer step of every model of the groups that has not diverged, each on its group's batch."""
+    live = [
+        (g.steps[m.name], m, batch) for (g, active), batch in zip(parts, batches) for m in active if m.diverged is None
+    ]
+    stepper.step(live)
+    for _, m, _ in live:
+        m.step += 1
+
+
+def progress_all(run: Run, parts: list[tuple[Group, list[Member]]], epochs: list[Epoch], done: int, seconds: float):
+    """The progress bar's numbers: each model's running loss and accuracy (by seed when groups train in
+    lockstep) and the time left."""
+    post = {}
+    for (group, _), epoch in zip(parts, epochs):
+        numbers = progress(run, group, epoch, done)
+        post.update(numbers if len(parts) == 1 else {f"{k} s{group.seed}": v for k, v in numbers.items()})
+    post[LEFT] = time_left(run, parts[0][0], epochs[0].number, done, seconds)
+    return post
 
 
 def progress(run: Run, group: Group, epoch: Epoch, done: int) -> dict[str, str]:
