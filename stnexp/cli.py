@@ -1,5 +1,5 @@
-"""The `stnexp` command: parse, load the config, call one function, print. torch is imported inside the
-commands, so `stnexp --help` stays fast."""
+"""The `stnexp` command: parse the flags (declared once per command, TRAIN_FLAGS and EVAL_FLAGS), make the
+request, call one function, print. torch is imported inside the commands, so `stnexp --help` stays fast."""
 
 from __future__ import annotations
 
