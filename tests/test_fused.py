@@ -109,24 +109,22 @@ def test_models_with_dropout_or_different_shapes_are_not_fused():
     assert not fused.fusable([build("a", 0)])
 
 
+def _two_seeds(device: str, sizes: tuple[int, int], third: dict, **train):
+    """Seeds 0 and 1 of RTS with `sizes` (training, validation digits): a CNN, an ST-CNN and a `third`
+    model, trained in fp32 by `train`."""
+    models = {"cnn": {"arch": "cnn"}, "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}}, **third}
+    data = {"train_size": sizes[0], "val_size": sizes[1], "variants": {"rts": None}}
+    return config.validate(
+        {"device": device, "seeds": [0, 1], "data": data, "models": models, "train": {"amp": "off", **train}}
+    )
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_models_stepped_together_take_the_steps_they_take_alone(device):
     # a CNN, an ST-CNN and a CNN with dropout for each of two seeds, each on its own batch: on CUDA one
     # graph with a stream per model and the dropout models (no graph) eagerly beside it, on the CPU
     # one after another
-    cfg = config.validate(
-        {
-            "device": device,
-            "seeds": [0, 1],
-            "data": {"train_size": 512, "val_size": 0, "variants": {"rts": None}},
-            "models": {
-                "cnn": {"arch": "cnn"},
-                "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}},
-                "drop": {"arch": "cnn", "dropout": 0.5},
-            },
-            "train": {"batch_size": 32, "lr": 0.01, "amp": "off"},
-        }
-    )
+    cfg = _two_seeds(device, (512, 0), {"drop": {"arch": "cnn", "dropout": 0.5}}, batch_size=32, lr=0.01)
     dev = torch.device(device)
     length = members.Length(8, 8, 1)
 
@@ -167,19 +165,7 @@ def _training(tmp_path, device: str, fuse: str):
     from stnexp import data
     from stnexp.training import loop
 
-    cfg = config.validate(
-        {
-            "device": device,
-            "seeds": [0, 1],
-            "data": {"train_size": 256, "val_size": 128, "variants": {"rts": None}},
-            "models": {
-                "cnn": {"arch": "cnn"},
-                "st-cnn": {"arch": "cnn", "stn": {"loc_lr_scale": 0.1}},
-                "wild": {"arch": "cnn"},
-            },
-            "train": {"epochs": 2, "batch_size": 64, "amp": "off", "fuse": fuse},
-        }
-    )
+    cfg = _two_seeds(device, (256, 128), {"wild": {"arch": "cnn"}}, epochs=2, batch_size=64, fuse=fuse)
     dev = torch.device(device)
     run = loop.Run(cfg, tmp_path, dev, None, logging.getLogger("test"), threading.Event(), data.split(cfg.data, dev))
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from stnexp.config.messages import _cut, _did_you_mean, _shown
-from stnexp.models import backbones, transforms
+from stnexp.models import backbones
 
 # re-exported: every block's schema by its config name (config.FCNConfig)
 from stnexp.models.backbones import CNNConfig, FCNConfig  # noqa: F401
@@ -190,27 +190,33 @@ class DataConfig(Strict):
         return self
 
 
-class STNCNNConfig(Strict):
-    """The flat form of version 0.1, `arch: stn-cnn`: read as `arch: cnn` with an `stn` block."""
-
-    arch: Literal["stn-cnn"] = Field(
-        description="`stn-cnn`: the same as `arch: cnn` with `stn: {transform, at, out_size, loc_lr_scale}`"
-    )
-    channels: tuple[Channels, Channels] = Field((32, 64), description="as for `cnn`")
-    norm: Literal["none", "batch"] = Field("none", description="as for `cnn`")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="as for `cnn`")
-    transform: Literal[tuple(transforms.FAMILIES)] = Field(  # type: ignore[valid-type]
-        "affine", description="as `stn.transform`"
-    )
-    out_size: Optional[int] = Field(None, ge=4, le=MAX_SIDE, description="as `stn.out_size`")
-    at: Literal["input", "conv1"] = Field("input", description="as `stn.at`")
-    loc_lr_scale: float = Field(1.0, gt=0.0, description="as `stn.loc_lr_scale`")
-
+class _FlatCNN(Strict):
     def canonical(self) -> CNNConfig:
-        stn = TransformerConfig(
-            transform=self.transform, at=self.at, out_size=self.out_size, loc_lr_scale=self.loc_lr_scale
-        )
+        """The same model as `arch: cnn` with an `stn` block."""
+        stn = TransformerConfig(**{key: getattr(self, key) for key in FLAT_STN_KEYS})
         return CNNConfig(arch="cnn", channels=self.channels, norm=self.norm, dropout=self.dropout, stn=stn)
+
+
+FLAT_STN_KEYS = ("transform", "out_size", "at", "loc_lr_scale")  # the `stn` keys 0.1 wrote beside `arch`
+# The flat form of version 0.1, `arch: stn-cnn`: read as `arch: cnn` with an `stn` block. Its keys are the cnn's
+# layer keys and those transformer keys, declared where they are (CNNConfig, TransformerConfig), not again.
+STNCNNConfig = create_model(
+    "STNCNNConfig",
+    __base__=_FlatCNN,
+    __doc__="The flat form of version 0.1, `arch: stn-cnn`: read as `arch: cnn` with an `stn` block.",
+    arch=(
+        Literal["stn-cnn"],
+        Field(description="`stn-cnn`: the same as `arch: cnn` with `stn: {transform, at, out_size, loc_lr_scale}`"),
+    ),
+    **{
+        key: (CNNConfig.model_fields[key].annotation, CNNConfig.model_fields[key])
+        for key in ("channels", "norm", "dropout")
+    },
+    **{
+        key: (TransformerConfig.model_fields[key].annotation, TransformerConfig.model_fields[key])
+        for key in FLAT_STN_KEYS
+    },
+)
 
 
 ARCHS = (*backbones.BACKBONES, "stn-cnn")  # `arch`: a backbone of the registry, or 0.1's flat form
