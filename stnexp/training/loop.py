@@ -114,7 +114,7 @@ def train(
     history: list[dict] = []
     interrupted = False
     try:
-        bundles = (modes.Fused if fuse else modes.OneByOne).bundles(mine)
+        bundles = modes.stepping(fuse).bundles(mine)  # the groups that train at the same time
         for i, bundle in enumerate(bundles):
             now = replace(run, bundles_after=len(bundles) - 1 - i)
             trained = [make_group(now, vname, seed) for vname, seed in bundle]
