@@ -264,7 +264,7 @@ class TrainConfig(Strict):
         "auto",
         description="on: each variant's seeds train in lockstep and every step of all their models is taken at once, "
         "on CUDA with graphs as one graph with a stream per model (the same numbers as off); auto: on where measured "
-        "faster, on CUDA with graphs outside data-parallel mode (1.2-1.3x on an H200; docs/performance.md) | off",
+        "faster, on CUDA with graphs outside data-parallel mode (docs/performance.md) | off",
     )
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
     deterministic: bool = Field(

@@ -113,8 +113,8 @@ class Stream:
 
     def epoch(self, epoch: int):
         """Yield (images, labels) for one epoch. On a GPU distortions are made for CHUNK images at a
-        time (one batch's ~30 small kernels are launch-bound; 16 batches at once run 10x faster); on a
-        CPU batch by batch, which stays in cache (3x faster than 4096 at once)."""
+        time (one batch's ~30 small kernels are launch-bound); on a CPU batch by batch, which stays in
+        cache (both measured faster: docs/performance.md)."""
         dev = self.digits.images.device
         gens = distortions.generators(dev, self.spec, self.seed, self.name, "train", epoch)
         bs = self.batch_size

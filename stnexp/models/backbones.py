@@ -76,7 +76,8 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 def conv_block(c_in: int, c_out: int, kernel: int, norm: str) -> nn.Sequential:
     """conv -> ReLU -> max-pool 2. Without batch norm the pool runs before the ReLU: max-pooling commutes
     with any monotonic function, so the output is the same, and the ReLU (forward and backward) touches
-    4x fewer values (a fifth of the CNN's CPU step time went to them). Batch norm may flip signs, so
+    4x fewer values (a large share of the CNN's CPU step went to them: docs/performance.md). Batch norm
+    may flip signs, so
     there the textbook order stays."""
     conv = (ImageConv if c_in == 1 else Conv)(c_in, c_out, kernel)  # kernels.py: stnexp's CPU kernels
     if norm == "batch":

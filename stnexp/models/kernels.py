@@ -52,7 +52,7 @@ def _plain(conv: nn.Conv2d) -> bool:
 
 class Conv(nn.Conv2d):
     """A valid convolution of feature maps (conv2): on the CPU in fp32 with a gradient, forward and
-    backward through the DFT (oneDNN's backward of conv2 took about 3x its forward there). Under vmap
+    backward through the DFT (oneDNN's backward of conv2 costs several times its forward there). Under vmap
     neither input reports that it requires a gradient, so the plain path runs there."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +71,7 @@ class Conv(nn.Conv2d):
 class ImageConv(nn.Conv2d):
     """A valid convolution of one-channel images (conv1): its gradient with respect to the images, when
     one is needed (behind a transformer at the input), computed on the CPU as a depthwise convolution
-    summed over the channels (oneDNN's own for one input channel took about 5x the forward pass). Under
+    summed over the channels (oneDNN's own for one input channel costs several forward passes). Under
     vmap images do not report that they require a gradient, so the plain path runs there."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ class _ImageConvFn(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # the full correlation of each channel's gradient with its own flipped kernel, then the sum
             # over channels: a depthwise forward conv, which oneDNN runs fast (faster than the same as
-            # a transposed conv, 4x faster than one conv from all channels to one)
+            # a transposed conv or as one conv from all channels to one: docs/performance.md)
             gx = F.conv2d(g, w.flip(2, 3), groups=w.shape[0], padding=(w.shape[-2] - 1, w.shape[-1] - 1)).sum(
                 1, keepdim=True
             )

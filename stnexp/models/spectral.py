@@ -6,8 +6,8 @@ only reaches outputs past the valid ones. Each 2-D DFT is two small matrix produ
 columns), the product a batch of (batch x c_in) @ (c_in x c_out) matrix products, one per frequency.
 For conv2 of the paper's CNN (32 -> 64 channels, 7x7 on 17x17) that is about a fifth of the direct
 convolution's multiply-adds, and autograd's backward pass through the same products is as cheap; on
-a CPU without bf16 matrix units oneDNN's backward of that conv takes about 3x its forward
-(docs/performance.md). Only plain differentiable ops are used, so autograd needs no backward of its
+a CPU without bf16 matrix units oneDNN's backward of that conv costs several times its forward
+(docs/performance.md has the figures). Only plain differentiable ops are used, so autograd needs no backward of its
 own; values and gradients agree with F.conv2d's to float rounding (tests/test_models.py, on the CPU:
 the only place kernels.Conv calls it).
 """

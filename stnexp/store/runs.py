@@ -282,8 +282,8 @@ def write_env(run: Path, device, precision: str, resume: bool = False) -> None:
 
 
 def _installed(package: str) -> str | None:
-    """A package's version from its metadata: importing torchvision only to read it cost 1.7-4.5 s of
-    every run's start on a 2-core CPU."""
+    """A package's version from its metadata: importing torchvision only to read it cost seconds of
+    every run's start (docs/performance.md)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -29,7 +29,7 @@ class Sums:
 def update(m: Member, x: torch.Tensor, y: torch.Tensor, sums: Sums, autocast, label_smoothing: float) -> None:
     """The step itself: forward, loss, backward, optimizer step, running sums. The gradients are unset
     between forward and backward: the previous step's are freed only once the forward has allocated its
-    activations (1.1x the CPU step rate of unsetting them first, scripts/bench.py). Under capture the
+    activations (faster on the CPU than unsetting them first: docs/performance.md). Under capture the
     graph's backward then writes fresh gradients each replay."""
     with autocast():
         logits = (m.ddp or m.model)(x)
