@@ -37,9 +37,8 @@ warnings.filterwarnings("ignore", message=r".*batching rule for aten::affine_gri
 def wanted(t: TrainConfig, device: torch.device) -> bool:
     """Whether `stnexp train` steps models together (train.fuse). auto: where it was measured faster,
     on CUDA with graphs (one graph with a stream per model; the figures are in docs/performance.md). Not
-    on a CPU, where
-    Together is one model after another anyway, nor where the steps are not graphed (eager steps,
-    data-parallel ones)."""
+    on a CPU, where Together is one model after another anyway, nor where the steps are not graphed
+    (eager steps, data-parallel ones)."""
     if t.fuse != "auto":
         return t.fuse == "on"
     return device.type == "cuda" and t.cuda_graphs and t.parallel != "data"
