@@ -57,6 +57,11 @@ def test_set(loaded: Loaded, variant: str | None = None) -> TestSet:
     return TestSets(device).get(loaded.config, variant or loaded.variant, loaded.seed)
 
 
+def _items(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """A repeatable flag's values: one string is one value (as one --set is), not its characters."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def train(config: str | Path, **options) -> Path:
     """`stnexp train CONFIG`: `options` are the fields of launch.TrainRequest (out, sets, device, resume,
     force, sweep, shard), as the flags of the same names. Returns the run directory (with `sweep`, the
@@ -65,7 +70,7 @@ def train(config: str | Path, **options) -> Path:
 
     for key in ("sets", "sweep"):
         if key in options:
-            options[key] = tuple(options[key])
+            options[key] = _items(options[key])
     return launch.start(launch.TrainRequest(Path(config), **options, command=f"stnexp.train({str(config)!r})"))
 
 
@@ -77,6 +82,6 @@ def evaluate(source: str | Path, **options) -> Evaluation:
 
     for key in ("variants", "sets"):
         if key in options:
-            options[key] = tuple(options[key])
+            options[key] = _items(options[key])
     markdown, stem = evaluation.evaluate(evaluation.EvalRequest(Path(source), **options), runs.logger())
     return Evaluation(markdown, json.loads(stem.with_name(stem.name + ".json").read_text()), stem)

@@ -79,7 +79,6 @@ PARTS = (ANGLE, SCALE, SHIFT)
 NAMES = tuple(p.name for p in PARTS)
 BY_SWEEP = {p.sweep: p for p in PARTS}
 BY_RESIDUAL = {p.residual: p for p in PARTS}
-BY_NAME = {p.name: p for p in PARTS}
 # the unit of every name a figure's axis may carry: a part's, its residual's and its sweep key's
 UNITS = {
     **{p.sweep: p.unit for p in PARTS},

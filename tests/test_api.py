@@ -66,3 +66,11 @@ def test_importing_stnexp_loads_no_torch():
 
     code = "import sys, stnexp; assert 'torch' not in sys.modules; stnexp.load; assert 'torch' in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_repeatable_option_given_as_one_string_is_one_value(tiny_run, tmp_path):
+    import stnexp
+
+    result = stnexp.evaluate(tiny_run, variants="translated", out=tmp_path, device="cpu")
+    assert {row["tested_on"] for row in result.rows} == {"translated"}
+    assert result.files == tmp_path / "best-on-translated"

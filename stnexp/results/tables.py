@@ -41,9 +41,6 @@ EVAL_FIELDS = [
 ]
 
 
-PARTIAL = A.PARTIAL
-
-
 def markdown(head: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
     """A Markdown table: the `head` cells, then each row's; the columns numbered in `right` right-aligned
     (the numbers). Every table stnexp prints or writes is made here."""
@@ -90,7 +87,7 @@ def table(rows: list[dict], row_label, col_key: str, title: str, first: str = "m
 def results_markdown(rows: list[dict], partial: bool = False) -> str:
     best = [r for r in rows if r["checkpoint"] == "best"]
     last = [r for r in rows if r["checkpoint"] == "last"]
-    note = f" {PARTIAL}" if partial else ""
+    note = f" {A.PARTIAL}" if partial else ""
     by_model = lambda r: r["model"]  # noqa: E731
     out = table(best, by_model, "variant", f"Best checkpoint by validation accuracy{note}")
     if last:

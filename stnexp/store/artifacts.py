@@ -283,8 +283,6 @@ SWEEP_TABLE = _a(
 )
 SWEEP = [SWEEP_PLAN, SWEEP_TABLE]
 
-BY_NAME = {a.name: a for a in RUN + SWEEP}
-
 
 def own_files() -> list[str]:
     """The top-level files of a run directory that stnexp writes (in every format)."""
