@@ -4,6 +4,7 @@
 #   ../shared/tools/gpu-wheels   (here, once: pydantic's wheels into .whl/), then run with carry [".whl"]:
 #   bash scripts/gpu_queue.sh "$OUT"
 # What it runs, in order, under one shared deadline (SIGINT at the deadline: partial tables, resumable):
+#   0. the rectification search, configs/ablations/rectify.yaml on R and RTS (results and analysis.md);
 #   1. the CUDA and fused tests (tests/test_cuda.py, tests/test_fused.py);
 #   2. Table 1 by the fast recipe: every configs/fast/<column>.yaml (CNN and ST-CNN affine, 3 seeds,
 #      1.5M training images per model), then `stnexp report --paper` over them (table1-fast.md);
@@ -25,6 +26,15 @@ fi
 deadline=$(( $(date +%s) + seconds ))
 left() { echo $(( deadline - $(date +%s) )); }
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; python3 -c "import torch; print('torch', torch.__version__)"; } > "$out/machine.txt" 2>&1
+
+# the rectification search first (configs/ablations/rectify.yaml: every localisation-net and backbone lever
+# on identical batches, one seed, the fast recipe's schedule), on R and then RTS
+for column in rotated rts; do
+  timeout -s INT "$(( $(left) - 20 ))" python3 -m stnexp train configs/ablations/rectify.yaml "${sets[@]}" \
+    --set "data.variants={$column: {preset: $column}}" --out "/tmp/rectify/$column" --force > "$out/rectify-$column.txt" 2>&1
+  echo "rectify $column: exit $? -- $(tail -n 1 "$out/rectify-$column.txt")"
+  cp "/tmp/rectify/$column/analysis.md" "$out/rectify-$column-analysis.md" 2>/dev/null
+done
 
 timeout -s INT 90 python3 -m pytest -q tests/test_cuda.py tests/test_fused.py > "$out/tests.txt" 2>&1
 echo "tests: exit $? -- $(tail -n 1 "$out/tests.txt")"

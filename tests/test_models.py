@@ -359,3 +359,35 @@ def test_the_models_do_not_import_the_config_nor_anything_above_them():
             assert not [
                 line for line in imports if f"stnexp.{above}" in line or line.startswith(f"from stnexp import {above}")
             ], source
+
+
+def test_the_ptn_cnn_backbone_is_polar_transformer_networks_plain_cnn_with_an_optional_transformer():
+    from stnexp.config.loading import validate
+    from stnexp.models import network
+
+    cfg = validate(
+        {
+            "name": "t",
+            "data": {"variants": {"rts": {}}},
+            "models": {"p": {"arch": "ptn-cnn"}, "sp": {"arch": "ptn-cnn", "stn": {"transform": "similarity"}}},
+        }
+    )
+    plain, st = (network.build(cfg.models[n], 42) for n in ("p", "sp"))
+    assert 120_000 < network.n_params(plain) < 130_000  # the paper's "about 129k", without conv biases
+    assert [m.stride[0] for m in plain.features if isinstance(m, torch.nn.Conv2d)] == [1, 2, 1, 1, 2, 1, 1, 2, 1, 1]
+    x = torch.rand(3, 1, 42, 42)
+    assert plain(x).shape == st(x).shape == (3, 10)
+    assert st.transform_params(x).shape == (3, 4)
+
+
+def test_the_localisation_net_takes_a_width_and_batch_norm_and_keeps_its_old_layers_by_default():
+    from stnexp.models.blocks import TransformerConfig
+    from stnexp.models.transformer import Transformer
+
+    old = Transformer(1, 42, 42, TransformerConfig(), "conv")
+    assert [type(m).__name__ for m in old.loc] == [
+        "MaxPool2d", "Conv2d", "MaxPool2d", "ReLU", "Conv2d", "ReLU", "Flatten", "Linear", "ReLU"
+    ]  # fmt: skip
+    new = Transformer(1, 42, 42, TransformerConfig(loc_norm="batch", loc_width=48), "conv")
+    assert sum(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in new.loc) == 3
+    assert new.regress.in_features == 48 and new.loc[1].out_channels == 48

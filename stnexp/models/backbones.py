@@ -63,7 +63,41 @@ class FCNConfig(Strict):
         return v
 
 
-BackboneConfig = Union[CNNConfig, FCNConfig]
+PTN_CHANNELS = (16, 16, 16, 16, 32, 32, 32, 64, 64, 64)
+PTN_STRIDES = (1, 2, 1, 1, 2, 1, 1, 2, 1, 1)
+
+
+class PTNConfig(Strict):
+    arch: Literal["ptn-cnn"] = Field(
+        description="`ptn-cnn`: the plain CNN of Polar Transformer Networks (Esteves et al., ICLR 2018): 3x3 conv "
+        "-> batch norm -> ReLU blocks, subsampled by strided convs, global average pooling -> linear"
+    )
+    channels: tuple[Channels, ...] = Field(PTN_CHANNELS, description="output channels of each 3x3 conv block")
+    strides: tuple[Literal[1, 2], ...] = Field(PTN_STRIDES, description="stride of each conv block (1 or 2)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
+    stn: Optional[TransformerConfig] = Field(
+        None,
+        description="a spatial transformer at the input: `{transform, out_size, loc, pool, loc_lr_scale, loc_norm, "
+        "loc_width}` (`at` must be `input`); empty = none",
+    )
+
+    @field_validator("stn")
+    @classmethod
+    def _input_only(cls, v: Optional[TransformerConfig]) -> Optional[TransformerConfig]:
+        if v is not None and v.at != "input":
+            raise ValueError(f"at: a ptn-cnn's transformer can only be at `input`, got {v.at!r}")
+        return v
+
+    @field_validator("strides")
+    @classmethod
+    def _one_stride_a_block(cls, v: tuple, info) -> tuple:
+        n = len(info.data.get("channels", PTN_CHANNELS))
+        if len(v) != n:
+            raise ValueError(f"one stride per conv block: {n} channels but {len(v)} strides")
+        return v
+
+
+BackboneConfig = Union[CNNConfig, FCNConfig, PTNConfig]
 
 
 # ---------------------------------------------------------------- the modules
@@ -170,7 +204,34 @@ class FCN(_Transforming):
         return normalise(x)
 
 
-Model = Union[CNN, FCN]
+class PTN(_Transforming):
+    """Polar Transformer Networks' plain CNN (daniilidis-group/polar-transformer-networks, arch.py): padded
+    3x3 conv -> batch norm -> ReLU blocks, strided convs to subsample, global average pooling and one linear
+    layer, with an optional spatial transformer at the input. Few parameters (about 129k at the defaults)
+    and no large fully connected head."""
+
+    def __init__(self, cfg: PTNConfig, p: Plan):
+        super().__init__()
+        self.at = "input" if cfg.stn else None
+        self.stn = Transformer(1, p.loc_in, p.stn_out, cfg.stn, loc_kind(cfg)) if cfg.stn else None
+        layers, c_in = [], 1
+        for c_out, stride in zip(cfg.channels, cfg.strides):
+            conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)  # bias: batch norm's
+            layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(c_in, N_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = normalise(self.stn(normalise(x), x)) if self.stn is not None else normalise(x)
+        return self.classifier(self.dropout(self.features(x).mean((2, 3))))
+
+    def loc_input(self, x: torch.Tensor) -> torch.Tensor:
+        return normalise(x)
+
+
+Model = Union[CNN, FCN, PTN]
 
 
 # ---------------------------------------------------------------- the registry
@@ -198,9 +259,16 @@ def _cnn_side(cfg: CNNConfig, seen: int) -> int:
     return after_block(after_block(seen, CONV1_KERNEL), CONV2_KERNEL)
 
 
+def _ptn_side(cfg: PTNConfig, seen: int) -> int:
+    for stride in cfg.strides:
+        seen = (seen + stride - 1) // stride  # a padded 3x3 conv
+    return seen
+
+
 BACKBONES: dict[str, Backbone] = {
     "cnn": Backbone(CNNConfig, CNN, _cnn_side, "conv", "CNN", conv1=lambda size: after_block(size, CONV1_KERNEL)),
     "fcn": Backbone(FCNConfig, FCN, lambda cfg, seen: seen, "fc", "FCN"),
+    "ptn-cnn": Backbone(PTNConfig, PTN, _ptn_side, "conv", None),
 }
 
 

@@ -40,6 +40,16 @@ class TransformerConfig(Strict):
         description="localisation net: `conv` (downsample 2, conv 5x5 (20), pool 2, conv 5x5 (20), FC 20) or `fc` (FC "
         "32, FC 32); empty = conv in a cnn, fc in an fcn",
     )
+    loc_norm: Literal["none", "batch"] = Field(
+        "none", description="normalisation inside the localisation net, after each conv and its hidden FC: none | batch"
+    )
+    loc_width: int = Field(
+        20,
+        ge=1,
+        le=1024,
+        description="channels of the conv localisation net's convs and width of its hidden FC (the paper's: 20); "
+        "ignored by `loc: fc`",
+    )
     pool: int = Field(
         1,
         ge=1,

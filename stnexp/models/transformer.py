@@ -26,18 +26,25 @@ def loc_side(size: int) -> int:
     return (size // 2 - 4 + 2 * pad) // 2 - 4 + 2 * pad
 
 
-def conv_loc(channels: int, in_size: int) -> nn.Sequential:
-    """The paper's ST-CNN localisation net: downsample x2, conv 5x5 (20), pool 2, conv 5x5 (20), FC 20."""
+def conv_loc(channels: int, in_size: int, width: int = 20, norm: str = "none") -> nn.Sequential:
+    """The paper's ST-CNN localisation net: downsample x2, conv 5x5 (20), pool 2, conv 5x5 (20), FC 20;
+    `width` replaces the 20s. With `norm: batch` a batch norm follows each conv and the FC, as in the
+    classifier: levers of the rectification search (configs/ablations/rectify.yaml). The defaults build
+    exactly the layers (and state-dict names) of earlier versions, so old checkpoints load."""
     pad, side = loc_padding(in_size), loc_side(in_size)
+    bn = norm == "batch"
     return nn.Sequential(
         nn.MaxPool2d(2),
-        nn.Conv2d(channels, 20, 5, padding=pad),
+        nn.Conv2d(channels, width, 5, padding=pad),
+        *([nn.BatchNorm2d(width)] if bn else []),
         nn.MaxPool2d(2),  # before the ReLU: the same values, less work (see backbones.conv_block)
         nn.ReLU(inplace=True),
-        nn.Conv2d(20, 20, 5, padding=pad),
+        nn.Conv2d(width, width, 5, padding=pad),
+        *([nn.BatchNorm2d(width)] if bn else []),
         nn.ReLU(inplace=True),
         nn.Flatten(),
-        nn.Linear(20 * side * side, 20),
+        nn.Linear(width * side * side, width),
+        *([nn.BatchNorm1d(width)] if bn else []),
         nn.ReLU(inplace=True),
     )
 
@@ -45,12 +52,15 @@ def conv_loc(channels: int, in_size: int) -> nn.Sequential:
 FC_LOC = 32  # the paper's ST-FCN localisation net: fully connected layers of 32 units
 
 
-def fc_loc(channels: int, in_size: int) -> nn.Sequential:
+def fc_loc(channels: int, in_size: int, norm: str = "none") -> nn.Sequential:
+    bn = [nn.BatchNorm1d(FC_LOC)] if norm == "batch" else []
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(channels * in_size * in_size, FC_LOC),
+        *bn,
         nn.ReLU(inplace=True),
         nn.Linear(FC_LOC, FC_LOC),
+        *([nn.BatchNorm1d(FC_LOC)] if bn else []),
         nn.ReLU(inplace=True),
     )
 
@@ -62,9 +72,12 @@ class Transformer(nn.Module):
     def __init__(self, channels: int, in_size: int, out_size: int, cfg: TransformerConfig, loc: str):
         super().__init__()
         self.transform, self.out_size, self.pool = cfg.transform, out_size, cfg.pool
-        self.loc = conv_loc(channels, in_size) if loc == "conv" else fc_loc(channels, in_size)
+        if loc == "conv":
+            self.loc = conv_loc(channels, in_size, cfg.loc_width, cfg.loc_norm)
+        else:
+            self.loc = fc_loc(channels, in_size, cfg.loc_norm)
         family = transforms.FAMILIES[cfg.transform]
-        self.regress = nn.Linear(20 if loc == "conv" else FC_LOC, family.n_params)
+        self.regress = nn.Linear(cfg.loc_width if loc == "conv" else FC_LOC, family.n_params)
         # start at the identity: the classifier first sees the untouched input
         nn.init.zeros_(self.regress.weight)
         with torch.no_grad():
