@@ -391,3 +391,11 @@ def test_the_localisation_net_takes_a_width_and_batch_norm_and_keeps_its_old_lay
     new = Transformer(1, 42, 42, TransformerConfig(loc_norm="batch", loc_width=48), "conv")
     assert sum(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in new.loc) == 3
     assert new.regress.in_features == 48 and new.loc[1].out_channels == 48
+
+
+def test_a_ptn_cnn_needs_one_stride_per_conv_block_even_when_strides_are_left_at_their_default():
+    from stnexp.config.loading import validate
+    from stnexp.errors import UserError
+
+    with pytest.raises((UserError, ValueError), match="strides: one per conv block"):
+        validate({"name": "t", "models": {"a": {"arch": "ptn-cnn", "channels": [8, 8]}}})

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Union
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from stnexp import geometry
@@ -45,6 +45,13 @@ class CNNConfig(Strict):
     )
 
 
+def _at_input(v: Optional[TransformerConfig], whose: str) -> Optional[TransformerConfig]:
+    """The check of backbones whose transformer can only warp the image."""
+    if v is not None and v.at != "input":
+        raise ValueError(f"at: {whose} transformer can only be at `input`, got {v.at!r}")
+    return v
+
+
 class FCNConfig(Strict):
     arch: Literal["fcn"] = Field(description="`fcn`: linear -> ReLU -> linear -> ReLU -> linear on the flattened image")
     hidden: tuple[Channels, Channels] = Field((256, 200), description="widths of the two hidden fully connected layers")
@@ -55,12 +62,7 @@ class FCNConfig(Strict):
         "be `input`); empty = none",
     )
 
-    @field_validator("stn")
-    @classmethod
-    def _input_only(cls, v: Optional[TransformerConfig]) -> Optional[TransformerConfig]:
-        if v is not None and v.at != "input":
-            raise ValueError(f"at: an fcn has no conv1, so its transformer can only be at `input`, got {v.at!r}")
-        return v
+    _input_only = field_validator("stn")(classmethod(lambda cls, v: _at_input(v, "an fcn has no conv1, so its")))
 
 
 PTN_CHANNELS = (16, 16, 16, 16, 32, 32, 32, 64, 64, 64)
@@ -81,20 +83,14 @@ class PTNConfig(Strict):
         "loc_width}` (`at` must be `input`); empty = none",
     )
 
-    @field_validator("stn")
-    @classmethod
-    def _input_only(cls, v: Optional[TransformerConfig]) -> Optional[TransformerConfig]:
-        if v is not None and v.at != "input":
-            raise ValueError(f"at: a ptn-cnn's transformer can only be at `input`, got {v.at!r}")
-        return v
+    _input_only = field_validator("stn")(classmethod(lambda cls, v: _at_input(v, "a ptn-cnn's")))
 
-    @field_validator("strides")
-    @classmethod
-    def _one_stride_a_block(cls, v: tuple, info) -> tuple:
-        n = len(info.data.get("channels", PTN_CHANNELS))
-        if len(v) != n:
-            raise ValueError(f"one stride per conv block: {n} channels but {len(v)} strides")
-        return v
+    @model_validator(mode="after")
+    def _one_stride_a_block(self) -> "PTNConfig":
+        # after: a default `strides` beside a given `channels` is checked too
+        if len(self.strides) != len(self.channels):
+            raise ValueError(f"strides: one per conv block, got {len(self.strides)} for {len(self.channels)} channels")
+        return self
 
 
 BackboneConfig = Union[CNNConfig, FCNConfig, PTNConfig]
