@@ -98,9 +98,9 @@ def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command
     parallel.check(cfg.train.parallel, size, len(cfg.data.variants) * len(cfg.seeds), cfg.train.batch_size)
     world = parallel.start(cfg.train.parallel, rank, size, local, torch_device)
     try:
-        if world.leader:
-            return _train_into(cfg, target, torch_device, world)
-        return _follow(cfg, torch_device, world)
+        done = _train_into(cfg, target, torch_device, world) if world.leader else _follow(cfg, torch_device, world)
+        parallel.settle(world)
+        return done
     finally:
         parallel.stop(world)
 

@@ -117,6 +117,13 @@ def start(mode: str, rank: int, size: int, local_rank: int, device: torch.device
     return World(mode, rank, size, local_rank, objects)
 
 
+def settle(world: World) -> None:
+    """Wait until every rank is done before any tears its group down: a rank that destroyed its gloo group
+    while a peer still wrote the run's tables was seen to abort ("terminate called without an active
+    exception"). Only on success: after a failure the launcher ends the other ranks."""
+    dist.barrier(group=world.objects)
+
+
 def stop(world: World | None) -> None:
     if world is not None and dist.is_initialized():
         dist.destroy_process_group()
