@@ -1,3 +1,4 @@
+import copy
 from pathlib import Path
 
 import pytest
@@ -97,11 +98,20 @@ def test_localisation_parameters_get_loc_lr_scale():
 
 
 def test_transform_parameters_and_sampling_are_float32_under_autocast():
+    torch.manual_seed(0)
     net = models.build(stn(transform="similarity"), 42)
-    x = torch.rand(2, 1, 42, 42)
+    with torch.no_grad():  # a trained regressor: weights well away from zero, so theta is not the identity
+        net.stn.regress.weight.normal_(0, 0.05)
+    x = torch.rand(8, 1, 42, 42)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         p = net.transform_params(x)
+        features = net.stn.loc(net.loc_input(x))  # the localisation convs run in bf16, as in training
         assert p.dtype == torch.float32
+        with torch.autocast("cpu", enabled=False):
+            exact = net.stn.regress(features.float())
+        # the regressor's values are fp32's, not bf16's rounded up to fp32
+        assert torch.equal(p, exact)
+        assert not torch.equal(p, p.bfloat16().float())
         assert transforms.theta("similarity", p).dtype == torch.float32
         assert net.transformed_images(x).dtype == torch.float32
 
@@ -277,6 +287,55 @@ def test_schedules_shape_the_learning_rate():
     assert lr_at({"schedule": "constant", "warmup": 1})[:3] == [0.1, 0.6, 1.0]
     one = lr_at({"schedule": "onecycle"}, steps=(0, 9, 29))
     assert one[0] < 0.1 and one[1] == 1.0 and one[2] < 0.01
+    # with a warm-up the cycle falls from the warm-up's end: no drop back to lr/25 and no jump
+    warm = lr_at({"schedule": "onecycle", "warmup": 1}, steps=range(30))
+    assert warm[:10] == [round((s + 1) / 10, 4) for s in range(10)]
+    assert warm[9:] == sorted(warm[9:], reverse=True) and warm[10] > 0.99 and warm[29] < 0.01
+
+
+def test_weight_decay_reaches_conv_and_linear_weights_only():
+    net = models.build(config.CNNConfig(arch="cnn", norm="batch", stn=config.TransformerConfig(loc_norm="batch")), 42)
+    norms = {n for n, m in net.named_modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))}
+    assert norms
+    names = {id(p): n for n, p in net.named_parameters()}
+    plain = models.param_groups(net, 0.1, 0.5)
+    assert [(g["name"], g["lr"]) for g in plain] == [("model", 0.1), ("loc", 0.05)]  # as older checkpoints hold
+    assert "weight_decay" not in plain[0]
+    groups = {g["name"]: g for g in models.param_groups(net, 0.1, 0.5, weight_decay=1e-3)}
+    assert {n: (g["lr"], g["weight_decay"]) for n, g in groups.items()} == {
+        "model": (0.1, 1e-3),
+        "model-no-decay": (0.1, 0.0),
+        "loc": (0.05, 1e-3),
+        "loc-no-decay": (0.05, 0.0),
+    }
+    decayed = {names[id(p)] for n in ("model", "loc") for p in groups[n]["params"]}
+    assert {"block1.0.weight", "classifier.weight", "stn.loc.1.weight", "stn.loc.9.weight"} <= decayed
+    assert all(n.endswith("weight") and "regress" not in n and n.rsplit(".", 1)[0] not in norms for n in decayed)
+    assert {"stn.regress.weight", "stn.regress.bias", "block1.0.bias"} <= {
+        names[id(p)] for n in ("model-no-decay", "loc-no-decay") for p in groups[n]["params"]
+    }
+    assert sum(len(g["params"]) for g in groups.values()) == len(names)
+    # the fused trainer's holder (each parameter stacked over seeds) splits the same way
+    from stnexp.training import fused
+
+    holder = copy.deepcopy(net)
+    for name, param in net.named_parameters():
+        fused._set(holder, name, torch.nn.Parameter(torch.stack([param.detach()] * 2)))
+    stacked = {id(p): n for n, p in holder.named_parameters()}
+    split = {g["name"]: [stacked[id(p)] for p in g["params"]] for g in models.param_groups(holder, 0.1, 0.5, 1e-3)}
+    assert split == {k: [names[id(p)] for p in g["params"]] for k, g in groups.items()}
+    # the optimizer decays the identity bias of the regressor not at all
+    cfg = config.validate({"train": {"weight_decay": 0.1, "optimizer": "adamw"}})
+    opt = optim.optimizer(cfg.train, net, stn(transform="affine"))
+    before = net.stn.regress.bias.detach().clone()
+    net.stn.regress.bias.grad = torch.zeros_like(before)
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+    opt.step()
+    assert torch.equal(net.stn.regress.bias, before)
+    # without weight decay none at all: not AdamW's own default of 0.01
+    cfg = config.validate({"train": {"optimizer": "adamw"}})
+    assert [g["weight_decay"] for g in optim.optimizer(cfg.train, net, stn(transform="affine")).param_groups] == [0, 0]
 
 
 def fcn(**stn_kw):

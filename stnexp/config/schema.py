@@ -234,9 +234,16 @@ class TrainConfig(Strict):
     optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="sgd | adam | adamw")
     lr: float = Field(0.01, gt=0.0, description="base learning rate")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum (ignored by adam/adamw)")
-    weight_decay: float = Field(0.0, ge=0.0, description="weight decay")
+    weight_decay: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight decay of conv and linear weights; biases, norms and the transformer's regressor do not "
+        "decay (it would pull theta toward zero, a zoom into one point)",
+    )
     schedule: Literal["constant", "step", "cosine", "onecycle"] = Field(
-        "constant", description="learning-rate schedule: constant | step | cosine | onecycle"
+        "constant",
+        description="learning-rate schedule: constant | step | cosine | onecycle (a rise from lr/25 over the "
+        "first 30% of the steps, then cosine down to ~0; with `warmup`, the warm-up is the rise)",
     )
     every: Optional[int] = Field(
         None,

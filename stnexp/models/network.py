@@ -28,16 +28,35 @@ def param_counts(cfg) -> dict[str, dict[str, int]]:
     return out
 
 
-def param_groups(model: Model, lr: float, loc_lr_scale: float) -> list[dict]:
-    """Optimizer groups: everything at lr, and a transformer's localisation net at lr * loc_lr_scale."""
-    if model.stn is None:
-        return [{"params": list(model.parameters()), "lr": lr, "name": "model"}]
-    loc_ids = {id(p) for p in model.stn.parameters()}
-    rest = [p for p in model.parameters() if id(p) not in loc_ids]
-    return [
-        {"params": rest, "lr": lr, "name": "model"},
-        {"params": list(model.stn.parameters()), "lr": lr * loc_lr_scale, "name": "loc"},
-    ]
+def param_groups(model: Model, lr: float, loc_lr_scale: float, weight_decay: float = 0.0) -> list[dict]:
+    """Optimizer groups: everything at lr, and a transformer's localisation net at lr * loc_lr_scale.
+    With weight decay each is split in two, and only conv and linear weights decay: biases and norms
+    carry no scale to shrink, and decaying the transformer's regressor pulls theta toward zero, a zoom
+    into one point, which would bias a weight-decay ablation against the ST-CNN. Without it the groups
+    stay the two of earlier versions, so their checkpoints resume."""
+    loc = list(model.stn.parameters()) if model.stn is not None else []
+    loc_ids = {id(p) for p in loc}
+    parts = [("model", [p for p in model.parameters() if id(p) not in loc_ids], lr)]
+    if loc:
+        parts.append(("loc", loc, lr * loc_lr_scale))
+    if not weight_decay:
+        return [{"params": params, "lr": at, "name": name} for name, params, at in parts]
+    # by module, not by shape: the fused trainer stacks seeds, so a bias there has two dimensions
+    norms = (nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm, nn.GroupNorm)
+    decay = {
+        id(p)
+        for module in model.modules()
+        if not isinstance(module, norms) and module is not getattr(model.stn, "regress", None)
+        for pname, p in module.named_parameters(recurse=False)
+        if pname == "weight"
+    }
+    groups = []
+    for name, params, at in parts:
+        decays = [p for p in params if id(p) in decay]
+        rest = [p for p in params if id(p) not in decay]
+        groups.append({"params": decays, "lr": at, "name": name, "weight_decay": weight_decay})
+        groups.append({"params": rest, "lr": at, "name": f"{name}-no-decay", "weight_decay": 0.0})
+    return groups
 
 
 def mismatch(model: nn.Module, state: dict) -> str | None:

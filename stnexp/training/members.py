@@ -114,6 +114,12 @@ def restore(m: Member, ck: dict, cfg: Config, path: Path, kind: str = "last") ->
     if problem:
         raise UserError(f"{path}: does not fit the configured model ({problem})")
     m.model.load_state_dict(ck["model"])
+    if len(ck["optimizer"]["param_groups"]) != len(m.opt.param_groups):
+        raise UserError(
+            f"{path}: its optimizer has {len(ck['optimizer']['param_groups'])} parameter groups, this version's "
+            f"{len(m.opt.param_groups)}: made before weight decay left biases, norms and the transformer's "
+            "regressor alone (stnexp 0.3); start the run again, or resume it with the stnexp that made it"
+        )
     m.opt.load_state_dict(ck["optimizer"])
     m.sched.load_state_dict(ck["scheduler"])
     m.epoch, m.step, m.best_val, m.best_epoch = ck["epoch"], ck["step"], ck["best_val"], ck["best_epoch"]

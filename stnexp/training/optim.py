@@ -26,7 +26,8 @@ def lr_factor(t: TrainConfig, steps_per_epoch: int, total: int):
         if t.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
         if t.schedule == "onecycle":  # linear rise over 30% of training from lr/25, then cosine down to ~0
-            peak = max(1, int(0.3 * total))
+            # a warm-up takes the place of that rise: after it the cycle would fall back to lr/25 and climb again
+            peak = warm if warm else max(1, int(0.3 * total))
             if step < peak:
                 return 0.04 + 0.96 * step / peak
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - peak) / max(1, total - peak))))
@@ -36,7 +37,8 @@ def lr_factor(t: TrainConfig, steps_per_epoch: int, total: int):
 
 
 def optimizer(t: TrainConfig, model: nn.Module, mcfg: BackboneConfig) -> torch.optim.Optimizer:
-    groups = models.param_groups(model, t.lr, mcfg.stn.loc_lr_scale if mcfg.stn else 1.0)
+    # weight_decay is also each group's default: AdamW's own default (0.01) must never apply
+    groups = models.param_groups(model, t.lr, mcfg.stn.loc_lr_scale if mcfg.stn else 1.0, t.weight_decay)
     # on CUDA: one fused kernel per step instead of a handful per parameter, and capturable in a graph
     cuda = next(model.parameters()).device.type == "cuda"
     extra = {"fused": True} if cuda else {}
