@@ -767,6 +767,62 @@ def test_report_keeps_runs_of_different_recipes_apart_and_refuses_one_seed_given
     assert r.exit_code == 2 and f"{tiny_run} and {same} both hold seed 0 of cnn on rts with the same recipe" in r.output
 
 
+def _with_lr(run, lr):
+    from stnexp import config
+
+    cfg = config.load(run / "config.yaml")
+    train = {**cfg.train.model_dump(mode="json"), "lr": lr}
+    (run / "config.yaml").write_text(config.dump(config.validate({**cfg.model_dump(mode="json"), "train": train})))
+
+
+def test_report_never_averages_runs_of_different_recipes_whatever_their_folders_are_called(tiny_run, tmp_path):
+    rows = json.loads((tiny_run / "results.json").read_text())
+    cnn = next(r["error"] for r in rows if r["model"] == "cnn" and r["checkpoint"] == "best")
+    # two folders of one name, a sweep child's name twice: runs of two recipes
+    a, b = tmp_path / "a" / "run", tmp_path / "b" / "run"
+    _copy_results(tiny_run, a, 1, cnn + 2.0)
+    _copy_results(tiny_run, b, 2, cnn + 4.0)
+    _with_lr(b, 0.5)
+    r = invoke("report", a, b)
+    assert r.exit_code == 0, r.output
+    assert f"| cnn (a/run) | 119,050 | {cnn + 2.0:.2f} |" in r.output.splitlines()
+    assert f"| cnn (b/run) | 119,050 | {cnn + 4.0:.2f} |" in r.output.splitlines()
+    # one run whose seeds trained 8 and 4 steps: two budgets, two rows, each named by its iterations
+    both = tmp_path / "both"
+    _copy_results(tiny_run, both, 0, cnn)
+    rows = json.loads((both / "results.json").read_text())
+    (both / "results.json").write_text(json.dumps(rows + [{**r, "seed": 1, "error": r["error"] + 1} for r in rows]))
+    metrics = (both / "metrics.csv").read_text().splitlines()
+    seed1 = [m.replace("rts,0,", "rts,1,", 1) for m in metrics[1:] if m.split(",")[4] == "4"]
+    (both / "metrics.csv").write_text("\n".join(metrics + seed1) + "\n")
+    lines = invoke("report", both).output.splitlines()
+    assert f"| cnn (both, 8 iterations) | 119,050 | {cnn:.2f} |" in lines
+    assert f"| cnn (both, 4 iterations) | 119,050 | {cnn + 1:.2f} |" in lines
+    assert any(f"`{both}`: 4-8 of 8 iterations (interrupted)" in line for line in lines)
+    # the same recipe at another precision (amp: auto is bf16 on one CPU, fp32 on another)
+    fp32 = tmp_path / "fp32"
+    _copy_results(tiny_run, fp32, 1, cnn + 2.0)
+    rows = json.loads((fp32 / "results.json").read_text())
+    (fp32 / "results.json").write_text(json.dumps([{**r, "precision": "fp32-test"} for r in rows]))
+    lines = invoke("report", tiny_run, fp32).output.splitlines()
+    assert f"| cnn ({tiny_run.name}) | 119,050 | {cnn:.2f} |" in lines
+    assert f"| cnn (fp32) | 119,050 | {cnn + 2.0:.2f} |" in lines
+
+
+def test_report_as_the_paper_counts_the_seeds_of_a_mean_and_names_a_diverged_one(tiny_run, tmp_path):
+    rows = json.loads((tiny_run / "results.json").read_text())
+    cnn = next(r["error"] for r in rows if r["model"] == "cnn" and r["checkpoint"] == "best")
+    _copy_results(tiny_run, tmp_path / "s1", 1, cnn + 2.0)
+    _copy_results(tiny_run, tmp_path / "s2", 2, 90.0)
+    bad = json.loads((tmp_path / "s2" / "results.json").read_text())
+    (tmp_path / "s2" / "results.json").write_text(
+        json.dumps([{**r, "status": "diverged"} if r["model"] == "cnn" else r for r in bad])
+    )
+    r = invoke("report", tiny_run, tmp_path / "s1", tmp_path / "s2", "--paper")
+    assert r.exit_code == 0, r.output
+    assert f"| CNN | 119,050 | {cnn + 1.0:.2f} ± {2**0.5:.2f} (2 seeds, 1 diverged) [0.8] |" in r.output.splitlines()
+
+
 def test_report_as_the_paper_gives_paper_rows_only_to_the_papers_models_and_lists_the_departures(tiny_run, tmp_path):
     """A run of configs/paper/rts.yaml's CNN and ST-CNN beside a CNN with batch norm and an unpooled
     ST-CNN: only the first two stand in the paper's rows; the others keep their names and sizes."""

@@ -3,6 +3,7 @@ the STN paper's Table 1 with the paper's number beside each of ours (paper.py)."
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,9 @@ class Source:
     rows: list[dict]
     iterations: int
     device: str
-    trained: int | None  # steps completed (fewer than `iterations` in an interrupted run)
+    trained: int | None  # steps completed by every group (fewer than `iterations` in an interrupted run)
+    steps: dict[tuple[str, int], int]  # steps completed by each (variant, seed) group, from metrics.csv
+    precision: str  # as the run resolved it (amp: auto is bf16 on one CPU and fp32 on another)
 
 
 def read(path: Path) -> Source:
@@ -40,28 +43,42 @@ def read(path: Path) -> Source:
     env = A.read_env(path)
     device = str(env.get("device_name") or env.get("device") or "?")
     best = [r for r in rows if r["checkpoint"] == "best"]
-    return Source(path, cfg, best, iterations, device, _trained(path))
+    steps = _steps(path)
+    trained = min(steps.values()) if steps else None
+    return Source(path, cfg, best, iterations, device, trained, steps, str(env.get("precision") or "?"))
 
 
-def _trained(run: Path) -> int | None:
-    """The steps that every (variant, seed) of a run completed, from metrics.csv (None if unreadable)."""
-    last: dict[tuple, int] = {}
+def _steps(run: Path) -> dict[tuple[str, int], int]:
+    """The steps each (variant, seed) of a run completed, from metrics.csv (empty if unreadable)."""
+    last: dict[tuple[str, int], int] = {}
     try:
         for r in A.read_metrics(run) or []:
-            key = (r["variant"], r["seed"])
+            key = (str(r["variant"]), int(r["seed"]))
             last[key] = max(last.get(key, 0), int(r["step"]))
     except (KeyError, ValueError, TypeError):
-        return None
-    return min(last.values()) if last else None
+        return {}
+    return last
+
+
+def short_names(paths: list[Path]) -> dict[Path, str]:
+    """Each run's name for a label: the fewest trailing parts of its path that tell the runs apart
+    (`a/run` and `b/run`, not `run` twice)."""
+    full = {p: Path(p).resolve().parts for p in paths}
+    for k in range(1, max(len(v) for v in full.values()) + 1):
+        names = {p: "/".join(v[-k:]) for p, v in full.items()}
+        if len(set(names.values())) == len(names):
+            return names
+    return {p: str(Path(p).resolve()) for p in paths}
 
 
 def merged(sources: list[Source], as_paper: bool) -> list[dict]:
     """Every source's rows, labelled for the table: `label` (the row) and `column`. As the paper: the
     paper's row and column where the model and variant have one (a row shared by two differently named
     models keeps the names). Rows share a cell only when their models trained by the same recipe (model,
-    variant, data and training config) for the same number of steps: a label that runs with different
-    recipes give is split, each part named by its run; the same seed of the same recipe from two runs is
-    an error naming both."""
+    variant, data and training config) for the same number of steps at the same precision: a label that
+    runs with different recipes give is split, each part named by its runs (or, past three, by a digest of
+    its recipe); the same seed of the same recipe from two runs is an error naming both."""
+    names = short_names([s.path for s in sources])
     labelled = []
     for s in sources:
         for r in s.rows:
@@ -74,17 +91,26 @@ def merged(sources: list[Source], as_paper: bool) -> list[dict]:
                 label = row if row and len(sharing) == 1 else (f"{row} ({r['model']})" if row else r["model"])
                 column = paper.column(s.cfg, r["variant"]) or r["variant"]
             paper_row = paper.row(s.cfg, r["model"], r["variant"]) if as_paper else None
-            # an interrupted run trained less than its config says: its budget is the steps it took
-            budget = s.trained if s.trained is not None and s.trained < s.iterations else s.iterations
-            key = f"{recipe(s.cfg, r['model'], r['variant'])} {budget}"
+            # an interrupted run trained less than its config says: a group's budget is the steps it took
+            took = s.steps.get((str(r["variant"]), int(r["seed"])), s.trained)  # else the run's least
+            budget = took if took is not None and took < s.iterations else s.iterations
+            precision = str(r.get("precision") or s.precision)
+            key = (recipe(s.cfg, r["model"], r["variant"]), budget, precision)
             labelled.append((s, key, {**r, "label": label, "column": column, "paper_row": paper_row}))
-    recipes: dict[tuple, set] = {}
-    for _, key, r in labelled:
-        recipes.setdefault((r["label"], r["column"]), set()).add(key)
+    recipes: dict[tuple, list] = {}
+    holders: dict[tuple, list[str]] = {}
+    for s, key, r in labelled:
+        keys = recipes.setdefault((r["label"], r["column"]), [])
+        if key not in keys:
+            keys.append(key)
+        holders.setdefault(key, [])
+        if names[s.path] not in holders[key]:
+            holders[key].append(names[s.path])
+    suffixes = {cell: _suffixes(keys, holders) for cell, keys in recipes.items() if len(keys) > 1}
     out: dict[tuple, tuple[Source, dict]] = {}
     for s, key, r in labelled:
-        if len(recipes[(r["label"], r["column"])]) > 1:
-            r = {**r, "label": f"{r['label']} ({s.path.name})"}
+        if (r["label"], r["column"]) in suffixes:
+            r = {**r, "label": f"{r['label']} ({suffixes[(r['label'], r['column'])][key]})"}
         cell = (r["label"], r["column"], r["seed"], key)
         if cell in out and out[cell][0].path != s.path:
             raise UserError(
@@ -93,6 +119,27 @@ def merged(sources: list[Source], as_paper: bool) -> list[dict]:
             )
         out[cell] = (s, r)
     return [r for _, r in out.values()]
+
+
+def _suffixes(keys: list[tuple], holders: dict[tuple, list[str]]) -> dict[tuple, str]:
+    """What tells apart the recipes that share a label: their runs, then their step budgets, then their
+    precisions, and where even those agree (or past three runs) a digest of the recipe."""
+
+    def runs_of(key):
+        names = holders[key]
+        return " + ".join(names) if len(names) <= 3 else f"{len(names)} runs"
+
+    parts = [
+        runs_of,
+        lambda key: f"{key[1]:,} iterations",
+        lambda key: key[2],
+        lambda key: "recipe " + hashlib.sha256(key[0].encode()).hexdigest()[:6],
+    ]
+    for n in range(1, len(parts) + 1):
+        got = {key: ", ".join(part(key) for part in parts[:n]) for key in keys}
+        if len(set(got.values())) == len(got):
+            return got
+    return got
 
 
 def recipe(cfg: C.Config, model: str, variant: str) -> str:
@@ -127,7 +174,12 @@ def paper_table(rows: list[dict]) -> str:
             ok = [r["error"] for r in here if r.get("status", "ok") == "ok"]
             ours = tables.cell(ok) if ok or not here else here[0]["status"]
             theirs = paper.TABLE1.get(here[0]["paper_row"], {}).get(c) if here else None
-            seeds = f" ({len(here)} seeds)" if len(here) > 1 else ""
+            # the seeds the mean is of; a diverged seed is named, as in the plain table
+            bad = len(here) - len(ok)
+            seeds = ", ".join(
+                ([f"{len(ok)} seeds"] if len(ok) > 1 else []) + ([f"{bad} diverged"] if bad and ok else [])
+            )
+            seeds = f" ({seeds})" if seeds else ""
             cells.append(f"{ours}{seeds} [{theirs}]" if theirs is not None else f"{ours}{seeds}")
         out.append([label, *cells])
     return "\n".join(lines) + "\n\n" + tables.markdown(["model", "params", *cols], out, set(range(1, len(cols) + 2)))
@@ -184,12 +236,15 @@ def sources_text(sources: list[Source]) -> str:
     lines = ["", "Runs:", ""]
     for s in sources:
         seeds = ", ".join(map(str, sorted({r["seed"] for r in s.rows})))
+        most = max(s.steps.values()) if s.steps else None
+        took = f"{s.trained:,}" if most in (None, s.trained) else f"{s.trained:,}-{min(most, s.iterations):,}"
         done = (
             f"{s.iterations:,} iterations"
             if s.trained is None or s.trained >= s.iterations
-            else f"{s.trained:,} of {s.iterations:,} iterations (interrupted)"
+            else f"{took} of {s.iterations:,} iterations (interrupted)"
         )
-        lines.append(f"- `{s.path}`: {done} of batch {s.cfg.train.batch_size}, seeds {seeds}, {s.device}")
+        batch = s.cfg.train.batch_size
+        lines.append(f"- `{s.path}`: {done} of batch {batch}, seeds {seeds}, {s.device}, {s.precision}")
     return "\n".join(lines) + "\n"
 
 
