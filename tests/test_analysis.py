@@ -282,3 +282,42 @@ def test_the_table1_figure_draws_our_mean_and_interval_beside_the_papers_number(
     assert segments.get_segments()[0][:, 0].tolist() == [1.1, 1.9]
     crosses = [line for line in ax.lines if line.get_marker() == "x"]
     assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in crosses] == [(0.8, 0)]  # the paper, CNN's row only
+
+
+def test_across_seeds_is_a_paired_t_test_on_the_per_seed_differences_of_two_recipes():
+    a = [1.10, 1.30, 1.00, 1.25]
+    b = [0.90, 1.00, 0.95, 1.00]  # better on every seed, by different amounts
+    errors = {("R", s, "cnn"): e for s, e in enumerate(a)} | {("R", s, "st"): e for s, e in enumerate(b)}
+    errors[("R", 0, "fcn")] = errors[("R", 1, "fcn")] = 2.0  # two seeds only: no test for its pairs
+    (row,) = analysis.across_seeds(errors)
+    d = [x - y for x, y in zip(a, b)]
+    mean, sd = statistics.mean(d), statistics.stdev(d)
+    t = mean / (sd / math.sqrt(4))
+    assert (row["model_a"], row["model_b"], row["seeds"]) == ("cnn", "st", [0, 1, 2, 3])
+    assert row["difference"] == pytest.approx(mean, abs=1e-4)
+    # Student's t with 3 degrees of freedom: 3.182 is its 97.5% quantile
+    assert row["interval"] == pytest.approx([mean - 3.1824 * sd / 2, mean + 3.1824 * sd / 2], abs=1e-3)
+    from scipy import stats
+
+    assert row["p_value"] == pytest.approx(2 * stats.t.sf(t, 3), rel=1e-2) and row["p_value"] < 0.05
+    assert row["significant"] and row["p_holm"] == row["p_value"]  # the only pair of its family
+    # seed against seed: shuffling one recipe's seeds changes the test (an unpaired one would not change)
+    shuffled = {**errors, ("R", 0, "st"): b[3], ("R", 3, "st"): b[0]}
+    assert analysis.across_seeds(shuffled)[0]["p_value"] != row["p_value"]
+    # the same difference on every seed: no spread, the t statistic is undefined, and not called significant
+    same = {("R", s, "cnn"): 1.0 + s for s in range(3)} | {("R", s, "st"): 0.5 + s for s in range(3)}
+    (flat,) = analysis.across_seeds(same)
+    assert flat["p_value"] is None and not flat["significant"] and flat["difference"] == pytest.approx(0.5)
+    assert "n/a" in analysis.across_seeds_markdown([flat])
+
+
+def test_a_run_of_three_seeds_writes_the_test_across_seeds_into_analysis_json_and_md(tmp_path):
+    import json
+
+    from stnexp.results import outputs
+
+    errors = {("R", s, "cnn"): 1.2 + 0.1 * s for s in range(3)} | {("R", s, "st"): 0.8 + 0.05 * s for s in range(3)}
+    outputs.write_analysis(tmp_path, [], [], [], analysis.across_seeds(errors))
+    (row,) = json.loads((tmp_path / "analysis.json").read_text())["across_seeds"]
+    assert (row["model_a"], row["model_b"], row["seeds"]) == ("cnn", "st", [0, 1, 2])
+    assert "**Across training seeds: a paired t-test" in (tmp_path / "analysis.md").read_text()

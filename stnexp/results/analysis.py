@@ -87,7 +87,9 @@ def paired_rows(
 def paired_markdown(rows: list[dict]) -> str:
     lines = [
         f"**Paired test digits: McNemar's exact test per pair of models** (best checkpoints; p: raw; p Holm: adjusted "
-        f"by Holm's method over the pairs of the same variant and seed; significant: p Holm < {ALPHA})",
+        f"by Holm's method over the pairs of the same variant and seed; significant: p Holm < {ALPHA}). It "
+        "compares two trained networks on one draw of test digits: whether these networks differ, not whether "
+        "one recipe beats the other over training seeds (that is the test across seeds)",
         "",
     ]
     head = ["variant", "seed", "model A", "model B", "error A %", "error B %", "only A right", "only B right"]
@@ -99,6 +101,102 @@ def paired_markdown(rows: list[dict]) -> str:
         for r in rows
     ]
     return "\n".join(lines) + "\n" + tables.markdown(head, cells, {1, 4, 5, 6, 7, 8, 9})
+
+
+# ---------------------------------------------------------------- recipes across training seeds
+
+MIN_SEEDS = 3
+
+
+def across_seeds(errors: dict[tuple[str, int, str], float]) -> list[dict]:
+    """A paired t-test across training seeds for every pair of models of a variant with at least
+    MIN_SEEDS seeds in common: on the per-seed differences of their test errors (seed s of A against
+    seed s of B, which saw the same batches), the mean difference A - B with its 95% t-interval, the
+    two-sided p (scipy's ttest_rel) and Holm's adjustment over the variant's pairs. Unlike McNemar, which
+    holds two trained networks and one test draw fixed, it asks whether recipe A beats recipe B over
+    the randomness of training; with 3 seeds it has 2 degrees of freedom and sees only large effects."""
+    from scipy import stats
+
+    out = []
+    for variant in dict.fromkeys(v for v, _, _ in errors):
+        names = list(dict.fromkeys(m for v, _, m in errors if v == variant))
+        family = []
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                seeds = sorted(s for v, s, m in errors if (v, m) == (variant, a) and (variant, s, b) in errors)
+                if len(seeds) < MIN_SEEDS:
+                    continue
+                diffs = [errors[(variant, s, a)] - errors[(variant, s, b)] for s in seeds]
+                mean, half = mean_interval(diffs)
+                spread = statistics.stdev(diffs)
+                # identical differences on every seed: no spread, no t statistic (p undefined)
+                p = (
+                    float(
+                        stats.ttest_rel(
+                            [errors[(variant, s, a)] for s in seeds], [errors[(variant, s, b)] for s in seeds]
+                        ).pvalue
+                    )
+                    if spread > 0
+                    else None
+                )
+                family.append(
+                    {
+                        "variant": variant,
+                        "model_a": a,
+                        "model_b": b,
+                        "seeds": seeds,
+                        "mean_error_a": statistics.mean(errors[(variant, s, a)] for s in seeds),
+                        "mean_error_b": statistics.mean(errors[(variant, s, b)] for s in seeds),
+                        "difference": mean,
+                        "interval": [mean - half, mean + half],
+                        "p_raw": p,
+                    }
+                )
+        defined = [r for r in family if r["p_raw"] is not None]
+        adjusted = dict(zip(map(id, defined), holm([r["p_raw"] for r in defined])))
+        for r in family:
+            p = r.pop("p_raw")
+            held = adjusted.get(id(r))
+            out.append(
+                {
+                    **r,
+                    "difference": round(r["difference"], 4),
+                    "interval": [round(v, 4) for v in r["interval"]],
+                    "mean_error_a": round(r["mean_error_a"], 4),
+                    "mean_error_b": round(r["mean_error_b"], 4),
+                    "p_value": None if p is None else float(f"{p:.3g}"),
+                    "p_holm": None if held is None else float(f"{held:.3g}"),
+                    "pairs": len(family),
+                    "significant": held is not None and held < ALPHA,
+                }
+            )
+    return out
+
+
+def across_seeds_markdown(rows: list[dict]) -> str:
+    lines = [
+        f"**Across training seeds: a paired t-test per pair of models** (best checkpoints; on the per-seed "
+        f"differences of test error, seed against seed; the 95% t-interval of the mean difference A - B; p Holm: "
+        f"adjusted over the pairs of the variant; significant: p Holm < {ALPHA}). It asks whether one recipe beats "
+        "the other over the randomness of training, which McNemar, on one trained pair and one test draw, does "
+        "not; with few seeds it sees only large differences, and a difference it calls not significant may "
+        "still be real.",
+        "",
+    ]
+    head = ["variant", "model A", "model B", "seeds", "error A %", "error B %", "A - B", "95% interval", "p"]
+    head += ["p Holm", ""]
+
+    def p(v):
+        return "n/a" if v is None else f"{v:.3g}"
+
+    cells = [
+        [r["variant"], r["model_a"], r["model_b"], str(len(r["seeds"])), f"{r['mean_error_a']:.2f}"]
+        + [f"{r['mean_error_b']:.2f}", f"{r['difference']:+.2f}"]
+        + [f"[{r['interval'][0]:+.2f}, {r['interval'][1]:+.2f}]", p(r["p_value"]), p(r["p_holm"])]
+        + ["significant" if r["significant"] else "not significant"]
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n" + tables.markdown(head, cells, {3, 4, 5, 6, 8, 9})
 
 
 # ---------------------------------------------------------------- error by the true distortion

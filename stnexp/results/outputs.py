@@ -78,7 +78,7 @@ def score(run: Run) -> list[dict]:
                 rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r.row})
                 write_scatter(run.dir, key, r, model.stn.transform)
     binned = analysis.binned(right, params)
-    write_analysis(run.dir, analysis.paired_rows(right, errors), rectified, binned)
+    write_analysis(run.dir, analysis.paired_rows(right, errors), rectified, binned, analysis.across_seeds(errors))
     for variant, seed in dict.fromkeys((b["variant"], b["seed"]) for b in binned):
         mine = [b for b in binned if (b["variant"], b["seed"]) == (variant, seed)]
         pictures.invariance(
@@ -115,17 +115,21 @@ def write_scatter(run_dir: Path, key: tuple[str, int, str], r: analysis.Rectifie
         )
 
 
-def write_analysis(run_dir: Path, paired: list[dict], rectified: list[dict], binned: list[dict]) -> None:
-    """analysis.md and .json: McNemar per pair of models, rectification per transformer, and the error
-    by the true distortion."""
+def write_analysis(
+    run_dir: Path, paired: list[dict], rectified: list[dict], binned: list[dict], seeds: list[dict] | None = None
+) -> None:
+    """analysis.md and .json: McNemar per pair of models, a paired t-test across seeds (3 seeds or more),
+    rectification per transformer, and the error by the true distortion."""
     parts = [analysis.paired_markdown(paired)] if paired else []
+    if seeds:
+        parts.append(analysis.across_seeds_markdown(seeds))
     if rectified:
         parts.append(analysis.rectification_markdown(rectified))
     if binned:
         parts.append(analysis.binned_markdown(binned))
     if parts:
         checkpoints.atomic_text(A.ANALYSIS.file(run_dir, ".md"), "\n".join(parts))
-        found = {"paired": paired, "rectification": rectified, "by_distortion": binned}
+        found = {"paired": paired, "across_seeds": seeds or [], "rectification": rectified, "by_distortion": binned}
         checkpoints.atomic_text(A.ANALYSIS.file(run_dir, ".json"), json.dumps(found, indent=2) + "\n")
 
 
