@@ -98,3 +98,40 @@ def test_deviations_name_each_departure_from_the_papers_protocol():
         "train.every 5000 (the paper: 50000)",
         "1 seed (the paper: the mean of 3)",
     ]
+
+
+def test_deviations_name_another_dataset_fixed_distortions_no_validation_and_bf16(tmp_path):
+    base = "configs/paper/rotated.yaml"
+    other = config.load(base, sets=[f"data.root={tmp_path}"])
+    assert paper.deviations(other)[0].startswith(f"data.root {tmp_path}: digits other than the bundled MNIST")
+    # a run on another dataset gets no paper column, so no paper number beside it
+    assert paper.column(other, "rotated") is None and paper.column(config.load(base), "rotated") == "R"
+    assert any(
+        d.startswith("data.resample_train false")
+        for d in paper.deviations(config.load(base, sets=["data.resample_train=false"]))
+    )
+    late = config.load(base, sets=["train.iterations=", "train.epochs=4", "train.eval_every=4"])
+    assert any(
+        d.startswith("train.eval_every 4: validated only after the last of 4 epochs") for d in paper.deviations(late)
+    )
+    assert not any("eval_every" in d for d in paper.deviations(config.load(base, sets=["train.eval_every=3"])))
+    # the precision the run resolved: bf16 is a departure, fp32 is not; before a run only `amp: bf16` is known
+    assert "trained in bf16 mixed precision (the paper: fp32)" in paper.deviations(config.load(base), precision="bf16")
+    assert paper.deviations(config.load(base), precision="fp32") == []
+    assert "trained in bf16 mixed precision (the paper: fp32)" in paper.deviations(
+        config.load(base, sets=["train.amp=bf16"])
+    )
+
+
+def test_the_protocol_is_cited_from_a_page_in_the_repository():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    citing = [root / "stnexp/results/paper.py", root / "stnexp/results/report.py", *root.glob("configs/paper/*.yaml")]
+    for path in citing:
+        text = path.read_text()
+        assert "stn-paper.md" not in text and "docs/paper-protocol.md" in text, path
+    page = (root / "docs/paper-protocol.md").read_text()
+    # each item says whose it is; the two assumptions the report rests on are written down
+    assert "[paper" in page and "[secondary" in page and "[stnexp assumes]" in page
+    assert "21x21" in page and "anti-aliasing" in page and "Aff rows" in page

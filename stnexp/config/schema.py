@@ -29,7 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rts": {"canvas": 42, "rotation": (-45.0, 45.0), "scale": (0.7, 1.2), "translation": "fit"},
     "translated": {"canvas": 42, "rotation": (0.0, 0.0), "scale": (1.0, 1.0), "translation": "fit"},
     "scaled": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.7, 1.2), "translation": 0.0},
-    # the paper's P, E and TC (stn-paper.md): projective corners, elastic TPS, translated + clutter
+    # the paper's P, E and TC (docs/paper-protocol.md): projective corners, elastic TPS, translated + clutter
     "projective": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.75, 1.0), "translation": 0.0,
                    "corner_jitter": 5.0},
     "elastic": {"canvas": 28, "rotation": (0.0, 0.0), "scale": (0.75, 1.0), "translation": 0.0,

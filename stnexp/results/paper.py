@@ -1,4 +1,4 @@
-"""The STN paper's Table 1 (test error %, stn-paper.md), its models and protocol as stnexp builds them,
+"""The STN paper's Table 1 (test error %, docs/paper-protocol.md), its models and protocol as stnexp builds them,
 and how a run's models and variants map onto it: a variant's column from its preset used as it is, a
 model's row only when the model is the paper's (`model`) in that column; everything else keeps its name.
 This module is the one definition of "the paper's model" and of the ways a run departs from the paper."""
@@ -15,7 +15,7 @@ ROWS = ["FCN", "CNN", "ST-FCN Aff", "ST-FCN Proj", "ST-FCN TPS", "ST-CNN Aff", "
 _TRANSFORMS = {"affine": "Aff", "projective": "Proj", "tps": "TPS"}
 
 # R, RTS, P, E from Table 1; TC from the text, which reports one ST-FCN and one ST-CNN without naming
-# their transform (they are shown in the Aff rows here; stn-paper.md)
+# their transform (they are shown in the Aff rows here; docs/paper-protocol.md)
 TABLE1: dict[str, dict[str, float]] = {
     "FCN": {"R": 2.1, "RTS": 5.2, "P": 3.1, "E": 3.2, "TC": 13.2},
     "CNN": {"R": 1.2, "RTS": 0.8, "P": 1.5, "E": 1.4, "TC": 3.5},
@@ -32,7 +32,7 @@ TABLE1: dict[str, dict[str, float]] = {
 # twice the canvas and pools by 2 back to it: the classifier sees the canvas, as the plain CNN does.
 POOLED = ("RTS", "TC")
 
-# The paper's protocol (stn-paper.md, Training): what `deviations` compares a run's recipe against.
+# The paper's protocol (docs/paper-protocol.md, Training): what `deviations` compares a run's recipe against.
 PROTOCOL = TrainConfig(
     iterations=150000, batch_size=256, optimizer="sgd", lr=0.01, momentum=0.9, schedule="step", every=50000, gamma=0.1
 )
@@ -111,23 +111,42 @@ def row(cfg: Config, name: str, variant: str) -> Optional[str]:
 
 
 def column(cfg: Config, variant: str) -> Optional[str]:
-    """The paper's column for one of the run's variants: a preset used as it is (None otherwise)."""
+    """The paper's column for one of the run's variants: a preset used as it is, on the bundled MNIST
+    (None otherwise: Fashion-MNIST or KMNIST under `data.root` get no paper number beside them)."""
+    if cfg.data.root is not None:
+        return None
     spec = cfg.variant(variant)
     if spec.preset not in COLUMNS:
         return None
     return COLUMNS[spec.preset] if spec == VariantConfig(preset=spec.preset) else None
 
 
-def deviations(cfg: Config, trained: int | None = None) -> list[str]:
+def deviations(cfg: Config, trained: int | None = None, precision: str | None = None) -> list[str]:
     """How a run's recipe departs from the paper's protocol (the models' own differences show in their
-    names: a model that is not the paper's gets no paper row). `trained`: the steps the run completed."""
+    names: a model that is not the paper's gets no paper row). `trained`: the steps the run completed;
+    `precision`: what the run resolved `train.amp` to (unknown before it runs: only `bf16` is listed)."""
     t, out = cfg.train, []
     per_epoch = max(1, cfg.data.train_size // min(t.batch_size, cfg.data.train_size))
     steps = t.iterations or (t.epochs or 10) * per_epoch
+    if cfg.data.root is not None:
+        out.append(f"data.root {cfg.data.root}: digits other than the bundled MNIST (no paper numbers beside them)")
     if steps != PROTOCOL.iterations:
         out.append(f"{steps:,} iterations (the paper: {PROTOCOL.iterations:,})")
     if trained is not None and trained < steps:
         out.append(f"interrupted after {trained:,} iterations")
+    epochs = -(-steps // per_epoch)
+    if epochs > 1 and t.eval_every >= epochs:
+        out.append(
+            f"train.eval_every {t.eval_every}: validated only after the last of {epochs} epochs, so the best "
+            "checkpoint is the last (the paper's validation picks the best)"
+        )
+    if not cfg.data.resample_train:
+        out.append(
+            "data.resample_train false: each training digit keeps one distortion (the paper does not say; stnexp "
+            "assumes fresh ones each epoch, docs/paper-protocol.md)"
+        )
+    if (precision or t.amp) not in ("fp32", "off", "auto", "?"):
+        out.append(f"trained in {precision or t.amp} mixed precision (the paper: fp32)")
     for key in _RECIPE:
         ours, theirs = getattr(t, key), getattr(PROTOCOL, key)
         if key == "momentum" and t.optimizer != "sgd":

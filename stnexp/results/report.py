@@ -187,11 +187,13 @@ def paper_table(rows: list[dict]) -> str:
 
 def deviations_text(sources: list[Source], rows: list[dict]) -> str:
     """Under the paper table: how stnexp's paper models and each run's recipe depart from the paper."""
-    lines = ["", "How this departs from the paper (stn-paper.md):", ""]
+    lines = ["", "How this departs from the paper (docs/paper-protocol.md):", ""]
     pooled = any(r["column"] in paper.POOLED and r["paper_row"] and r["paper_row"].startswith("ST-") for r in rows)
     lines += [f"- {paper.WIDTHS_NOTE}"] + ([f"- {paper.POOL_NOTE}"] if pooled else [])
     for s in sources:
-        lines.append(f"- `{s.path}`: " + ("; ".join(paper.deviations(s.cfg, s.trained)) or "the paper's protocol"))
+        lines.append(
+            f"- `{s.path}`: " + ("; ".join(paper.deviations(s.cfg, s.trained, s.precision)) or "the paper's protocol")
+        )
     return "\n".join(lines) + "\n"
 
 
