@@ -91,8 +91,13 @@ def cpu_name() -> str:
 
 def configure(device: torch.device, deterministic: bool) -> None:
     """Process-wide settings for a run: deterministic algorithms on request, else cuDNN autotuning
-    (every batch has the same shape, so the fastest kernels are picked once); and host memory reuse."""
+    (every batch has the same shape, so the fastest kernels are picked once); and host memory reuse.
+    TF32 is off on CUDA: cuDNN's convolutions default to it, and a run recorded as fp32 must be fp32
+    (under bf16 autocast it does not touch the bf16 convolutions, and theta, grid and sampling stay fp32)."""
     keep_freed_memory()
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False

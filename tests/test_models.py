@@ -458,3 +458,15 @@ def test_a_ptn_cnn_needs_one_stride_per_conv_block_even_when_strides_are_left_at
 
     with pytest.raises((UserError, ValueError), match="strides: one per conv block"):
         validate({"name": "t", "models": {"a": {"arch": "ptn-cnn", "channels": [8, 8]}}})
+
+
+def test_a_cuda_run_recorded_as_fp32_computes_in_fp32_not_tf32(monkeypatch):
+    # cuDNN's convolutions default to TF32 (10-bit mantissa); configure turns it off for every CUDA run.
+    # Setting the flags needs no GPU, so this runs everywhere.
+    from stnexp import device
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    device.configure(torch.device("cuda"), deterministic=False)
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
