@@ -17,7 +17,7 @@ from stnexp.results.scoring import TestSet
 class Loaded(NamedTuple):
     """A trained model rebuilt from its checkpoint: the module (in eval mode, on `device`), the config of
     the run that trained it, its name, variant and seed, and the checkpoint's whole payload (epoch, step,
-    history, precision, kind)."""
+    history, precision, kind). `autocast()` runs it at the precision it trained at."""
 
     model: torch.nn.Module
     config: Config
@@ -25,6 +25,14 @@ class Loaded(NamedTuple):
     variant: str
     seed: int
     checkpoint: dict
+
+    def autocast(self):
+        """A context to run the model in at the precision it trained at (`checkpoint["precision"]`, bf16 or
+        fp32): outside it the model runs in fp32 whatever it trained in, and some digits classify
+        differently. `with st.autocast(): logits = st.model(images)`."""
+        from stnexp.device import running_at
+
+        return running_at(self.checkpoint["precision"], next(self.model.parameters()).device)
 
 
 class Evaluation(NamedTuple):
@@ -40,10 +48,13 @@ def load(checkpoint: str | Path, device: str = "cpu") -> Loaded:
     """The model a checkpoint holds, with its weights, and the config that made it. Any checkpoint stnexp
     wrote since version 0.1 loads: they are plain `weights_only` dicts."""
     from stnexp.device import resolve
-    from stnexp.results.scoring import load_model
+    from stnexp.results.scoring import load_model, trained_precision
 
-    ck, cfg, model = load_model(Path(checkpoint), resolve(device))
+    where = resolve(device)
+    ck, cfg, model = load_model(Path(checkpoint), where)
     model.eval()
+    # a checkpoint older than 0.2 names no precision: the one scoring infers for it
+    ck = {**ck, "precision": trained_precision(ck, cfg, Path(checkpoint), where)}
     return Loaded(model, cfg, ck["model_name"], ck["variant"], ck["seed"], ck)
 
 

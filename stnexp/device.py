@@ -41,6 +41,14 @@ def precision(dtype: torch.dtype | None) -> str:
     return "bf16" if dtype == torch.bfloat16 else "fp32"
 
 
+def running_at(name: str, device: torch.device):
+    """A context in which a model runs at precision `name` (bf16 | fp32), as it trained."""
+    from contextlib import nullcontext
+
+    dtype = dtype_of(name)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
 def dtype_of(name: str) -> torch.dtype | None:
     """The autocast dtype of a precision named by precision()."""
     return torch.bfloat16 if name == "bf16" else None

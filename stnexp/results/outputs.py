@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stnexp import pose
+from stnexp.device import running_at
 from stnexp.errors import UserError
 from stnexp.results import analysis, pictures, report, scoring, tables
 from stnexp.store import artifacts as A
@@ -65,18 +66,20 @@ def score(run: Run) -> list[dict]:
         test = tests.get(run.cfg, ck["variant"], ck["seed"])
         params[key[:2]] = test.params
         if model.stn is not None:
-            path = A.STN.path(run.dir, variant=ck["variant"], model=ck["model_name"], seed=ck["seed"])
-            pictures.transformer(
-                model,
-                test.images[:PICTURE_DIGITS],
-                test.labels[:PICTURE_DIGITS],
-                path,
-                f"{ck['model_name']}, variant {ck['variant']}, seed {ck['seed']}",
-            )
-            r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
-            if r is not None:
-                rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r.row})
-                write_scatter(run.dir, key, r, model.stn.transform)
+            # the pictures and the rectification at the precision the model trained (and was scored) at
+            with running_at(scored.rows[0]["precision"], run.device):
+                path = A.STN.path(run.dir, variant=ck["variant"], model=ck["model_name"], seed=ck["seed"])
+                pictures.transformer(
+                    model,
+                    test.images[:PICTURE_DIGITS],
+                    test.labels[:PICTURE_DIGITS],
+                    path,
+                    f"{ck['model_name']}, variant {ck['variant']}, seed {ck['seed']}",
+                )
+                r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
+                if r is not None:
+                    rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r.row})
+                    write_scatter(run.dir, key, r, model.stn.transform)
     binned = analysis.binned(right, params)
     write_analysis(run.dir, analysis.paired_rows(right, errors), rectified, binned, analysis.across_seeds(errors))
     for variant, seed in dict.fromkeys((b["variant"], b["seed"]) for b in binned):
