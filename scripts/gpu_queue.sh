@@ -4,11 +4,14 @@
 #   ../shared/tools/gpu-wheels   (here, once: pydantic's wheels into .whl/), then run with carry [".whl"]:
 #   bash scripts/gpu_queue.sh "$OUT"
 # What it runs, in order, under one shared deadline (SIGINT at the deadline: partial tables, resumable):
-#   0. the rectification search, configs/ablations/rectify.yaml on R and RTS (results and analysis.md);
+#   0. the rectification finalists with 3 seeds, configs/ablations/rectify-confirm.yaml on R and RTS
+#      (results and analysis.md with the paired test across seeds);
 #   1. the CUDA and fused tests (tests/test_cuda.py, tests/test_fused.py);
 #   2. Table 1 by the fast recipe: every configs/fast/<column>.yaml (CNN and ST-CNN affine, 3 seeds,
 #      1.5M training images per model), then `stnexp report --paper` over them (table1-fast.md);
-#   3. bench.py --precision (fp32 against bf16 on the GPU) and --fused 3 (one model after another,
+#   3. the whole rectification search (configs/ablations/rectify.yaml, 12 levers, one seed) on RTS, which
+#      the CPU ran for two levers only;
+#   4. bench.py --precision (fp32 against bf16 on the GPU) and --fused 3 (one model after another,
 #      stacked, together) if time is left.
 # usage: bash scripts/gpu_queue.sh [OUT_DIR] [SECONDS (default 520)] [--set KEY=VALUE ...]
 # The --sets go to every training run: at tiny sizes on a CPU, to try the script itself:
@@ -27,12 +30,12 @@ deadline=$(( $(date +%s) + seconds ))
 left() { echo $(( deadline - $(date +%s) )); }
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; python3 -c "import torch; print('torch', torch.__version__)"; } > "$out/machine.txt" 2>&1
 
-# the rectification search first (configs/ablations/rectify.yaml: every localisation-net and backbone lever
-# on identical batches, one seed, the fast recipe's schedule), on R and then RTS
+# the rectification finalists first (configs/ablations/rectify-confirm.yaml: 3 seeds, identical batches,
+# the fast recipe's schedule), on R and then RTS
 for column in rotated rts; do
-  timeout -s INT "$(( $(left) - 20 ))" python3 -m stnexp train configs/ablations/rectify.yaml "${sets[@]}" \
+  timeout -s INT "$(( $(left) - 20 ))" python3 -m stnexp train configs/ablations/rectify-confirm.yaml "${sets[@]}" \
     --set "data.variants={$column: {preset: $column}}" --out "/tmp/rectify/$column" --force > "$out/rectify-$column.txt" 2>&1
-  echo "rectify $column: exit $? -- $(tail -n 1 "$out/rectify-$column.txt")"
+  echo "rectify-confirm $column: exit $? -- $(tail -n 1 "$out/rectify-$column.txt")"
   cp "/tmp/rectify/$column/analysis.md" "$out/rectify-$column-analysis.md" 2>/dev/null
 done
 
@@ -49,6 +52,14 @@ for column in rts rotated projective elastic cluttered; do  # the columns with t
 done
 [ ${#runs[@]} -gt 0 ] && python3 -m stnexp report "${runs[@]}" --paper --out "$out/table1-fast" > "$out/table1-fast.md" 2>&1
 tar czf "$out/fast-runs.tar.gz" --exclude=checkpoints -C /tmp fast
+
+if [ "$(left)" -gt 90 ]; then
+  timeout -s INT "$(( $(left) - 20 ))" python3 -m stnexp train configs/ablations/rectify.yaml "${sets[@]}" \
+    --set "data.variants={rts: {preset: rts}}" --out /tmp/rectify/search-rts --force > "$out/rectify-search-rts.txt" 2>&1
+  echo "rectify search rts: exit $? -- $(tail -n 1 "$out/rectify-search-rts.txt")"
+  cp /tmp/rectify/search-rts/analysis.md "$out/rectify-search-rts-analysis.md" 2>/dev/null
+fi
+tar czf "$out/rectify-runs.tar.gz" --exclude=checkpoints -C /tmp rectify 2>/dev/null
 
 if [ "$(left)" -gt 60 ]; then
   timeout -s INT "$(( $(left) - 5 ))" python3 scripts/bench.py --device cuda --precision --n 51200 --pairs 2 > "$out/bench-precision.txt" 2>&1
