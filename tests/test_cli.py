@@ -1271,3 +1271,12 @@ def test_report_writes_the_analysis_and_pictures_of_each_run_and_a_self_containe
     assert "<table>" in page and "<td>st-cnn</td>" in page
     r = invoke("report", tiny_run, "--html")
     assert r.exit_code == 2 and "--html: name the folder" in r.output
+
+
+def test_a_run_without_validation_digits_does_not_call_its_best_checkpoint_chosen_by_validation(tmp_path):
+    out = tmp_path / "run"
+    r = _train(out, sets=["data.val_size=0", "train.epochs=2"])
+    assert r.exit_code == 0, r.output
+    md = (out / "results.md").read_text()
+    assert "by validation" not in md and "no validation digits: the last epoch before any divergence" in md
+    assert "no validation digits" in invoke("report", out).output

@@ -30,8 +30,10 @@ def finish(run: Run, interrupted: bool) -> list[dict]:
     if interrupted and not rows:
         return rows
     write_curves(run.dir)
-    tables.write_tables(A.RESULTS.stem(run.dir), rows, tables.results_markdown(rows, interrupted), tables.RESULT_FIELDS)
-    run.log.info("\n" + tables.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted))
+    validated = run.cfg.data.val_size > 0
+    md = tables.results_markdown(rows, interrupted, validated)
+    tables.write_tables(A.RESULTS.stem(run.dir), rows, md, tables.RESULT_FIELDS)
+    run.log.info("\n" + tables.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted, validated))
     try:
         report.write_report([run.dir], report.make([run.dir], False), run.dir, html=True, markdown=False)
         run.log.info(f"results: {A.RESULTS.path(run.dir)}; all of it in one page: {A.REPORT.path(run.dir)}")

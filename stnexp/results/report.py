@@ -259,7 +259,9 @@ def make(paths: list[Path], as_paper: bool) -> str:
     if as_paper:
         body = paper_table(rows) + deviations_text(sources, rows)
     else:
-        body = tables.table(rows, lambda r: r["label"], "column", "Best checkpoint by validation accuracy")
+        validated = any(s.cfg.data.val_size > 0 for s in sources)
+        title = tables.BEST_TITLE if validated else tables.UNVALIDATED_TITLE
+        body = tables.table(rows, lambda r: r["label"], "column", title)
     return body + intervals_text(rows) + sources_text(sources)
 
 

@@ -84,12 +84,17 @@ def table(rows: list[dict], row_label, col_key: str, title: str, first: str = "m
     return f"**{title}** (test error %, mean ± std over seeds)\n\n" + markdown([first, "params", *cols], out, right)
 
 
-def results_markdown(rows: list[dict], partial: bool = False) -> str:
+BEST_TITLE = "Best checkpoint by validation accuracy"
+# with `data.val_size: 0` the best checkpoint is the last epoch's that did not diverge
+UNVALIDATED_TITLE = "Best checkpoint (no validation digits: the last epoch before any divergence)"
+
+
+def results_markdown(rows: list[dict], partial: bool = False, validated: bool = True) -> str:
     best = [r for r in rows if r["checkpoint"] == "best"]
     last = [r for r in rows if r["checkpoint"] == "last"]
     note = f" {A.PARTIAL}" if partial else ""
     by_model = lambda r: r["model"]  # noqa: E731
-    out = table(best, by_model, "variant", f"Best checkpoint by validation accuracy{note}")
+    out = table(best, by_model, "variant", f"{BEST_TITLE if validated else UNVALIDATED_TITLE}{note}")
     if last:
         out += "\n" + table(last, by_model, "variant", "Last checkpoint")
     return out
