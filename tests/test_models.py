@@ -470,3 +470,23 @@ def test_a_cuda_run_recorded_as_fp32_computes_in_fp32_not_tf32(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     device.configure(torch.device("cuda"), deterministic=False)
     assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+
+
+def test_a_regressed_homography_never_folds_the_image_and_a_mild_one_passes_unchanged():
+    # perspective terms g, h with |g| + |h| >= 1 put the denominator's zero inside the image
+    folding = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.5, -0.8]])
+    grid = transforms.grid("projective", folding, 28)
+    assert torch.isfinite(grid).all()
+    # every sample point keeps the side of the denominator's zero it had: x, y of the grid in [-1, 1],
+    # the capped g x + h y + 1 >= 0.1
+    base = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 28), torch.linspace(-1, 1, 28), indexing="xy"), -1)
+    g, h = 1.5 * 0.9 / 2.3, -0.8 * 0.9 / 2.3
+    assert float((g * base[..., 0] + h * base[..., 1] + 1).min()) >= 0.1 - 1e-6
+    from stnexp import geometry
+
+    assert torch.allclose(
+        grid[0], geometry.projective_grid(torch.tensor([[[1.0, 0, 0], [0, 1.0, 0], [g, h, 1]]]), 28)[0], atol=1e-5
+    )
+    mild = torch.tensor([[1.1, 0.1, 0.05, -0.1, 0.9, 0.0, 0.2, -0.3]])
+    exact = geometry.projective_grid(torch.cat([mild, torch.ones(1, 1)], 1).view(1, 3, 3), 28)
+    assert torch.equal(transforms.grid("projective", mild, 28), exact)

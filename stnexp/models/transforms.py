@@ -47,6 +47,21 @@ def _one(p: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(p[:, 0])
 
 
+# The homography's denominator g x + h y + 1 over the output grid [-1, 1]^2 is at least 1 - (|g| + |h|):
+# where |g| + |h| reaches 1 it crosses zero inside the image, and the map folds it over (points on both
+# sides of the line sent to opposite infinities). Capping |g| + |h| at PERSPECTIVE_CAP keeps it at 0.1 or
+# more; below the cap the regressed values pass unchanged, so no map that never folded changes.
+PERSPECTIVE_CAP = 0.9
+
+
+def _homography(p: torch.Tensor) -> torch.Tensor:
+    """The 3x3 matrices (last entry 1) of regressed projective parameters, perspective row capped."""
+    gh = p[:, 6:8]
+    reach = gh.abs().sum(1, keepdim=True)
+    gh = gh * torch.clamp(PERSPECTIVE_CAP / reach.clamp_min(1e-12), max=1.0)
+    return torch.cat([p[:, :6], gh, _one(p)[:, None]], 1).view(-1, 3, 3)
+
+
 TPS_POINTS = 4  # the paper's 16 control points
 
 FAMILIES: dict[str, Family] = {
@@ -74,7 +89,7 @@ FAMILIES: dict[str, Family] = {
     "projective": Family(
         "homography",
         (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),
-        lambda p, size: geometry.projective_grid(torch.cat([p, _one(p)[:, None]], 1).view(-1, 3, 3), size),
+        lambda p, size: geometry.projective_grid(_homography(p), size),
     ),
     # where each of TPS_POINTS x TPS_POINTS control points reads the input, (x, y) per point
     "tps": Family(
