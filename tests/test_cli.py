@@ -88,6 +88,17 @@ def test_train_tests_each_pair_of_models_on_the_same_digits_and_measures_rectifi
     assert rect["model"] == "st-cnn" and rect["angle_std_before"] == pytest.approx(
         26, abs=1.5
     )  # U[-45, 45]: 90 / sqrt(12)
+    # the spreads after are this checkpoint's transformer on these test digits, at its trained precision
+    # (test_analysis.py checks that the measure itself is right on transformers of known effect)
+    import stnexp
+    from stnexp.results import analysis
+
+    st = stnexp.load(tiny_run / "checkpoints" / "rts" / "st-cnn-s0-best.pt")
+    digits = stnexp.test_set(st)
+    with st.autocast():
+        again = analysis.rectification(st.model, digits.images, digits.params, digits.images.shape[-1]).row
+    after = [k for k in rect if k.endswith("_after")]
+    assert after and {k: rect[k] for k in after} == {k: again[k] for k in after}
     md = (tiny_run / "analysis.md").read_text()
     assert "McNemar" in md and "| rts | 0 | st-cnn |" in md
     by = {(r["model"], r["by"]): r for r in result["by_distortion"]}
