@@ -1,3 +1,4 @@
+import csv
 import json
 import re
 from pathlib import Path
@@ -1061,6 +1062,18 @@ def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path
         sum(r["best"] for r in rows if r["model"] == "cnn") == 1
         and sum(r["best"] for r in rows if r["model"] == "st-cnn") == 1
     )
+    # `best` is the child of the highest validation accuracy, per model, as each child's metrics.csv has it
+    for model in ("cnn", "st-cnn"):
+        val = {
+            child: max(
+                float(m["val_acc"])
+                for m in csv.DictReader((out / child / "metrics.csv").open())
+                if m["model"] == model and m["val_acc"]
+            )
+            for child in children
+        }
+        (chosen,) = [r for r in rows if r["model"] == model and r["best"]]
+        assert chosen["train.lr"] == ("0.01" if val[children[0]] >= val[children[1]] else "0.05")
     md = (out / "sweep.md").read_text()
     assert "| train.lr | models.st-cnn.loc_lr_scale | model | rts | val acc % | best |" in md
     # and a figure of it: two swept keys, a heat map of validation accuracy per model, as PNG and PDF
