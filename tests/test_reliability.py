@@ -64,6 +64,10 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, uninterrupte
     wait_for(out / "checkpoints" / "rts" / "cnn-s0-last.pt", p)
     p.send_signal(signal.SIGKILL)
     p.wait()
+    # the kill landed mid-run (after epoch 1 of 3): the process died of it, and the run never finished
+    assert p.returncode == -signal.SIGKILL
+    assert not (out / "results.json").exists()
+    assert json.loads((out / ".stnexp-run").read_text())["state"] != "finished"
     from stnexp.store import checkpoints
 
     for ck in out.rglob("*.pt"):  # a kill may leave a temporary file, never a half-written checkpoint
