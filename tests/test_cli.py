@@ -863,6 +863,7 @@ def test_report_as_the_paper_gives_paper_rows_only_to_the_papers_models_and_list
     (run / "results.json").write_text(json.dumps(rows))
     r = invoke("report", run, "--paper")
     assert r.exit_code == 0, r.output
+    env = json.loads((run / "env.json").read_text())
     lines = r.output.splitlines()
     assert "| CNN | 1,000 | 1.00 [0.8] |" in lines and "| ST-CNN Aff | 1,001 | 2.00 [0.5] |" in lines
     assert "| cnn-bn | 1,002 | 3.00 |" in lines and "| st-cnn | 1,003 | 4.00 |" in lines
@@ -871,6 +872,8 @@ def test_report_as_the_paper_gives_paper_rows_only_to_the_papers_models_and_list
         f"- `{run}`: 8 iterations (the paper: 150,000); train.batch_size 128 (the paper: 256); train.schedule "
         "constant (the paper: step); "
         "512 training and 256 validation digits (the paper: 50,000 and 10,000); 1 seed (the paper: the mean of 3)"
+        # the precision the run resolved: bf16 on a CPU with bf16 instructions, fp32 (no departure) elsewhere
+        + ("; trained in bf16 mixed precision (the paper: fp32)" if env["precision"] == "bf16" else "")
         in lines
     )
 

@@ -145,8 +145,6 @@ def deviations(cfg: Config, trained: int | None = None, precision: str | None = 
             "data.resample_train false: each training digit keeps one distortion (the paper does not say; stnexp "
             "assumes fresh ones each epoch, docs/paper-protocol.md)"
         )
-    if (precision or t.amp) not in ("fp32", "off", "auto", "?"):
-        out.append(f"trained in {precision or t.amp} mixed precision (the paper: fp32)")
     for key in _RECIPE:
         ours, theirs = getattr(t, key), getattr(PROTOCOL, key)
         if key == "momentum" and t.optimizer != "sgd":
@@ -170,4 +168,6 @@ def deviations(cfg: Config, trained: int | None = None, precision: str | None = 
                 f"{name}: localisation net at {m.stn.loc_lr_scale:g} x the lr (the paper reports no multiplier for "
                 "MNIST)"
             )
+    if (precision or t.amp) not in ("fp32", "off", "auto", "?"):
+        out.append(f"trained in {precision or t.amp} mixed precision (the paper: fp32)")
     return out
