@@ -1307,3 +1307,18 @@ def test_a_run_without_validation_digits_does_not_call_its_best_checkpoint_chose
     md = (out / "results.md").read_text()
     assert "by validation" not in md and "no validation digits: the last epoch before any divergence" in md
     assert "no validation digits" in invoke("report", out).output
+
+
+def test_report_tests_recipes_across_seeds_where_three_seeds_are_merged(tiny_run, tmp_path):
+    rows = json.loads((tiny_run / "results.json").read_text())
+    cnn = next(r["error"] for r in rows if r["model"] == "cnn" and r["checkpoint"] == "best")
+    st = next(r["error"] for r in rows if r["model"] == "st-cnn" and r["checkpoint"] == "best")
+    _copy_results(tiny_run, tmp_path / "s1", 1, cnn + 1.0)
+    _copy_results(tiny_run, tmp_path / "s2", 2, cnn + 3.0)
+    r = invoke("report", tiny_run, tmp_path / "s1", tmp_path / "s2")
+    assert r.exit_code == 0, r.output
+    assert "**Across training seeds: a paired t-test per pair of models**" in r.output
+    (line,) = [x for x in r.output.splitlines() if x.startswith("| rts | cnn | st-cnn | 3 |")]
+    assert f"| {cnn + 4 / 3 - st:+.2f} |" in line
+    # two seeds: no test across seeds
+    assert "Across training seeds" not in invoke("report", tiny_run, tmp_path / "s1").output

@@ -262,7 +262,19 @@ def make(paths: list[Path], as_paper: bool) -> str:
         validated = any(s.cfg.data.val_size > 0 for s in sources)
         title = tables.BEST_TITLE if validated else tables.UNVALIDATED_TITLE
         body = tables.table(rows, lambda r: r["label"], "column", title)
-    return body + intervals_text(rows) + sources_text(sources)
+    return body + intervals_text(rows) + across_seeds_text(rows) + sources_text(sources)
+
+
+def across_seeds_text(rows: list[dict]) -> str:
+    """The paired t-test across seeds (analysis.across_seeds) between the rows of each column with 3 or
+    more seeds in common: the test for a claim that one recipe beats another."""
+    from stnexp.results import analysis
+
+    errors = {(r["column"], int(r["seed"]), r["label"]): r["error"] for r in rows if r.get("status", "ok") == "ok"}
+    found = analysis.across_seeds(errors)
+    if not found:
+        return ""
+    return "\n" + analysis.across_seeds_markdown(found) + "\n"
 
 
 def intervals_text(rows: list[dict]) -> str:
