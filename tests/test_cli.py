@@ -656,6 +656,11 @@ def test_every_paper_config_is_the_papers_protocol(column):
         0.1,
     )
     assert cfg.seeds == [0, 1, 2] and (cfg.data.train_size, cfg.data.val_size) == (50000, 10000)
+    # and nothing else that changes the numbers: no decay, warm-up or smoothing, MNIST itself, fresh
+    # distortions, validation every epoch, no models' precision forced to bf16
+    assert (t.weight_decay, t.warmup, t.label_smoothing, t.eval_every, t.amp) == (0.0, 0, 0.0, 1, "auto")
+    assert cfg.data.root is None and cfg.data.resample_train
+    assert all(m.stn is None or m.stn.loc_lr_scale == 1.0 for m in cfg.models.values())
     assert all(paper.column(cfg, v) for v in cfg.data.variants)
     # every model is the paper's (widths, norm, localisation net, pooling) in every column it can be:
     # table1.yaml's one set of transformers cannot pool on RTS and TC only, so there they are not
