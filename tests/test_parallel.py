@@ -118,9 +118,11 @@ def test_data_mode_splits_each_batch_over_the_ranks_and_matches_one_process(sing
     ]
     for a, b in zip(one, two):  # the mean of the two shards' gradients is the whole batch's, up to float rounding
         assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=1e-5)
-        assert float(b["val_acc"]) == pytest.approx(float(a["val_acc"]), abs=0.02)
+        assert float(b["val_acc"]) == pytest.approx(float(a["val_acc"]), abs=1.01 / 128)  # at most one of 128
     for a, b in zip(results(single), results(out)):
-        assert a[:4] == b[:4] and abs(a[4] - b[4]) <= 30  # test digits right, within 0.3 points of 10,000
+        # test digits right: the same count here (AMD EPYC, fp32); a few digits of 10,000 allow for another
+        # order of summing the shards' gradients elsewhere
+        assert a[:4] == b[:4] and abs(a[4] - b[4]) <= 5
     assert not strays(out)
 
 
