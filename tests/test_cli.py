@@ -1,6 +1,10 @@
 import csv
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,7 @@ import yaml
 from conftest import TINY
 from typer.testing import CliRunner
 
+import stnexp
 from stnexp import config, models
 from stnexp.cli import app
 from stnexp.data import idx, mnist
@@ -69,6 +74,44 @@ def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
     assert len(metrics) == 1 + 2 * 2  # two models, two epochs
     env = json.loads((tiny_run / "env.json").read_text())
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+
+
+def _git_state_of(package_parent: Path) -> dict:
+    """What env.json records of git when stnexp is imported from `package_parent`/stnexp."""
+    code = "import json; from stnexp.store.runs import _git_state; print(json.dumps(_git_state()))"
+    env = {**os.environ, "PYTHONPATH": str(package_parent)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=package_parent)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_env_records_the_commit_and_dirtiness_of_the_checkout_stnexp_runs_from(tiny_run, tmp_path):
+    def git(*args, cwd):
+        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+    package = Path(stnexp.__file__).resolve().parent
+    clone = tmp_path / "clone"
+    shutil.copytree(package, clone / "stnexp", ignore=shutil.ignore_patterns("__pycache__"))
+    git("init", "-q", cwd=clone)
+    git("add", ".", cwd=clone)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x", cwd=clone)
+    head = git("rev-parse", "HEAD", cwd=clone)
+    assert _git_state_of(clone) == {"git_commit": head, "git_dirty": False}
+    (clone / "notes.txt").write_text("an untracked file is not a change to the code\n")
+    assert _git_state_of(clone) == {"git_commit": head, "git_dirty": False}
+    with open(clone / "stnexp" / "seeds.py", "a") as f:
+        f.write("# edited\n")
+    assert _git_state_of(clone) == {"git_commit": head, "git_dirty": True}
+    # a package that is not the top of a checkout (installed, or vendored into another repository) has none
+    vendored = clone / "vendor"
+    shutil.copytree(package, vendored / "stnexp", ignore=shutil.ignore_patterns("__pycache__"))
+    assert _git_state_of(vendored) == {"git_commit": None, "git_dirty": None}
+    plain = tmp_path / "plain"
+    shutil.copytree(package, plain / "stnexp", ignore=shutil.ignore_patterns("__pycache__"))
+    assert _git_state_of(plain) == {"git_commit": None, "git_dirty": None}
+    # and a run records what stnexp ran from: here the tests' own stnexp
+    env = json.loads((tiny_run / "env.json").read_text())
+    assert {k: env[k] for k in ("git_commit", "git_dirty")} == _git_state_of(package.parent)
 
 
 def test_train_tests_each_pair_of_models_on_the_same_digits_and_measures_rectification(tiny_run):

@@ -266,7 +266,7 @@ def write_env(run: Path, device, precision: str, resume: bool = False) -> None:
         "cpu": describe(torch.device("cpu")),
         "threads": torch.get_num_threads(),
         "precision": precision,
-        "git_commit": _git_commit(),
+        **_git_state(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -292,19 +292,24 @@ def _installed(package: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
-    src = Path(__file__).resolve().parent.parent
-    if not (src / ".git").exists():
-        return None
-    try:
-        return (
-            subprocess.run(
-                ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
+def _git_state() -> dict:
+    """The commit of the checkout stnexp runs from, and whether its tracked files differ from it; both
+    None where stnexp is not run from its own git checkout (an installed wheel, or a package that merely
+    sits inside someone else's repository: the checkout's top must hold this very package)."""
+    package = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if not top or (Path(top).resolve() / package.name) != package:
+        return {"git_commit": None, "git_dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": git("rev-parse", "HEAD") or None, "git_dirty": None if status is None else bool(status)}
 
 
 class _LogFile(logging.FileHandler):
