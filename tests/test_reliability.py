@@ -95,6 +95,47 @@ def test_ctrl_c_writes_a_resumable_checkpoint_and_partial_results(tmp_path, unin
     assert "interrupted" in (out / "train.log").read_text()
 
 
+def interrupt_the_final_evaluation(out: Path, times: int) -> tuple[int, str]:
+    """Train SMALL into `out`, press Ctrl-C `times` times once the final evaluation has begun (each after
+    the process has answered the one before), and return its exit code and output."""
+    p = spawn(out)
+    lines = []
+    for line in p.stdout:
+        lines.append(line)
+        if "scoring the checkpoints" in line:
+            break
+    for _ in range(times):
+        p.send_signal(signal.SIGINT)
+        for line in p.stdout:  # the process's answer, before the next Ctrl-C
+            lines.append(line)
+            if "Ctrl-C again" in line:
+                break
+    lines.append(p.communicate(timeout=120)[0])
+    return p.returncode, "".join(lines)
+
+
+def test_ctrl_c_during_the_final_evaluation_says_it_is_finishing_and_finishes(tmp_path, uninterrupted):
+    code, output = interrupt_the_final_evaluation(tmp_path / "run", times=1)
+    assert code == 0, output
+    assert "finishing the final evaluation (the checkpoints are saved); Ctrl-C again to stop" in output
+    assert json.loads((tmp_path / "run" / ".stnexp-run").read_text())["state"] == "finished"
+    assert accuracies(tmp_path / "run") == accuracies(uninterrupted)
+
+
+def test_a_second_ctrl_c_during_the_final_evaluation_stops_it_keeping_the_checkpoints(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    code, output = interrupt_the_final_evaluation(out, times=2)
+    assert code == 130, output
+    assert f"stopped during the final evaluation: the checkpoints are in {out}" in output
+    assert "Traceback" not in output and json.loads((out / ".stnexp-run").read_text())["state"] != "finished"
+    # every checkpoint of the three epochs is there, and --resume scores them as the uninterrupted run did
+    assert len(list((out / "checkpoints").rglob("*.pt"))) == 4  # best and last of the CNN and the ST-CNN
+    r = cli("train", "configs/smoke.yaml", "--out", out, "--resume", sets=SMALL)
+    assert r.exit_code == 0, r.output
+    assert accuracies(out) == accuracies(uninterrupted)
+    assert metrics_without_timings(out) == metrics_without_timings(uninterrupted)
+
+
 def test_same_config_and_seed_on_cpu_give_identical_results(tmp_path, uninterrupted):
     p = spawn(tmp_path / "again")
     assert p.wait() == 0

@@ -26,6 +26,7 @@ def finish(run: Run, interrupted: bool) -> list[dict]:
     """The end of `train` in the process that writes: score the checkpoints, then the curves, the result
     tables, the report page and the run's state. Returns the scored rows (none: Ctrl-C came before any
     epoch ended, and nothing is written)."""
+    run.log.info("scoring the checkpoints on the test sets; then the tables and figures")
     rows = score(run)
     if interrupted and not rows:
         return rows

@@ -122,7 +122,7 @@ def _train_into(cfg: Config, target: Target, device: torch.device, world: parall
         log = runs.logger(run)
         log.debug("command: " + command)
         stop = threading.Event()
-        previous = install_sigint(stop)
+        previous = install_sigint(stop, log)
         try:
             if not resume:
                 checkpoints.atomic_text(A.CONFIG.path(run), C.dump(cfg))
@@ -151,6 +151,13 @@ def _train_into(cfg: Config, target: Target, device: torch.device, world: parall
                     f"{run}"
                 )
             raise
+        except KeyboardInterrupt:
+            if getattr(stop, "finishing", False):  # the second Ctrl-C of install_sigint, after training
+                log.warning(
+                    f"stopped during the final evaluation: the checkpoints are in {run}; --resume --out {run} "
+                    "scores them and writes the outputs"
+                )
+            raise
         finally:
             signal.signal(signal.SIGINT, previous)
     return run
@@ -167,7 +174,7 @@ def _follow(cfg: Config, device: torch.device, world: parallel.World) -> Path:
     for h in log.handlers:
         h.setFormatter(logging.Formatter(f"[rank {world.rank}] %(message)s"))
     stop = threading.Event()
-    previous = install_sigint(stop)
+    previous = install_sigint(stop, log)
     try:
         loop.train(cfg, run, device, log, stop, world)
     finally:
@@ -175,11 +182,17 @@ def _follow(cfg: Config, device: torch.device, world: parallel.World) -> Path:
     return run
 
 
-def install_sigint(stop: threading.Event):
-    """First Ctrl-C: stop at the next step boundary (resumable); a second one interrupts at once."""
+def install_sigint(stop: threading.Event, log: logging.Logger):
+    """First Ctrl-C: stop at the next step boundary (resumable). Once training is over and the final
+    evaluation runs (loop.train sets `stop.finishing`), it would change nothing, so it says so rather than
+    look like a hang. A second one interrupts at once; the checkpoints are on disk by then."""
 
     def handler(signum, frame):
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        if getattr(stop, "finishing", False):
+            log.warning("finishing the final evaluation (the checkpoints are saved); Ctrl-C again to stop")
+        else:
+            log.warning("stopping after this step; Ctrl-C again to stop at once")
 
     return signal.signal(signal.SIGINT, handler)

@@ -130,6 +130,7 @@ def train(
         if interrupted:
             raise Interrupted()
         return []
+    run.stop.finishing = True  # a Ctrl-C from here on stops nothing that a resume would keep (launch.py)
     rows = outputs.finish(run, interrupted)
     if interrupted:
         raise Interrupted(nothing=not rows)  # nothing: Ctrl-C before any epoch ended, no checkpoint
