@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from stnexp import geometry, pose
+from stnexp.models import transforms
 from stnexp.results import analysis
 
 
@@ -108,8 +109,26 @@ def test_error_is_binned_by_the_true_distortion_of_each_digit():
     rows = analysis.binned({("rts", 0, "m"): wrong_when_turned_right}, params)
     (row,) = rows  # scale and shift do not vary: no rows for them
     assert row["by"] == "angle" and row["edges"][0] == -45 and row["edges"][-1] == 45
-    assert row["error"] == [0.0, 0.0, 0.0, 100.0, 100.0, 100.0] and sum(row["n"]) == 600
-    assert "| m | 0.00 | 0.00 | 0.00 | 100.00 | 100.00 | 100.00 |" in analysis.binned_markdown(rows)
+    assert row["error"] == [0.0, 0.0, 0.0, 100.0, 100.0, 100.0] and row["n"] == [100] * 6
+    # each bin's exact 95% interval: 0 of 100 wrong is [0, 3.62]%, 100 of 100 is [96.38, 100]%
+    assert row["interval"] == [[0.0, 3.62]] * 3 + [[96.38, 100.0]] * 3
+    md = analysis.binned_markdown(rows)
+    assert "| model | -45 to -30 (100) | -30 to -15 (100) |" in md
+    assert "| m | 0.00 [0.00, 3.62] | 0.00 [0.00, 3.62] | 0.00 [0.00, 3.62] | 100.00 [96.38, 100.00] |" in md
+
+
+@pytest.mark.parametrize(
+    "lo, hi, steps, edges",
+    [
+        (-45, 45, analysis.ANGLE_STEPS, [-45, -30, -15, 0, 15, 30, 45]),  # RTS's angles
+        (-89.97, 89.99, analysis.ANGLE_STEPS, [-90, -60, -30, 0, 30, 60, 90]),  # R's, as drawn
+        (-15.2, 0.004, None, [-20, -15, -10, -5, 0, 5]),  # not "-15 to 0.004"
+        (0.7, 1.2, None, [0.7, 0.8, 0.9, 1.0, 1.1, 1.2]),  # RTS's scales
+        (0.0, 16.8, None, [0, 5, 10, 15, 20]),  # shifts in px
+    ],
+)
+def test_bins_have_round_edges_that_cover_the_values(lo, hi, steps, edges):
+    assert analysis.round_edges(lo, hi, steps) == pytest.approx(edges)
 
 
 def test_a_conv1_transformers_theta_read_in_image_coordinates_moves_the_image_as_it_moves_the_maps():
@@ -177,13 +196,14 @@ def test_the_scatter_puts_a_transformer_that_undoes_the_pose_on_the_diagonal_and
     inverse = _fixed_transformer("affine", "input", torch.zeros(1, 6))
     inverse.transform_params = lambda x: undo[: len(x)].reshape(len(x), 6)  # one batch of all 300 digits
     r = analysis.rectification(inverse, images, params, 42, batch=300)
-    for part in ("angle", "log_scale"):
-        assert torch.allclose(r.undone[part], r.true[part], atol=1e-4)  # all of it undone
+    for part in ("angle", "log_scale", "shift"):
+        assert torch.allclose(r.undone[part], r.true[part], atol=1e-3)  # all of it undone
+    assert len(r.true["shift"]) == 2 * 300  # x and y of every digit
     assert abs(float(r.true["log_scale"].mean())) < 1e-6  # about the mean (the angle: about its circular mean)
     assert r.row["angle_std_after"] < 1e-3 and r.row["shift_std_after"] < 1e-3
     identity = _fixed_transformer("affine", "input", torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]))
     r = analysis.rectification(identity, images, params, 42)
-    assert all(r.undone[p].abs().max() < 1e-4 for p in ("angle", "log_scale"))  # none of it
+    assert all(r.undone[p].abs().max() < 1e-4 for p in ("angle", "log_scale", "shift"))  # none of it
     path = pictures.scatter(r.true, r.undone, tmp_path / "s.png", "scatter")
     with Image.open(path) as png:
         png.verify()
@@ -321,3 +341,34 @@ def test_a_run_of_three_seeds_writes_the_test_across_seeds_into_analysis_json_an
     (row,) = json.loads((tmp_path / "analysis.json").read_text())["across_seeds"]
     assert (row["model_a"], row["model_b"], row["seeds"]) == ("cnn", "st", [0, 1, 2])
     assert "**Across training seeds: a paired t-test" in (tmp_path / "analysis.md").read_text()
+
+
+def test_the_transformer_picture_shows_the_first_digits_then_a_row_of_the_first_it_gets_wrong():
+    from stnexp.results.outputs import FAILURE_DIGITS, PICTURE_DIGITS, picked
+
+    right = torch.ones(1000, dtype=torch.bool)
+    right[[3, 40, 41, 500]] = False
+    shown, failures = picked(right)
+    # four wrong: the first 28 of the others, then those four (digit 3 among them, not twice)
+    assert failures == 4 and shown.tolist() == [*(i for i in range(29) if i != 3), 3, 40, 41, 500]
+    right[:] = False
+    shown, failures = picked(right)
+    # every digit wrong: a row of the first of them last, the next ones before it
+    assert failures == FAILURE_DIGITS and shown.tolist() == [*range(FAILURE_DIGITS, PICTURE_DIGITS), *range(8)]
+    right[:] = True
+    assert picked(right)[1] == 0 and picked(right)[0].tolist() == list(range(PICTURE_DIGITS))
+
+
+def test_the_sampling_box_of_the_identity_is_the_image_and_a_shift_moves_it():
+    from stnexp.results import pictures
+
+    identity = transforms.grid("affine", torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]), 42)
+    box = pictures.outline(identity, 42)[0]
+    # the grid's border runs through the centres of the outer pixels: 0 and 41 in pixel coordinates
+    assert box[:, 0].min() == pytest.approx(0, abs=1e-4) and box[:, 0].max() == pytest.approx(41, abs=1e-4)
+    assert box[:, 1].min() == pytest.approx(0, abs=1e-4) and box[:, 1].max() == pytest.approx(41, abs=1e-4)
+    assert len(box) == 4 * 41 + 1 and torch.equal(box[0], box[-1])  # the border once round, closed
+    # half the canvas to the right and at half the size: x from 21 to 41.5 - 0.25 px
+    half = transforms.grid("affine", torch.tensor([[0.5, 0.0, 0.5, 0.0, 0.5, 0.0]]), 42)
+    moved = pictures.outline(half, 42)[0]
+    assert moved[:, 0].min() == pytest.approx(20.75, abs=1e-4) and moved[:, 0].max() == pytest.approx(41.25, abs=1e-4)

@@ -133,11 +133,16 @@ class _Transforming(nn.Module):
         """The transformer's parameters for images x (at conv1: computed from the feature maps)."""
         return self.stn.params(self.loc_input(x))
 
+    def sampling_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """Where in the images x the transformer samples (N x H x W x 2, in the sampler's [-1, 1]
+        coordinates; at conv1: its transform on the image), at the sampler's resolution."""
+        size = self.stn.out_size if self.at == "input" else x.shape[-1]
+        return transforms.grid(self.stn.transform, self.transform_params(x), size)
+
     def transformed_images(self, x: torch.Tensor) -> torch.Tensor:
         """What the transformer makes of the images x (at conv1: its transform applied to the image),
         at the sampler's resolution (before any pooling)."""
-        size = self.stn.out_size if self.at == "input" else x.shape[-1]
-        return geometry.sample(x, transforms.grid(self.stn.transform, self.transform_params(x), size))
+        return geometry.sample(x, self.sampling_grid(x))
 
 
 class CNN(_Transforming):

@@ -201,13 +201,38 @@ def across_seeds_markdown(rows: list[dict]) -> str:
 
 # ---------------------------------------------------------------- error by the true distortion
 
-BINS = 6
+BINS = 6  # at most this many bins a part
+NICE_STEPS = (1.0, 2.0, 2.5, 5.0)  # bin widths: these times a power of ten
+ANGLE_STEPS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 45.0, 90.0)  # degrees: edges read -45, -30, ..., 45
+FEW_DIGITS = 100  # a bin with fewer test digits than this is marked in the plot: its error is a rough one
+
+
+def round_edges(lo: float, hi: float, steps: tuple[float, ...] | None = None) -> list[float]:
+    """Bin edges at multiples of a round width, the narrowest that covers [lo, hi] with at most BINS bins:
+    one of `steps`, or 1, 2, 2.5 or 5 times a power of ten."""
+    rough = (hi - lo) / BINS
+    if steps is None:
+        power = math.floor(math.log10(rough))
+        steps = tuple(nice * 10.0**p for p in (power, power + 1) for nice in NICE_STEPS)
+    for step in (*sorted(steps), 10.0 ** math.ceil(math.log10(hi - lo))):
+        first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+        if last - first <= BINS:
+            return [round(k * step, 10) for k in range(first, last + 1)]
+    raise AssertionError("a power of ten at least the range always fits")
+
+
+def error_interval(wrong: int, n: int) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) 95% interval of an error rate of `wrong` in `n` digits, in %."""
+    from scipy.stats import binomtest  # here, not at import: scipy takes a moment to load
+
+    ci = binomtest(wrong, n).proportion_ci(0.95, method="exact")
+    return round(100.0 * ci.low, 2), round(100.0 * ci.high, 2)
 
 
 def binned(right: dict[tuple[str, int, str], torch.Tensor], params: dict[tuple[str, int], dict]) -> list[dict]:
     """Test error of every model by the true angle, scale and shift (distance of the digit's centre from
-    the canvas's centre, px) of the test digits, in BINS equal bins over the range they span; a
-    parameter that does not vary is left out."""
+    the canvas's centre, px) of the test digits, in bins of a round width over the range they span, each
+    with its digits and the 95% interval of its error; a parameter that does not vary is left out."""
     out = []
     for (variant, seed), p in params.items():
         if not set(pose.NAMES) <= set(p):
@@ -217,24 +242,23 @@ def binned(right: dict[tuple[str, int, str], torch.Tensor], params: dict[tuple[s
             lo, hi = float(v.min()), float(v.max())
             if hi - lo < 1e-6:
                 continue
-            which = ((v - lo) / (hi - lo) * BINS).long().clamp(0, BINS - 1)
-            edges = [lo + (hi - lo) * i / BINS for i in range(BINS + 1)]
+            edges = round_edges(lo, hi, ANGLE_STEPS if key == pose.ANGLE.name else None)
+            # right-open bins, the last one closed: a digit at the top edge counts in the last bin
+            which = (torch.bucketize(v, torch.tensor(edges[1:-1], dtype=v.dtype), right=True)).clamp(0, len(edges) - 2)
+            counts = [int((which == b).sum()) for b in range(len(edges) - 1)]
             for (v2, s2, model), ok in right.items():
                 if (v2, s2) != (variant, seed):
                     continue
-                errors = [
-                    round(100.0 * float((~ok[which == b]).float().mean()), 2) if bool((which == b).any()) else None
-                    for b in range(BINS)
-                ]
-                counts = [int((which == b).sum()) for b in range(BINS)]
+                wrong = [int((~ok.cpu()[which == b]).sum()) for b in range(len(counts))]
                 out.append(
                     {
                         "variant": variant,
                         "seed": seed,
                         "model": model,
                         "by": key,
-                        "edges": [round(e, 3) for e in edges],
-                        "error": errors,
+                        "edges": edges,
+                        "error": [round(100.0 * w / n, 2) if n else None for w, n in zip(wrong, counts)],
+                        "interval": [list(error_interval(w, n)) if n else None for w, n in zip(wrong, counts)],
                         "n": counts,
                     }
                 )
@@ -244,21 +268,29 @@ def binned(right: dict[tuple[str, int, str], torch.Tensor], params: dict[tuple[s
 def binned_markdown(rows: list[dict]) -> str:
     units = {part.name: "" if part is pose.SCALE else part.unit for part in pose.PARTS}
     parts = [
-        "**Test error % by the true distortion of the digits** (best checkpoints; equal bins over the range the test "
-        "digits span)",
+        "**Test error % by the true distortion of the digits** (best checkpoints; bins of a round width over the "
+        "range the test digits span; each error with its exact 95% interval in brackets)",
         "",
     ]
     for variant, seed, by in dict.fromkeys((r["variant"], r["seed"], r["by"]) for r in rows):
         mine = [r for r in rows if (r["variant"], r["seed"], r["by"]) == (variant, seed, by)]
         e = mine[0]["edges"]
-        heads = [f"{e[i]:.3g} to {e[i + 1]:.3g} ({mine[0]['n'][i]})" for i in range(len(e) - 1)]
+        heads = [f"{e[i]:g} to {e[i + 1]:g} ({mine[0]['n'][i]:,})" for i in range(len(e) - 1)]
         parts.append(
             f"{variant}, seed {seed}, by {by}{' (' + units[by] + ')' if units[by] else ''}; digits per bin in brackets:"
         )
         parts.append("")
-        cells = [[r["model"], *("-" if x is None else f"{x:.2f}" for x in r["error"])] for r in mine]
+        cells = [
+            [r["model"], *(_with_interval(x, r.get("interval"), i) for i, x in enumerate(r["error"]))] for r in mine
+        ]
         parts.append(tables.markdown(["model", *heads], cells, set(range(1, len(heads) + 1))))
     return "\n".join(parts)
+
+
+def _with_interval(error: float | None, intervals: list | None, i: int) -> str:
+    if error is None:
+        return "-"
+    return f"{error:.2f}" + (f" [{intervals[i][0]:.2f}, {intervals[i][1]:.2f}]" if intervals and intervals[i] else "")
 
 
 # ---------------------------------------------------------------- rectification
@@ -286,9 +318,9 @@ SCALAR = (pose.ANGLE, pose.SCALE)  # the parts whose residual is one number per 
 @dataclass
 class Rectified:
     """One transformer's rectification: `row` the spreads for the table (and analysis.json), `true` and
-    `undone` per pose part (angle, log_scale) the true distortion of each test digit and how much of it
-    the transformer took away (true minus residual), each about its mean over the digits, for the
-    scatter."""
+    `undone` per pose part (angle, log_scale, shift: its x values, then its y values) the true distortion
+    of each test digit and how much of it the transformer took away (true minus residual), each about its
+    mean over the digits, for the scatter."""
 
     row: dict
     true: dict[str, torch.Tensor]
@@ -334,6 +366,10 @@ def rectification(model, images: torch.Tensor, params: dict, canvas: int, batch:
     # both about their means: a transformer that maps every digit to one pose, whichever, lies on y = x
     true = {p.residual: _centred(before[p.residual], p.circular) for p in SCALAR}
     undone = {p.residual: _centred(before[p.residual] - after[p.residual], p.circular) for p in SCALAR}
+    # the shift's x and y, each about its own mean, one after the other: two values a digit
+    s = pose.SHIFT.residual
+    true[s] = torch.cat([_centred(before[s][:, i]) for i in range(2)])
+    undone[s] = torch.cat([_centred(before[s][:, i] - after[s][:, i]) for i in range(2)])
     return Rectified(row, {k: v.cpu() for k, v in true.items()}, {k: v.cpu() for k, v in undone.items()})
 
 

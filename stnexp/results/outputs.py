@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from stnexp import pose
 from stnexp.device import running_at
 from stnexp.errors import UserError
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from stnexp.training.loop import Run
 
 PICTURE_DIGITS = 32
+FAILURE_DIGITS = 8  # of them, a row of digits the model classifies wrong
 
 
 def finish(run: Run, interrupted: bool) -> list[dict]:
@@ -72,12 +75,14 @@ def score(run: Run) -> list[dict]:
             # the pictures and the rectification at the precision the model trained (and was scored) at
             with running_at(scored.rows[0]["precision"], run.device):
                 path = A.STN.path(run.dir, variant=ck["variant"], model=ck["model_name"], seed=ck["seed"])
+                shown, failures = picked(scored.right[0])
                 pictures.transformer(
                     model,
-                    test.images[:PICTURE_DIGITS],
-                    test.labels[:PICTURE_DIGITS],
+                    test.images[shown],
+                    test.labels[shown],
                     path,
                     f"{ck['model_name']}, variant {ck['variant']}, seed {ck['seed']}",
+                    failures,
                 )
                 r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
                 if r is not None:
@@ -95,6 +100,15 @@ def score(run: Run) -> list[dict]:
     return rows
 
 
+def picked(right: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Which test digits the transformer picture shows: the first of the test set, then the first ones the
+    model classifies wrong (up to a row of them), so that its failures are seen too; and how many of
+    those there are."""
+    wrong = (~right).nonzero().flatten()[:FAILURE_DIGITS]
+    first = [i for i in range(PICTURE_DIGITS) if i not in set(wrong.tolist())][: PICTURE_DIGITS - len(wrong)]
+    return torch.cat([torch.tensor(first, dtype=torch.long), wrong.cpu()]), len(wrong)
+
+
 def write_curves(run_dir: Path) -> None:
     """curves/<variant>/s<seed>.png from metrics.csv (the whole history, a resumed run's too)."""
     history = A.read_metrics(run_dir) or []
@@ -106,7 +120,7 @@ def write_curves(run_dir: Path) -> None:
 
 
 def write_scatter(run_dir: Path, key: tuple[str, int, str], r: analysis.Rectified, transform: str) -> None:
-    """rectification/<variant>/<model>-s<seed>.png: how much of each digit's angle and scale the
+    """rectification/<variant>/<model>-s<seed>.png: how much of each digit's angle, scale and shift the
     transformer undid, for the parts of the pose that vary and that its family can change."""
     variant, seed, name = key
     parts = [p for p in r.true if pose.BY_RESIDUAL[p].name not in r.row["cannot"] and float(r.true[p].std()) > 1e-6]

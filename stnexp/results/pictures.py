@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from stnexp import pose
+from stnexp import geometry, pose
 
 PAIRS_PER_ROW = 8
 ZOOM = 2  # digit pixels per figure pixel at the PNG's resolution: the digits stay sharp
@@ -23,6 +23,7 @@ DPI = 200
 # figures list models in the config's order)
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 UNITS = pose.UNITS
+BOX = "#E69F00"  # the transformer's sampling box on its input: orange reads on black and on white ink
 STYLE = {
     "font.size": 8,
     "axes.titlesize": 8,
@@ -99,13 +100,38 @@ def to_canvas(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
 
+def outline(grid: torch.Tensor, side: int) -> torch.Tensor:
+    """The border of sampling grids (N x H x W x 2, [-1, 1] coordinates) as closed polygons in the pixel
+    coordinates of the side x side images they sample (N x K x 2, x then y; pixel centres at integers):
+    the quadrilateral (or, for a thin-plate spline, the curved outline) the transformer reads."""
+    g = grid.float().cpu()
+    ring = torch.cat([g[:, 0, :], g[:, 1:, -1], g[:, -1, :-1].flip(1), g[:, :-1, 0].flip(1)], 1)
+    return ((ring + 1) * side - 1) / 2  # geometry.ALIGN_CORNERS is False: -1 and 1 are the pixels' outer edges
+
+
+def _placed(points: torch.Tensor, side: int, size: int) -> torch.Tensor:
+    """Pixel coordinates in a side x side image moved to where to_canvas puts that image on size x size."""
+    if side <= size:
+        return points + (size - side) // 2
+    return (points + 0.5) * size / side - 0.5
+
+
 def pairs(
-    left: torch.Tensor, right: torch.Tensor, path: Path, title: str, captions: list[tuple[str, bool]] | None = None
+    left: torch.Tensor,
+    right: torch.Tensor,
+    path: Path,
+    title: str,
+    captions: list[tuple[str, bool]] | None = None,
+    boxes: torch.Tensor | None = None,
 ) -> Path:
     """(left, right) pairs side by side, 8 pairs a row, under `title` (what the two are); with `captions`
-    a short text under each pair (red where it is False). One image of the whole grid in one axes: a
+    a short text under each pair (red where it is False); with `boxes` (outline's polygons, in the left
+    images' pixels) a line on each left image, clipped to it. One image of the whole grid in one axes: a
     figure of 32 small axes took twice as long to draw and to write as PDF."""
-    size = max(left.shape[-1], right.shape[-1])
+    from matplotlib.patches import Rectangle
+
+    side = left.shape[-1]
+    size = max(side, right.shape[-1])
     left, right = (to_canvas(t.float().cpu(), size).clamp(0, 1) for t in (left, right))
     rows = -(-len(left) // PAIRS_PER_ROW)
     line, gap = max(1, size // 14), max(2, size // 7)  # between the two of a pair; between pairs
@@ -122,7 +148,13 @@ def pairs(
     with _figure(width, height + 0.3) as (fig, (ax,)):
         fig.subplots_adjust(left=0, right=1, bottom=0, top=height / (height + 0.3))  # the grid at its own scale
         ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.autoscale(False)
         ax.axis("off")
+        for i, poly in enumerate([] if boxes is None else _placed(boxes, side, size)):
+            r, c = divmod(i, PAIRS_PER_ROW)
+            y, x = r * cell_h, c * cell_w
+            (drawn,) = ax.plot(x + poly[:, 0].numpy(), y + poly[:, 1].numpy(), color=BOX, lw=0.6)
+            drawn.set_clip_path(Rectangle((x - 0.5, y - 0.5), size, size, transform=ax.transData))
         for i, (text, good) in enumerate(captions or []):
             r, c = divmod(i, PAIRS_PER_ROW)
             ax.text(
@@ -139,18 +171,23 @@ def pairs(
 
 
 @torch.no_grad()
-def transformer(model, x: torch.Tensor, labels: torch.Tensor, path: Path, which: str = "") -> Path:
+def transformer(model, x: torch.Tensor, labels: torch.Tensor, path: Path, which: str = "", failures: int = 0) -> Path:
     """Test digits beside what a model's spatial transformer made of them (at conv1: its transform
-    applied to the image), each pair captioned with the predicted and the true class; `which` names the
-    model, variant and seed in the title."""
+    applied to the image), the region it samples outlined on each digit, each pair captioned with the
+    predicted and the true class; `which` names the model, variant and seed in the title, and `failures`
+    says that the last that many digits were picked as ones the model classifies wrong."""
     model.eval()
     predicted = model(x).argmax(1).tolist()
     captions = [(f"predicted {p}, true {t}", p == t) for p, t in zip(predicted, labels.tolist())]
     what = "feature maps after conv1 (its transform shown on the image)" if model.at == "conv1" else "the image"
     title = (
-        f"{which}: " if which else ""
-    ) + f"each pair: a test digit | what the transformer made of it (it warps {what}); red: predicted wrong"
-    return pairs(x, model.transformed_images(x), path, title, captions)
+        (f"{which}: " if which else "")
+        + f"each pair: a test digit | what the transformer made of it (it warps {what});\n"
+        + "orange: the region it samples; red: predicted wrong"
+        + (f"; the last {failures}: the first test digits it classifies wrong" if failures else "")
+    )
+    grid = model.sampling_grid(x)
+    return pairs(x, geometry.sample(x, grid), path, title, captions, outline(grid, x.shape[-1]))
 
 
 # ---------------------------------------------------------------- plots
@@ -202,56 +239,90 @@ def sweep(rows: list[dict], swept: tuple[str, list[float]], path: Path, title: s
         return _save(fig, path)
 
 
+SCATTER_NAMES = {pose.SHIFT.residual: "shift (x and y)"}
+SCATTER_UNITS = {pose.SCALE.residual: "log", pose.SHIFT.residual: "px"}  # short: three panels share 7 in
 SCATTER_POINTS = 10000  # every test digit of a 10k test set, as a density
 
 
 def scatter(true: dict[str, torch.Tensor], undone: dict[str, torch.Tensor], path: Path, title: str) -> Path:
-    """Per pose part (angle, log scale) a panel: each test digit's true distortion (x) against how much
-    of it the transformer undid (y), both about their means, as a density. On the diagonal the
-    transformer undoes it all; on the horizontal line, none of it."""
+    """Per pose part (angle, log scale, shift) a panel: each test digit's true distortion (x) against how
+    much of it the transformer undid (y), both about their means, as a density on one colour scale (the
+    shift's x and y components pooled: two points a digit). On the diagonal the transformer undoes it
+    all; on the horizontal line, none of it."""
+    from matplotlib.colors import LogNorm
+
     parts = list(true)
-    with _figure(WIDE if len(parts) > 1 else COLUMN, 3.0, len(parts)) as (fig, axes):
+    arts = []
+    with _figure(WIDE if len(parts) > 1 else COLUMN, 2.8, len(parts), layout="constrained") as (fig, axes):
         for ax, part in zip(axes, parts):
             x, y = (
-                true[part][:SCATTER_POINTS].double().cpu().numpy(),
-                undone[part][:SCATTER_POINTS].double().cpu().numpy(),
+                values[part][: SCATTER_POINTS * (2 if part == pose.SHIFT.residual else 1)].double().cpu().numpy()
+                for values in (true, undone)
             )
             lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
             hi = hi if hi > lo else lo + 1e-6
-            art = ax.hexbin(
-                x, y, gridsize=40, extent=(lo, hi, lo, hi), mincnt=1, bins="log", cmap="viridis", linewidths=0
-            )
+            kw = {"gridsize": 40, "extent": (lo, hi, lo, hi), "mincnt": 1, "cmap": "viridis", "linewidths": 0}
+            arts.append(ax.hexbin(x, y, norm=LogNorm(), **kw))
             ax.plot([lo, hi], [lo, hi], color="#D55E00", linewidth=1, label="undoes all of it")
             ax.plot([lo, hi], [0, 0], color="#000000", linewidth=1, linestyle="--", label="undoes none of it")
+            pad = 0.04 * (hi - lo)  # the hexagons at the edges drawn whole
+            unit = SCATTER_UNITS.get(part, UNITS[part])
             ax.set(
-                xlim=(lo, hi),
-                ylim=(lo, hi),
+                xlim=(lo - pad, hi + pad),
+                ylim=(lo - pad, hi + pad),
                 aspect="equal",
-                title=part.replace("_", " "),
-                xlabel=f"true {part.replace('_', ' ')} about the mean ({UNITS[part]})",
-                ylabel=f"undone by the transformer ({UNITS[part]})",
+                title=SCATTER_NAMES.get(part, part.replace("_", " ")),
+                xlabel=f"true, about the mean ({unit})",
+                ylabel=f"undone ({unit})",
             )
-            fig.colorbar(art, ax=ax, label="test digits per cell", shrink=0.8)
+        most = max(float(a.get_array().max()) for a in arts)
+        for a in arts:
+            a.set_clim(1, max(most, 2))
+        fig.colorbar(arts[0], ax=axes, label="test digits per cell", shrink=0.9)
+        axes[0].legend(loc="upper left", fontsize=6)
         fig.suptitle(title)
-        _legend_below(fig, axes, ncol=2)
         return _save(fig, path)
 
 
 def invariance(rows: list[dict], path: Path, title: str) -> Path:
     """Test error against the true distortion (analysis.binned rows of one variant and seed): a panel per
-    pose part, a line per model through the bins' centres."""
+    pose part, a line per model through the bins' centres with each bin's 95% interval, bins of few
+    digits drawn hollow and their count written beside them."""
+    from stnexp.results.analysis import FEW_DIGITS
+
     parts = list(dict.fromkeys(r["by"] for r in rows))
     colour = _colours([r["model"] for r in rows])
+    few = False
     with _figure(WIDE if len(parts) > 1 else COLUMN, 2.6, len(parts)) as (fig, axes):
         for ax, part in zip(axes, parts):
-            for name, c in colour.items():
+            top = 0.0  # the highest error, or interval of a bin of enough digits: few digits' bars may run off
+            for k, (name, c) in enumerate(colour.items()):
                 for r in (r for r in rows if r["by"] == part and r["model"] == name):
-                    edges = r["edges"]
-                    points = [((a + b) / 2, e) for a, b, e in zip(edges, edges[1:], r["error"]) if e is not None]
-                    ax.plot([p for p, _ in points], [e for _, e in points], color=c, marker="o", label=name)
+                    edges, width = r["edges"], r["edges"][1] - r["edges"][0]
+                    bins = [i for i, e in enumerate(r["error"]) if e is not None]
+                    # the models side by side within a bin, so that their intervals do not hide each other
+                    x = [(edges[i] + edges[i + 1]) / 2 + width * 0.06 * (k - (len(colour) - 1) / 2) for i in bins]
+                    y = [r["error"][i] for i in bins]
+                    ax.plot(x, y, color=c, marker="o", label=name)
+                    top = max([top, *y])
+                    if r.get("interval"):
+                        lo = [y_ - r["interval"][i][0] for i, y_ in zip(bins, y)]
+                        hi = [r["interval"][i][1] - y_ for i, y_ in zip(bins, y)]
+                        ax.errorbar(x, y, yerr=[lo, hi], color=c, linestyle="none", capsize=1.5, linewidth=0.8)
+                        top = max([top, *(r["interval"][i][1] for i in bins if r["n"][i] >= FEW_DIGITS)])
+                    for xi, yi, i in zip(x, y, bins):
+                        if r["n"][i] < FEW_DIGITS:
+                            few = True
+                            ax.plot([xi], [yi], marker="o", color="white", markeredgecolor=c, zorder=3)
+                            if k == 0:
+                                ax.annotate(
+                                    f"{r['n'][i]}", (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=6
+                                )
+            ax.set_xticks(r["edges"])
             ax.set(xlabel=f"true {part.replace('_', ' ')} ({UNITS[part]})", ylabel="test error (%)", title=f"by {part}")
-            ax.set_ylim(bottom=0)
-        fig.suptitle(title)
+            ax.set_ylim(0, 1.15 * top if top > 0 else 1)
+        note = f"; hollow: a bin of under {FEW_DIGITS} digits (their count beside it)"
+        fig.suptitle(title + "\nbars: 95% intervals" + (note if few else ""))
         _legend_below(fig, axes)
         return _save(fig, path)
 
