@@ -35,6 +35,17 @@ class Loaded(NamedTuple):
         return running_at(self.checkpoint["precision"], next(self.model.parameters()).device)
 
 
+def on_canvas(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Digits (N x 1 x h x w, h and w at most `size`) in the middle of a size x size canvas of zeros, as an
+    undistorted test digit is placed: what a model trained on a larger canvas (RTS: 42, TC: 60) takes.
+    `st.model(stnexp.on_canvas(digits, st.model.in_size))`."""
+    h, w = images.shape[-2:]
+    if h > size or w > size:
+        raise ValueError(f"images of {h} x {w} do not fit on a {size} x {size} canvas")
+    top, left = (size - h) // 2, (size - w) // 2
+    return torch.nn.functional.pad(images, (left, size - w - left, top, size - h - top))
+
+
 class Evaluation(NamedTuple):
     """An evaluation as `stnexp eval` writes it: its Markdown table, its rows (as in NAME.json) and the
     stem of its files (NAME.md, .csv, .json beside it)."""

@@ -79,3 +79,27 @@ def test_a_repeatable_option_given_as_one_string_is_one_value(tiny_run, tmp_path
     result = stnexp.evaluate(tiny_run, variants="translated", out=tmp_path, device="cpu")
     assert {row["tested_on"] for row in result.rows} == {"translated"}
     assert result.files == tmp_path / "best-on-translated"
+
+
+def test_a_model_names_its_canvas_for_digits_of_another_size_and_on_canvas_places_them(tiny_run):
+    import torch
+
+    import stnexp
+    from stnexp import geometry
+
+    st = stnexp.load(tiny_run / "checkpoints" / "rts" / "st-cnn-s0-best.pt")
+    digits = torch.rand(2, 1, 28, 28)
+    with pytest.raises(
+        ValueError, match=r"^this model takes 42 x 42 images .* not 28 x 28: stnexp.on_canvas\(images, 42\)"
+    ):
+        st.model(digits)
+    placed = stnexp.on_canvas(digits, st.model.in_size)
+    assert placed.shape == (2, 1, 42, 42) and torch.equal(placed[:, :, 7:35, 7:35], digits)
+    assert placed.sum() == digits.sum()  # zeros around them
+    assert st.model(placed).shape == (2, 10)
+    # where a test set places a digit of no rotation, scale 1 and no shift: the same pixels
+    theta = geometry.distortion_theta(torch.zeros(2), torch.ones(2), torch.zeros(2, 2), 28, 42)
+    grid = torch.nn.functional.affine_grid(theta, (2, 1, 42, 42), align_corners=geometry.ALIGN_CORNERS)
+    assert torch.allclose(geometry.sample(digits, grid), placed, atol=1e-5)
+    with pytest.raises(ValueError, match="do not fit on a 28 x 28 canvas"):
+        stnexp.on_canvas(torch.rand(1, 1, 42, 42), 28)

@@ -11,7 +11,22 @@ from stnexp.models.backbones import BACKBONES, BackboneConfig, Model, checked_pl
 
 
 def build(cfg: BackboneConfig, in_size: int) -> Model:
-    return BACKBONES[cfg.arch].module(cfg, checked_plan(cfg, in_size))
+    """The module of a backbone config for in_size x in_size images. It checks each input's size: a digit
+    of another size fails deep inside with a matrix-shape error that names neither the size nor the fix."""
+    model = BACKBONES[cfg.arch].module(cfg, checked_plan(cfg, in_size))
+    model.in_size = in_size
+    model.register_forward_pre_hook(_check_size)
+    return model
+
+
+def _check_size(model: nn.Module, args: tuple) -> None:
+    h, w = args[0].shape[-2:]
+    if (h, w) != (model.in_size, model.in_size):
+        s = model.in_size
+        raise ValueError(
+            f"this model takes {s} x {s} images (the canvas of the variant it trained on), not {h} x {w}: "
+            f"stnexp.on_canvas(images, {s}) places 28 x 28 digits in the middle of it"
+        )
 
 
 def n_params(model: nn.Module) -> int:
