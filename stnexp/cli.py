@@ -185,8 +185,8 @@ EVAL_FLAGS = {
     "labels": _option(Optional[Path], "--labels", "F", "external test labels: IDX file, N labels"),
     "checkpoint": (str, typer.Option("best", "--checkpoint", metavar="best|last", help="which checkpoints of a run: "
                                      "best | last")),
-    "canvas": _option(Optional[str], "--canvas", "model|N", "render the variants on each model's own canvas (model) "
-                      "or on N x N px"),
+    "canvas": _option(Optional[str], "--canvas", "model|N", "draw the variants on each model's own canvas (model, "
+                      "the default where a variant's differs) or on N x N px"),
     "sets": _option(Optional[List[str]], "--set", "KEY=VALUE", "an ad-hoc variant: data.variants.NAME={...} (as in a "
                     "config); repeatable"),
     "sweep": _option(Optional[str], "--sweep", "KEY=A:B:STEP", "re-distort each model's own test digits with "

@@ -215,14 +215,18 @@ def test_eval_of_a_loose_checkpoint_writes_beside_it(tiny_run, tmp_path):
     assert (tmp_path / "evals" / "model-on-own.json").is_file()
 
 
-def test_eval_refuses_a_variant_with_another_canvas(tiny_run):
-    r = invoke("eval", tiny_run, "--variant", "rotated")
-    assert (
-        r.exit_code == 2
-        and "canvas is 28x28 but" in r.output
-        and "takes 42x42" in r.output
-        and "--canvas model" in r.output
-    )
+def test_eval_draws_a_variant_of_another_canvas_on_the_models_and_says_so(tiny_run, tmp_path):
+    r = invoke("eval", tiny_run, "--variant", "rotated", "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "--variant rotated: drawn on the 42x42 canvas the models of rts take (its own is 28x28" in r.output
+    r = invoke("eval", tiny_run, "--variant", "rotated", "--canvas", "model", "--out", tmp_path)
+    assert r.exit_code == 0 and "drawn on the" not in r.output, r.output  # asked for: nothing to say
+    drawn = json.loads((tmp_path / "best-on-rotated.json").read_text())
+    asked = json.loads((tmp_path / "best-on-rotated-canvas-model.json").read_text())
+    assert [row["correct"] for row in drawn] == [row["correct"] for row in asked]
+    # a side no model takes is still refused, naming the one it takes
+    r = invoke("eval", tiny_run, "--variant", "rotated", "--canvas", "28", "--out", tmp_path)
+    assert r.exit_code == 2 and "--canvas 28: cnn-s0-best.pt takes 42x42" in r.output, r.output
 
 
 def test_eval_renders_a_variant_on_the_models_canvas_or_an_ad_hoc_one(tiny_run, tmp_path):

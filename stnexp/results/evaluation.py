@@ -13,7 +13,7 @@ from stnexp import config as C
 from stnexp import pose
 from stnexp.errors import UserError
 from stnexp.results import outputs
-from stnexp.results.scoring import TestSets, read_external, score
+from stnexp.results.scoring import TestSets, read_external, score, variant_canvas
 from stnexp.store import artifacts as A
 from stnexp.store import checkpoints, runs
 
@@ -101,7 +101,8 @@ class Scope(NamedTuple):
 def score_run(req: EvalRequest, scope: Scope, log) -> list[dict]:
     """`stnexp eval`: re-score the checkpoints of a run directory (or one checkpoint) on their own test
     sets, on the request's variants (of the run, of its --set ones or presets), or on an external set;
-    `canvas` renders the variants on that side in px, or on each model's own ("model"). Without a device,
+    `canvas` renders the variants on that side in px, or on each model's own ("model", and when not given:
+    saying so where a variant's own differs). Without a device,
     scoring runs where the run trained (its config's device), so it reproduces the run's own numbers
     exactly; where that device is missing, on the best one here."""
     from stnexp.device import keep_freed_memory, resolve
@@ -132,15 +133,23 @@ def score_run(req: EvalRequest, scope: Scope, log) -> list[dict]:
             return [ext]
     else:
         tests = TestSets(device)
+        said = set()
 
         def sets_for(ck, cfg):
-            side = ck["in_size"] if canvas == "model" else canvas
+            # without --canvas, each model's own: a variant drawn on another canvas could not be scored at all
+            side = ck["in_size"] if canvas in ("model", None) else canvas
             if sweep is not None:  # each model's own variant, one pose parameter fixed at each value, one at a time
                 return (tests.swept(cfg, ck["variant"], ck["seed"], sweep[0], v, side) for v in sweep[1])
-            return [
-                tests.get(cfg, name, ck["seed"], side, extra)
-                for name in variants or list(extra or {}) or [ck["variant"]]
-            ]
+            names = variants or list(extra or {}) or [ck["variant"]]
+            for name in names:
+                own = variant_canvas(cfg, name, extra)
+                if canvas is None and own != side and (name, side) not in said:
+                    said.add((name, side))
+                    log.info(
+                        f"--variant {name}: drawn on the {side}x{side} canvas the models of {ck['variant']} take "
+                        f"(its own is {own}x{own}; --canvas N picks another)"
+                    )
+            return [tests.get(cfg, name, ck["seed"], side, extra) for name in names]
 
     rows = []
     for scored in score(found, sets_for, device):

@@ -102,6 +102,11 @@ class TestSets:
         return TestSet(f"{key}={value:g}", images, base.labels, params=params)
 
 
+def variant_canvas(cfg: C.Config, variant: str, extra: dict | None = None) -> int:
+    """The side of the canvas a variant (ad-hoc, the run's, or a preset) draws its digits on."""
+    return _spec(cfg, variant, None, extra or {}).canvas
+
+
 def _spec(cfg: C.Config, variant: str, canvas: int | None, extra: dict) -> C.VariantConfig:
     """A variant by name (ad-hoc from `extra`, the run's, or a preset), on `canvas` when given."""
     if variant in extra:
