@@ -219,6 +219,9 @@ def test_eval_draws_a_variant_of_another_canvas_on_the_models_and_says_so(tiny_r
     r = invoke("eval", tiny_run, "--variant", "rotated", "--out", tmp_path)
     assert r.exit_code == 0, r.output
     assert "--variant rotated: drawn on the 42x42 canvas the models of rts take (its own is 28x28" in r.output
+    # progress: each checkpoint scored says how far eval is and, until the last, the time left
+    assert re.search(r"scored \S+cnn-s0-best.pt \(1/2, about \dm \d\ds left\)", r.output), r.output
+    assert re.search(r"scored \S+st-cnn-s0-best.pt \(2/2\)", r.output), r.output
     r = invoke("eval", tiny_run, "--variant", "rotated", "--canvas", "model", "--out", tmp_path)
     assert r.exit_code == 0 and "drawn on the" not in r.output, r.output  # asked for: nothing to say
     drawn = json.loads((tmp_path / "best-on-rotated.json").read_text())

@@ -5,6 +5,7 @@ files under its name (outputs.write_eval). The scoring itself is scoring.py's.""
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -151,10 +152,39 @@ def score_run(req: EvalRequest, scope: Scope, log) -> list[dict]:
                     )
             return [tests.get(cfg, name, ck["seed"], side, extra) for name in names]
 
-    rows = []
-    for scored in score(found, sets_for, device):
-        rows += scored.rows
-        log.info(f"scored {scored.path}")
+    return _scored_with_progress(found, sets_for, device, _sets_each(req, extra, sweep), log)
+
+
+def _sets_each(req: EvalRequest, extra: dict | None, sweep) -> int:
+    """How many test sets each checkpoint is scored on."""
+    if sweep is not None:
+        return len(sweep[1])
+    return 1 if req.external is not None else len(list(req.variants) or list(extra or {})) or 1
+
+
+def _scored_with_progress(found: list[Path], sets_for, device, each: int, log) -> list[dict]:
+    """score() with a bar over the test sets (on a terminal) and, after each checkpoint, a line with how
+    many are done and the time left at the pace so far: a sweep takes minutes a checkpoint."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(found) * each, desc="eval", unit="set", leave=False, dynamic_ncols=True, disable=None)
+
+    def counted(ck, cfg):
+        for test in sets_for(ck, cfg):
+            yield test
+            bar.update(1)  # score() asks for the next set once this one is scored
+
+    rows, t0 = [], time.perf_counter()
+    try:
+        for i, scored in enumerate(score(found, counted, device), 1):
+            rows += scored.rows
+            left = (time.perf_counter() - t0) / i * (len(found) - i)
+            log.info(
+                f"scored {scored.path} ({i}/{len(found)}"
+                + (f", about {runs.duration(left)} left)" if i < len(found) else ")")
+            )
+    finally:
+        bar.close()
     return rows
 
 

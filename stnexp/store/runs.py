@@ -312,6 +312,16 @@ def _git_state() -> dict:
     return {"git_commit": git("rev-parse", "HEAD") or None, "git_dirty": None if status is None else bool(status)}
 
 
+def duration(seconds: float) -> str:
+    """A time as the log says it: 4m 05s, 1h 02m."""
+    seconds = round(seconds)
+    return (
+        f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m {seconds % 60:02d}s"
+    )
+
+
 class _LogFile(logging.FileHandler):
     """train.log. A line that cannot be written (the disk is full) is dropped without the traceback
     logging prints by default: the write that matters fails with its own one-line error."""

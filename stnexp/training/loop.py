@@ -25,6 +25,7 @@ from stnexp.device import autocast_dtype, configure, describe, precision
 from stnexp.results import outputs
 from stnexp.store import artifacts as A
 from stnexp.store import checkpoints
+from stnexp.store.runs import duration
 from stnexp.training import board, members, modes
 from stnexp.training.members import Length, Member
 from stnexp.training.modes import check_divergence
@@ -306,15 +307,6 @@ def time_left(run: Run, group: Group, number: int, done: int, seconds: float) ->
     if run.bundles_after:
         text += f" (group), {duration((here + run.bundles_after * group.length.total) / per_second)} (run)"
     return text
-
-
-def duration(seconds: float) -> str:
-    seconds = round(seconds)
-    return (
-        f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m {seconds % 60:02d}s"
-    )
 
 
 @torch.no_grad()
