@@ -63,10 +63,18 @@ def base_grid(size: int | tuple[int, int], device: torch.device | str = "cpu") -
 
 
 def affine_grid(theta: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """N x h x w x 2 grid of the 2x3 matrices theta (output coordinates -> input coordinates)."""
+    """N x h x w x 2 grid of the 2x3 matrices theta (output coordinates -> input coordinates): torch's
+    affine_grid written out as its own base grid times theta, bit for bit its values on the CPU. As a
+    plain batched matmul it has a batching rule, so models stepped together under vmap (fused.py) build
+    their grids in one op; torch's has none, ran once per model and warned of a "performance drop"."""
     h, w = _size(size)
     with _fp32(theta.device):
-        return F.affine_grid(theta.float(), [theta.shape[0], 1, h, w], align_corners=ALIGN_CORNERS)
+        theta = theta.float()
+        base = torch.ones(h, w, 3, device=theta.device)
+        # torch's linspace_from_neg_one with align_corners=False (ALIGN_CORNERS): the same two roundings
+        base[..., 0] = torch.linspace(-1, 1, w, device=theta.device) * (w - 1) / w
+        base[..., 1] = (torch.linspace(-1, 1, h, device=theta.device) * (h - 1) / h).unsqueeze(-1)
+        return base.view(1, h * w, 3).expand(theta.shape[0], -1, -1).bmm(theta.transpose(1, 2)).view(-1, h, w, 2)
 
 
 def projective_grid(matrix: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

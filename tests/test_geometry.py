@@ -154,3 +154,27 @@ def test_tps_of_affinely_moved_points_is_that_affine_map():
     c = geometry.control_points(4)
     targets = c @ theta[0, :, :2].T + theta[0, :, 2]
     assert torch.allclose(geometry.tps_grid(targets[None], 20, 4), geometry.affine_grid(theta, 20), atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [9, 28, 42, (60, 30), 84])
+def test_affine_grid_is_torchs_bit_for_bit_and_needs_no_loop_under_vmap(size):
+    import warnings
+
+    import torch.nn.functional as F
+    from torch.func import vmap
+
+    torch.manual_seed(0)
+    h, w = (size, size) if isinstance(size, int) else size
+    theta = torch.randn(7, 2, 3)
+    assert torch.equal(geometry.affine_grid(theta, size), F.affine_grid(theta, [7, 1, h, w], align_corners=False))
+    # models stepped together (fused.py): one grid per model, with no fallback to a loop and its warning
+    thetas = torch.randn(3, 7, 2, 3, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grids = vmap(lambda t: geometry.affine_grid(t, size))(thetas)
+        grids.square().sum().backward()
+    assert torch.equal(grids[2], geometry.affine_grid(thetas[2], size))
+    # and its gradient is torch's affine_grid's, to fp32 rounding
+    t = thetas[2].detach().requires_grad_()
+    F.affine_grid(t, [7, 1, h, w], align_corners=False).square().sum().backward()
+    assert torch.allclose(thetas.grad[2], t.grad, rtol=1e-5, atol=1e-4)

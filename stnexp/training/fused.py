@@ -16,7 +16,6 @@ where it has been measured faster: on CUDA with graphs (wanted()).
 from __future__ import annotations
 
 import copy
-import warnings
 from contextlib import nullcontext
 
 import torch
@@ -28,10 +27,6 @@ from stnexp.config import TrainConfig
 from stnexp.training import optim
 from stnexp.training.members import Member
 from stnexp.training.step import Sums, TrainStep, capture, capture_together
-
-# vmap runs affine_grid once per member (no batching rule in torch yet); the grid is small, the
-# warning says nothing a user can act on
-warnings.filterwarnings("ignore", message=r".*batching rule for aten::affine_grid_generator.*")
 
 
 def wanted(t: TrainConfig, device: torch.device) -> bool:
