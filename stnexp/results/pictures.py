@@ -178,13 +178,15 @@ def transformer(model, x: torch.Tensor, labels: torch.Tensor, path: Path, which:
     says that the last that many digits were picked as ones the model classifies wrong."""
     model.eval()
     predicted = model(x).argmax(1).tolist()
-    captions = [(f"predicted {p}, true {t}", p == t) for p, t in zip(predicted, labels.tolist())]
+    captions = [(f"{p} (true {t})", p == t) for p, t in zip(predicted, labels.tolist())]
     what = "feature maps after conv1 (its transform shown on the image)" if model.at == "conv1" else "the image"
-    title = (
-        (f"{which}: " if which else "")
-        + f"each pair: a test digit | what the transformer made of it (it warps {what});\n"
-        + "orange: the region it samples; red: predicted wrong"
-        + (f"; the last {failures}: the first test digits it classifies wrong" if failures else "")
+    title = "\n".join(
+        ([which] if which else [])
+        + [
+            f"each pair: a test digit | what the transformer made of it (it warps {what})",
+            "orange: the region it samples; under each pair: predicted (true), red when wrong"
+            + (f"; last {failures}: the first digits it gets wrong" if failures else ""),
+        ]
     )
     grid = model.sampling_grid(x)
     return pairs(x, geometry.sample(x, grid), path, title, captions, outline(grid, x.shape[-1]))
