@@ -170,8 +170,8 @@ def train(given: dict) -> None:
     )
     try:
         launch.start(req)
-    except loop.Interrupted:
-        raise typer.Exit(130)
+    except loop.Interrupted as e:
+        raise typer.Exit(128 + e.signum)  # 130 after Ctrl-C, 143 after SIGTERM, as a shell reports them
 
 
 # fmt: off

@@ -136,6 +136,44 @@ def test_a_second_ctrl_c_during_the_final_evaluation_stops_it_keeping_the_checkp
     assert metrics_without_timings(out) == metrics_without_timings(uninterrupted)
 
 
+def test_sigterm_stops_as_ctrl_c_does_with_a_resumable_checkpoint_and_exit_143(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    p = spawn(out)
+    wait_for(out / "checkpoints" / "rts" / "st-cnn-s0-last.pt", p)
+    p.send_signal(signal.SIGTERM)  # what SLURM, docker and systemd send before they kill
+    output = p.communicate(timeout=120)[0]
+    assert p.returncode == 143, output
+    assert "SIGTERM: stopping after this step" in output and "--resume" in output and "Traceback" not in output
+    assert "partial" in (out / "results.md").read_text()
+    assert json.loads((out / ".stnexp-run").read_text())["state"] == "interrupted"
+    r = cli("train", "configs/smoke.yaml", "--out", out, "--resume", sets=SMALL)
+    assert r.exit_code == 0, r.output
+    assert accuracies(out) == accuracies(uninterrupted)
+
+
+def test_train_from_a_worker_thread_trains_to_the_end_without_signal_handlers(tmp_path, uninterrupted):
+    import threading
+
+    import stnexp
+
+    done = {}
+
+    def work():
+        try:
+            done["run"] = stnexp.train("configs/smoke.yaml", out=str(tmp_path / "run"), sets=SMALL)
+        except Exception as e:  # the test's thread reports it below
+            done["error"] = e
+
+    before = signal.getsignal(signal.SIGINT)
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(timeout=300)
+    assert not worker.is_alive() and "error" not in done, done
+    assert json.loads((tmp_path / "run" / ".stnexp-run").read_text())["state"] == "finished"
+    assert accuracies(tmp_path / "run") == accuracies(uninterrupted)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_same_config_and_seed_on_cpu_give_identical_results(tmp_path, uninterrupted):
     p = spawn(tmp_path / "again")
     assert p.wait() == 0

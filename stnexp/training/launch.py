@@ -122,7 +122,7 @@ def _train_into(cfg: Config, target: Target, device: torch.device, world: parall
         log = runs.logger(run)
         log.debug("command: " + command)
         stop = threading.Event()
-        previous = install_sigint(stop, log)
+        previous = install_stops(stop, log)
         try:
             if not resume:
                 checkpoints.atomic_text(A.CONFIG.path(run), C.dump(cfg))
@@ -140,6 +140,7 @@ def _train_into(cfg: Config, target: Target, device: torch.device, world: parall
                 runs.clear(run, remove_dir=True)
             raise
         except Interrupted as e:
+            e.signum = getattr(stop, "signum", signal.SIGINT)
             if e.nothing:
                 log.warning(
                     f"interrupted before the first epoch ended: no checkpoint, nothing to resume; {run} holds the "
@@ -152,14 +153,14 @@ def _train_into(cfg: Config, target: Target, device: torch.device, world: parall
                 )
             raise
         except KeyboardInterrupt:
-            if getattr(stop, "finishing", False):  # the second Ctrl-C of install_sigint, after training
+            if getattr(stop, "finishing", False):  # the second Ctrl-C of install_stops, after training
                 log.warning(
                     f"stopped during the final evaluation: the checkpoints are in {run}; --resume --out {run} "
                     "scores them and writes the outputs"
                 )
             raise
         finally:
-            signal.signal(signal.SIGINT, previous)
+            restore_stops(previous)
     return run
 
 
@@ -174,25 +175,41 @@ def _follow(cfg: Config, device: torch.device, world: parallel.World) -> Path:
     for h in log.handlers:
         h.setFormatter(logging.Formatter(f"[rank {world.rank}] %(message)s"))
     stop = threading.Event()
-    previous = install_sigint(stop, log)
+    previous = install_stops(stop, log)
     try:
         loop.train(cfg, run, device, log, stop, world)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        restore_stops(previous)
     return run
 
 
-def install_sigint(stop: threading.Event, log: logging.Logger):
-    """First Ctrl-C: stop at the next step boundary (resumable). Once training is over and the final
-    evaluation runs (loop.train sets `stop.finishing`), it would change nothing, so it says so rather than
-    look like a hang. A second one interrupts at once; the checkpoints are on disk by then."""
+STOPS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and what SLURM, docker and systemd send before a kill
+
+
+def install_stops(stop: threading.Event, log: logging.Logger) -> dict:
+    """Ctrl-C and SIGTERM alike. The first: stop at the next step boundary (resumable; `stop.signum` says
+    which signal, for the exit code 128 + signum). Once training is over and the final evaluation runs
+    (loop.train sets `stop.finishing`), it would change nothing, so it says so rather than look like a
+    hang. A second one interrupts at once; the checkpoints are on disk by then. Returns the handlers it
+    replaced, for restore_stops. Only the main thread can take signals: called from another (a thread
+    pool, a web app) it installs nothing, and the run trains to its end."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
 
     def handler(signum, frame):
+        stop.signum = signum
         stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for s in STOPS:
+            signal.signal(s, signal.default_int_handler)
+        said = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if getattr(stop, "finishing", False):
-            log.warning("finishing the final evaluation (the checkpoints are saved); Ctrl-C again to stop")
+            log.warning(f"{said}: finishing the final evaluation (the checkpoints are saved); Ctrl-C again to stop")
         else:
-            log.warning("stopping after this step; Ctrl-C again to stop at once")
+            log.warning(f"{said}: stopping after this step; Ctrl-C again to stop at once")
 
-    return signal.signal(signal.SIGINT, handler)
+    return {s: signal.signal(s, handler) for s in STOPS}
+
+
+def restore_stops(previous: dict) -> None:
+    for s, h in previous.items():
+        signal.signal(s, h)

@@ -37,12 +37,14 @@ LEFT = "time left"  # the progress bar's key for the time left: a space, so that
 
 
 class Interrupted(Exception):
-    """Ctrl-C during training: the last completed epoch's checkpoints are on disk and resumable
-    (`nothing`: no epoch had completed, so there is nothing to resume)."""
+    """Ctrl-C (or SIGTERM) during training: the last completed epoch's checkpoints are on disk and
+    resumable (`nothing`: no epoch had completed, so there is nothing to resume; `signum`: the signal,
+    for the exit code 128 + signum)."""
 
     def __init__(self, nothing: bool = False):
         super().__init__()
         self.nothing = nothing
+        self.signum = 2  # SIGINT
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def train(
         if interrupted:
             raise Interrupted()
         return []
-    run.stop.finishing = True  # a Ctrl-C from here on stops nothing that a resume would keep (launch.py)
+    run.stop.finishing = True  # a Ctrl-C from here on stops nothing that a resume would keep (launch.install_stops)
     rows = outputs.finish(run, interrupted)
     if interrupted:
         raise Interrupted(nothing=not rows)  # nothing: Ctrl-C before any epoch ended, no checkpoint
