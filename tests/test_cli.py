@@ -114,6 +114,25 @@ def test_env_records_the_commit_and_dirtiness_of_the_checkout_stnexp_runs_from(t
     assert {k: env[k] for k in ("git_commit", "git_dirty")} == _git_state_of(package.parent)
 
 
+def test_an_eval_sweeps_plot_is_named_after_the_whole_eval_name_dots_and_all(tiny_run, tmp_path):
+    import shutil
+
+    from stnexp.store import runs
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    for name in ("v1.1", "v1.2"):
+        r = invoke("eval", run, "--sweep", "rotation=0:7.5:7.5", "--name", name)
+        assert r.exit_code == 0, r.output
+    r = invoke("eval", run, "--sweep", "rotation=0:7.5:7.5")
+    assert r.exit_code == 0, r.output
+    stems = ["v1.1", "v1.2", "best-on-sweep-rotation=0_7.5_7.5"]  # not v1.png twice, nor ..._7.5_7.png
+    for suffix in (".png", ".pdf"):
+        assert sorted(p.name for p in (run / "evals").glob("*" + suffix)) == sorted(x + suffix for x in stems)
+    # the run's list of its files (what --force clears) holds them
+    assert {run / "evals" / (x + ".png") for x in stems} <= set(runs.written_files(run))
+
+
 def test_train_tests_each_pair_of_models_on_the_same_digits_and_measures_rectification(tiny_run):
     result = json.loads((tiny_run / "analysis.json").read_text())
     (pair,) = result["paired"]

@@ -162,7 +162,7 @@ def write_eval(target: Path, rows: list[dict], swept: tuple[str, list[float]] | 
         pictures.sweep(
             rows,
             swept,
-            target.with_suffix(".png"),
+            target.with_name(target.name + ".png"),  # not with_suffix: a name may hold a dot (v1.1)
             f"test error as {swept[0]} is fixed at each value, every model ({target.name})",
         )
     runs.index_eval(target.parent, target.name, f"{time.strftime('%Y-%m-%d %H:%M')}, {index_line}")
