@@ -460,16 +460,23 @@ def test_a_ptn_cnn_needs_one_stride_per_conv_block_even_when_strides_are_left_at
         validate({"name": "t", "models": {"a": {"arch": "ptn-cnn", "channels": [8, 8]}}})
 
 
-def test_a_cuda_run_recorded_as_fp32_computes_in_fp32_not_tf32(monkeypatch):
+def test_a_cuda_run_recorded_as_fp32_computes_in_fp32_not_tf32():
     # cuDNN's convolutions default to TF32 (10-bit mantissa); configure turns it off for every CUDA run.
-    # Setting the flags needs no GPU, so this runs everywhere.
+    # Setting the flags needs no GPU, so this runs everywhere. The flags are set and put back by hand:
+    # cuda.matmul.allow_tf32 is no plain attribute, and pytest 9.2's monkeypatch cannot restore it
     from stnexp import device
 
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    device.configure(torch.device("cuda"), deterministic=False)
-    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    flags = [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+    flags.append((torch.backends.cudnn, "benchmark"))
+    before = [getattr(obj, name) for obj, name in flags]
+    try:
+        for (obj, name), value in zip(flags, (True, True, False)):
+            setattr(obj, name, value)
+        device.configure(torch.device("cuda"), deterministic=False)
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        for (obj, name), value in zip(flags, before):
+            setattr(obj, name, value)
 
 
 def test_a_regressed_homography_never_folds_the_image_and_a_mild_one_passes_unchanged():
