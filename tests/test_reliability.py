@@ -551,3 +551,33 @@ def test_a_sweep_child_that_is_a_symlink_to_another_run_is_refused_before_it_is_
         r = cli(*base, how, sets=sets)
         assert r.exit_code == 2 and f"{child}: a symbolic link where the sweep keeps a child run" in r.output, r.output
     assert {p: p.read_bytes() for p in other.rglob("*") if p.is_file()} == before
+
+
+def test_a_tampered_evaluations_index_names_no_file_outside_evals(tiny_run, tmp_path):
+    """The index is read back from the run directory: a line naming ../../victim/notes is not an
+    evaluation, so clearing the run (what --force does) leaves the victim's files alone."""
+    from stnexp.store import runs
+
+    run = _copy_run(tiny_run, tmp_path / "t1")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for suffix in (".md", ".csv", ".json", ".png", ".pdf"):
+        (victim / f"notes{suffix}").write_text("keep me")
+    (run / "evals").mkdir(exist_ok=True)
+    (run / "evals" / "mine.md").write_text("an evaluation")
+    lines = ["- `../../victim/notes`: x", "- `/abs/notes`: x", "- `.hidden`: x", "- `mine`: scored"]
+    (run / "evals" / "index.md").write_text("# Evaluations\n\n" + "\n".join(lines) + "\n")
+    assert runs.eval_names(run / "evals") == ["mine"]
+    assert all(run.resolve() in p.resolve().parents for p in runs.written_files(run))
+    runs.clear(run, remove_dir=False)
+    assert sorted(p.name for p in victim.iterdir()) == [f"notes{s}" for s in (".csv", ".json", ".md", ".pdf", ".png")]
+    assert not (run / "evals" / "mine.md").exists()  # the index's own evaluation went with the run
+
+
+@pytest.mark.parametrize("inside", ["curves/rts", "stn/rts", ".", "checkpoints"])
+def test_eval_writes_into_a_run_only_under_its_evals_folder(tiny_run, tmp_path, inside):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    r = cli("eval", run, "--out", run / inside, "--name", "s0", "--sweep", "rotation=0:10:10")
+    assert r.exit_code == 2 and f"inside the run {run.resolve()}" in r.output and len(r.output.splitlines()) == 1
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

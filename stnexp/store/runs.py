@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -499,12 +500,16 @@ def eval_name(source: Path, which: str, tested_on: list[str], canvas) -> str:
     """An evaluation's default name, from what it scored: `best-on-rts+translated`,
     `st-cnn-s0-best-on-translated-canvas-model`, `best-on-own` (each model's own variant)."""
     import hashlib
-    import re
 
     what = Path(source).stem if Path(source).is_file() else which
     name = f"{what}-on-{'+'.join(tested_on) or 'own'}" + (f"-canvas-{canvas}" if canvas is not None else "")
-    name = re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)
+    name = re.sub(r"^\.|[^A-Za-z0-9_.+=-]", "_", name)  # no hidden file (a checkpoint named .x.pt)
     return name if len(name) <= 120 else name[:100] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+# the names an evaluation can have (--name's rule, or a default name's characters): a file name in its
+# folder, never a path; the index is read back through it, so a line naming ../../x is not one of them
+EVAL_NAME = re.compile(r"^[A-Za-z0-9_+=-][A-Za-z0-9_.+=-]{0,119}$")
 
 
 # names an evaluation may not take: the files of a run directory and of the evaluations' folder
@@ -517,6 +522,7 @@ def claimed_eval(folder: Path, name: str, force: bool) -> Iterator[Path]:
     name for the body of the `with`; an existing one only with --force."""
     if name.lower() in RESERVED_EVAL_NAMES:
         raise UserError(f"--name {name}: the name of a file that a run or the evaluations' index owns; choose another")
+    _outside_runs_files(folder)
 
     def taken():
         found = [folder / f"{name}{suffix}" for suffix in A.TABLE_SUFFIXES if (folder / f"{name}{suffix}").exists()]
@@ -553,13 +559,29 @@ def claimed_eval(folder: Path, name: str, force: bool) -> Iterator[Path]:
         held.close()
 
 
+def _outside_runs_files(folder: Path) -> None:
+    """An evaluation writes into a run only under its evals/ folder: anywhere else in it (curves/, stn/,
+    the run's top) its files could replace the run's own, which `report` would then show as the run's."""
+    here = folder.resolve()
+    for run in (here, *here.parents):
+        if run.is_dir() and is_run(run):
+            evals = run / A.EVAL.folder
+            if here != evals and evals not in here.parents:
+                raise UserError(
+                    f"--out {folder}: inside the run {run}, whose own files an evaluation must not replace; write "
+                    f"into its {A.EVAL.folder}/ (the default) or outside it"
+                )
+            return
+
+
 def eval_names(folder: Path) -> list[str]:
     """The evaluations folder/index.md lists."""
     try:
         text = _index(folder).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return []
-    return [line[3:].split("`", 1)[0] for line in text.splitlines() if line.startswith("- `") and "`:" in line]
+    names = [line[3:].split("`", 1)[0] for line in text.splitlines() if line.startswith("- `") and "`:" in line]
+    return [name for name in names if EVAL_NAME.match(name)]
 
 
 def index_eval(folder: Path, name: str, line: str) -> None:
