@@ -70,9 +70,9 @@ def load(checkpoint: str | Path, device: str = "cpu") -> Loaded:
 
 
 def test_set(loaded: Loaded, variant: str | None = None) -> TestSet:
-    """The 10k test digits of the model's variant (or of `variant`: the run's, or a preset) for its seed,
-    distorted exactly as `train` scored it: images N x 1 x H x W in [0, 1], labels, and each digit's true
-    pose (`params`)."""
+    """The test digits (`data.test_size` of them) of the model's variant (or of `variant`: the run's, or a
+    preset) for its seed, distorted exactly as `train` scored it: images N x 1 x H x W in [0, 1], labels, and
+    each digit's true pose (`params`)."""
     from stnexp.results.scoring import TestSets
 
     device = next(loaded.model.parameters()).device

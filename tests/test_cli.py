@@ -17,6 +17,7 @@ import stnexp
 from stnexp import config, models
 from stnexp.cli import app
 from stnexp.data import idx, mnist
+from stnexp.errors import UserError
 from stnexp.results import paper
 
 runner = CliRunner()
@@ -429,7 +430,7 @@ def test_the_best_checkpoint_is_the_epoch_of_highest_validation_accuracy(tmp_pat
 def test_training_validation_and_test_digits_are_disjoint_by_index(monkeypatch):
     """Each digit's index into the 60,000 training images is written into its pixels: the training
     digits are the first train_size, the validation digits the last val_size, the test digits the
-    test files'."""
+    test files' first test_size; a test_size over what the files hold is refused."""
     import types
 
     import numpy as np
@@ -454,12 +455,15 @@ def test_training_validation_and_test_digits_are_disjoint_by_index(monkeypatch):
         px = d.images[:, 0, :3].long()
         return set((px[:, 0] + 256 * px[:, 1] + 65536 * px[:, 2]).tolist())
 
-    for train_size, val_size in [(50000, 10000), (1024, 512), (59000, 0)]:
-        split = data.split(config.DataConfig(train_size=train_size, val_size=val_size), torch.device("cpu"))
+    for train_size, val_size, test_size in [(50000, 10000, 10000), (1024, 512, 300), (59000, 0, 1)]:
+        cfg = config.DataConfig(train_size=train_size, val_size=val_size, test_size=test_size)
+        split = data.split(cfg, torch.device("cpu"))
         train, val, test = index(split.train), index(split.val), index(split.test)
         assert train == set(range(train_size)) and val == set(range(60000 - val_size, 60000))
-        assert test == set(range(100000, 110000))
+        assert test == set(range(100000, 100000 + test_size)) and len(split.test.labels) == test_size
         assert not (train & val) and not (train & test) and not (val & test)
+    with pytest.raises(UserError, match=r"^data.test_size = 10001 but the test files hold 10000 digits$"):
+        data.split(config.DataConfig(test_size=10001), torch.device("cpu"))
 
 
 def test_runs_lists_each_run_with_its_errors_and_status(tiny_run, tmp_path):

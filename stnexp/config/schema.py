@@ -154,6 +154,12 @@ class DataConfig(Strict):
         description="validation digits: the last `val_size` of the 60,000, distorted once; they pick the best "
         "checkpoint",
     )
+    test_size: int = Field(
+        10000,
+        ge=1,
+        description="test digits: the first `test_size` of the test files' (MNIST: 10,000, the paper's); fewer "
+        "for a quick check, at a coarser error",
+    )
     resample_train: bool = Field(
         True, description="draw new distortions of the training digits every epoch (false: once)"
     )

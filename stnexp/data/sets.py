@@ -61,6 +61,8 @@ def split(data: DataConfig, device: torch.device) -> Split:
             f"data.train_size + data.val_size = {data.train_size + data.val_size} but the training files hold {n} "
             "digits"
         )
+    if data.test_size > len(d.test_images):
+        raise UserError(f"data.test_size = {data.test_size} but the test files hold {len(d.test_images)} digits")
     if d.train_images.shape[1:] != (IN_SIZE, IN_SIZE):
         raise UserError(f"data.root: images are {d.train_images.shape[1]}x{d.train_images.shape[2]}, expected 28x28")
 
@@ -71,7 +73,7 @@ def split(data: DataConfig, device: torch.device) -> Split:
     return Split(
         Digits(x[: data.train_size], y[: data.train_size]),
         Digits(x[n - data.val_size :], y[n - data.val_size :]),
-        Digits(t(d.test_images), t(d.test_labels).long()),
+        Digits(t(d.test_images[: data.test_size]), t(d.test_labels[: data.test_size]).long()),
     )
 
 

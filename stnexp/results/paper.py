@@ -37,7 +37,7 @@ PROTOCOL = TrainConfig(
     iterations=150000, batch_size=256, optimizer="sgd", lr=0.01, momentum=0.9, schedule="step", every=50000, gamma=0.1
 )
 SEEDS = 3
-TRAIN_SIZE, VAL_SIZE = 50000, 10000
+TRAIN_SIZE, VAL_SIZE, TEST_SIZE = 50000, 10000, 10000
 _RECIPE = (
     "batch_size",
     "optimizer",
@@ -160,6 +160,8 @@ def deviations(cfg: Config, trained: int | None = None, precision: str | None = 
             f"{cfg.data.train_size:,} training and {cfg.data.val_size:,} validation digits (the paper: {TRAIN_SIZE:,} "
             f"and {VAL_SIZE:,})"
         )
+    if cfg.data.test_size < TEST_SIZE:
+        out.append(f"tested on {cfg.data.test_size:,} digits (the paper: all {TEST_SIZE:,})")
     if len(cfg.seeds) < SEEDS:
         out.append(f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) > 1 else ''} (the paper: the mean of {SEEDS})")
     for name, m in cfg.models.items():

@@ -59,7 +59,7 @@ class TestSet(NamedTuple):
 
 
 class TestSets:
-    """Test sets made once per process: the 10k test digits of a data config, distorted by a variant
+    """Test sets made once per process: the test digits of a data config (`data.test_size`), distorted by a variant
     (the run's own or a preset) from the seed's test stream, exactly as `train` made them."""
 
     def __init__(self, device: torch.device):
