@@ -581,3 +581,19 @@ def test_eval_writes_into_a_run_only_under_its_evals_folder(tiny_run, tmp_path, 
     r = cli("eval", run, "--out", run / inside, "--name", "s0", "--sweep", "rotation=0:10:10")
     assert r.exit_code == 2 and f"inside the run {run.resolve()}" in r.output and len(r.output.splitlines()) == 1
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    "folder", ["results.json", "train.log", "env.json", "metrics.csv", "report.html", "stn/rts/st-cnn-s0.png"]
+)
+@pytest.mark.parametrize("how", ["--force", "--resume"])
+def test_a_folder_where_a_run_keeps_a_file_exits_2_before_anything_is_changed(tiny_run, tmp_path, folder, how):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    (run / folder).unlink()
+    (run / folder).mkdir()
+    (run / folder / "inside").write_text("the user's")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    r = cli("train", "configs/smoke.yaml", "--out", run, how, sets=TINY)
+    assert r.exit_code == 2 and f"{run / folder}: not a regular file" in r.output, r.output
+    assert "nothing was changed" in r.output and len(r.output.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -40,6 +40,17 @@ def refuse_links(run: Path) -> None:
                         _linked(Path(root) / name)
 
 
+def _refuse_folders(files) -> None:
+    """A folder (or anything but a regular file) where stnexp writes one of its files would stop a write
+    or a removal halfway: refused before anything is changed."""
+    for path in files:
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise UserError(
+                f"{path}: not a regular file, where stnexp writes one of its own; remove or rename it (nothing "
+                "was changed)"
+            )
+
+
 def _linked(path: Path) -> None:
     raise UserError(
         f"{path}: a symbolic link (to {os.readlink(path)}) where stnexp keeps its own files; it writes only "
@@ -72,6 +83,7 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
     non_empty = out.is_dir() and any(out.iterdir())
     if non_empty:
         refuse_links(out)
+        _refuse_folders(written_files(out))  # what --force removes and a run rewrites
     if resume:
         if not A.CONFIG.path(out).is_file():
             raise UserError(f"--resume: {out} holds no run to resume (no {A.CONFIG.pattern})")
@@ -217,10 +229,11 @@ def written_files(run: Path) -> list[Path]:
 def clear(run: Path, remove_dir: bool) -> None:
     """Remove the files a run wrote and the folders this leaves empty. The lock file stays (its holder
     is this process) unless the run's folder goes too (`remove_dir`, never the working directory).
-    Nothing else is touched."""
-    for path in written_files(run):
-        if path != A.LOCK.path(run):
-            path.unlink(missing_ok=True)
+    Nothing else is touched, and nothing at all when one of them cannot be removed (checked first)."""
+    files = [path for path in written_files(run) if path != A.LOCK.path(run)]
+    _refuse_folders(files)
+    for path in files:
+        path.unlink(missing_ok=True)
     for parent in (run / name for name in OWN_FOLDERS):
         if parent.is_dir():
             for folder in sorted(parent.glob("**/"), key=lambda p: -len(p.parts)):  # deepest first
