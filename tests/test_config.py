@@ -217,6 +217,18 @@ def test_a_key_given_twice_names_the_key_and_its_line(tmp_path):
 
 def test_a_seed_given_twice_is_refused(tmp_path):
     assert problems(tmp_path, "seeds: [0, 1, 0]\n") == ["seeds: each seed once: 0 given more than once"]
+    # 20,000 seeds, two of them twice: found in one pass (a count per seed took a minute at 40,000)
+    many = list(range(20000)) + [7, 19999]
+    assert problems(tmp_path, f"seeds: {many}\n") == [
+        f"seeds: list should have at most {config.MAX_SEEDS} items after validation, not 20002, got [0, 1, 2, 3, 4, "
+        "5, 6, 7, ...]"
+    ]
+
+
+def test_seeds_are_capped_and_checked_for_repeats_in_one_pass():
+    assert config.Config.model_validate({"seeds": list(range(config.MAX_SEEDS))}).seeds[-1] == config.MAX_SEEDS - 1
+    with pytest.raises(config.ValidationError, match="each seed once: 3, 999 given more than once"):
+        config.Config.model_validate({"seeds": list(range(997)) + [999, 999, 3]})
 
 
 def test_channel_counts_must_be_positive(tmp_path):

@@ -120,6 +120,28 @@ def test_a_gzip_that_expands_past_its_declared_size_is_stopped_early(tmp_path):
         idx.read(tmp_path / "huge.gz")
 
 
+def test_a_raw_file_longer_than_its_header_says_is_refused_before_it_is_read(tmp_path):
+    """A sparse raw file of 2 GiB (a few KB on disk) with the header of 10 digits: measured, not read."""
+    import tracemalloc
+
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (10, 28, 28))
+    with open(tmp_path / "sparse-idx3-ubyte", "wb") as f:
+        f.write(header)
+        f.truncate(2 << 30)
+    tracemalloc.start()
+    try:
+        with pytest.raises(UserError, match=r"sparse-idx3-ubyte: has trailing bytes: dimensions 10x28x28 need 7856 "):
+            idx.read(tmp_path / "sparse-idx3-ubyte")
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20  # the peak: the header, not the file
+    finally:
+        tracemalloc.stop()
+    (tmp_path / "big.gz").write_bytes(b"\x1f\x8b" + bytes(10))
+    with open(tmp_path / "big.gz", "r+b") as f:
+        f.truncate(idx.MAX_BYTES + 4096)
+    with pytest.raises(UserError, match=r"big.gz: 1,073,745,920 bytes, more than the 1,073,741,824 an IDX file may"):
+        idx.read(tmp_path / "big.gz")
+
+
 def test_a_failed_download_is_one_line_with_the_reason(tmp_path, monkeypatch):
     import torchvision.datasets
 

@@ -24,6 +24,7 @@ from stnexp.config.loading import (
 from stnexp.config.messages import SHOWN, _cut, _first_line, _shown
 from stnexp.config.schema import (
     ARCHS,
+    MAX_SEEDS,
     NAME,
     NAME_RULE,
     PRESETS,
@@ -61,6 +62,7 @@ __all__ = [
     "_first_line",
     "_shown",
     "ARCHS",
+    "MAX_SEEDS",
     "NAME",
     "NAME_RULE",
     "PRESETS",

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -39,6 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # fmt: on
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # at most 64: names become file and folder names
+MAX_SEEDS = 1000  # a bound on what one config can ask for (each seed trains every model once)
 NAME_RULE = "must be 1-64 letters, digits, '_', '.' or '-' (starting with a letter or digit)"
 
 
@@ -333,7 +335,10 @@ class Config(Strict):
         "`<out>/<name>/<timestamp>/`",
     )
     seeds: list[int] = Field(
-        [0], min_length=1, description="seeds; each variant is trained once per seed, tables show mean +- std"
+        [0],
+        min_length=1,
+        max_length=MAX_SEEDS,
+        description=f"seeds (at most {MAX_SEEDS:,}); each variant is trained once per seed, tables show mean +- std",
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps (auto: cuda when available, else cpu)")
     out: Path = Field(Path("runs"), description="folder under which run directories are made")
@@ -346,7 +351,7 @@ class Config(Strict):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int]) -> list[int]:
-        twice = sorted({s for s in v if v.count(s) > 1})
+        twice = sorted(s for s, n in Counter(v).items() if n > 1)  # linear: every command loads configs
         if twice:
             raise ValueError(f"each seed once: {', '.join(map(str, twice))} given more than once")
         return v

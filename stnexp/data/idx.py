@@ -20,10 +20,13 @@ _CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
 
 MAX_BYTES = 1 << 30  # the most uncompressed data one IDX file may declare (MNIST's largest is 47 MB)
 MAX_DIMS = 16  # MNIST's files have 1 or 3; numpy takes at most 64
+HEAD = 1024  # read first: the longest IDX header (4 + 4 * 255 bytes) and the gzip stream's start
 
 
-def read_bytes(path: Path) -> bytes:
-    """The uncompressed content of an IDX file, gzip or raw (told apart by the gzip magic bytes). Gzip is
+def _content(path: Path) -> tuple[bytes, int]:
+    """The uncompressed content of an IDX file, gzip or raw (told apart by the gzip magic bytes), and its
+    length. A raw file is measured before it is read: one whose length is not what its header declares
+    (a sparse file of gigabytes, say) gives only its head, for parse() to say what is wrong. Gzip is
     decompressed as a stream and stopped as soon as it yields more than its IDX header declares, so a
     small file that expands to gigabytes is refused without holding them."""
     from stnexp.errors import UserError
@@ -32,11 +35,17 @@ def read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
-        raw = path.read_bytes()
-        if raw[:2] != b"\x1f\x8b":
-            return raw
+        with path.open("rb") as f:
+            head, size = f.read(HEAD), path.stat().st_size
+            if head[:2] != b"\x1f\x8b":
+                declared = _declared(head)
+                content = head + f.read() if declared is not None and declared == size <= MAX_BYTES else head
+                return content, size
+            if size > MAX_BYTES + HEAD:  # deflate never grows data by more than a few bytes per 16 KB
+                raise UserError(f"{path}: {size:,} bytes, more than the {MAX_BYTES:,} an IDX file may hold here")
+            raw = head + f.read()
         stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        out = bytearray(stream.decompress(raw, 1024))  # an IDX header has at most 4 + 4 * 255 bytes
+        out = bytearray(stream.decompress(raw, HEAD))
         pending = stream.unconsumed_tail
         limit = _declared(bytes(out))
         if limit is None:
@@ -55,7 +64,7 @@ def read_bytes(path: Path) -> bytes:
             raise UserError(f"{path}: decompresses to more than the {limit:,} bytes its header declares")
         if not stream.eof:
             raise UserError(f"{path}: corrupt or truncated gzip data (the stream ends early)")
-        return bytes(out)
+        return bytes(out), len(out)
     except (EOFError, OSError, zlib.error) as e:
         raise UserError(f"{path}: corrupt or truncated gzip data ({e})") from None
 
@@ -69,8 +78,11 @@ def _declared(head: bytes) -> int | None:
     return 4 + 4 * ndim + int(np.prod(shape, dtype=object)) * np.dtype(_DTYPES[head[2]]).itemsize
 
 
-def parse(content: bytes, path: Path | str = "<bytes>", md5: str | None = None) -> np.ndarray:
-    """Decode IDX content into an array; checks magic, dimensions, length and optionally the MD5."""
+def parse(
+    content: bytes, path: Path | str = "<bytes>", md5: str | None = None, length: int | None = None
+) -> np.ndarray:
+    """Decode IDX content into an array; checks magic, dimensions, length and optionally the MD5.
+    `length`: the file's, where `content` is only its head."""
     from stnexp.errors import UserError
 
     if len(content) < 4 or content[0] != 0 or content[1] != 0 or content[2] not in _DTYPES:
@@ -90,10 +102,11 @@ def parse(content: bytes, path: Path | str = "<bytes>", md5: str | None = None) 
         raise UserError(
             f"{path}: its header declares {expected:,} bytes, more than the {MAX_BYTES:,} an IDX file may hold here"
         )
-    if len(content) != expected:
-        what = "truncated" if len(content) < expected else "has trailing bytes"
+    length = len(content) if length is None else length
+    if length != expected:
+        what = "truncated" if length < expected else "has trailing bytes"
         raise UserError(
-            f"{path}: {what}: dimensions {'x'.join(map(str, shape))} need {expected} bytes, file has {len(content)}"
+            f"{path}: {what}: dimensions {'x'.join(map(str, shape))} need {expected} bytes, file has {length}"
         )
     if md5 is not None:
         got = hashlib.md5(content).hexdigest()
@@ -104,7 +117,8 @@ def parse(content: bytes, path: Path | str = "<bytes>", md5: str | None = None) 
 
 def read(path: Path, md5: str | None = None) -> np.ndarray:
     """Read one IDX file (gzip or raw) into a numpy array."""
-    return parse(read_bytes(path), path, md5)
+    content, length = _content(path)
+    return parse(content, path, md5, length)
 
 
 def write(path: Path, array: np.ndarray, compress: bool | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 from stnexp import config as C
 from stnexp import pose
 from stnexp.errors import UserError
-from stnexp.results import outputs
+from stnexp.results import outputs, tables
 from stnexp.results.scoring import TestSets, read_external, score, variant_canvas
 from stnexp.store import artifacts as A
 from stnexp.store import checkpoints, runs
@@ -210,8 +210,8 @@ def evaluate(req: EvalRequest, log) -> tuple[str, Path]:
     where = Path(req.out) if req.out is not None else runs.eval_dir(src)
     with runs.claimed_eval(where, label, req.force) as target:  # before the work: a name in use is refused at once
         rows = score_run(req, Scope(src, extra, swept), log)
-        on = ", ".join(tested_on) or "each model's own variant"
-        scored = f"{which} checkpoints of {src}" if src.is_dir() else str(src)
+        on = ", ".join(map(tables.text, tested_on)) or "each model's own variant"  # names of the user's files
+        scored = f"{which} checkpoints of {tables.code(src)}" if src.is_dir() else tables.code(src)
         try:
             md = outputs.write_eval(
                 target, rows, swept, f"{scored}, on {on}" + (f", canvas {canvas}" if canvas else "")

@@ -192,7 +192,8 @@ def deviations_text(sources: list[Source], rows: list[dict]) -> str:
     lines += [f"- {paper.WIDTHS_NOTE}"] + ([f"- {paper.POOL_NOTE}"] if pooled else [])
     for s in sources:
         lines.append(
-            f"- `{s.path}`: " + ("; ".join(paper.deviations(s.cfg, s.trained, s.precision)) or "the paper's protocol")
+            f"- {tables.code(s.path)}: "
+            + ("; ".join(map(tables.text, paper.deviations(s.cfg, s.trained, s.precision))) or "the paper's protocol")
         )
     return "\n".join(lines) + "\n"
 
@@ -246,7 +247,8 @@ def sources_text(sources: list[Source]) -> str:
             else f"{took} of {s.iterations:,} iterations (interrupted)"
         )
         batch = s.cfg.train.batch_size
-        lines.append(f"- `{s.path}`: {done} of batch {batch}, seeds {seeds}, {s.device}, {s.precision}")
+        where = f"{tables.text(s.device)}, {tables.text(s.precision)}"  # env.json's: read back, so escaped
+        lines.append(f"- {tables.code(s.path)}: {done} of batch {batch}, seeds {seeds}, {where}")
     return "\n".join(lines) + "\n"
 
 
@@ -310,8 +312,8 @@ def runs_table(out: Path) -> str:
             cfg = C.load(A.CONFIG.path(path))
         except UserError:
             continue  # not a run this version can read
-        started = str(A.read_env(path).get("started", "?"))
-        name = path.relative_to(out) if path != Path(out) else path
+        started = tables.text(A.read_env(path).get("started", "?"))
+        name = tables.text(path.relative_to(out) if path != Path(out) else path)
         try:
             results = A.read_results(path) or []
         except UserError:  # one damaged run does not hide the others
@@ -372,7 +374,7 @@ def write_report(
         pictures = pictures_of(path)
         if not analysis.is_file() and not pictures:
             continue
-        parts.append(f"## Run {i}: `{path}`\n")
+        parts.append(f"## Run {i}: {tables.code(path)}\n")
         if analysis.is_file():
             parts.append(analysis.read_text(encoding="utf-8"))
         for picture in pictures:
@@ -398,15 +400,19 @@ def header(paths: list[Path]) -> str:
     machine and start (env.json), and when the report was made."""
     import time
 
-    names = ", ".join(f"`{p.name}`" for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    names = ", ".join(tables.code(p.name) for p in paths[:5]) + (
+        f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+    )
     lines = [f"# stnexp report: {names}", ""]
     for p in paths:
         env = A.read_env(p)
-        command = " ".join(env.get("command", [])) if isinstance(env.get("command"), list) else "?"
+        command = " ".join(map(str, env["command"])) if isinstance(env.get("command"), list) else "?"
+        t = tables.text  # env.json is read back from the run: every value of it is escaped
         lines.append(
-            f"- `{p}`: config `{A.CONFIG.path(p)}`; command `{command}`; stnexp {env.get('stnexp', '?')}, "
-            f"torch {env.get('torch', '?')}; {env.get('device_name') or env.get('device', '?')} "
-            f"({env.get('precision', '?')}); started {env.get('started', '?')}"
+            f"- {tables.code(p)}: config {tables.code(A.CONFIG.path(p))}; command {tables.code(command)}; "
+            f"stnexp {t(env.get('stnexp', '?'))}, torch {t(env.get('torch', '?'))}; "
+            f"{t(env.get('device_name') or env.get('device', '?'))} ({t(env.get('precision', '?'))}); "
+            f"started {t(env.get('started', '?'))}"
         )
     lines += ["", f"Made {time.strftime('%Y-%m-%d %H:%M:%S%z')}.", ""]
     return "\n".join(lines)
@@ -420,23 +426,38 @@ def to_html(markdown: str, images: dict[str, Path]) -> str:
     import re
 
     def inline(text: str) -> str:
-        text = html.escape(text, quote=False)
-        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-        return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+        # code spans (of any fence, tables.code) and backslash escapes (tables.text) first, set aside as
+        # placeholders, so that neither the bold rule nor anything else reads inside them
+        kept: list[str] = []
+
+        def keep(m: re.Match) -> str:
+            if m.group(1):
+                body = m.group(2)[1:-1] if len(m.group(1)) > 1 and m.group(2).startswith(" ") else m.group(2)
+                kept.append(f"<code>{html.escape(body, quote=False)}</code>")
+            else:
+                kept.append(html.escape(m.group(3), quote=False))
+            return f"\x00{len(kept) - 1}\x00"
+
+        text = re.sub(r"(`+)(.+?)(?<!`)\1(?!`)|\\([\\`<>|\[\]*_])", keep, text.replace("\x00", ""))
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text, quote=False))
+        return re.sub("\x00([0-9]+)\x00", lambda m: kept[int(m.group(1))], text)
 
     out, table, items = [], [], []
 
     def flush():
         if table:
             rows = [r for r in table if not re.fullmatch(r"\|[\s\-:|]+\|", r)]
-            cells = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", r)[1:-1]] for r in rows]
-            out.append(
-                "<table><tr>"
-                + "".join(f"<th>{inline(c)}</th>" for c in cells[0])
-                + "</tr>"
-                + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
-                + "</table>"
-            )
+            cells = [[c.strip() for c in re.split(r"(?<!\\)\|", r)[1:-1]] for r in rows]
+            if cells and cells[0]:
+                out.append(
+                    "<table><tr>"
+                    + "".join(f"<th>{inline(c)}</th>" for c in cells[0])
+                    + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+                    + "</table>"
+                )
+            else:  # no table after all (lines that merely start with |)
+                out.extend(f"<p>{inline(r)}</p>" for r in table)
             table.clear()
         if items:
             out.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -39,6 +40,29 @@ EVAL_FIELDS = [
     "params",
     "precision",
 ]
+
+
+def _printable(value) -> str:
+    """A value on one line: a newline or another control character in a path would end a table row or
+    a list item, so it is shown escaped (`\\n`)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(value))
+
+
+def text(value) -> str:
+    """A value that a user or a run's files chose (a path, a command, a swept value) as Markdown that
+    reads as itself in every renderer: on one line, and with the characters that would start raw HTML, a
+    code span, a link or a table cell backslash-escaped (report.html reads the escapes back)."""
+    return re.sub(r"([\\`<>|\[\]])", r"\\\1", _printable(value))
+
+
+def code(value) -> str:
+    """A value as an inline code span (a path, a command line): on one line, fenced by more backticks
+    than any run of them inside, so a backtick in it cannot close the span and let what follows through
+    as Markdown or HTML."""
+    value = _printable(value)
+    fence = "`" * (max((len(run) for run in re.findall("`+", value)), default=0) + 1)
+    pad = " " if fence != "`" else ""  # CommonMark strips one space each side of a longer fence
+    return f"{fence}{pad}{value}{pad}{fence}"
 
 
 def markdown(head: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
@@ -75,13 +99,14 @@ def table(rows: list[dict], row_label, col_key: str, title: str, first: str = "m
             here = [r for r in mine if r[col_key] == c]
             ok = [r["error"] for r in here if r.get("status", "ok") == "ok"]
             bad = [r["status"] for r in here if r.get("status", "ok") != "ok"]
-            text = cell(ok)
+            shown = cell(ok)
             if bad:
-                text = bad[0] if not ok else f"{text} ({len(bad)} diverged)"
-            cells.append(text)
+                shown = bad[0] if not ok else f"{shown} ({len(bad)} diverged)"
+            cells.append(shown)
         out.append([label, shown_params, *cells])
     right = set(range(1, len(cols) + 2))
-    return f"**{title}** (test error %, mean ± std over seeds)\n\n" + markdown([first, "params", *cols], out, right)
+    head = [first, "params", *map(text, cols)]  # columns an eval names after the user's files
+    return f"**{title}** (test error %, mean ± std over seeds)\n\n" + markdown(head, out, right)
 
 
 BEST_TITLE = "Best checkpoint by validation accuracy"

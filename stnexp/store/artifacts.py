@@ -348,7 +348,7 @@ def read_env(run: Path) -> dict:
     """env.json, or {} when it is missing or damaged."""
     try:
         env = json.loads(ENV.path(run).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested thousands deep
         return {}
     return env if isinstance(env, dict) else {}
 
@@ -373,7 +373,7 @@ def read_results(run: Path) -> list[dict] | None:
         return None
     try:
         rows = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"{path}: unreadable ({_first_line(e)})") from None
     if not isinstance(rows, list) or not all(is_result(r) for r in rows):
         raise UserError(f"{path}: not a results table written by stnexp")

@@ -287,7 +287,7 @@ def write_env(run: Path, device, precision: str, resume: bool = False) -> None:
     if resume:
         try:
             first = json.loads(A.ENV.path(run).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             first = None
         if isinstance(first, dict):
             resumed = first.get("resumed") if isinstance(first.get("resumed"), list) else []
@@ -438,7 +438,7 @@ def state(run: Path) -> str | None:
     """The state the marker holds (None for runs made before 0.2 wrote it there)."""
     try:
         said = json.loads(A.MARKER.path(run).read_text()).get("state")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # RecursionError: nested thousands deep
         return None
     return said if said in STATES else None
 

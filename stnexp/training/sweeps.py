@@ -234,7 +234,7 @@ def reported(paths: list[Path], log) -> list[Path]:
 def _read_plan(folder: Path) -> dict | None:
     try:
         spec = json.loads(A.SWEEP_PLAN.path(folder).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested thousands deep
         return None
     return spec if isinstance(spec, dict) else None
 
@@ -342,7 +342,8 @@ def markdown(table: list[dict], keys: list[str]) -> str:
                     cells.append(tables.mean_std(r["error_mean"], r["error_std"]))
             vals = [r["val_acc"] for r in mine.values() if r["val_acc"] is not None]
             val = f"{100 * statistics.mean(vals):.2f}" if vals else "-"
-            cells_of.append([str(first[k]) for k in keys] + [model] + cells + [val, "best" if first["best"] else ""])
+            swept = [tables.text(first[k]) for k in keys]  # the user's values, as they read
+            cells_of.append(swept + [model] + cells + [val, "best" if first["best"] else ""])
     head = keys + ["model"] + variants + ["val acc %", "best"]
     right = set(range(len(keys) + 1, len(keys) + len(variants) + 2))
     return "\n".join(lines) + "\n" + tables.markdown(head, cells_of, right)
