@@ -281,7 +281,15 @@ SWEEP_TABLE = _a(
     None,
     "one row per child, model and variant",
 )
-SWEEP = [SWEEP_PLAN, SWEEP_TABLE]
+SWEEP_LOCK = _a(
+    "sweep lock",
+    ".stnexp-sweep",
+    ".lock",
+    "training.sweeps.run",
+    None,
+    "shards that start together take turns on it to make or join the plan, and to write the table",
+)
+SWEEP = [SWEEP_PLAN, SWEEP_TABLE, SWEEP_LOCK]
 
 
 def own_files() -> list[str]:

@@ -16,8 +16,9 @@ import math
 import re
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from stnexp import config as C
 from stnexp.errors import UserError
@@ -95,7 +96,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     """`--shard I/N` -> (I, N), 0 <= I < N."""
     if text is None:
         return None
-    m = re.fullmatch(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*", text)
+    m = re.fullmatch(r"([0-9]{1,6})/([0-9]{1,6})", text)  # ASCII digits: \d takes any script's
     if not m or not int(m[1]) < int(m[2]):
         raise UserError(f"--shard {C._cut(text)}: expected I/N with 0 <= I < N, e.g. 0/4")
     return int(m[1]), int(m[2])
@@ -129,14 +130,23 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     }
     if how.shard is not None and how.out is None:
         raise UserError("--shard: name the sweep folder that every shard shares with --out")
-    # a shard joins the sweep another shard made, as --resume would (the same plan, or exit 2)
-    joining = how.resume or (how.shard is not None and _read_plan(Path(how.out)) is not None)
-    parent = _parent(base, how.out, joining, how.force, spec)
+    if how.shard is not None:
+        spec["shards"] = how.shard[1]  # a shard of another N would train children that one of these trains
+    with _turn(Path(how.out) if how.shard is not None else None):
+        # a shard joins the sweep another shard made, as --resume would (the same plan, or exit 2); shards
+        # that start together take turns here, so one makes the plan and the others find it
+        joining = how.resume or (how.shard is not None and _read_plan(Path(how.out)) is not None)
+        parent = _parent(base, how.out, joining, how.force, spec)
     mine = children if how.shard is None else children[how.shard[0] :: how.shard[1]]
     log = runs.logger()
     log.info(
         f"sweep of {len(children)} runs in {parent}"
         + (f", this shard ({how.shard[0]}/{how.shard[1]}) trains {len(mine)}" if how.shard else "")
+        + (
+            f": {how.shard[1]} shards for {len(children)} children leave this one none"
+            if how.shard and not mine
+            else ""
+        )
     )
     try:
         for name, values in mine:
@@ -149,9 +159,30 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
             launch.train_into(cfgs[name], child, started, False, how.command)
     finally:
         runs.logger()
-        write_table(parent, keys, children)
+        with _turn(parent if how.shard is not None else None):  # the last shard to write it sees every child
+            write_table(parent, keys, children)
         log.info(f"sweep table: {A.SWEEP_TABLE.path(parent)}")
     return parent
+
+
+@contextmanager
+def _turn(folder: Path | None) -> Iterator[None]:
+    """Hold the sweep folder's lock for the body (making the folder): shards of one sweep, on one machine
+    or on several sharing a filesystem with working flock, take turns. None: no lock (one process)."""
+    if folder is None:
+        yield
+        return
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder}: exists and is not a directory")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        held = runs.exclusive(A.SWEEP_LOCK.path(folder), wait=True)
+    except OSError as e:
+        raise UserError(f"--out {folder}: not writable ({e.strerror or e})") from None
+    try:
+        yield
+    finally:
+        held.close()
 
 
 def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: dict) -> Path:
@@ -179,6 +210,13 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
                 f"--resume: the sweep differs from the one in {out} (--sweep {' '.join(old.get('sweep', []))}); "
                 "resume with the same options"
             )
+        if old.get("shards") and spec.get("shards") and old["shards"] != spec["shards"]:
+            raise UserError(
+                f"--shard: the sweep in {out} is split into {old['shards']} shards, not {spec['shards']}; every "
+                "shard of a sweep takes the same N"
+            )
+        if old.get("shards") and not spec.get("shards"):
+            spec["shards"] = old["shards"]  # a plain --resume keeps the plan's split
         if (
             old.get("digest", spec["digest"]) != spec["digest"]
         ):  # plans before 0.2 have none: a started child still refuses another config when resumed
@@ -186,7 +224,7 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
                 f"--resume: the config differs from the one the sweep in {out} was made with ({old.get('config')}); "
                 "resume with that config"
             )
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(p.name != A.SWEEP_LOCK.path(out).name for p in out.iterdir()):
         if not force:
             raise UserError(f"--out {out}: not empty; pass --resume to continue that sweep or --force to overwrite it")
         if old is None:
@@ -217,9 +255,17 @@ def reported(paths: list[Path], log) -> list[Path]:
     for path in map(Path, paths):
         spec = _read_plan(path) if path.is_dir() else None
         if spec is not None:
-            children = [child for child in _children(path, spec) if runs.is_run(child)]
-            log.info(f"{path}: a sweep, reporting its {len(children)} child run(s)")
-            out += children
+            # a child still training (another shard's, say) or never started is named, not an error
+            planned = _children(path, spec)
+            scored = [c for c in planned if runs.is_run(c) and A.RESULTS.file(c, ".json").is_file()]
+            waiting = [c.name for c in planned if c not in scored]
+            if not scored:
+                raise UserError(f"{path}: a sweep none of whose {len(planned)} child runs has scored its models yet")
+            log.info(
+                f"{path}: a sweep, reporting its {len(scored)} scored child run(s)"
+                + (f"; not scored yet: {', '.join(waiting)}" if waiting else "")
+            )
+            out += scored
         elif (
             path.is_file()
             and path.name in {p.name for p in A.SWEEP_TABLE.paths(path.parent)}
