@@ -4,7 +4,10 @@ example. `import stnexp` stays light: these load torch when first called."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,8 +62,13 @@ def load(checkpoint: str | Path, device: str = "cpu") -> Loaded:
     """The model a checkpoint holds, with its weights, and the config that made it. Any checkpoint stnexp
     wrote since version 0.1 loads: they are plain `weights_only` dicts."""
     from stnexp.device import resolve
+    from stnexp.errors import UserError
     from stnexp.results.scoring import load_model, trained_precision
 
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]+|mps", device):
+        raise UserError(f"stnexp.load(device={device!r}): expected auto | cpu | cuda | cuda:N | mps")
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise UserError(f"stnexp.load({checkpoint!r}): expected the path of a checkpoint")
     where = resolve(device)
     ck, cfg, model = load_model(Path(checkpoint), where)
     model.eval()
@@ -79,31 +87,77 @@ def test_set(loaded: Loaded, variant: str | None = None) -> TestSet:
     return TestSets(device).get(loaded.config, variant or loaded.variant, loaded.seed)
 
 
-def _items(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """A repeatable flag's values: one string is one value (as one --set is), not its characters."""
-    return (value,) if isinstance(value, str) else tuple(value)
+# what each type in a request's field annotation accepts from a caller, and how a message says it
+_ACCEPTS = {
+    "Path": ((str, os.PathLike), "a path"),
+    "str": ((str,), "a string"),
+    "int": ((int,), "an integer"),
+    "bool": ((bool,), "True or False"),
+    "None": ((type(None),), "None"),
+}
+
+
+def _checked(fn: str, request: type, first: str, options: dict) -> dict:
+    """`options` of stnexp.train / stnexp.evaluate as the fields of their request, each of the type its
+    flag takes: a wrong name or type is a UserError naming the argument, not an error from deep inside.
+    A repeatable flag's values may be one string (one value, as one --set is) or a list of strings."""
+    from stnexp.errors import UserError
+
+    fields = {f.name: str(f.type) for f in dataclasses.fields(request) if f.name not in (first, "command")}
+    out = {}
+    for key, value in options.items():
+        if key not in fields:
+            raise UserError(f"stnexp.{fn}: no argument {key!r} (it takes {', '.join(fields)})")
+        kind = fields[key]
+        if kind.startswith("tuple[str"):
+            value = (value,) if isinstance(value, str) else value
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise UserError(f"stnexp.{fn}({key}={value!r}): expected a string or a list of strings")
+            out[key] = tuple(value)
+            continue
+        accepted = [_ACCEPTS[t.strip()] for t in kind.split("|")]
+        if not any(isinstance(value, types) for types, _ in accepted) or (isinstance(value, bool) and kind != "bool"):
+            said = " or ".join(what for _, what in accepted)
+            raise UserError(f"stnexp.{fn}({key}={value!r}): expected {said}")
+        out[key] = Path(value) if isinstance(value, os.PathLike) else value
+    return out
+
+
+def _in_api_terms(e: Exception) -> Exception:
+    """A command's one-line error as the API's caller knows the arguments: `--canvas -5: ...` reads
+    `canvas=-5: ...`, and any other flag is named as its argument."""
+    from stnexp.errors import UserError
+
+    names = {"set": "sets", "variant": "variants", "force": "force=True", "resume": "resume=True"}
+    flag_value = r"^--([a-z]+) (?!(?:and|or|with|without|needs|is|must) )"  # `--canvas -5: ...`, not `--x and --y`
+    text = re.sub(flag_value, lambda m: f"{names.get(m[1], m[1]).split('=')[0]}=", str(e))
+    return UserError(re.sub(r"--([a-z]+)\b", lambda m: names.get(m[1], m[1]), text))
 
 
 def train(config: str | Path, **options) -> Path:
     """`stnexp train CONFIG`: `options` are the fields of launch.TrainRequest (out, sets, device, resume,
     force, sweep, shard), as the flags of the same names. Returns the run directory (with `sweep`, the
     sweep's folder); raises train.loop.Interrupted after Ctrl-C and errors.UserError on bad input."""
+    from stnexp.errors import UserError
     from stnexp.training import launch
 
-    for key in ("sets", "sweep"):
-        if key in options:
-            options[key] = _items(options[key])
-    return launch.start(launch.TrainRequest(Path(config), **options, command=f"stnexp.train({str(config)!r})"))
+    options = _checked("train", launch.TrainRequest, "config", options)
+    try:
+        return launch.start(launch.TrainRequest(Path(config), **options, command=f"stnexp.train({str(config)!r})"))
+    except UserError as e:
+        raise _in_api_terms(e) from None
 
 
 def evaluate(source: str | Path, **options) -> Evaluation:
     """`stnexp eval SOURCE`: `options` are the fields of evaluation.EvalRequest (variants, images, labels,
     checkpoint, canvas, sets, sweep, name, force, out, device), as the flags of the same names."""
+    from stnexp.errors import UserError
     from stnexp.results import evaluation
     from stnexp.store import runs
 
-    for key in ("variants", "sets"):
-        if key in options:
-            options[key] = _items(options[key])
-    markdown, stem = evaluation.evaluate(evaluation.EvalRequest(Path(source), **options), runs.logger())
+    options = _checked("evaluate", evaluation.EvalRequest, "source", options)
+    try:
+        markdown, stem = evaluation.evaluate(evaluation.EvalRequest(Path(source), **options), runs.logger())
+    except UserError as e:
+        raise _in_api_terms(e) from None
     return Evaluation(markdown, json.loads(stem.with_name(stem.name + ".json").read_text()), stem)

@@ -168,7 +168,7 @@ class _Held:
             self.fd = None
 
 
-def _exclusive(path: Path, wait: bool) -> _Held | None:
+def exclusive(path: Path, wait: bool) -> _Held | None:
     """An flock on `path` (created if missing): held, or None when another process holds it and `wait`
     is False. Where the platform has no flock, held without guarding."""
     try:
@@ -185,7 +185,7 @@ def _exclusive(path: Path, wait: bool) -> _Held | None:
 
 
 def _lock(run: Path) -> _Held:
-    held = _exclusive(A.LOCK.path(run), wait=False)
+    held = exclusive(A.LOCK.path(run), wait=False)
     if held is None:
         holder = A.LOCK.path(run).read_text(errors="replace").strip()[:200] or "another process"
         raise UserError(f"--out {run}: a run is training into it ({holder}); wait for it to end or pick another --out")
@@ -552,9 +552,10 @@ def claimed_eval(folder: Path, name: str, force: bool) -> Iterator[Path]:
     for path in (*(folder / f"{name}{suffix}" for suffix in A.TABLE_SUFFIXES + A.FIGURE_SUFFIXES), _index(folder)):
         if path.is_symlink():
             _linked(path)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # removed again if they stay empty
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        held = _exclusive(folder / f".{name}.eval-lock", wait=False)
+        held = exclusive(folder / f".{name}.eval-lock", wait=False)
     except OSError as e:
         raise UserError(f"--out {folder}: not writable ({e.strerror or e})") from None
     if held is None:
@@ -570,6 +571,8 @@ def claimed_eval(folder: Path, name: str, force: bool) -> Iterator[Path]:
             missing_ok=True
         )  # still held: a process that opens it now finds the table
         held.close()
+        for empty in made:  # a failed evaluation leaves no empty evals/ behind
+            _remove_if_empty(empty)
 
 
 def _outside_runs_files(folder: Path) -> None:
@@ -607,7 +610,7 @@ def index_eval(folder: Path, name: str, line: str) -> None:
         "# Evaluations\n\n"
         "Each line: a name (its .md, .csv and .json beside this file), when, what was scored, on what.\n\n"
     )
-    held = _exclusive(folder / A.INDEX_LOCK.path(".").name, wait=True)
+    held = exclusive(folder / A.INDEX_LOCK.path(".").name, wait=True)
     try:
         lines = [
             x
