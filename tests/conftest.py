@@ -1,6 +1,13 @@
 import pytest
 
-TINY = ["data.train_size=512", "data.val_size=256", "train.epochs=2", "train.batch_size=128", "device=cpu"]
+TINY = [
+    "data.train_size=512",
+    "data.val_size=256",
+    "data.test_size=1000",
+    "train.epochs=2",
+    "train.batch_size=128",
+    "device=cpu",
+]
 
 
 @pytest.fixture(scope="session")

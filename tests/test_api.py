@@ -61,8 +61,36 @@ def test_bad_input_raises_the_commands_one_line_error(tmp_path):
 
     with pytest.raises(UserError, match="checkpoint not found"):
         stnexp.load(tmp_path / "none.pt")
-    with pytest.raises(UserError, match="--checkpoint: expected best or last"):
+    with pytest.raises(UserError, match="^checkpoint: expected best or last"):  # the argument, not the flag
         stnexp.evaluate(tmp_path, checkpoint="worst")
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda s: s.evaluate("runs", sweep=5), r"stnexp.evaluate(sweep=5): expected a string or None"),
+        (lambda s: s.evaluate("runs", variants=[1]), r"stnexp.evaluate(variants=[1]): expected a string or a list of"),
+        (lambda s: s.evaluate("runs", canvass=5), r"stnexp.evaluate: no argument 'canvass' (it takes variants, "),
+        (lambda s: s.evaluate("runs", canvas=-5), r"canvas=-5: expected model or a side in px from 8 to 512"),
+        (lambda s: s.evaluate("runs", force=1), r"stnexp.evaluate(force=1): expected True or False"),
+        (lambda s: s.train("configs/smoke.yaml", shard=5), r"stnexp.train(shard=5): expected a string or None"),
+        (lambda s: s.train("configs/smoke.yaml", out=3), r"stnexp.train(out=3): expected a path or None"),
+        (
+            lambda s: s.train("configs/smoke.yaml", resume=True, force=True),
+            r"resume=True and force=True exclude each other",
+        ),
+        (lambda s: s.load("x.pt", device="gpu"), r"stnexp.load(device='gpu'): expected auto | cpu | cuda | cuda:N"),
+        (lambda s: s.load(None), r"stnexp.load(None): expected the path of a checkpoint"),
+    ],
+)
+def test_an_argument_of_the_wrong_name_or_type_is_one_line_naming_it(tmp_path, call, message):
+    """Before anything runs, in the API's own terms: the argument, not the command's flag."""
+    import stnexp
+    from stnexp.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        call(stnexp)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
 
 def test_importing_stnexp_loads_no_torch():

@@ -19,6 +19,7 @@ from stnexp.cli import app
 SMALL = [
     "data.train_size=256",
     "data.val_size=128",
+    "data.test_size=1000",
     "train.epochs=1",
     "train.batch_size=64",
     "device=cpu",

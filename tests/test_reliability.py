@@ -16,7 +16,14 @@ from typer.testing import CliRunner
 
 from stnexp.cli import app
 
-SMALL = ["data.train_size=1024", "data.val_size=256", "train.epochs=3", "train.batch_size=128", "device=cpu"]
+SMALL = [
+    "data.train_size=1024",
+    "data.val_size=256",
+    "data.test_size=1000",
+    "train.epochs=3",
+    "train.batch_size=128",
+    "device=cpu",
+]
 
 
 def cli(*args, sets=()):
@@ -346,7 +353,14 @@ def test_a_short_command_whose_reader_has_gone_ends_quietly(command, tiny_run, t
 def test_ctrl_c_before_the_first_epoch_ends_says_nothing_is_resumable_and_writes_no_table(tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "stnexp", "train", "configs/smoke.yaml", "--out", str(out)]
-    for s in ["data.train_size=20000", "data.val_size=256", "train.epochs=4", "train.batch_size=64", "device=cpu"]:
+    for s in [
+        "data.train_size=20000",
+        "data.val_size=256",
+        "data.test_size=1000",
+        "train.epochs=4",
+        "train.batch_size=64",
+        "device=cpu",
+    ]:
         argv += ["--set", s]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -538,7 +552,7 @@ def test_report_embeds_no_picture_that_is_a_symlink(tiny_run, tmp_path):
 
 def test_a_sweep_child_that_is_a_symlink_to_another_run_is_refused_before_it_is_cleared(tiny_run, tmp_path):
     base = ["train", "configs/smoke.yaml", "--sweep", "train.lr=0.01,0.05", "--out", tmp_path / "sweep"]
-    sets = ["data.train_size=256", "data.val_size=128"]
+    sets = ["data.train_size=256", "data.val_size=128", "data.test_size=1000"]
     assert cli(*base, sets=sets).exit_code == 0
     other = _copy_run(tiny_run, tmp_path / "other")
     child = tmp_path / "sweep" / "01-lr=0.01"
@@ -597,3 +611,66 @@ def test_a_folder_where_a_run_keeps_a_file_exits_2_before_anything_is_changed(ti
     assert r.exit_code == 2 and f"{run / folder}: not a regular file" in r.output, r.output
     assert "nothing was changed" in r.output and len(r.output.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_report_reads_the_same_in_markdown_and_html_whatever_a_runs_path_and_command_hold(tiny_run, tmp_path):
+    """A run's path and its command line come back into report.md: a newline and a table rule in the
+    path, and a backtick that closes the command's code span before an HTML tag, are shown as written,
+    and neither a CommonMark renderer that passes HTML through nor report.html runs the tag."""
+    from markdown_it import MarkdownIt
+
+    run = _copy_run(tiny_run, tmp_path / "tr2\n|-|\nx")
+    env = json.loads((run / "env.json").read_text())
+    env["command"] = ["stnexp", "train", "c.yaml", "--set", "train.lr=0.01 #`<img src=x onerror=alert(1)>`"]
+    (run / "env.json").write_text(json.dumps(env))
+    r = cli("report", run, "--out", tmp_path / "report", "--html")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    page = (tmp_path / "report" / "report.html").read_text()
+    rendered = MarkdownIt("commonmark").enable("table").render(md)
+    for html in (rendered, page):
+        assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+        assert "tr2\\n|-|\\nx</code>" in html  # the path on one line, as written
+    assert "<table>" in page and "<th>model</th>" in page  # the results table is still a table
+
+
+def test_swept_values_and_eval_file_names_go_into_markdown_escaped(tmp_path):
+    from stnexp.results import tables
+
+    assert tables.text("a|b <img src=x> [l](j:x) `c`") == r"a\|b \<img src=x\> \[l\](j:x) \`c\`"
+    assert tables.text("two\nlines") == "two\\\\nlines"
+    assert tables.code("plain") == "`plain`" and tables.code("a `b` c") == "`` a `b` c ``"
+    table = tables.markdown(["value"], [[tables.text("x | y")]])
+    assert table.splitlines()[-1] == r"| x \| y |"
+
+
+def test_json_nested_thousands_deep_in_a_runs_files_is_damage_not_a_crash(tiny_run, tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    for name in (".stnexp-run", "env.json", "results.json", "plain"):
+        run = _copy_run(tiny_run, tmp_path / "all" / name.strip("."))
+        if name != "plain":
+            (run / name).write_text(deep)
+    r = cli("runs", tmp_path / "all")
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.output.splitlines() if line.startswith("| ") and not line.startswith("| run ")]
+    assert sorted(line.split(" | ")[0][2:] for line in rows) == ["env.json", "plain", "results.json", "stnexp-run"]
+    assert "damaged: results.json is not stnexp's" in r.output
+    r = cli("report", tmp_path / "all" / "results.json")
+    assert r.exit_code == 2 and "results.json: unreadable (maximum recursion depth" in r.output
+    sweep = tmp_path / "sweep"
+    assert cli("train", "configs/smoke.yaml", "--sweep", "seeds=[0]", "--out", sweep, sets=TINY).exit_code == 0
+    (sweep / ".stnexp-sweep").write_text(deep)
+    r = cli("train", "configs/smoke.yaml", "--sweep", "seeds=[0]", "--out", sweep, "--resume", sets=TINY)
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_a_failed_eval_leaves_no_empty_folder_behind(tiny_run, tmp_path):
+    import shutil
+
+    run = _copy_run(tiny_run, tmp_path / "run")
+    shutil.rmtree(run / "evals", ignore_errors=True)
+    r = cli("eval", run, "--variant", "nosuch")
+    assert r.exit_code == 2 and "--variant nosuch" in r.output
+    assert not (run / "evals").exists()
+    r = cli("eval", run, "--variant", "nosuch", "--out", tmp_path / "a" / "b")
+    assert r.exit_code == 2 and not (tmp_path / "a").exists()
