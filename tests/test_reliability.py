@@ -674,3 +674,17 @@ def test_a_failed_eval_leaves_no_empty_folder_behind(tiny_run, tmp_path):
     assert not (run / "evals").exists()
     r = cli("eval", run, "--variant", "nosuch", "--out", tmp_path / "a" / "b")
     assert r.exit_code == 2 and not (tmp_path / "a").exists()
+
+
+def test_a_huge_picture_in_a_run_is_named_in_the_report_not_embedded(tiny_run, tmp_path):
+    from stnexp.results import report
+
+    run = _copy_run(tiny_run, tmp_path / "run")
+    with open(run / "curves" / "rts" / "s0.png", "r+b") as f:
+        f.truncate(report.MAX_PICTURE + 1)  # sparse: no disk used
+    r = cli("report", run, "--out", tmp_path / "report", "--html")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert f"`curves/rts/s0.png`: not shown ({report.MAX_PICTURE + 1:,} bytes, more than the" in md
+    assert not any("curves" in p.name for p in (tmp_path / "report" / "images").iterdir())
+    assert (tmp_path / "report" / "report.html").stat().st_size < report.MAX_PICTURE

@@ -345,6 +345,9 @@ def runs_table(out: Path) -> str:
 # ---------------------------------------------------------------- the report as files, Markdown and HTML
 
 
+MAX_PICTURE = 20 << 20  # the largest PNG a report copies and embeds (report.html holds it as base64)
+
+
 def pictures_of(path: Path) -> list[Path]:
     """A run's PNGs: training curves, error by the true distortion, then per transformer what it made of
     the digits and how much of their pose it undid, then eval sweeps."""
@@ -378,6 +381,13 @@ def write_report(
         if analysis.is_file():
             parts.append(analysis.read_text(encoding="utf-8"))
         for picture in pictures:
+            size = picture.stat().st_size
+            if size > MAX_PICTURE:  # not stnexp's: its figures are well under 1 MB
+                parts.append(
+                    f"{tables.code(picture.relative_to(path))}: not shown ({size:,} bytes, more than the "
+                    f"{MAX_PICTURE:,} a report embeds)\n"
+                )
+                continue
             name = f"run{i}-" + "-".join(picture.relative_to(path).parts)
             images.append((name, picture))
             parts.append(f"![{picture.relative_to(path)}](images/{name})\n")
