@@ -1,4 +1,17 @@
+import os
+
 import pytest
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n 2`, pyproject's default) each worker process computes on one thread, and so
+    do the processes its tests start: two workers on a 2-core CPU, not four threads fighting for two."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
 
 TINY = [
     "data.train_size=512",

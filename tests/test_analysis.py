@@ -372,3 +372,15 @@ def test_the_sampling_box_of_the_identity_is_the_image_and_a_shift_moves_it():
     half = transforms.grid("affine", torch.tensor([[0.5, 0.0, 0.5, 0.0, 0.5, 0.0]]), 42)
     moved = pictures.outline(half, 42)[0]
     assert moved[:, 0].min() == pytest.approx(20.75, abs=1e-4) and moved[:, 0].max() == pytest.approx(41.25, abs=1e-4)
+
+
+def test_the_error_interval_is_the_exact_clopper_pearson_interval_of_scipy():
+    from scipy.stats import binomtest
+
+    from stnexp.results.analysis import error_interval
+
+    for n in (1, 2, 38, 100, 1000, 10000):
+        for wrong in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            ci = binomtest(wrong, n).proportion_ci(0.95, method="exact")
+            assert error_interval(wrong, n) == (round(100 * ci.low, 2), round(100 * ci.high, 2)), (wrong, n)
+    assert error_interval(0, 38) == (0.0, 9.25)  # no error in 38 digits: up to 9.25 % is as likely

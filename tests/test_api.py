@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch, capsys):
     page = (ROOT / "docs" / "python-api.md").read_text()
     (code,) = re.findall(r"```python\n(.*?)```", page, re.S)

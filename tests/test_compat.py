@@ -43,6 +43,7 @@ def old_results(run, kind):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["best", "last"])
 def test_eval_of_a_0_1_run_gives_exactly_its_results(kind, tmp_path):
     r = invoke("eval", OLD_RUN, "--checkpoint", kind, "--out", tmp_path)
@@ -54,6 +55,7 @@ def test_eval_of_a_0_1_run_gives_exactly_its_results(kind, tmp_path):
     assert got == old_results(OLD_RUN, kind) and len(got) == 10
 
 
+@pytest.mark.slow
 def test_a_finished_0_1_run_resumes_as_already_trained_with_the_same_table(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(OLD_RUN, run)

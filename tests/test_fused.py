@@ -251,6 +251,7 @@ def unfused(tmp_path_factory):
     return numbers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_fused_training_gives_every_model_the_numbers_of_unfused_training(tmp_path, device, wild_diverges, unfused):
     on = _numbers(_training(tmp_path / "on", device, "on")())

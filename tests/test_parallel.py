@@ -92,6 +92,7 @@ def single(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_jobs_mode_deals_the_groups_out_and_gives_the_single_process_table(single, tmp_path):
     out = tmp_path / "jobs"
     r = torchrun(out, "seeds=[0,1]", "train.parallel=jobs")
@@ -108,6 +109,7 @@ def test_jobs_mode_deals_the_groups_out_and_gives_the_single_process_table(singl
     assert not strays(out)
 
 
+@pytest.mark.slow
 def test_data_mode_splits_each_batch_over_the_ranks_and_matches_one_process(single, tmp_path):
     out = tmp_path / "data"
     r = torchrun(out, "seeds=[0,1]", "train.parallel=data")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -61,7 +62,9 @@ def load(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on checking a sparse tensor: _malformed refuses it anyway
+            warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only names the global it refused to import: a pickled object, not plain data
         why = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
@@ -123,6 +126,9 @@ def _malformed(ck: dict) -> str | None:
         return f"'in_size' is {ck['in_size']}, outside 1-{config.MAX_SIDE}"
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ck["model"].items()):
         return "'model' is not a mapping of names to tensors"
+    odd = next((k for k, v in ck["model"].items() if v.layout != torch.strided or v.is_meta), None)
+    if odd is not None:  # sparse or meta: loads, then fails deep inside the first forward pass
+        return f"'model' holds {odd[:40]!r} as a sparse or meta tensor, not weights"
     try:
         cfg = config.validate(ck["config"])
     except UserError as e:

@@ -113,20 +113,56 @@ def restore(m: Member, ck: dict, cfg: Config, path: Path, kind: str = "last") ->
     problem = models.mismatch(m.model, ck["model"])
     if problem:
         raise UserError(f"{path}: does not fit the configured model ({problem})")
+    _resumable(ck, path)
     m.model.load_state_dict(ck["model"])
-    if len(ck["optimizer"]["param_groups"]) != len(m.opt.param_groups):
+    if len(ck["optimizer"].get("param_groups", ())) != len(m.opt.param_groups):
         raise UserError(
             f"{path}: its optimizer has {len(ck['optimizer']['param_groups'])} parameter groups, this version's "
             f"{len(m.opt.param_groups)}: made before weight decay left biases, norms and the transformer's "
             "regressor alone (stnexp 0.3); start the run again, or resume it with the stnexp that made it"
         )
-    m.opt.load_state_dict(ck["optimizer"])
-    m.sched.load_state_dict(ck["scheduler"])
+    try:
+        m.opt.load_state_dict(ck["optimizer"])
+        m.sched.load_state_dict(ck["scheduler"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: malformed checkpoint: its optimizer or schedule does not load ({first})") from None
+    for group in m.opt.param_groups:  # a buffer of another shape would fail only at the first step
+        for p in group["params"]:
+            for key, v in m.opt.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                    raise UserError(
+                        f"{path}: malformed checkpoint: the optimizer's {key} of a {tuple(p.shape)} parameter is "
+                        f"{tuple(v.shape)}"
+                    )
     m.epoch, m.step, m.best_val, m.best_epoch = ck["epoch"], ck["step"], ck["best_val"], ck["best_epoch"]
     m.diverged, m.seconds, m.history = ck["diverged"], ck["train_seconds"], list(ck["history"])
     m.rng = ck["rng"] or None
     if ck.get("global_rng"):  # nothing in a run draws from it today; restored so that nothing ever can drift
         set_rng(_device(m), ck["global_rng"])
+
+
+def _resumable(ck: dict, path: Path) -> None:
+    """What resume restores beyond the weights and the optimizer, checked before anything is: the
+    history's records and the random states (which are used only later, one step or one epoch on)."""
+    if not all(isinstance(h, dict) for h in ck["history"]):
+        raise UserError(f"{path}: malformed checkpoint: 'history' holds entries that are not records")
+    for key in ("rng", "global_rng"):
+        state = ck.get(key)
+        if state and not (isinstance(state, dict) and _rng_ok(state.get("torch"), torch.get_rng_state().numel())):
+            raise UserError(f"{path}: malformed checkpoint: {key!r} is not a random generator's state")
+        if state and "cuda" in state and not _rng_ok(state["cuda"], None):
+            raise UserError(f"{path}: malformed checkpoint: {key!r} holds no CUDA generator's state")
+
+
+def _rng_ok(t, size: int | None) -> bool:
+    return (
+        isinstance(t, torch.Tensor)
+        and t.dtype == torch.uint8
+        and t.dim() == 1
+        and t.layout == torch.strided
+        and (size is None or t.numel() == size)
+    )
 
 
 def _device(m: Member) -> torch.device:
