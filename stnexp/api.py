@@ -77,14 +77,23 @@ def load(checkpoint: str | Path, device: str = "cpu") -> Loaded:
     return Loaded(model, cfg, ck["model_name"], ck["variant"], ck["seed"], ck)
 
 
-def test_set(loaded: Loaded, variant: str | None = None) -> TestSet:
+def test_set(loaded: Loaded, variant: str | None = None, canvas: int | str | None = None) -> TestSet:
     """The test digits (`data.test_size` of them) of the model's variant (or of `variant`: the run's, or a
     preset) for its seed, distorted exactly as `train` scored it: images N x 1 x H x W in [0, 1], labels, and
-    each digit's true pose (`params`)."""
+    each digit's true pose (`params`). `canvas`: a side in px, or "model" for the model's own (as `eval
+    --canvas`), to draw the variant's digits on another canvas than its own."""
+    from stnexp.errors import UserError
     from stnexp.results.scoring import TestSets
 
+    if canvas == "model":
+        canvas = loaded.model.in_size
+    if canvas is not None and (isinstance(canvas, bool) or not isinstance(canvas, int)):
+        raise UserError(f'stnexp.test_set(canvas={canvas!r}): expected a side in px, "model" or None')
     device = next(loaded.model.parameters()).device
-    return TestSets(device).get(loaded.config, variant or loaded.variant, loaded.seed)
+    try:
+        return TestSets(device).get(loaded.config, variant or loaded.variant, loaded.seed, canvas)
+    except UserError as e:
+        raise _in_api_terms(e) from None
 
 
 # what each type in a request's field annotation accepts from a caller, and how a message says it

@@ -110,6 +110,21 @@ def test_a_repeatable_option_given_as_one_string_is_one_value(tiny_run, tmp_path
     assert result.files == tmp_path / "best-on-translated"
 
 
+def test_test_set_draws_another_variant_on_the_models_canvas(tiny_run):
+    import stnexp
+    from stnexp.errors import UserError
+
+    st = stnexp.load(tiny_run / "checkpoints" / "rts" / "st-cnn-s0-best.pt")
+    rotated = stnexp.test_set(st, "rotated", canvas="model")  # rotated digits are 28x28; the model takes 42x42
+    assert rotated.images.shape[1:] == (1, 42, 42) and st.model(rotated.images[:4]).shape == (4, 10)
+    assert stnexp.test_set(st, "rotated").images.shape[1:] == (1, 28, 28)
+    assert stnexp.test_set(st, "rotated", canvas=36).images.shape[1:] == (1, 36, 36)
+    with pytest.raises(UserError, match=r"^canvas=4: "):
+        stnexp.test_set(st, "rotated", canvas=4)
+    with pytest.raises(UserError, match=r"stnexp.test_set\(canvas='big'\): expected a side in px"):
+        stnexp.test_set(st, "rotated", canvas="big")
+
+
 def test_a_model_names_its_canvas_for_digits_of_another_size_and_on_canvas_places_them(tiny_run):
     import torch
 
