@@ -134,6 +134,33 @@ def textbook(model):
     return model
 
 
+def step_flops(model, batch: int, in_size: int, device) -> float:
+    """Floating-point operations of one training step (forward and backward) of `model` on `batch` images,
+    as torch's FlopCounterMode counts them: a convolution at its direct count (2 per multiply-add), the
+    sampler and the elementwise work not at all. A lower bound on the work of the step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(batch, 1, in_size, in_size, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    with kernels.switched(False), FlopCounterMode(display=False) as counter:  # nn.Conv2d's own: countable
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def matmul_flops(device, side: int = 2048, reps: int = 10) -> float:
+    """FLOP/s of a large fp32 matrix product on `device`: what this machine's arithmetic can reach, to
+    set beside what a training step reaches."""
+    a, b = torch.rand(side, side, device=device), torch.rand(side, side, device=device)
+    a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2.0 * side**3 * reps / (time.perf_counter() - t0)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -609,6 +636,10 @@ def main():
     sync(device)
     eval_rate = len(members) * len(test.labels) / (time.perf_counter() - t0)
 
+    # how far from the machine's arithmetic limit a step runs: its counted FLOPs per image times images/s,
+    # against a large fp32 matmul on the same device (docs/performance.md, "How close to the limit")
+    per_image = {m.name: step_flops(m.model, args.batch, spec.canvas, device) / args.batch for m in members}
+    peak = matmul_flops(device)
     graphs = device.type == "cuda" and not args.no_cuda_graphs
     print(
         f"settings (b): precision {'bf16 autocast' if dtype else 'fp32'}, channels_last {dev.channels_last(device)}, "
@@ -637,6 +668,21 @@ def main():
         print(f"| cnn + st-cnn (wall, data included) | - | {spread(walls)} | - |")
     import statistics
 
+    achieved = {name: per_image[name] * statistics.median(ours[name]) for name in cfg.models}
+    side_by_side = sum(per_image.values()) * statistics.median(walls)
+    print()
+    print(
+        "arithmetic (FlopCounterMode's direct count of convolutions and matmuls, forward + backward): "
+        + ", ".join(
+            f"{name} {per_image[name] / 1e6:.1f} MFLOP/image -> {achieved[name] / 1e9:.1f} GFLOP/s"
+            for name in cfg.models
+        )
+        + f"; both side by side {side_by_side / 1e9:.1f} GFLOP/s"
+    )
+    print(
+        f"a 2048x2048 fp32 matmul on this device: {peak / 1e9:.1f} GFLOP/s; the side-by-side step reaches "
+        f"{100 * side_by_side / peak:.0f}% of it"
+    )
     both_b = statistics.median(walls)
     protocol = 150_000 * 256  # the paper: 150k iterations of batch 256, per model
     print(
