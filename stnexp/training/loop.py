@@ -9,6 +9,7 @@ finished run writes is outputs.py's; the run directory, Ctrl-C and the ranks are
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import threading
@@ -103,6 +104,9 @@ def train(
     """Train every (variant, seed) group of the config into `run_dir`, resuming what its checkpoints hold;
     then score best and last checkpoints on the test sets and write the result tables. Under torchrun
     (`world`) this rank trains its share (modes.py) and rank 0 alone scores and writes the tables."""
+    # the first optimizer imports torch._dynamo (about 2 s on a 2-core CPU): imported here, beside the
+    # loading and distorting of the digits, it is ready when the models are built
+    threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True).start()
     configure(device, cfg.train.deterministic)
     dtype = autocast_dtype(cfg.train.amp, device)
     log.info(f"device {device} ({describe(device)}), precision {'bf16 autocast' if dtype else 'fp32'}")
