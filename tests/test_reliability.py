@@ -728,3 +728,22 @@ def test_a_huge_picture_in_a_run_is_named_in_the_report_not_embedded(tiny_run, t
     assert f"`curves/rts/s0.png`: not shown ({report.MAX_PICTURE + 1:,} bytes, more than the" in md
     assert not any("curves" in p.name for p in (tmp_path / "report" / "images").iterdir())
     assert (tmp_path / "report" / "report.html").stat().st_size < report.MAX_PICTURE
+
+
+def test_a_run_directory_deleted_while_it_trains_stops_the_run_and_is_not_made_again(tmp_path, monkeypatch):
+    import shutil
+
+    from stnexp.training import loop
+
+    out = tmp_path / "run"
+    save = loop.save
+
+    def save_then_delete(run, m, kind):
+        save(run, m, kind)
+        if m.epoch == 1 and kind == "last" and out.exists():
+            shutil.rmtree(out)  # a user cleaning up, mid-run
+
+    monkeypatch.setattr(loop, "save", save_then_delete)
+    r = cli("train", "configs/smoke.yaml", "--out", out, sets=TINY)
+    assert r.exit_code == 2 and f"{out}: the run directory (or its config.yaml) went away while it trained" in r.output
+    assert not out.exists()

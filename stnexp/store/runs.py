@@ -239,7 +239,12 @@ def clear(run: Path, remove_dir: bool) -> None:
             for folder in sorted(parent.glob("**/"), key=lambda p: -len(p.parts)):  # deepest first
                 _remove_if_empty(folder)
         _remove_if_empty(parent)
-    if remove_dir and run.resolve() != Path.cwd().resolve() and [p.name for p in run.iterdir()] == [A.LOCK.pattern]:
+    if (
+        remove_dir
+        and run.is_dir()  # gone already: a user removed it while it trained
+        and run.resolve() != Path.cwd().resolve()
+        and [p.name for p in run.iterdir()] == [A.LOCK.pattern]
+    ):
         A.LOCK.path(run).unlink()
         _remove_if_empty(run)
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from stnexp import data
 from stnexp.config import Config
 from stnexp.device import autocast_dtype, configure, describe, precision
+from stnexp.errors import UserError
 from stnexp.results import outputs
 from stnexp.store import artifacts as A
 from stnexp.store import checkpoints
@@ -378,5 +379,10 @@ def save(run: Run, m: Member, kind: str) -> None:
     if not run.mode.saves:  # data-parallel: rank 0 holds the same weights and writes them
         return
     path = A.CHECKPOINT.path(run.dir, variant=m.variant, model=m.name, seed=m.seed, kind=kind)
+    if not A.CONFIG.path(run.dir).is_file():  # mkdir below would make a run directory without its files again
+        raise UserError(
+            f"{run.dir}: the run directory (or its {A.CONFIG.pattern}) went away while it trained; stopped, "
+            "writing nothing more"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoints.save(path, members.payload(m, run.cfg, kind, precision(run.dtype)))
