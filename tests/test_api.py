@@ -139,7 +139,7 @@ def test_a_model_names_its_canvas_for_digits_of_another_size_and_on_canvas_place
         st.model(digits)
     placed = stnexp.on_canvas(digits, st.model.in_size)
     assert placed.shape == (2, 1, 42, 42) and torch.equal(placed[:, :, 7:35, 7:35], digits)
-    assert placed.sum() == digits.sum()  # zeros around them
+    assert torch.isclose(placed.sum(), digits.sum())  # zeros around them (the sums add in another order)
     assert st.model(placed).shape == (2, 10)
     # where a test set places a digit of no rotation, scale 1 and no shift: the same pixels
     theta = geometry.distortion_theta(torch.zeros(2), torch.ones(2), torch.zeros(2, 2), 28, 42)

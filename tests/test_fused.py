@@ -168,10 +168,12 @@ def _training(tmp_path, device: str, fuse: str):
     import logging
     import threading
 
-    from stnexp import data
+    from stnexp import config, data
     from stnexp.training import loop
 
     cfg = _two_seeds(device, (256, 128), {"wild": {"arch": "cnn"}}, epochs=2, batch_size=64, fuse=fuse)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config.yaml").write_text(config.dump(cfg))  # a run directory holds its config while it trains
     dev = torch.device(device)
     run = loop.Run(cfg, tmp_path, dev, None, logging.getLogger("test"), threading.Event(), data.split(cfg.data, dev))
 
