@@ -681,6 +681,16 @@ def test_swept_values_and_eval_file_names_go_into_markdown_escaped(tmp_path):
     assert tables.code("plain") == "`plain`" and tables.code("a `b` c") == "`` a `b` c ``"
     table = tables.markdown(["value"], [[tables.text("x | y")]])
     assert table.splitlines()[-1] == r"| x \| y |"
+    # a swept value the config takes (YAML drops the comment) is shown in sweep.md as given, and inert
+    from markdown_it import MarkdownIt
+
+    from stnexp.training import sweeps
+
+    value = "0.01 #`<img src=x onerror=alert(1)>` | x"
+    row = {"train.lr": value, "run": "01", "model": "cnn", "variant": "rts", "seeds": "0"}
+    md = sweeps.markdown([{**row, "error_mean": 1.0, "error_std": None, "val_acc": 0.9, "best": True}], ["train.lr"])
+    rendered = MarkdownIt("commonmark").enable("table").render(md)
+    assert "<img" not in rendered and "<td>0.01 #`&lt;img src=x onerror=alert(1)&gt;` | x</td>" in rendered
 
 
 @pytest.mark.slow
