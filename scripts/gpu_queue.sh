@@ -7,8 +7,9 @@
 #   0. the rectification finalists with 3 seeds, configs/ablations/rectify-confirm.yaml on R and RTS
 #      (results and analysis.md with the paired test across seeds);
 #   1. the CUDA and fused tests (tests/test_cuda.py, tests/test_fused.py);
-#   2. Table 1 by the fast recipe: every configs/fast/<column>.yaml (CNN and ST-CNN affine, 3 seeds,
-#      1.5M training images per model), then `stnexp report --paper` over them (table1-fast.md);
+#   2. Table 1 by the fast recipe: configs/fast/<column>.yaml for R and RTS, and for P, E and TC
+#      configs/ablations/table1-<column>.yaml (both transformers and the FCN rows), 3 seeds, 1.5M training
+#      images per model, then `stnexp report --paper` over them (table1-fast.md);
 #   3. the whole rectification search (configs/ablations/rectify.yaml, 12 levers, one seed) on RTS, which
 #      the CPU ran for two levers only;
 #   4. bench.py --precision (fp32 against bf16 on the GPU) and --fused 3 (one model after another,
@@ -45,8 +46,11 @@ echo "tests: exit $? -- $(tail -n 1 "$out/tests.txt")"
 runs=()
 for column in rts rotated projective elastic cluttered; do  # the columns with targets first
   config=configs/fast/$column.yaml
+  # P, E and TC: both transformers and the FCN rows side by side (configs/ablations/table1-<column>.yaml)
+  [ -f "configs/ablations/table1-$column.yaml" ] && config=configs/ablations/table1-$column.yaml
   if [ "$(left)" -lt 30 ]; then echo "$column: skipped (deadline)"; continue; fi
-  timeout -s INT "$(( $(left) - 20 ))" python3 -m stnexp train "$config" "${sets[@]}" --out "/tmp/fast/$column" --force > "$out/fast-$column.txt" 2>&1
+  timeout -s INT "$(( $(left) - 20 ))" python3 -m stnexp train "$config" --set "seeds=[0, 1, 2]" "${sets[@]}" \
+    --out "/tmp/fast/$column" --force > "$out/fast-$column.txt" 2>&1
   echo "$column: exit $? -- $(tail -n 1 "$out/fast-$column.txt")"
   runs+=("/tmp/fast/$column")
 done
