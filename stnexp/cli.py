@@ -58,13 +58,11 @@ def _fail(lines: str, code: int) -> None:
 def _guard(fn, log_path: Optional[Path] = None):
     """Run a command body: bad input -> exit 2 with its one-line messages; anything unexpected -> exit 1
     with a one-line summary, the traceback going to train.log (or shown with STNEXP_DEBUG=1)."""
-    from stnexp.errors import UserError
+    from stnexp.errors import SharedError, UserError
 
     try:
         return fn()
     except UserError as e:
-        from stnexp.training.parallel import SharedError
-
         # a rank of a real torchrun (which sets MASTER_ADDR) is named; a RANK left in the shell is not one
         rank = os.environ.get("RANK", "0") if os.environ.get("MASTER_ADDR") else "0"
         if isinstance(e, SharedError) and rank != "0":  # every rank found it; rank 0 says it once

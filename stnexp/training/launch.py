@@ -15,7 +15,7 @@ import torch
 
 from stnexp.config import Config
 from stnexp.device import autocast_dtype, precision
-from stnexp.errors import UserError
+from stnexp.errors import SharedError, UserError
 from stnexp.store import artifacts as A
 from stnexp.store import checkpoints, runs
 from stnexp.training import board, loop, parallel
@@ -169,7 +169,7 @@ def _follow(cfg: Config, device: torch.device, world: parallel.World) -> Path:
     machine), logging as `[rank N]` (jobs) or only warnings (data: rank 0 reports for all)."""
     said = parallel.from_leader(world, None)
     if "error" in said:
-        raise parallel.SharedError(said["error"])  # rank 0 says it
+        raise SharedError(said["error"])  # rank 0 says it
     run = Path(said["run"])
     log = runs.logger(None, quiet=world.mode == "data")
     for h in log.handlers:

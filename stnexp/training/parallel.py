@@ -18,14 +18,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from stnexp.errors import UserError
+from stnexp.errors import SharedError, UserError
 
 LAUNCH = "torchrun --nproc_per_node=N -m stnexp train CFG"
-
-
-class SharedError(UserError):
-    """Bad input that every rank finds alike (the config, the launch, rank 0's run directory): rank 0
-    says it, the others end without repeating it."""
 
 
 @dataclass(frozen=True)
