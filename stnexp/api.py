@@ -144,15 +144,17 @@ def _in_api_terms(e: Exception) -> Exception:
 
 
 def train(config: str | Path, **options) -> Path:
-    """`stnexp train CONFIG`: `options` are the fields of launch.TrainRequest (out, sets, device, resume,
+    """`stnexp train CONFIG`: `options` are the fields of training.command.TrainRequest (out, sets, device, resume,
     force, sweep, shard), as the flags of the same names. Returns the run directory (with `sweep`, the
     sweep's folder); raises train.loop.Interrupted after Ctrl-C and errors.UserError on bad input."""
     from stnexp.errors import UserError
-    from stnexp.training import launch
+    from stnexp.training import command as train_command
 
-    options = _checked("train", launch.TrainRequest, "config", options)
+    options = _checked("train", train_command.TrainRequest, "config", options)
     try:
-        return launch.start(launch.TrainRequest(Path(config), **options, command=f"stnexp.train({str(config)!r})"))
+        return train_command.start(
+            train_command.TrainRequest(Path(config), **options, command=f"stnexp.train({str(config)!r})")
+        )
     except UserError as e:
         raise _in_api_terms(e) from None
 

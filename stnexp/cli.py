@@ -160,14 +160,15 @@ TRAIN_FLAGS = {
 @_command("train", "Train the models of a config side by side; write tables, checkpoints, pictures.", TRAIN_FLAGS)
 def train(given: dict) -> None:
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
-    from stnexp.training import launch, loop
+    from stnexp.training import command as train_command
+    from stnexp.training import loop
 
-    req = launch.TrainRequest(
+    req = train_command.TrainRequest(
         **{**given, "sets": tuple(given["sets"] or ()), "sweep": tuple(given["sweep"] or ())},
         command=" ".join(sys.argv),
     )
     try:
-        launch.start(req)
+        train_command.start(req)
     except loop.Interrupted as e:
         raise typer.Exit(128 + e.signum)  # 130 after Ctrl-C, 143 after SIGTERM, as a shell reports them
 

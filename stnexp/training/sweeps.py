@@ -27,6 +27,7 @@ from stnexp.results.tables import to_csv
 from stnexp.store import artifacts as A
 from stnexp.store import runs
 from stnexp.store.checkpoints import atomic_text
+from stnexp.training import launch
 
 MAX_CHILDREN = 1000  # runs in one sweep: each is a run directory and a config validated before any trains
 
@@ -106,8 +107,6 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     """Train every child of the sweep (skipping, with --resume or --shard, those already finished; with
     --shard only this shard's), then write the sweep table (also after Ctrl-C or an error: what finished
     so far, whichever shard finished it). Every child's config is validated before anything is trained."""
-    from stnexp.training import launch
-
     if how.resume and how.force:
         raise UserError("--resume and --force exclude each other")
     if how.shard and how.force:

@@ -1,0 +1,60 @@
+"""The `train` command as a request (cli.py's flags, stnexp.train's arguments) and where it goes: one run
+(launch.py) or a sweep of child runs (sweeps.py). It sits above both, so that neither imports the other's
+caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stnexp import config as C
+from stnexp.errors import UserError
+from stnexp.store import artifacts as A
+from stnexp.store import runs
+from stnexp.training import launch, sweeps
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What `stnexp train` is asked, one field per flag (cli.py declares the flags; stnexp.train takes the
+    same): a config file (or with `resume` a run directory), --set overrides, --device, --out, --resume,
+    --force, --sweep and --shard, and the command line for train.log."""
+
+    config: Path
+    sets: tuple[str, ...] = ()
+    device: str | None = None
+    out: Path | None = None
+    resume: bool = False
+    force: bool = False
+    sweep: tuple[str, ...] = ()
+    shard: str | None = None
+    command: str = ""
+
+
+def start(req: TrainRequest) -> Path:
+    """`stnexp train`: one run, or with --sweep a sweep of child runs; a run directory in place of the
+    config continues that run with its own config.yaml (--resume). Returns the run (or sweep) folder;
+    raises Interrupted after Ctrl-C (resumable)."""
+    sets = list(req.sets) + ([f"device={req.device}"] if req.device else [])
+    config_path = Path(req.config)
+    if req.shard is not None and not req.sweep:
+        raise UserError("--shard splits the children of a --sweep over processes: give --sweep too")
+    if req.sweep:
+        if config_path.is_dir():
+            raise UserError(
+                "--sweep takes a config file, not a run directory (resume a sweep with CFG --sweep ... --resume)"
+            )
+        how = sweeps.Request(req.out, req.resume, req.force, req.command, sweeps.parse_shard(req.shard))
+        return sweeps.run(config_path, sets, list(req.sweep), how)
+    target = req.out
+    if config_path.is_dir():
+        # a run directory in place of the config: continue it with its own config.yaml
+        if not req.resume:
+            raise UserError(
+                f"{config_path}: a directory; to continue a run pass --resume, to start one give a config file"
+            )
+        found = runs.find_run(config_path, runs.logger())
+        if req.out is not None and Path(req.out).resolve() != found.resolve():
+            raise UserError(f"--out {req.out}: differs from the run directory given ({found}); give one of them")
+        config_path, target = A.CONFIG.path(found), found
+    return launch.train_into(C.load(config_path, sets), target, req.resume, req.force, req.command)
