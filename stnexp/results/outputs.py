@@ -5,27 +5,41 @@ both write here; where each file goes is artifacts.py's."""
 from __future__ import annotations
 
 import json
+import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from stnexp import config as C
 from stnexp import pose
+from stnexp.data import Split
 from stnexp.device import running_at
 from stnexp.errors import UserError
 from stnexp.results import analysis, pictures, report, scoring, tables
 from stnexp.store import artifacts as A
 from stnexp.store import checkpoints, runs
 
-if TYPE_CHECKING:
-    from stnexp.training.loop import Run
+
+@dataclass(frozen=True)
+class Trained:
+    """What a finished training hands to its outputs: the run's config, its directory, the device its
+    models and digits are on (`split`: the digits, reused for the test sets) and its log. Defined here,
+    not in training/, so that the outputs depend on nothing above them."""
+
+    cfg: C.Config
+    dir: Path
+    device: torch.device
+    split: Split
+    log: logging.Logger
+
 
 PICTURE_DIGITS = 32
 FAILURE_DIGITS = 8  # of them, a row of digits the model classifies wrong
 
 
-def finish(run: Run, interrupted: bool) -> list[dict]:
+def finish(run: Trained, interrupted: bool) -> list[dict]:
     """The end of `train` in the process that writes: score the checkpoints, then the curves, the result
     tables, the report page and the run's state. Returns the scored rows (none: Ctrl-C came before any
     epoch ended, and nothing is written)."""
@@ -47,7 +61,7 @@ def finish(run: Run, interrupted: bool) -> list[dict]:
     return rows
 
 
-def score(run: Run) -> list[dict]:
+def score(run: Trained) -> list[dict]:
     """Test accuracy of every best and last checkpoint on disk, loaded back from the files through the
     scoring path of `stnexp eval`, plus the transformer pictures. Groups without checkpoints
     (interrupted early) are skipped."""

@@ -139,7 +139,7 @@ def train(
             raise Interrupted()
         return []
     run.stop.finishing = True  # a Ctrl-C from here on stops nothing that a resume would keep (launch.install_stops)
-    rows = outputs.finish(run, interrupted)
+    rows = outputs.finish(outputs.Trained(run.cfg, run.dir, run.device, run.split, run.log), interrupted)
     if interrupted:
         raise Interrupted(nothing=not rows)  # nothing: Ctrl-C before any epoch ended, no checkpoint
     log.info(f"finished in {duration(time.perf_counter() - t0)}; run directory: {run.dir}")
