@@ -1128,7 +1128,7 @@ def test_a_sweep_trains_each_combination_as_a_child_run_and_tables_them(tmp_path
         "--set",
         "data.val_size=128",
         "--set",
-        "data.test_size=1000",
+        "data.test_size=200",
         "--out",
         out,
     ]
@@ -1227,7 +1227,7 @@ def test_shards_of_a_sweep_train_their_own_children_into_one_folder_and_its_tabl
         "--set",
         "data.val_size=128",
         "--set",
-        "data.test_size=1000",
+        "data.test_size=200",
         "--set",
         "train.epochs=1",
         "--out",
@@ -1266,7 +1266,7 @@ def test_shards_started_together_on_one_folder_all_finish_and_the_table_lists_ev
     out = tmp_path / "sweep"
     lrs = ",".join(["0.01", "0.02", "0.03", "0.04"][:n])  # a child each
     argv = [sys.executable, "-m", "stnexp", "train", "configs/smoke.yaml", "--sweep", f"train.lr={lrs}"]
-    for s in ["data.train_size=128", "data.val_size=64", "data.test_size=200", "train.epochs=1", "device=cpu"]:
+    for s in ["data.train_size=128", "data.val_size=64", "data.test_size=100", "train.epochs=1", "device=cpu", PLAIN]:
         argv += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     shards = [

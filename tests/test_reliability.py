@@ -18,8 +18,8 @@ from stnexp.cli import app
 
 SMALL = [
     "data.train_size=512",
-    "data.val_size=256",
-    "data.test_size=1000",
+    "data.val_size=128",
+    "data.test_size=300",
     "train.epochs=3",
     "train.batch_size=128",
     "device=cpu",
@@ -361,7 +361,7 @@ def test_a_checkpoint_damaged_inside_exits_2_on_resume_before_anything_trains(tm
 def test_a_closed_stdout_does_not_stop_training_and_train_log_gets_everything(tmp_path):
     """`stnexp train CFG | head -1`: the reader goes after the first line; training goes on to the end."""
     argv = [sys.executable, "-m", "stnexp", "train", "configs/smoke.yaml", "--out", str(tmp_path / "run")]
-    for s in TINY:
+    for s in TINY + ["data.train_size=256", "data.test_size=200"]:
         argv += ["--set", s]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.readline()
