@@ -65,8 +65,10 @@ def load(checkpoint: str | Path, device: str = "cpu") -> Loaded:
     from stnexp.errors import UserError
     from stnexp.results.scoring import load_model, trained_precision
 
-    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]+|mps", device):
-        raise UserError(f"stnexp.load(device={device!r}): expected auto | cpu | cuda | cuda:N | mps")
+    try:
+        Config._device(device if isinstance(device, str) else "")  # the config key's own rule
+    except ValueError:
+        raise UserError(f"stnexp.load(device={device!r}): expected auto | cpu | cuda | cuda:N | mps") from None
     if not isinstance(checkpoint, (str, os.PathLike)):
         raise UserError(f"stnexp.load({checkpoint!r}): expected the path of a checkpoint")
     where = resolve(device)
