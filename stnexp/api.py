@@ -166,11 +166,11 @@ def evaluate(source: str | Path, **options) -> Evaluation:
     checkpoint, canvas, sets, sweep, name, force, out, device), as the flags of the same names."""
     from stnexp.errors import UserError
     from stnexp.results import evaluation
-    from stnexp.store import runs
+    from stnexp.store import logs
 
     options = _checked("evaluate", evaluation.EvalRequest, "source", options)
     try:
-        markdown, stem = evaluation.evaluate(evaluation.EvalRequest(Path(source), **options), runs.logger())
+        markdown, stem = evaluation.evaluate(evaluation.EvalRequest(Path(source), **options), logs.logger())
     except UserError as e:
         raise _in_api_terms(e) from None
     return Evaluation(markdown, json.loads(stem.with_name(stem.name + ".json").read_text()), stem)

@@ -76,7 +76,7 @@ def _guard(fn, log_path: Optional[Path] = None):
     except typer.Exit:
         raise
     except BrokenPipeError:  # whoever read stdout has gone (`| head`): end quietly, as Unix tools do
-        from stnexp.store.runs import stdout_gone
+        from stnexp.store.logs import stdout_gone
 
         stdout_gone()
         raise typer.Exit(0)
@@ -207,12 +207,12 @@ def eval_(given: dict) -> None:
     """Score trained models on their test sets, on other or ad-hoc variants, or on an external IDX test
     set; each evaluation keeps its own files under its name."""
     from stnexp.results import evaluation
-    from stnexp.store import runs
+    from stnexp.store import logs
 
     req = evaluation.EvalRequest(
         **{**given, "variants": tuple(given["variants"] or ()), "sets": tuple(given["sets"] or ())}
     )
-    md, target = evaluation.evaluate(req, runs.logger())
+    md, target = evaluation.evaluate(req, logs.logger())
     _echo(md)
     _echo(f"wrote {target}.md")
 
@@ -245,12 +245,12 @@ def report(
     def body():
         from stnexp.errors import UserError
         from stnexp.results import report as rp
-        from stnexp.store import runs
+        from stnexp.store import logs
         from stnexp.training import sweeps
 
         if html and out is None:
             raise UserError("--html: name the folder to write it to with --out DIR")
-        log = runs.logger()
+        log = logs.logger()
         found = sweeps.reported(run_dirs, log)
         table = rp.make(found, paper)
         _echo(table)
@@ -268,9 +268,9 @@ def runs_(out: Path = typer.Argument(Path("runs"), metavar="[OUT]", help="folder
     error (best checkpoints, mean over seeds) and status: finished, interrupted or running."""
 
     def body():
-        from stnexp.results import report as rp
+        from stnexp.results import listing
 
-        _echo(rp.runs_table(out), nl=False)
+        _echo(listing.runs_table(out), nl=False)
 
     _guard(body)
 

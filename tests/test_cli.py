@@ -79,7 +79,7 @@ def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
 
 def _git_state_of(package_parent: Path) -> dict:
     """What env.json records of git when stnexp is imported from `package_parent`/stnexp."""
-    code = "import json; from stnexp.store.runs import _git_state; print(json.dumps(_git_state()))"
+    code = "import json; from stnexp.store.env import _git_state; print(json.dumps(_git_state()))"
     env = {**os.environ, "PYTHONPATH": str(package_parent)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=package_parent)
     assert done.returncode == 0, done.stderr
@@ -333,27 +333,27 @@ def test_evals_that_end_together_each_get_their_line_in_the_index(tmp_path, monk
     import threading
     import time
 
-    from stnexp.store import checkpoints, runs
+    from stnexp.store import atomic, evals
 
-    write = checkpoints.atomic_text
+    write = atomic.write_text
 
     def slow(path, text):  # widen the window between reading the index and writing it back
         time.sleep(0.05)
         write(path, text)
 
-    monkeypatch.setattr(checkpoints, "atomic_text", slow)
+    monkeypatch.setattr(atomic, "write_text", slow)
     start = threading.Barrier(6)
 
     def one(i):
         start.wait()
-        runs.index_eval(tmp_path, f"e{i}", "a line")
+        evals.index_eval(tmp_path, f"e{i}", "a line")
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(runs.eval_names(tmp_path)) == [f"e{i}" for i in range(6)]
+    assert sorted(evals.eval_names(tmp_path)) == [f"e{i}" for i in range(6)]
 
 
 def test_an_eval_whose_name_another_eval_is_writing_exits_2(tiny_run, tmp_path):

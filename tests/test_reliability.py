@@ -609,7 +609,7 @@ def test_a_sweep_child_that_is_a_symlink_to_another_run_is_refused_before_it_is_
 def test_a_tampered_evaluations_index_names_no_file_outside_evals(tiny_run, tmp_path):
     """The index is read back from the run directory: a line naming ../../victim/notes is not an
     evaluation, so clearing the run (what --force does) leaves the victim's files alone."""
-    from stnexp.store import runs
+    from stnexp.store import evals, runs
 
     run = _copy_run(tiny_run, tmp_path / "t1")
     victim = tmp_path / "victim"
@@ -620,7 +620,7 @@ def test_a_tampered_evaluations_index_names_no_file_outside_evals(tiny_run, tmp_
     (run / "evals" / "mine.md").write_text("an evaluation")
     lines = ["- `../../victim/notes`: x", "- `/abs/notes`: x", "- `.hidden`: x", "- `mine`: scored"]
     (run / "evals" / "index.md").write_text("# Evaluations\n\n" + "\n".join(lines) + "\n")
-    assert runs.eval_names(run / "evals") == ["mine"]
+    assert evals.eval_names(run / "evals") == ["mine"]
     assert all(run.resolve() in p.resolve().parents for p in runs.written_files(run))
     runs.clear(run, remove_dir=False)
     assert sorted(p.name for p in victim.iterdir()) == [f"notes{s}" for s in (".csv", ".json", ".md", ".pdf", ".png")]
@@ -674,7 +674,7 @@ def test_a_report_reads_the_same_in_markdown_and_html_whatever_a_runs_path_and_c
 
 
 def test_swept_values_and_eval_file_names_go_into_markdown_escaped(tmp_path):
-    from stnexp.results import tables
+    from stnexp.results import sweep_table, tables
 
     assert tables.text("a|b <img src=x> [l](j:x) `c`") == r"a\|b \<img src=x\> \[l\](j:x) \`c\`"
     assert tables.text("two\nlines") == "two\\\\nlines"
@@ -684,11 +684,11 @@ def test_swept_values_and_eval_file_names_go_into_markdown_escaped(tmp_path):
     # a swept value the config takes (YAML drops the comment) is shown in sweep.md as given, and inert
     from markdown_it import MarkdownIt
 
-    from stnexp.training import sweeps
-
     value = "0.01 #`<img src=x onerror=alert(1)>` | x"
     row = {"train.lr": value, "run": "01", "model": "cnn", "variant": "rts", "seeds": "0"}
-    md = sweeps.markdown([{**row, "error_mean": 1.0, "error_std": None, "val_acc": 0.9, "best": True}], ["train.lr"])
+    md = sweep_table.markdown(
+        [{**row, "error_mean": 1.0, "error_std": None, "val_acc": 0.9, "best": True}], ["train.lr"]
+    )
     rendered = MarkdownIt("commonmark").enable("table").render(md)
     assert "<img" not in rendered and "<td>0.01 #`&lt;img src=x onerror=alert(1)&gt;` | x</td>" in rendered
 

@@ -16,7 +16,7 @@ from stnexp.errors import UserError
 from stnexp.results import outputs, tables
 from stnexp.results.scoring import TestSets, read_external, score, variant_canvas
 from stnexp.store import artifacts as A
-from stnexp.store import checkpoints, runs
+from stnexp.store import checkpoints, evals, logs, runs
 
 SWEEP_LIMIT = 1e4  # degrees, factor or px: far beyond any pose a digit can take, and safe in float32
 
@@ -109,7 +109,7 @@ def score_run(req: EvalRequest, scope: Scope, log) -> list[dict]:
     from stnexp.device import keep_freed_memory, resolve
 
     source, extra, sweep, canvas, variants = scope.src, scope.extra, scope.swept, req.canvas, list(req.variants)
-    found = runs.find_checkpoints(source, [req.checkpoint])
+    found = evals.find_checkpoints(source, [req.checkpoint])
     if not found:
         raise UserError(f"{source}: no checkpoints found")
     if req.device is None:
@@ -181,7 +181,7 @@ def _scored_with_progress(found: list[Path], sets_for, device, each: int, log) -
             left = (time.perf_counter() - t0) / i * (len(found) - i)
             log.info(
                 f"scored {scored.path} ({i}/{len(found)}"
-                + (f", about {runs.duration(left)} left)" if i < len(found) else ")")
+                + (f", about {logs.duration(left)} left)" if i < len(found) else ")")
             )
     finally:
         bar.close()
@@ -206,9 +206,9 @@ def evaluate(req: EvalRequest, log) -> tuple[str, Path]:
     tested_on = (
         [Path(external[0]).name.split(".")[0]] if external else [f"sweep-{sweep}"] if sweep else variants or list(extra)
     )
-    label = req.name or runs.eval_name(src, which, tested_on, canvas)
-    where = Path(req.out) if req.out is not None else runs.eval_dir(src)
-    with runs.claimed_eval(where, label, req.force) as target:  # before the work: a name in use is refused at once
+    label = req.name or evals.eval_name(src, which, tested_on, canvas)
+    where = Path(req.out) if req.out is not None else evals.eval_dir(src)
+    with evals.claimed_eval(where, label, req.force) as target:  # before the work: a name in use is refused at once
         rows = score_run(req, Scope(src, extra, swept), log)
         on = ", ".join(map(tables.text, tested_on)) or "each model's own variant"  # names of the user's files
         scored = f"{which} checkpoints of {tables.code(src)}" if src.is_dir() else tables.code(src)

@@ -19,7 +19,7 @@ from stnexp.device import running_at
 from stnexp.errors import UserError
 from stnexp.results import analysis, pictures, report, scoring, tables
 from stnexp.store import artifacts as A
-from stnexp.store import checkpoints, runs
+from stnexp.store import atomic, evals, runs
 
 
 @dataclass(frozen=True)
@@ -162,9 +162,9 @@ def write_analysis(
     if binned:
         parts.append(analysis.binned_markdown(binned))
     if parts:
-        checkpoints.atomic_text(A.ANALYSIS.file(run_dir, ".md"), "\n".join(parts))
+        atomic.write_text(A.ANALYSIS.file(run_dir, ".md"), "\n".join(parts))
         found = {"paired": paired, "across_seeds": seeds or [], "rectification": rectified, "by_distortion": binned}
-        checkpoints.atomic_text(A.ANALYSIS.file(run_dir, ".json"), json.dumps(found, indent=2) + "\n")
+        atomic.write_text(A.ANALYSIS.file(run_dir, ".json"), json.dumps(found, indent=2) + "\n")
 
 
 def write_eval(target: Path, rows: list[dict], swept: tuple[str, list[float]] | None, index_line: str) -> str:
@@ -179,5 +179,5 @@ def write_eval(target: Path, rows: list[dict], swept: tuple[str, list[float]] | 
             target.with_name(target.name + ".png"),  # not with_suffix: a name may hold a dot (v1.1)
             f"test error as {swept[0]} is fixed at each value, every model ({target.name})",
         )
-    runs.index_eval(target.parent, target.name, f"{time.strftime('%Y-%m-%d %H:%M')}, {index_line}")
+    evals.index_eval(target.parent, target.name, f"{time.strftime('%Y-%m-%d %H:%M')}, {index_line}")
     return md

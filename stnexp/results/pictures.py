@@ -372,7 +372,7 @@ def table1(cells: list[dict], path: Path, title: str) -> Path:
 
 
 def sweep_table(rows: list[dict], keys: list[str], path: Path, title: str) -> Path:
-    """A sweep's mean best validation accuracy (%) per child and model (sweeps.rows; the mean over its
+    """A sweep's mean best validation accuracy (%) per child and model (sweep_table.rows; the mean over its
     variants): for two swept keys a heat map per model (the first key down, the second across), else a
     line per model across the children."""
     import math

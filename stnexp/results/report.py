@@ -10,9 +10,9 @@ from pathlib import Path
 
 from stnexp import config as C
 from stnexp.errors import UserError
-from stnexp.results import paper, tables
+from stnexp.results import page, paper, tables
 from stnexp.store import artifacts as A
-from stnexp.store import runs
+from stnexp.store import files
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Source:
 
 def read(path: Path) -> Source:
     path = Path(path)
-    if not path.is_dir() or not runs.is_run(path):
+    if not path.is_dir() or not files.is_run(path):
         raise UserError(f"{path}: not a stnexp run directory")
     rows = A.read_results(path)
     if rows is None:
@@ -297,51 +297,6 @@ def intervals_text(rows: list[dict]) -> str:
     return "\n95% intervals of the mean over seeds (t distribution):\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
-def runs_table(out: Path) -> str:
-    """`stnexp runs`: every run under `out`, newest first: name, start, variants, models, the best
-    checkpoints' mean test error per model and variant, status."""
-    import statistics
-
-    found = runs.all_runs(out)
-    if not found:
-        raise UserError(f"{out}: no stnexp runs found")
-    head = ["run", "started", "variants", "models: test error % (best checkpoints, mean over seeds)", "status"]
-    rows = []
-    for path in found:
-        try:
-            cfg = C.load(A.CONFIG.path(path))
-        except UserError:
-            continue  # not a run this version can read
-        started = tables.text(A.read_env(path).get("started", "?"))
-        name = tables.text(path.relative_to(out) if path != Path(out) else path)
-        try:
-            results = A.read_results(path) or []
-        except UserError:  # one damaged run does not hide the others
-            damaged = f"damaged: {A.RESULTS.file(path, '.json').name} is not stnexp's"
-            rows.append((started, [str(name), started, ", ".join(cfg.data.variants), "-", damaged]))
-            continue
-        results = [r for r in results if r["checkpoint"] == "best"]
-        scores = []
-        for m in cfg.models:
-            per = []
-            for v in cfg.data.variants:
-                errs = [
-                    r["error"]
-                    for r in results
-                    if r.get("model") == m and r.get("variant") == v and r.get("status", "ok") == "ok"
-                ]
-                if errs:
-                    per.append(
-                        f"{statistics.mean(errs):.2f}"
-                        if len(cfg.data.variants) == 1
-                        else f"{v} {statistics.mean(errs):.2f}"
-                    )
-            scores.append(f"{m} {' / '.join(per) if per else '-'}")
-        rows.append((started, [str(name), started, ", ".join(cfg.data.variants), "; ".join(scores), runs.status(path)]))
-    rows.sort(key=lambda r: r[0], reverse=True)
-    return tables.markdown(head, [cells for _, cells in rows])
-
-
 # ---------------------------------------------------------------- the report as files, Markdown and HTML
 
 
@@ -351,7 +306,7 @@ MAX_PICTURE = 20 << 20  # the largest PNG a report copies and embeds (report.htm
 def pictures_of(path: Path) -> list[Path]:
     """A run's PNGs: training curves, error by the true distortion, then per transformer what it made of
     the digits and how much of their pose it undid, then eval sweeps."""
-    runs.refuse_links(path)  # embeds only the run's own regular files, never what a link points to
+    files.refuse_links(path)  # embeds only the run's own regular files, never what a link points to
     return [p for kind in A.FIGURES for p in kind.found(path)]
 
 
@@ -365,7 +320,7 @@ def write_report(
     Markdown."""
     import shutil
 
-    from stnexp.store.checkpoints import atomic_text
+    from stnexp.store import atomic
 
     parts = [header(paths), table]
     images: list[tuple[str, Path]] = []
@@ -397,9 +352,9 @@ def write_report(
             (out / "images").mkdir(parents=True, exist_ok=True)
             for name, picture in images:
                 shutil.copyfile(picture, out / "images" / name)
-            atomic_text(out / "report.md", text)
+            atomic.write_text(out / "report.md", text)
         if html:
-            atomic_text(A.REPORT.path(out), to_html(text, {f"images/{n}": p for n, p in images}))
+            atomic.write_text(A.REPORT.path(out), page.to_html(text, {f"images/{n}": p for n, p in images}))
     except OSError as e:
         raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
     return text
@@ -426,81 +381,3 @@ def header(paths: list[Path]) -> str:
         )
     lines += ["", f"Made {time.strftime('%Y-%m-%d %H:%M:%S%z')}.", ""]
     return "\n".join(lines)
-
-
-def to_html(markdown: str, images: dict[str, Path]) -> str:
-    """The report's Markdown (the little of it that stnexp writes: headings, paragraphs, lists, tables,
-    bold, code, pictures) as one HTML page with the pictures embedded as data URIs."""
-    import base64
-    import html
-    import re
-
-    def inline(text: str) -> str:
-        # code spans (of any fence, tables.code) and backslash escapes (tables.text) first, set aside as
-        # placeholders, so that neither the bold rule nor anything else reads inside them
-        kept: list[str] = []
-
-        def keep(m: re.Match) -> str:
-            if m.group(1):
-                body = m.group(2)[1:-1] if len(m.group(1)) > 1 and m.group(2).startswith(" ") else m.group(2)
-                kept.append(f"<code>{html.escape(body, quote=False)}</code>")
-            else:
-                kept.append(html.escape(m.group(3), quote=False))
-            return f"\x00{len(kept) - 1}\x00"
-
-        text = re.sub(r"(`+)(.+?)(?<!`)\1(?!`)|\\([\\`<>|\[\]*_])", keep, text.replace("\x00", ""))
-        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text, quote=False))
-        return re.sub("\x00([0-9]+)\x00", lambda m: kept[int(m.group(1))], text)
-
-    out, table, items = [], [], []
-
-    def flush():
-        if table:
-            rows = [r for r in table if not re.fullmatch(r"\|[\s\-:|]+\|", r)]
-            cells = [[c.strip() for c in re.split(r"(?<!\\)\|", r)[1:-1]] for r in rows]
-            if cells and cells[0]:
-                out.append(
-                    "<table><tr>"
-                    + "".join(f"<th>{inline(c)}</th>" for c in cells[0])
-                    + "</tr>"
-                    + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
-                    + "</table>"
-                )
-            else:  # no table after all (lines that merely start with |)
-                out.extend(f"<p>{inline(r)}</p>" for r in table)
-            table.clear()
-        if items:
-            out.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
-            items.clear()
-
-    for line in markdown.splitlines():
-        picture = re.fullmatch(r"!\[(.*)\]\((.*)\)", line.strip())
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        if line.startswith("- "):
-            items.append(line[2:])
-            continue
-        flush()
-        if picture:
-            src = images.get(picture.group(2))
-            data = base64.b64encode(src.read_bytes()).decode() if src else ""
-            out.append(
-                f'<figure><img alt="{html.escape(picture.group(1))}" '
-                f'src="data:image/png;base64,{data}"><figcaption>{inline(picture.group(1))}</figcaption></figure>'
-            )
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
-        elif line.strip():
-            out.append(f"<p>{inline(line)}</p>")
-    flush()
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #bbb;padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
-        "img{max-width:100%}figcaption{font-size:small;color:#555}"
-    )
-    return (
-        '<!doctype html>\n<html><head><meta charset="utf-8"><title>stnexp '
-        f"report</title><style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"
-    )

@@ -16,7 +16,7 @@ from stnexp import data, models, pose
 from stnexp.device import channels_last, cpu_has_amx, dtype_of
 from stnexp.errors import UserError
 from stnexp.models.backbones import Model
-from stnexp.store import artifacts, checkpoints, runs
+from stnexp.store import artifacts, checkpoints, files
 
 BATCH = 1000
 
@@ -232,7 +232,7 @@ def _env_of(checkpoint: Path) -> dict:
 def _status(ck: dict, path: Path) -> str:
     """'ok', or 'diverged at epoch N' as the model's last checkpoint says (a best one predates it)."""
     diverged = ck["diverged"]
-    last = runs.sibling_checkpoint(path, "last")
+    last = files.sibling_checkpoint(path, "last")
     if ck["kind"] == "best" and last is not None and last.exists():
         diverged = checkpoints.load(last)["diverged"]
     return f"diverged at epoch {diverged}" if diverged else "ok"

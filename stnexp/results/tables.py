@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from stnexp.store import artifacts as A
-from stnexp.store.checkpoints import atomic_text
+from stnexp.store import atomic
 
 RESULT_FIELDS = [
     "variant",
@@ -173,8 +173,8 @@ def to_csv(rows: list[dict], fields: list[str]) -> str:
 
 def write_tables(stem: Path, rows: list[dict], markdown: str, fields: list[str]) -> None:
     """`stem`.md, .csv and .json (artifacts.RESULTS or EVAL); CSV and JSON hold `fields` of each row."""
-    atomic_text(stem.with_name(stem.name + ".md"), markdown)
-    atomic_text(stem.with_name(stem.name + ".csv"), to_csv(rows, fields))
-    atomic_text(
+    atomic.write_text(stem.with_name(stem.name + ".md"), markdown)
+    atomic.write_text(stem.with_name(stem.name + ".csv"), to_csv(rows, fields))
+    atomic.write_text(
         stem.with_name(stem.name + ".json"), json.dumps([{k: r[k] for k in fields} for r in rows], indent=2) + "\n"
     )

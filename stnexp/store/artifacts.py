@@ -115,9 +115,9 @@ CONFIG = _a(
     "the resolved config (what --resume compares against)",
 )
 ENV = _a(
-    "env", "env.json", "", "store.runs.write_env", "store.artifacts.read_env", "versions, device, command line, start"
+    "env", "env.json", "", "store.env.write_env", "store.artifacts.read_env", "versions, device, command line, start"
 )
-LOG = _a("log", "train.log", "", "store.runs.logger", None, "everything printed, plus warnings and tracebacks")
+LOG = _a("log", "train.log", "", "store.logs.logger", None, "everything printed, plus warnings and tracebacks")
 METRICS = _a(
     "metrics",
     "metrics.csv",
@@ -226,13 +226,18 @@ EVAL_SWEEP = _a(
     "an `stnexp eval --sweep`'s plot",
 )
 EVAL_INDEX = _a(
-    "evaluations index", "evals/index", ".md", "store.runs.index_eval", "store.runs.eval_names", "a line per evaluation"
+    "evaluations index",
+    "evals/index",
+    ".md",
+    "store.evals.index_eval",
+    "store.evals.eval_names",
+    "a line per evaluation",
 )
 INDEX_LOCK = _a(
     "evaluations index lock",
     "evals/.index",
     ".lock",
-    "store.runs.index_eval",
+    "store.evals.index_eval",
     None,
     "held while an eval adds its line to evals/index.md",
 )
@@ -270,14 +275,14 @@ SWEEP_PLAN = _a(
     ".stnexp-sweep",
     "",
     "training.sweeps.run",
-    "training.sweeps._read_plan",
+    "store.sweep_plan.read",
     "what --resume and shards join: the config, --set, --sweep and the children",
 )
 SWEEP_TABLE = _a(
     "sweep table",
     "sweep",
     TABLE_SUFFIXES + FIGURE_SUFFIXES,
-    "training.sweeps.write_table",
+    "results.sweep_table.write",
     None,
     "one row per child, model and variant",
 )
@@ -334,13 +339,13 @@ RESULT_TYPES = {"variant": str, "model": str, "seed": int, "error": (int, float)
 
 
 def write_metrics(run: Path, rows: list[dict]) -> None:
-    from stnexp.store.checkpoints import atomic_text
+    from stnexp.store import atomic
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    atomic_text(METRICS.path(run), buf.getvalue())
+    atomic.write_text(METRICS.path(run), buf.getvalue())
 
 
 def read_metrics(run: Path) -> list[dict] | None:

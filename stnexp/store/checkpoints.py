@@ -1,4 +1,4 @@
-"""Checkpoint files: written atomically, read without unpickling arbitrary objects.
+"""Checkpoint files: written atomically (atomic.write), read without unpickling arbitrary objects.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (torch.save), loaded with
 torch.load(weights_only=True): a crafted pickle that would run code is refused before anything runs.
@@ -6,8 +6,6 @@ torch.load(weights_only=True): a crafted pickle that would run code is refused b
 
 from __future__ import annotations
 
-import errno
-import os
 import pickle
 import warnings
 from pathlib import Path
@@ -15,46 +13,13 @@ from pathlib import Path
 import torch
 
 from stnexp.errors import UserError
+from stnexp.store import atomic
 
 FORMAT = "stnexp-checkpoint-1"
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through `write(file)` to a temporary file beside `path`, fsync, then rename over it: a kill at
-    any moment leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise UserError(
-                f"{path}: no space left on device (the file is as it was before: nothing half-written)"
-            ) from None
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def atomic_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
 def save(path: Path, payload: dict) -> None:
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
+    atomic.write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
 
 
 def load(path: Path) -> dict:

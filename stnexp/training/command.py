@@ -10,7 +10,7 @@ from pathlib import Path
 from stnexp import config as C
 from stnexp.errors import UserError
 from stnexp.store import artifacts as A
-from stnexp.store import runs
+from stnexp.store import logs, runs
 from stnexp.training import launch, sweeps
 
 
@@ -53,7 +53,7 @@ def start(req: TrainRequest) -> Path:
             raise UserError(
                 f"{config_path}: a directory; to continue a run pass --resume, to start one give a config file"
             )
-        found = runs.find_run(config_path, runs.logger())
+        found = runs.find_run(config_path, logs.logger())
         if req.out is not None and Path(req.out).resolve() != found.resolve():
             raise UserError(f"--out {req.out}: differs from the run directory given ({found}); give one of them")
         config_path, target = A.CONFIG.path(found), found

@@ -16,7 +16,7 @@ from stnexp.config import Config
 from stnexp.device import autocast_dtype, precision
 from stnexp.errors import SharedError, UserError
 from stnexp.store import artifacts as A
-from stnexp.store import checkpoints, runs
+from stnexp.store import atomic, env, logs, runs
 from stnexp.training import board, loop, parallel
 from stnexp.training.loop import Interrupted
 
@@ -69,16 +69,16 @@ def _train_into(cfg: Config, target: Target, device: torch.device, world: parall
             raise
         if world is not None:
             parallel.from_leader(world, {"run": str(run)})
-        log = runs.logger(run)
+        log = logs.logger(run)
         log.debug("command: " + command)
         stop = threading.Event()
         previous = install_stops(stop, log)
         try:
             if not resume:
-                checkpoints.atomic_text(A.CONFIG.path(run), C.dump(cfg))
+                atomic.write_text(A.CONFIG.path(run), C.dump(cfg))
             elif not A.CHECKPOINT.found(run):
                 log.info(f"{run}: no checkpoint yet (no epoch had completed): training starts from the beginning")
-            runs.write_env(run, device, precision(autocast_dtype(cfg.train.amp, device)), resume)
+            env.write_env(run, device, precision(autocast_dtype(cfg.train.amp, device)), resume)
             log.info(
                 f"run directory: {run}" + (f" ({world.size} processes, train.parallel: {world.mode})" if world else "")
             )
@@ -86,7 +86,7 @@ def _train_into(cfg: Config, target: Target, device: torch.device, world: parall
         except UserError:
             # bad input found before anything was trained (missing data files, say): leave nothing behind
             if not resume and not A.CHECKPOINT.found(run):
-                runs.logger(None)
+                logs.logger(None)
                 runs.clear(run, remove_dir=True)
             raise
         except Interrupted as e:
@@ -121,7 +121,7 @@ def _follow(cfg: Config, device: torch.device, world: parallel.World) -> Path:
     if "error" in said:
         raise SharedError(said["error"])  # rank 0 says it
     run = Path(said["run"])
-    log = runs.logger(None, quiet=world.mode == "data")
+    log = logs.logger(None, quiet=world.mode == "data")
     for h in log.handlers:
         h.setFormatter(logging.Formatter(f"[rank {world.rank}] %(message)s"))
     stop = threading.Event()

@@ -27,7 +27,7 @@ from stnexp.errors import UserError
 from stnexp.results import outputs
 from stnexp.store import artifacts as A
 from stnexp.store import checkpoints
-from stnexp.store.runs import duration
+from stnexp.store.logs import duration
 from stnexp.training import board, members, modes
 from stnexp.training.members import Length, Member
 from stnexp.training.modes import check_divergence

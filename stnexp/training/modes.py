@@ -17,7 +17,7 @@ import torch
 
 from stnexp.results import scoring
 from stnexp.store import artifacts as A
-from stnexp.store import checkpoints
+from stnexp.store import atomic, checkpoints
 from stnexp.training import fused, parallel
 from stnexp.training.members import Member
 from stnexp.training.step import TrainStep
@@ -111,7 +111,7 @@ class Jobs(Single):
                     path = run.dir / name
                     if not path.is_file() or path.read_bytes() != blob:  # on a shared folder: already there
                         path.parent.mkdir(parents=True, exist_ok=True)
-                        checkpoints.atomic_write(path, lambda f, blob=blob: f.write(blob))
+                        atomic.write(path, lambda f, blob=blob: f.write(blob))
                 history += part["history"]
             interrupted = any(part["interrupted"] for part in got)
         groups = [(v, s) for v in run.cfg.data.variants for s in run.cfg.seeds]

@@ -14,7 +14,6 @@ import itertools
 import json
 import math
 import re
-import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,11 +21,9 @@ from typing import Iterator, NamedTuple
 
 from stnexp import config as C
 from stnexp.errors import UserError
-from stnexp.results import tables
-from stnexp.results.tables import to_csv
+from stnexp.results import sweep_table
 from stnexp.store import artifacts as A
-from stnexp.store import runs
-from stnexp.store.checkpoints import atomic_text
+from stnexp.store import atomic, files, locks, logs, runs, sweep_plan
 from stnexp.training import launch
 
 MAX_CHILDREN = 1000  # runs in one sweep: each is a run directory and a config validated before any trains
@@ -134,10 +131,10 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
     with _turn(Path(how.out) if how.shard is not None else None):
         # a shard joins the sweep another shard made, as --resume would (the same plan, or exit 2); shards
         # that start together take turns here, so one makes the plan and the others find it
-        joining = how.resume or (how.shard is not None and _read_plan(Path(how.out)) is not None)
+        joining = how.resume or (how.shard is not None and sweep_plan.read(Path(how.out)) is not None)
         parent = _parent(base, how.out, joining, how.force, spec)
     mine = children if how.shard is None else children[how.shard[0] :: how.shard[1]]
-    log = runs.logger()
+    log = logs.logger()
     log.info(
         f"sweep of {len(children)} runs in {parent}"
         + (f", this shard ({how.shard[0]}/{how.shard[1]}) trains {len(mine)}" if how.shard else "")
@@ -157,9 +154,9 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
             log.info(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items())}")
             launch.train_into(cfgs[name], child, started, False, how.command)
     finally:
-        runs.logger()
+        logs.logger()
         with _turn(parent if how.shard is not None else None):  # the last shard to write it sees every child
-            write_table(parent, keys, children)
+            sweep_table.write(parent, keys, children)
         log.info(f"sweep table: {A.SWEEP_TABLE.path(parent)}")
     return parent
 
@@ -175,7 +172,7 @@ def _turn(folder: Path | None) -> Iterator[None]:
         raise UserError(f"--out {folder}: exists and is not a directory")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        held = runs.exclusive(A.SWEEP_LOCK.path(folder), wait=True)
+        held = locks.exclusive(A.SWEEP_LOCK.path(folder), wait=True)
     except OSError as e:
         raise UserError(f"--out {folder}: not writable ({e.strerror or e})") from None
     try:
@@ -200,7 +197,7 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
-    old = _read_plan(out)
+    old = sweep_plan.read(out)
     if resume:
         if old is None:
             raise UserError(f"--resume: {out} holds no sweep to resume (no {A.SWEEP_PLAN.pattern})")
@@ -231,16 +228,16 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
                 f"--out {out}: not a sweep folder (no {A.SWEEP_PLAN.pattern}); --force overwrites only sweeps, pick "
                 "an empty or new folder"
             )
-        for child in _children(out, old):
-            if child.is_dir() and runs.is_run(child):
+        for child in sweep_plan.children(out, old):
+            if child.is_dir() and files.is_run(child):
                 runs.clear(child, remove_dir=True)
         for path in A.SWEEP_TABLE.paths(out):
             path.unlink(missing_ok=True)
     if out.is_dir():  # no child may be a link to a run elsewhere, which training it would clear
-        _children(out, spec)
+        sweep_plan.children(out, spec)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_text(A.SWEEP_PLAN.path(out), json.dumps(spec, indent=2) + "\n")
+        atomic.write_text(A.SWEEP_PLAN.path(out), json.dumps(spec, indent=2) + "\n")
     except OSError as e:
         raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
     return out
@@ -252,11 +249,11 @@ def reported(paths: list[Path], log) -> list[Path]:
     and anything else is a run or a config's run folder (runs.find_run)."""
     out: list[Path] = []
     for path in map(Path, paths):
-        spec = _read_plan(path) if path.is_dir() else None
+        spec = sweep_plan.read(path) if path.is_dir() else None
         if spec is not None:
             # a child still training (another shard's, say) or never started is named, not an error
-            planned = _children(path, spec)
-            scored = [c for c in planned if runs.is_run(c) and A.RESULTS.file(c, ".json").is_file()]
+            planned = sweep_plan.children(path, spec)
+            scored = [c for c in planned if files.is_run(c) and A.RESULTS.file(c, ".json").is_file()]
             waiting = [c.name for c in planned if c not in scored]
             if not scored:
                 raise UserError(f"{path}: a sweep none of whose {len(planned)} child runs has scored its models yet")
@@ -268,146 +265,9 @@ def reported(paths: list[Path], log) -> list[Path]:
         elif (
             path.is_file()
             and path.name in {p.name for p in A.SWEEP_TABLE.paths(path.parent)}
-            and _read_plan(path.parent) is not None
+            and sweep_plan.read(path.parent) is not None
         ):
             log.info(f"{path}: the sweep's own table, skipped")
         else:
             out.append(runs.find_run(path, log))
     return list(dict.fromkeys(out))
-
-
-def _read_plan(folder: Path) -> dict | None:
-    try:
-        spec = json.loads(A.SWEEP_PLAN.path(folder).read_text())
-    except (OSError, ValueError, RecursionError):  # RecursionError: nested thousands deep
-        return None
-    return spec if isinstance(spec, dict) else None
-
-
-def _children(folder: Path, spec: dict) -> list[Path]:
-    """The child run folders a plan names: each one folder directly inside the sweep folder (a plan that
-    names `../elsewhere` or `a/b` is refused, so that --force never clears a run outside it)."""
-    names = spec.get("children", [])
-    if not isinstance(names, list):
-        raise UserError(f"{A.SWEEP_PLAN.path(folder)}: 'children' is not a list of folder names")
-    out = []
-    for name in names:
-        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
-            raise UserError(
-                f"{A.SWEEP_PLAN.path(folder)}: names {C._cut(str(name))!r} as a child, which is not a folder inside "
-                "the sweep"
-            )
-        if (folder / name).is_symlink():
-            raise UserError(
-                f"{folder / name}: a symbolic link where the sweep keeps a child run; remove it (nothing was changed)"
-            )
-        out.append(folder / name)
-    return out
-
-
-# ---------------------------------------------------------------- the table
-
-
-def _best_val(child: Path) -> dict[tuple[str, str, str], float]:
-    """The best validation accuracy of each (variant, seed, model) of a child run, from metrics.csv."""
-    best: dict[tuple[str, str, str], float] = {}
-    try:
-        for r in A.read_metrics(child) or []:
-            if r.get("val_acc"):
-                key = (r["variant"], r["seed"], r["model"])
-                best[key] = max(best.get(key, 0.0), float(r["val_acc"]))
-    except (KeyError, ValueError, TypeError):
-        pass
-    return best
-
-
-def rows(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]]]) -> list[dict]:
-    """One row per (child, model, variant): the swept values, test error mean and std over seeds (best
-    checkpoints), seeds, the mean best validation accuracy; `best` marks each model's child with the
-    highest mean validation accuracy over its variants (chosen on validation, not on test)."""
-    out = []
-    for name, values in children:
-        try:
-            results = [r for r in A.read_results(parent / name) or [] if r["checkpoint"] == "best"]
-        except UserError:
-            continue
-        val = _best_val(parent / name)
-        for model in dict.fromkeys(r["model"] for r in results):
-            for variant in dict.fromkeys(r["variant"] for r in results):
-                mine = [
-                    r
-                    for r in results
-                    if r["model"] == model and r["variant"] == variant and r.get("status", "ok") == "ok"
-                ]
-                errors = [r["error"] for r in mine]
-                vals = [val[(variant, str(r["seed"]), model)] for r in mine if (variant, str(r["seed"]), model) in val]
-                out.append(
-                    {
-                        **values,
-                        "run": name,
-                        "model": model,
-                        "variant": variant,
-                        "seeds": len(errors),
-                        "error_mean": round(statistics.mean(errors), 4) if errors else None,
-                        "error_std": round(statistics.stdev(errors), 4) if len(errors) > 1 else None,
-                        "val_acc": round(statistics.mean(vals), 6) if vals else None,
-                        "best": False,
-                    }
-                )
-    for model in dict.fromkeys(r["model"] for r in out):
-        score = {}
-        for r in out:
-            if r["model"] == model and r["val_acc"] is not None:
-                score.setdefault(r["run"], []).append(r["val_acc"])
-        if score:
-            winner = max(score, key=lambda run: statistics.mean(score[run]))
-            for r in out:
-                r["best"] = r["best"] or (r["model"] == model and r["run"] == winner)
-    return out
-
-
-def markdown(table: list[dict], keys: list[str]) -> str:
-    variants = list(dict.fromkeys(r["variant"] for r in table))
-    lines = [
-        "**Sweep** (test error %, best checkpoints, mean ± std over seeds; `best`: each model's highest mean "
-        "validation accuracy)",
-        "",
-    ]
-    cells_of = []
-    for run in dict.fromkeys(r["run"] for r in table):
-        for model in dict.fromkeys(r["model"] for r in table if r["run"] == run):
-            mine = {r["variant"]: r for r in table if r["run"] == run and r["model"] == model}
-            first = next(iter(mine.values()))
-            cells = []
-            for v in variants:
-                r = mine.get(v)
-                if r is None or r["error_mean"] is None:
-                    cells.append("-")
-                else:
-                    cells.append(tables.mean_std(r["error_mean"], r["error_std"]))
-            vals = [r["val_acc"] for r in mine.values() if r["val_acc"] is not None]
-            val = f"{100 * statistics.mean(vals):.2f}" if vals else "-"
-            swept = [tables.text(first[k]) for k in keys]  # the user's values, as they read
-            cells_of.append(swept + [model] + cells + [val, "best" if first["best"] else ""])
-    head = keys + ["model"] + variants + ["val acc %", "best"]
-    right = set(range(len(keys) + 1, len(keys) + len(variants) + 2))
-    return "\n".join(lines) + "\n" + tables.markdown(head, cells_of, right)
-
-
-def write_table(parent: Path, keys: list[str], children: list[tuple[str, dict[str, str]]]) -> None:
-    table = rows(parent, keys, children)
-    fields = keys + ["run", "model", "variant", "seeds", "error_mean", "error_std", "val_acc", "best"]
-    atomic_text(
-        A.SWEEP_TABLE.file(parent, ".md"), markdown(table, keys) if table else "No child run has finished yet.\n"
-    )
-    atomic_text(A.SWEEP_TABLE.file(parent, ".csv"), to_csv(table, fields))
-    atomic_text(A.SWEEP_TABLE.file(parent, ".json"), json.dumps(table, indent=2) + "\n")
-    if table:
-        from stnexp.results import pictures
-
-        pictures.sweep_table(
-            table,
-            keys,
-            A.SWEEP_TABLE.file(parent, ".png"),
-            f"best validation accuracy of each model by {' and '.join(keys)}",
-        )
