@@ -27,6 +27,17 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def test_train_log_says_where_the_time_went_phase_by_phase(tiny_run):
+    """train.log (debug lines) times each phase: the digits, the training, the one scoring pass, then each
+    output made from the scores, in the order they are written."""
+    log = (tiny_run / "train.log").read_text()
+    phases = ["digits on cpu in", "training:", "scoring:", "transformer pictures:", "rectification:"]
+    phases += ["analysis:", "invariance figures:", "curves:", "tables:", "report page:"]
+    at = [log.find(f" DEBUG {phase}") for phase in phases]
+    assert -1 not in at, [p for p, i in zip(phases, at) if i == -1]
+    assert at == sorted(at)
+
+
 def test_train_writes_tables_checkpoints_pictures_and_logs(tiny_run):
     for name in (
         "config.yaml",

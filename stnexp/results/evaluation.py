@@ -14,7 +14,7 @@ from stnexp import config as C
 from stnexp import pose
 from stnexp.errors import UserError
 from stnexp.results import outputs, tables
-from stnexp.results.scoring import TestSets, read_external, score, variant_canvas
+from stnexp.results.scoring import Scores, TestSets, read_external, record, score, variant_canvas
 from stnexp.store import artifacts as A
 from stnexp.store import checkpoints, evals, logs, runs
 
@@ -99,7 +99,7 @@ class Scope(NamedTuple):
     swept: tuple[str, list[float]] | None
 
 
-def score_run(req: EvalRequest, scope: Scope, log) -> list[dict]:
+def score_run(req: EvalRequest, scope: Scope, log) -> Scores:
     """`stnexp eval`: re-score the checkpoints of a run directory (or one checkpoint) on their own test
     sets, on the request's variants (of the run, of its --set ones or presets), or on an external set;
     `canvas` renders the variants on that side in px, or on each model's own ("model", and when not given:
@@ -162,9 +162,10 @@ def _sets_each(req: EvalRequest, extra: dict | None, sweep) -> int:
     return 1 if req.external is not None else len(list(req.variants) or list(extra or {})) or 1
 
 
-def _scored_with_progress(found: list[Path], sets_for, device, each: int, log) -> list[dict]:
-    """score() with a bar over the test sets (on a terminal) and, after each checkpoint, a line with how
-    many are done and the time left at the pace so far: a sweep takes minutes a checkpoint."""
+def _scored_with_progress(found: list[Path], sets_for, device, each: int, log) -> Scores:
+    """The record of score() (scoring.record), with a bar over the test sets (on a terminal) and, after
+    each checkpoint, a line with how many are done and the time left at the pace so far: a sweep takes
+    minutes a checkpoint."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(found) * each, desc="eval", unit="set", leave=False, dynamic_ncols=True, disable=None)
@@ -174,18 +175,20 @@ def _scored_with_progress(found: list[Path], sets_for, device, each: int, log) -
             yield test
             bar.update(1)  # score() asks for the next set once this one is scored
 
-    rows, t0 = [], time.perf_counter()
-    try:
-        for i, scored in enumerate(score(found, counted, device), 1):
-            rows += scored.rows
+    def said(scored):
+        t0 = time.perf_counter()
+        for i, one in enumerate(scored, 1):
             left = (time.perf_counter() - t0) / i * (len(found) - i)
             log.info(
-                f"scored {scored.path} ({i}/{len(found)}"
+                f"scored {one.path} ({i}/{len(found)}"
                 + (f", about {logs.duration(left)} left)" if i < len(found) else ")")
             )
+            yield one
+
+    try:
+        return record(said(score(found, counted, device)))
     finally:
         bar.close()
-    return rows
 
 
 def evaluate(req: EvalRequest, log) -> tuple[str, Path]:
@@ -209,12 +212,12 @@ def evaluate(req: EvalRequest, log) -> tuple[str, Path]:
     label = req.name or evals.eval_name(src, which, tested_on, canvas)
     where = Path(req.out) if req.out is not None else evals.eval_dir(src)
     with evals.claimed_eval(where, label, req.force) as target:  # before the work: a name in use is refused at once
-        rows = score_run(req, Scope(src, extra, swept), log)
+        scores = score_run(req, Scope(src, extra, swept), log)
         on = ", ".join(map(tables.text, tested_on)) or "each model's own variant"  # names of the user's files
         scored = f"{which} checkpoints of {tables.code(src)}" if src.is_dir() else tables.code(src)
         try:
             md = outputs.write_eval(
-                target, rows, swept, f"{scored}, on {on}" + (f", canvas {canvas}" if canvas else "")
+                target, scores, swept, f"{scored}, on {on}" + (f", canvas {canvas}" if canvas else "")
             )
         except OSError as e:
             raise UserError(f"--out {where}: not writable ({e.strerror or e})") from None

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -40,30 +42,44 @@ FAILURE_DIGITS = 8  # of them, a row of digits the model classifies wrong
 
 
 def finish(run: Trained, interrupted: bool) -> list[dict]:
-    """The end of `train` in the process that writes: score the checkpoints, then the curves, the result
-    tables, the report page and the run's state. Returns the scored rows (none: Ctrl-C came before any
-    epoch ended, and nothing is written)."""
+    """The end of `train` in the process that writes: score the checkpoints once, then write each output
+    from the scores, in this order, the run's state last. Returns the scored rows (none: Ctrl-C came
+    before any epoch ended, and nothing is written). Each step's time goes to train.log (debug)."""
     run.log.info("scoring the checkpoints on the test sets; then the tables and figures")
-    rows = score(run)
-    if interrupted and not rows:
-        return rows
-    write_curves(run.dir)
-    validated = run.cfg.data.val_size > 0
-    md = tables.results_markdown(rows, interrupted, validated)
-    tables.write_tables(A.RESULTS.stem(run.dir), rows, md, tables.RESULT_FIELDS)
-    run.log.info("\n" + tables.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted, validated))
-    try:
-        report.write_report([run.dir], report.make([run.dir], False), run.dir, html=True, markdown=False)
-        run.log.info(f"results: {A.RESULTS.path(run.dir)}; all of it in one page: {A.REPORT.path(run.dir)}")
-    except UserError as e:  # the tables are written; a page that cannot be made must not fail the run
-        run.log.warning(f"results: {A.RESULTS.path(run.dir)}; no {A.REPORT.pattern}: {e}")
+    with _timed(run.log, "scoring"):
+        scores = score(run)
+    if interrupted and not scores.rows:
+        return scores.rows
+    with _timed(run.log, "transformer pictures"):
+        write_transformers(run.dir, scores)
+    with _timed(run.log, "rectification"):
+        rectified = write_rectification(run.dir, scores)
+    with _timed(run.log, "analysis"):
+        binned = analysis.binned(scores.right, scores.poses)
+        paired = analysis.paired_rows(scores.right, scores.errors)
+        write_analysis(run.dir, paired, rectified, binned, analysis.across_seeds(scores.errors))
+    with _timed(run.log, "invariance figures"):
+        write_invariance(run.dir, binned)
+    with _timed(run.log, "curves"):
+        write_curves(run.dir)
+    with _timed(run.log, "tables"):
+        write_results(run, scores.rows, interrupted)
+    with _timed(run.log, "report page"):
+        write_page(run)
     runs.set_state(run.dir, "interrupted" if interrupted else "finished")
-    return rows
+    return scores.rows
 
 
-def score(run: Trained) -> list[dict]:
-    """Test accuracy of every best and last checkpoint on disk, loaded back from the files through the
-    scoring path of `stnexp eval`, plus the transformer pictures. Groups without checkpoints
+@contextmanager
+def _timed(log: logging.Logger, what: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    log.debug(f"{what}: {time.perf_counter() - t0:.2f}s")
+
+
+def score(run: Trained) -> scoring.Scores:
+    """Every best and last checkpoint on disk, loaded back from the files through the scoring path of
+    `stnexp eval` and scored on its own test set, as made for training. Groups without checkpoints
     (interrupted early) are skipped."""
     tests = scoring.TestSets(run.device)
     tests.know(run.cfg.data, run.split)
@@ -75,43 +91,71 @@ def score(run: Trained) -> list[dict]:
         for kind in A.CHECKPOINT_KINDS
         if (path := A.CHECKPOINT.path(run.dir, variant=vname, model=name, seed=seed, kind=kind)).exists()
     ]
-    rows, right, errors, rectified, params = [], {}, {}, [], {}
-    for scored in scoring.score(paths, lambda ck, cfg: [tests.get(cfg, ck["variant"], ck["seed"])], run.device):
-        rows += scored.rows
-        ck, model = scored.checkpoint, scored.model
-        if ck["kind"] != "best":
-            continue
-        key = (ck["variant"], ck["seed"], ck["model_name"])
-        right[key], errors[key] = scored.right[0], scored.rows[0]["error"]
-        test = tests.get(run.cfg, ck["variant"], ck["seed"])
-        params[key[:2]] = test.params
-        if model.stn is not None:
-            # the pictures and the rectification at the precision the model trained (and was scored) at
-            with running_at(scored.rows[0]["precision"], run.device):
-                path = A.STN.path(run.dir, variant=ck["variant"], model=ck["model_name"], seed=ck["seed"])
-                shown, failures = picked(scored.right[0])
-                pictures.transformer(
-                    model,
-                    test.images[shown],
-                    test.labels[shown],
-                    path,
-                    f"{ck['model_name']}, variant {ck['variant']}, seed {ck['seed']}",
-                    failures,
-                )
-                r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
-                if r is not None:
-                    rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r.row})
-                    write_scatter(run.dir, key, r, model.stn.transform)
-    binned = analysis.binned(right, params)
-    write_analysis(run.dir, analysis.paired_rows(right, errors), rectified, binned, analysis.across_seeds(errors))
+
+    def own(ck: dict, cfg: C.Config) -> list[scoring.TestSet]:
+        return [tests.get(cfg, ck["variant"], ck["seed"])]
+
+    return scoring.record(scoring.score(paths, own, run.device))
+
+
+def write_transformers(run_dir: Path, scores: scoring.Scores) -> None:
+    """stn/<variant>/<model>-s<seed>.png: what each transformer made of the first test digits and of the
+    first it classifies wrong, drawn at the precision the model trained (and was scored) at."""
+    for (variant, seed, name), (model, precision) in scores.transformers.items():
+        test = scores.tests[(variant, seed)]
+        shown, failures = picked(scores.right[(variant, seed, name)])
+        with running_at(precision, test.images.device):
+            pictures.transformer(
+                model,
+                test.images[shown],
+                test.labels[shown],
+                A.STN.path(run_dir, variant=variant, model=name, seed=seed),
+                f"{name}, variant {variant}, seed {seed}",
+                failures,
+            )
+
+
+def write_rectification(run_dir: Path, scores: scoring.Scores) -> list[dict]:
+    """How much of each test digit's pose every transformer undid (a row each, for analysis.md), and its
+    scatter, rectification/<variant>/<model>-s<seed>.png."""
+    rectified = []
+    for key, (model, precision) in scores.transformers.items():
+        test = scores.tests[key[:2]]
+        with running_at(precision, test.images.device):
+            r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
+        if r is not None:
+            rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r.row})
+            write_scatter(run_dir, key, r, model.stn.transform)
+    return rectified
+
+
+def write_invariance(run_dir: Path, binned: list[dict]) -> None:
+    """invariance/<variant>/s<seed>.png: test error by the true distortion of the digits."""
     for variant, seed in dict.fromkeys((b["variant"], b["seed"]) for b in binned):
         mine = [b for b in binned if (b["variant"], b["seed"]) == (variant, seed)]
         pictures.invariance(
             mine,
-            A.INVARIANCE.path(run.dir, variant=variant, seed=seed),
+            A.INVARIANCE.path(run_dir, variant=variant, seed=seed),
             f"test error by the true distortion of the digits: variant {variant}, seed {seed} (best checkpoints)",
         )
-    return rows
+
+
+def write_results(run: Trained, rows: list[dict], interrupted: bool) -> None:
+    """results.md, .csv and .json: every checkpoint's row; the best checkpoints' table in the log too."""
+    validated = run.cfg.data.val_size > 0
+    md = tables.results_markdown(rows, interrupted, validated)
+    tables.write_tables(A.RESULTS.stem(run.dir), rows, md, tables.RESULT_FIELDS)
+    run.log.info("\n" + tables.results_markdown([r for r in rows if r["checkpoint"] == "best"], interrupted, validated))
+
+
+def write_page(run: Trained) -> None:
+    """report.html: the run in one page. A page that cannot be made does not fail the run: the tables are
+    written, and the log says why."""
+    try:
+        report.write_report([run.dir], report.make([run.dir], False), run.dir, html=True, markdown=False)
+        run.log.info(f"results: {A.RESULTS.path(run.dir)}; all of it in one page: {A.REPORT.path(run.dir)}")
+    except UserError as e:
+        run.log.warning(f"results: {A.RESULTS.path(run.dir)}; no {A.REPORT.pattern}: {e}")
 
 
 def picked(right: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -167,9 +211,10 @@ def write_analysis(
         atomic.write_text(A.ANALYSIS.file(run_dir, ".json"), json.dumps(found, indent=2) + "\n")
 
 
-def write_eval(target: Path, rows: list[dict], swept: tuple[str, list[float]] | None, index_line: str) -> str:
+def write_eval(target: Path, scores: scoring.Scores, swept: tuple[str, list[float]] | None, index_line: str) -> str:
     """An evaluation's files: `target`.md, .csv and .json, with --sweep its plot, and its line in the
     folder's index. Returns the Markdown table."""
+    rows = scores.rows
     md = tables.eval_markdown(rows)
     tables.write_tables(target, rows, md, tables.EVAL_FIELDS)
     if swept:

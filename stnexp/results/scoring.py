@@ -5,8 +5,9 @@ results tables) and `eval` (own variants, other variants, external IDX sets) ali
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -145,11 +146,52 @@ def load_model(path: Path, device: torch.device) -> tuple[dict, C.Config, Model]
 
 
 class Scored(NamedTuple):
+    """One checkpoint scored: a row, the digits it got right and the set, for each test set it was scored on."""
+
     path: Path
     checkpoint: dict
     model: Model
     rows: list[dict]
     right: list[torch.Tensor]  # per row: which test digits the model got right
+    tests: list[TestSet]  # per row: the set it was scored on
+
+
+Key = tuple[str, int, str]  # (variant, seed, model): one trained model
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What one pass over a run's checkpoints (or an evaluation's) found, from which every output is made:
+    the rows of every checkpoint and set, and for the best checkpoint of each model on its own variant's
+    test set the digits it got right, its error, that set (its digits and their true pose) and, for a
+    model with a transformer, the model and the precision it was scored at."""
+
+    rows: list[dict]
+    right: dict[Key, torch.Tensor]
+    errors: dict[Key, float]
+    tests: dict[tuple[str, int], TestSet]  # by (variant, seed)
+    transformers: dict[Key, tuple[Model, str]]
+
+    @property
+    def poses(self) -> dict[tuple[str, int], dict]:
+        """Each own test set's true distortion of each digit, by (variant, seed)."""
+        return {key: test.params for key, test in self.tests.items()}
+
+
+def record(scored: Iterable[Scored]) -> Scores:
+    """The record of checkpoints as score() yields them."""
+    rows, right, errors, tests, transformers = [], {}, {}, {}, {}
+    for s in scored:
+        rows += s.rows
+        ck = s.checkpoint
+        for row, got, test in zip(s.rows, s.right, s.tests):
+            if ck["kind"] != "best" or test.external or test.name != ck["variant"] or test.params is None:
+                continue
+            key = (ck["variant"], ck["seed"], ck["model_name"])
+            right[key], errors[key], tests[key[:2]] = got, row["error"], test
+            if s.model.stn is not None:
+                transformers[key] = (s.model, row["precision"])
+    return Scores(rows, right, errors, tests, transformers)
 
 
 def score(
@@ -163,7 +205,7 @@ def score(
         ck, cfg, model = load_model(path, device)
         precision = trained_precision(ck, cfg, path, device)
         dtype = dtype_of(precision)
-        rows, rights = [], []
+        rows, rights, sets = [], [], []
         for test in sets_for(ck, cfg):
             size = test.images.shape[-1]
             if size != ck["in_size"]:
@@ -184,6 +226,7 @@ def score(
                 counted[key] = right(model, test.images, test.labels, dtype)
             n_ok, n = int(counted[key].sum()), len(test.labels)
             rights.append(counted[key])
+            sets.append(test)
             rows.append(
                 {
                     "variant": ck["variant"],
@@ -202,7 +245,7 @@ def score(
                     "precision": precision,
                 }
             )
-        yield Scored(path, ck, model, rows, rights)
+        yield Scored(path, ck, model, rows, rights, sets)
 
 
 def trained_precision(ck: dict, cfg: C.Config, path: Path, device: torch.device) -> str:

@@ -118,21 +118,7 @@ def train(
     tb = board.Board(Path(run_dir)) if cfg.train.tensorboard and mode.writes else None
     run = Run(cfg, Path(run_dir), device, dtype, log, stop or threading.Event(), split, tb, mode)
     mine = mode.mine([(vname, seed) for vname in cfg.data.variants for seed in cfg.seeds])
-    fuse = fused_wanted(run)
-    history: list[dict] = []
-    interrupted = False
-    try:
-        bundles = modes.stepping(fuse).bundles(mine)  # the groups that train at the same time
-        for i, bundle in enumerate(bundles):
-            now = replace(run, bundles_after=len(bundles) - 1 - i)
-            trained = [make_group(now, vname, seed) for vname, seed in bundle]
-            train_groups(now, trained, history, fuse)
-            history += [r for g in trained for m in g.members for r in m.history]
-    except Interrupted:
-        interrupted = True
-    finally:
-        if tb is not None:
-            tb.close()
+    history, interrupted = _train_all(run, mine, fused_wanted(run))
     interrupted = mode.after(run, mine, history, interrupted)
     if not run.writes:
         if interrupted:
@@ -144,6 +130,27 @@ def train(
         raise Interrupted(nothing=not rows)  # nothing: Ctrl-C before any epoch ended, no checkpoint
     log.info(f"finished in {duration(time.perf_counter() - t0)}; run directory: {run.dir}")
     return rows
+
+
+def _train_all(run: Run, mine: list[tuple[str, int]], fuse: bool) -> tuple[list[dict], bool]:
+    """Train this process's (variant, seed) groups, bundle by bundle: the history of every epoch, and
+    whether Ctrl-C stopped it. The time it took goes to train.log (debug)."""
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    try:
+        bundles = modes.stepping(fuse).bundles(mine)  # the groups that train at the same time
+        for i, bundle in enumerate(bundles):
+            now = replace(run, bundles_after=len(bundles) - 1 - i)
+            trained = [make_group(now, vname, seed) for vname, seed in bundle]
+            train_groups(now, trained, history, fuse)
+            history += [r for g in trained for m in g.members for r in m.history]
+    except Interrupted:
+        return history, True
+    finally:
+        if run.tb is not None:
+            run.tb.close()
+        run.log.debug(f"training: {time.perf_counter() - t0:.2f}s")
+    return history, False
 
 
 def fused_wanted(run: Run) -> bool:
