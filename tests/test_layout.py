@@ -82,3 +82,59 @@ def test_each_folder_imports_only_what_its_init_says_it_may():
                 if name.startswith("stnexp.") and name.split(".")[1] not in MAY_IMPORT[part]:
                     wrong.append(f"{'/'.join(parts)}.py ({part}) imports {name}")
     assert not wrong
+
+
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 50  # from `def` to its last line, docstring included
+
+
+def test_no_module_over_450_lines_and_no_function_over_50():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            long.append(f"{path.relative_to(PACKAGE.parent)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = node.end_lineno - node.lineno + 1
+                if size > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: {size} lines")
+    assert not long
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module -> the stnexp modules it imports, at the top or inside a function (a lazy import is still a
+    dependency), `from stnexp.x import y` counted as stnexp.x.y where y is a module."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            found = []
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                ]
+            graph[module] |= {f for f in found if f in modules and f not in (module, "stnexp")}
+    return graph
+
+
+def test_no_import_cycle_at_the_top_or_inside_functions():
+    graph = _imports()
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for target in graph[module]:
+            if target == path[0]:
+                cycles.append(" -> ".join(path + [target]))
+            elif target not in path and target > path[0]:  # each cycle once, from its smallest module
+                visit(target, path + [target])
+
+    for module in sorted(graph):
+        visit(module, [module])
+    assert not cycles

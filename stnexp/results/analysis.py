@@ -115,8 +115,6 @@ def across_seeds(errors: dict[tuple[str, int, str], float]) -> list[dict]:
     two-sided p (scipy's ttest_rel) and Holm's adjustment over the variant's pairs. Unlike McNemar, which
     holds two trained networks and one test draw fixed, it asks whether recipe A beats recipe B over
     the randomness of training; with 3 seeds it has 2 degrees of freedom and sees only large effects."""
-    from scipy import stats
-
     out = []
     for variant in dict.fromkeys(v for v, _, _ in errors):
         names = list(dict.fromkeys(m for v, _, m in errors if v == variant))
@@ -124,46 +122,19 @@ def across_seeds(errors: dict[tuple[str, int, str], float]) -> list[dict]:
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
                 seeds = sorted(s for v, s, m in errors if (v, m) == (variant, a) and (variant, s, b) in errors)
-                if len(seeds) < MIN_SEEDS:
-                    continue
-                diffs = [errors[(variant, s, a)] - errors[(variant, s, b)] for s in seeds]
-                mean, half = mean_interval(diffs)
-                spread = statistics.stdev(diffs)
-                # identical differences on every seed: no spread, no t statistic (p undefined)
-                p = (
-                    float(
-                        stats.ttest_rel(
-                            [errors[(variant, s, a)] for s in seeds], [errors[(variant, s, b)] for s in seeds]
-                        ).pvalue
+                if len(seeds) >= MIN_SEEDS:
+                    family.append(
+                        _paired_t(
+                            variant, a, b, [(errors[(variant, s, a)], errors[(variant, s, b)]) for s in seeds], seeds
+                        )
                     )
-                    if spread > 0
-                    else None
-                )
-                family.append(
-                    {
-                        "variant": variant,
-                        "model_a": a,
-                        "model_b": b,
-                        "seeds": seeds,
-                        "mean_error_a": statistics.mean(errors[(variant, s, a)] for s in seeds),
-                        "mean_error_b": statistics.mean(errors[(variant, s, b)] for s in seeds),
-                        "difference": mean,
-                        "interval": [mean - half, mean + half],
-                        "p_raw": p,
-                    }
-                )
         defined = [r for r in family if r["p_raw"] is not None]
         adjusted = dict(zip(map(id, defined), holm([r["p_raw"] for r in defined])))
         for r in family:
-            p = r.pop("p_raw")
-            held = adjusted.get(id(r))
+            p, held = r.pop("p_raw"), adjusted.get(id(r))
             out.append(
                 {
                     **r,
-                    "difference": round(r["difference"], 4),
-                    "interval": [round(v, 4) for v in r["interval"]],
-                    "mean_error_a": round(r["mean_error_a"], 4),
-                    "mean_error_b": round(r["mean_error_b"], 4),
                     "p_value": None if p is None else float(f"{p:.3g}"),
                     "p_holm": None if held is None else float(f"{held:.3g}"),
                     "pairs": len(family),
@@ -171,6 +142,28 @@ def across_seeds(errors: dict[tuple[str, int, str], float]) -> list[dict]:
                 }
             )
     return out
+
+
+def _paired_t(variant: str, a: str, b: str, pairs: list[tuple[float, float]], seeds: list[int]) -> dict:
+    """One pair of models over their common seeds: (error of a, error of b) per seed."""
+    from scipy import stats
+
+    first, second = [x for x, _ in pairs], [y for _, y in pairs]
+    diffs = [x - y for x, y in pairs]
+    mean, half = mean_interval(diffs)
+    # identical differences on every seed: no spread, no t statistic (p undefined)
+    p = float(stats.ttest_rel(first, second).pvalue) if statistics.stdev(diffs) > 0 else None
+    return {
+        "variant": variant,
+        "model_a": a,
+        "model_b": b,
+        "seeds": seeds,
+        "mean_error_a": round(statistics.mean(first), 4),
+        "mean_error_b": round(statistics.mean(second), 4),
+        "difference": round(mean, 4),
+        "interval": [round(mean - half, 4), round(mean + half, 4)],
+        "p_raw": p,
+    }
 
 
 def across_seeds_markdown(rows: list[dict]) -> str:

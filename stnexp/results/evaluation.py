@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from stnexp import config as C
 from stnexp import pose
@@ -17,6 +17,9 @@ from stnexp.results import outputs, tables
 from stnexp.results.scoring import Scores, TestSets, read_external, record, score, variant_canvas
 from stnexp.store import artifacts as A
 from stnexp.store import checkpoints, evals, logs, runs
+
+if TYPE_CHECKING:
+    import torch
 
 SWEEP_LIMIT = 1e4  # degrees, factor or px: far beyond any pose a digit can take, and safe in float32
 
@@ -106,19 +109,13 @@ def score_run(req: EvalRequest, scope: Scope, log) -> Scores:
     saying so where a variant's own differs). Without a device,
     scoring runs where the run trained (its config's device), so it reproduces the run's own numbers
     exactly; where that device is missing, on the best one here."""
-    from stnexp.device import keep_freed_memory, resolve
+    from stnexp.device import keep_freed_memory
 
     source, extra, sweep, canvas, variants = scope.src, scope.extra, scope.swept, req.canvas, list(req.variants)
     found = evals.find_checkpoints(source, [req.checkpoint])
     if not found:
         raise UserError(f"{source}: no checkpoints found")
-    if req.device is None:
-        try:
-            device = resolve(checkpoints.load(found[0])["config"]["device"])
-        except UserError:
-            device = resolve("auto")
-    else:
-        device = resolve(req.device)
+    device = _device(req.device, found[0])
     if isinstance(canvas, int):  # before anything is rendered: a canvas no model takes is refused at once
         for path in found:
             side = checkpoints.load(path)["in_size"]
@@ -153,6 +150,19 @@ def score_run(req: EvalRequest, scope: Scope, log) -> Scores:
             return [tests.get(cfg, name, ck["seed"], side, extra) for name in names]
 
     return _scored_with_progress(found, sets_for, device, _sets_each(req, extra, sweep), log)
+
+
+def _device(asked: str | None, first: Path) -> torch.device:
+    """--device, or where the run trained (its config's device, so that its own numbers come back
+    exactly), or where that is missing the best one here."""
+    from stnexp.device import resolve
+
+    if asked is not None:
+        return resolve(asked)
+    try:
+        return resolve(checkpoints.load(first)["config"]["device"])
+    except UserError:
+        return resolve("auto")
 
 
 def _sets_each(req: EvalRequest, extra: dict | None, sweep) -> int:

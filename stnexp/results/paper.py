@@ -121,6 +121,22 @@ def column(cfg: Config, variant: str) -> Optional[str]:
     return COLUMNS[spec.preset] if spec == VariantConfig(preset=spec.preset) else None
 
 
+def _recipe(t, per_epoch: int) -> list[str]:
+    """The train.* keys of the recipe that differ from the paper's (`every` compared in iterations)."""
+    out = []
+    for key in _RECIPE:
+        ours, theirs = getattr(t, key), getattr(PROTOCOL, key)
+        if key == "momentum" and t.optimizer != "sgd":
+            continue
+        if key in ("every", "gamma") and t.schedule != "step" and PROTOCOL.schedule == "step":
+            continue
+        if key == "every" and t.iterations is None and ours is not None:
+            ours = ours * per_epoch  # epochs, in iterations
+        if ours != theirs:
+            out.append(f"train.{key} {ours} (the paper: {theirs})")
+    return out
+
+
 def deviations(cfg: Config, trained: int | None = None, precision: str | None = None) -> list[str]:
     """How a run's recipe departs from the paper's protocol (the models' own differences show in their
     names: a model that is not the paper's gets no paper row). `trained`: the steps the run completed;
@@ -145,16 +161,7 @@ def deviations(cfg: Config, trained: int | None = None, precision: str | None = 
             "data.resample_train false: each training digit keeps one distortion (the paper does not say; stnexp "
             "assumes fresh ones each epoch, docs/paper-protocol.md)"
         )
-    for key in _RECIPE:
-        ours, theirs = getattr(t, key), getattr(PROTOCOL, key)
-        if key == "momentum" and t.optimizer != "sgd":
-            continue
-        if key in ("every", "gamma") and t.schedule != "step" and PROTOCOL.schedule == "step":
-            continue
-        if key == "every" and t.iterations is None and ours is not None:
-            ours = ours * per_epoch  # epochs, in iterations
-        if ours != theirs:
-            out.append(f"train.{key} {ours} (the paper: {theirs})")
+    out += _recipe(t, per_epoch)
     if (cfg.data.train_size, cfg.data.val_size) != (TRAIN_SIZE, VAL_SIZE):
         out.append(
             f"{cfg.data.train_size:,} training and {cfg.data.val_size:,} validation digits (the paper: {TRAIN_SIZE:,} "

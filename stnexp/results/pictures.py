@@ -116,6 +116,19 @@ def _placed(points: torch.Tensor, side: int, size: int) -> torch.Tensor:
     return (points + 0.5) * size / side - 0.5
 
 
+def _pair_grid(left: torch.Tensor, right: torch.Tensor, rows: int, line: int, cell_w: int, cell_h: int) -> torch.Tensor:
+    """The pairs as one grey image: left and right of a pair parted by a grey line, white around them."""
+    size = left.shape[-1]
+    grid = torch.ones(rows * cell_h, PAIRS_PER_ROW * cell_w)
+    for i in range(len(left)):
+        r, c = divmod(i, PAIRS_PER_ROW)
+        y, x = r * cell_h, c * cell_w
+        grid[y : y + size, x : x + size] = left[i, 0]
+        grid[y : y + size, x + size : x + size + line] = 0.5
+        grid[y : y + size, x + size + line : x + 2 * size + line] = right[i, 0]
+    return grid
+
+
 def pairs(
     left: torch.Tensor,
     right: torch.Tensor,
@@ -137,13 +150,7 @@ def pairs(
     line, gap = max(1, size // 14), max(2, size // 7)  # between the two of a pair; between pairs
     below = size // 3 if captions else 0  # room under each pair for its caption
     cell_w, cell_h = 2 * size + line + gap, size + below + gap
-    grid = torch.ones(rows * cell_h, PAIRS_PER_ROW * cell_w)  # white around the pairs
-    for i in range(len(left)):
-        r, c = divmod(i, PAIRS_PER_ROW)
-        y, x = r * cell_h, c * cell_w
-        grid[y : y + size, x : x + size] = left[i, 0]
-        grid[y : y + size, x + size : x + size + line] = 0.5
-        grid[y : y + size, x + size + line : x + 2 * size + line] = right[i, 0]
+    grid = _pair_grid(left, right, rows, line, cell_w, cell_h)
     width, height = grid.shape[1] * ZOOM / DPI, grid.shape[0] * ZOOM / DPI
     with _figure(width, height + 0.3) as (fig, (ax,)):
         fig.subplots_adjust(left=0, right=1, bottom=0, top=height / (height + 0.3))  # the grid at its own scale
@@ -386,33 +393,7 @@ def sweep_table(rows: list[dict], keys: list[str], path: Path, title: str) -> Pa
             vals = [r["val_acc"] for r in rows if r["run"] == run and r["model"] == model and r["val_acc"] is not None]
             acc[(run, model)] = 100 * statistics.mean(vals) if vals else math.nan
     if len(keys) == 2:
-        down, across = (list(dict.fromkeys(str(r[k]) for r in runs.values())) for k in keys)
-        child = {(str(r[keys[0]]), str(r[keys[1]])): run for run, r in runs.items()}
-        with _figure(min(WIDE, 0.8 + 2.8 * len(models)), 1.4 + 0.3 * len(down), len(models)) as (fig, axes):
-            for ax, model in zip(axes, models):
-                grid = [[acc.get((child.get((a, b)), model), math.nan) for b in across] for a in down]
-                finite = [v for line in grid for v in line if not math.isnan(v)] or [0.0]
-                middle = (max(finite) + min(finite)) / 2
-                art = ax.imshow(grid, cmap="viridis", aspect="auto")
-                for i, line in enumerate(grid):
-                    for j, v in enumerate(line):
-                        ax.text(
-                            j,
-                            i,
-                            "-" if math.isnan(v) else f"{v:.2f}",
-                            ha="center",
-                            va="center",
-                            fontsize=6,
-                            color="#FFFFFF" if v < middle else "#000000",
-                        )
-                ax.set_xticks(range(len(across)), across, rotation=30, ha="right")
-                ax.set_yticks(range(len(down)), down)
-                ax.set(xlabel=keys[1], ylabel=keys[0], title=model)
-                ax.grid(False)
-                fig.colorbar(art, ax=ax, label="validation accuracy (%)", shrink=0.8)
-            fig.suptitle(title)
-            fig.tight_layout()
-            return _save(fig, path)
+        return _sweep_heat_maps(acc, runs, models, keys, path, title)
     colour = _colours(models)
     names = [", ".join(str(r[k]) for k in keys) for r in runs.values()]
     with _figure(COLUMN * 1.6, 2.6) as (fig, (ax,)):
@@ -423,4 +404,37 @@ def sweep_table(rows: list[dict], keys: list[str], path: Path, title: str) -> Pa
         )
         ax.set(xlabel=", ".join(keys), ylabel="validation accuracy (%)", title=title)
         _legend_below(fig, [ax])
+        return _save(fig, path)
+
+
+def _sweep_heat_maps(acc: dict, runs: dict, models: list[str], keys: list[str], path: Path, title: str) -> Path:
+    """Two swept keys: a heat map per model, the first key down, the second across."""
+    import math
+
+    down, across = (list(dict.fromkeys(str(r[k]) for r in runs.values())) for k in keys)
+    child = {(str(r[keys[0]]), str(r[keys[1]])): run for run, r in runs.items()}
+    with _figure(min(WIDE, 0.8 + 2.8 * len(models)), 1.4 + 0.3 * len(down), len(models)) as (fig, axes):
+        for ax, model in zip(axes, models):
+            grid = [[acc.get((child.get((a, b)), model), math.nan) for b in across] for a in down]
+            finite = [v for line in grid for v in line if not math.isnan(v)] or [0.0]
+            middle = (max(finite) + min(finite)) / 2
+            art = ax.imshow(grid, cmap="viridis", aspect="auto")
+            for i, line in enumerate(grid):
+                for j, v in enumerate(line):
+                    ax.text(
+                        j,
+                        i,
+                        "-" if math.isnan(v) else f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="#FFFFFF" if v < middle else "#000000",
+                    )
+            ax.set_xticks(range(len(across)), across, rotation=30, ha="right")
+            ax.set_yticks(range(len(down)), down)
+            ax.set(xlabel=keys[1], ylabel=keys[0], title=model)
+            ax.grid(False)
+            fig.colorbar(art, ax=ax, label="validation accuracy (%)", shrink=0.8)
+        fig.suptitle(title)
+        fig.tight_layout()
         return _save(fig, path)

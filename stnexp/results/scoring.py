@@ -204,7 +204,6 @@ def score(
     for path in paths:
         ck, cfg, model = load_model(path, device)
         precision = trained_precision(ck, cfg, path, device)
-        dtype = dtype_of(precision)
         rows, rights, sets = [], [], []
         for test in sets_for(ck, cfg):
             size = test.images.shape[-1]
@@ -223,29 +222,31 @@ def score(
                 test.images.shape,
             )
             if key not in counted:
-                counted[key] = right(model, test.images, test.labels, dtype)
-            n_ok, n = int(counted[key].sum()), len(test.labels)
+                counted[key] = right(model, test.images, test.labels, dtype_of(precision))
             rights.append(counted[key])
             sets.append(test)
-            rows.append(
-                {
-                    "variant": ck["variant"],
-                    "model": ck["model_name"],
-                    "seed": ck["seed"],
-                    "checkpoint": ck["kind"],
-                    # the count is exact; the error in % is rounded to what the count can tell (0.01 for 10k digits)
-                    "tested_on": test.name,
-                    "correct": n_ok,
-                    "accuracy": n_ok / n,
-                    "error": round(100.0 * (n - n_ok) / n, 4),
-                    "n_test": n,
-                    "params": models.n_params(model),
-                    "train_seconds": round(ck["train_seconds"], 2),
-                    "status": _status(ck, path),
-                    "precision": precision,
-                }
-            )
+            rows.append(_row(ck, path, model, test, int(counted[key].sum()), precision))
         yield Scored(path, ck, model, rows, rights, sets)
+
+
+def _row(ck: dict, path: Path, model: Model, test: TestSet, n_ok: int, precision: str) -> dict:
+    n = len(test.labels)
+    return {
+        "variant": ck["variant"],
+        "model": ck["model_name"],
+        "seed": ck["seed"],
+        "checkpoint": ck["kind"],
+        "tested_on": test.name,
+        "correct": n_ok,
+        "accuracy": n_ok / n,
+        # the count is exact; the error in % is rounded to what the count can tell (0.01 for 10k digits)
+        "error": round(100.0 * (n - n_ok) / n, 4),
+        "n_test": n,
+        "params": models.n_params(model),
+        "train_seconds": round(ck["train_seconds"], 2),
+        "status": _status(ck, path),
+        "precision": precision,
+    }
 
 
 def trained_precision(ck: dict, cfg: C.Config, path: Path, device: torch.device) -> str:

@@ -23,8 +23,6 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
     """The run directory for `stnexp train`, held for the body of the `with`: new, resumed (the config
     must match) or overwritten (--force: only a directory that stnexp made, and only the files its run
     wrote). A lock keeps a second process out while this one trains into it."""
-    from stnexp import config as C
-
     if resume and force:
         raise UserError("--resume and --force exclude each other")
     out = Path(out) if out is not None else _default_out(cfg, resume)
@@ -35,14 +33,7 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
         refuse_links(out)
         refuse_folders(written_files(out))  # what --force removes and a run rewrites
     if resume:
-        if not A.CONFIG.path(out).is_file():
-            raise UserError(f"--resume: {out} holds no run to resume (no {A.CONFIG.pattern})")
-        old = C.load(A.CONFIG.path(out))
-        if old.digest() != cfg.digest():
-            diff = _differences(old.results_view(), cfg.results_view())
-            raise UserError(
-                f"--resume: the config differs from the run's in {', '.join(diff[:5])}; resume with the same config"
-            )
+        _same_config(cfg, out)
     elif non_empty:
         if not force:
             raise UserError(f"--out {out}: not empty; pass --resume to continue that run or --force to overwrite it")
@@ -70,6 +61,20 @@ def prepare(cfg, out: Path | None, resume: bool, force: bool) -> Iterator[Path]:
         yield out
     finally:
         held.close()
+
+
+def _same_config(cfg, out: Path) -> None:
+    """--resume: `out` holds a run of this very config (the keys that change results)."""
+    from stnexp import config as C
+
+    if not A.CONFIG.path(out).is_file():
+        raise UserError(f"--resume: {out} holds no run to resume (no {A.CONFIG.pattern})")
+    old = C.load(A.CONFIG.path(out))
+    if old.digest() != cfg.digest():
+        diff = _differences(old.results_view(), cfg.results_view())
+        raise UserError(
+            f"--resume: the config differs from the run's in {', '.join(diff[:5])}; resume with the same config"
+        )
 
 
 def _remove_made(made: list[Path]) -> None:

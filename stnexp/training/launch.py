@@ -55,6 +55,16 @@ def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command
         parallel.stop(world)
 
 
+def _interrupted(run: Path, nothing: bool) -> str:
+    """What the log says of a run stopped by Ctrl-C or a signal, and how to go on."""
+    if nothing:
+        return (
+            f"interrupted before the first epoch ended: no checkpoint, nothing to resume; {run} holds the "
+            f"config, train.log and env.json (--resume --out {run} starts training from the beginning)"
+        )
+    return f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out {run}"
+
+
 def _train_into(cfg: Config, target: Target, device: torch.device, world: parallel.World | None) -> Path:
     from stnexp import config as C
 
@@ -91,16 +101,7 @@ def _train_into(cfg: Config, target: Target, device: torch.device, world: parall
             raise
         except Interrupted as e:
             e.signum = getattr(stop, "signum", signal.SIGINT)
-            if e.nothing:
-                log.warning(
-                    f"interrupted before the first epoch ended: no checkpoint, nothing to resume; {run} holds the "
-                    f"config, train.log and env.json (--resume --out {run} starts training from the beginning)"
-                )
-            else:
-                log.warning(
-                    f"interrupted: checkpoints of the last completed epoch are in {run}; continue with --resume --out "
-                    f"{run}"
-                )
+            log.warning(_interrupted(run, e.nothing))
             raise
         except KeyboardInterrupt:
             if getattr(stop, "finishing", False):  # the second Ctrl-C of install_stops, after training

@@ -323,6 +323,25 @@ def time_left(run: Run, group: Group, number: int, done: int, seconds: float) ->
     return text
 
 
+def _metrics_row(group: Group, m, epoch: Epoch, loss: float, accuracy: tuple[float, float | None], n_images: int):
+    """One model's epoch as a row of metrics.csv; `accuracy`: on its training batches, and on validation."""
+    seconds = epoch.seconds[m.name]
+    train_acc, val_acc = accuracy
+    return {
+        "variant": group.variant,
+        "seed": group.seed,
+        "model": m.name,
+        "epoch": epoch.number,
+        "step": m.step,
+        "train_loss": loss,
+        "train_acc": train_acc,
+        "val_acc": val_acc,
+        "lr": float(m.opt.param_groups[0]["lr"]),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(n_images / seconds, 1) if seconds else None,
+    }
+
+
 @torch.no_grad()
 def end_epoch(run: Run, group: Group, epoch: Epoch) -> None:
     """Per model: record the epoch's metrics, validate, and write the last (and a new best) checkpoint."""
@@ -343,21 +362,7 @@ def end_epoch(run: Run, group: Group, epoch: Epoch) -> None:
         )
         val_acc = validation(run, m, group.val) if validate else None
         train_acc = correct / max(1, n_images)
-        m.history.append(
-            {
-                "variant": group.variant,
-                "seed": group.seed,
-                "model": m.name,
-                "epoch": epoch.number,
-                "step": m.step,
-                "train_loss": loss,
-                "train_acc": train_acc,
-                "val_acc": val_acc,
-                "lr": float(m.opt.param_groups[0]["lr"]),
-                "seconds": round(seconds, 3),
-                "images_per_s": round(n_images / seconds, 1) if seconds else None,
-            }
-        )
+        m.history.append(_metrics_row(group, m, epoch, loss, (train_acc, val_acc), n_images))
         if run.tb is not None:
             run.tb.epoch(m.history[-1], m.model, group.val.images if group.val is not None else None)
         m.epoch = epoch.number

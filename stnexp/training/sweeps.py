@@ -108,26 +108,13 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
         raise UserError("--resume and --force exclude each other")
     if how.shard and how.force:
         raise UserError("--shard and --force exclude each other: one shard would clear what the others trained")
+    if how.shard is not None and how.out is None:
+        raise UserError("--shard: name the sweep folder that every shard shares with --out")
     keys, children = plan(sweeps)
     cfgs = {name: C.load(cfg_path, sets + [f"{k}={v}" for k, v in values.items()]) for name, values in children}
     base = C.load(cfg_path, sets)
-    from stnexp.device import resolve
-    from stnexp.training import board
-
-    for cfg in cfgs.values():  # what train checks before it makes a directory, for every child first
-        resolve(cfg.device)
-        board.check(cfg.train.tensorboard)
-    spec = {
-        "config": str(Path(cfg_path).resolve()),
-        "set": sets,
-        "sweep": sweeps,
-        "children": [name for name, _ in children],
-        "digest": base.digest(),
-    }
-    if how.shard is not None and how.out is None:
-        raise UserError("--shard: name the sweep folder that every shard shares with --out")
-    if how.shard is not None:
-        spec["shards"] = how.shard[1]  # a shard of another N would train children that one of these trains
+    _check(cfgs)
+    spec = _spec(cfg_path, sets, sweeps, children, base, how)
     with _turn(Path(how.out) if how.shard is not None else None):
         # a shard joins the sweep another shard made, as --resume would (the same plan, or exit 2); shards
         # that start together take turns here, so one makes the plan and the others find it
@@ -159,6 +146,31 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
             sweep_table.write(parent, keys, children)
         log.info(f"sweep table: {A.SWEEP_TABLE.path(parent)}")
     return parent
+
+
+def _check(cfgs: dict[str, C.Config]) -> None:
+    """What train checks before it makes a directory (the device, TensorBoard), for every child first."""
+    from stnexp.device import resolve
+    from stnexp.training import board
+
+    for cfg in cfgs.values():
+        resolve(cfg.device)
+        board.check(cfg.train.tensorboard)
+
+
+def _spec(cfg_path: Path, sets: list[str], sweeps: list[str], children, base: C.Config, how: Request) -> dict:
+    """The plan the sweep folder keeps: what was asked, the children's names, the config's digest, and
+    for shards their N."""
+    spec = {
+        "config": str(Path(cfg_path).resolve()),
+        "set": sets,
+        "sweep": sweeps,
+        "children": [name for name, _ in children],
+        "digest": base.digest(),
+    }
+    if how.shard is not None:
+        spec["shards"] = how.shard[1]  # a shard of another N would train children that one of these trains
+    return spec
 
 
 @contextmanager
@@ -199,40 +211,9 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
         raise UserError(f"--out {out}: exists and is not a directory")
     old = sweep_plan.read(out)
     if resume:
-        if old is None:
-            raise UserError(f"--resume: {out} holds no sweep to resume (no {A.SWEEP_PLAN.pattern})")
-        if {k: old.get(k) for k in ("set", "sweep")} != {k: spec[k] for k in ("set", "sweep")}:
-            raise UserError(
-                f"--resume: the sweep differs from the one in {out} (--sweep {' '.join(old.get('sweep', []))}); "
-                "resume with the same options"
-            )
-        if old.get("shards") and spec.get("shards") and old["shards"] != spec["shards"]:
-            raise UserError(
-                f"--shard: the sweep in {out} is split into {old['shards']} shards, not {spec['shards']}; every "
-                "shard of a sweep takes the same N"
-            )
-        if old.get("shards") and not spec.get("shards"):
-            spec["shards"] = old["shards"]  # a plain --resume keeps the plan's split
-        if (
-            old.get("digest", spec["digest"]) != spec["digest"]
-        ):  # plans before 0.2 have none: a started child still refuses another config when resumed
-            raise UserError(
-                f"--resume: the config differs from the one the sweep in {out} was made with ({old.get('config')}); "
-                "resume with that config"
-            )
+        _same_sweep(out, old, spec)
     elif out.is_dir() and any(p.name != A.SWEEP_LOCK.path(out).name for p in out.iterdir()):
-        if not force:
-            raise UserError(f"--out {out}: not empty; pass --resume to continue that sweep or --force to overwrite it")
-        if old is None:
-            raise UserError(
-                f"--out {out}: not a sweep folder (no {A.SWEEP_PLAN.pattern}); --force overwrites only sweeps, pick "
-                "an empty or new folder"
-            )
-        for child in sweep_plan.children(out, old):
-            if child.is_dir() and files.is_run(child):
-                runs.clear(child, remove_dir=True)
-        for path in A.SWEEP_TABLE.paths(out):
-            path.unlink(missing_ok=True)
+        _overwrite(out, old, force)
     if out.is_dir():  # no child may be a link to a run elsewhere, which training it would clear
         sweep_plan.children(out, spec)
     try:
@@ -241,6 +222,47 @@ def _parent(base: C.Config, out: Path | None, resume: bool, force: bool, spec: d
     except OSError as e:
         raise UserError(f"--out {out}: not writable ({e.strerror or e})") from None
     return out
+
+
+def _same_sweep(out: Path, old: dict | None, spec: dict) -> None:
+    """--resume (or a shard joining): the plan in `out` must be this sweep's, split the same way."""
+    if old is None:
+        raise UserError(f"--resume: {out} holds no sweep to resume (no {A.SWEEP_PLAN.pattern})")
+    if {k: old.get(k) for k in ("set", "sweep")} != {k: spec[k] for k in ("set", "sweep")}:
+        raise UserError(
+            f"--resume: the sweep differs from the one in {out} (--sweep {' '.join(old.get('sweep', []))}); "
+            "resume with the same options"
+        )
+    if old.get("shards") and spec.get("shards") and old["shards"] != spec["shards"]:
+        raise UserError(
+            f"--shard: the sweep in {out} is split into {old['shards']} shards, not {spec['shards']}; every "
+            "shard of a sweep takes the same N"
+        )
+    if old.get("shards") and not spec.get("shards"):
+        spec["shards"] = old["shards"]  # a plain --resume keeps the plan's split
+    # plans before 0.2 have no digest: a started child still refuses another config when resumed
+    if old.get("digest", spec["digest"]) != spec["digest"]:
+        raise UserError(
+            f"--resume: the config differs from the one the sweep in {out} was made with ({old.get('config')}); "
+            "resume with that config"
+        )
+
+
+def _overwrite(out: Path, old: dict | None, force: bool) -> None:
+    """A sweep into a folder that holds something: only with --force, only a sweep, and only the files of
+    the runs and tables that its plan names are removed."""
+    if not force:
+        raise UserError(f"--out {out}: not empty; pass --resume to continue that sweep or --force to overwrite it")
+    if old is None:
+        raise UserError(
+            f"--out {out}: not a sweep folder (no {A.SWEEP_PLAN.pattern}); --force overwrites only sweeps, pick "
+            "an empty or new folder"
+        )
+    for child in sweep_plan.children(out, old):
+        if child.is_dir() and files.is_run(child):
+            runs.clear(child, remove_dir=True)
+    for path in A.SWEEP_TABLE.paths(out):
+        path.unlink(missing_ok=True)
 
 
 def reported(paths: list[Path], log) -> list[Path]:
