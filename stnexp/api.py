@@ -146,31 +146,31 @@ def _in_api_terms(e: Exception) -> Exception:
 
 
 def train(config: str | Path, **options) -> Path:
-    """`stnexp train CONFIG`: `options` are the fields of training.command.TrainRequest (out, sets, device, resume,
-    force, sweep, shard), as the flags of the same names. Returns the run directory (with `sweep`, the
-    sweep's folder); raises train.loop.Interrupted after Ctrl-C and errors.UserError on bad input."""
+    """`stnexp train CONFIG`: `options` are the fields of requests.TrainRequest, each the flag of its name
+    (docs/commands.md). Returns the run directory (with `sweep`, the sweep's folder); raises
+    training.loop.Interrupted after Ctrl-C and errors.UserError on bad input."""
     from stnexp.errors import UserError
+    from stnexp.requests import TrainRequest
     from stnexp.training import command as train_command
 
-    options = _checked("train", train_command.TrainRequest, "config", options)
+    options = _checked("train", TrainRequest, "config", options)
     try:
-        return train_command.start(
-            train_command.TrainRequest(Path(config), **options, command=f"stnexp.train({str(config)!r})")
-        )
+        return train_command.start(TrainRequest(Path(config), **options, command=f"stnexp.train({str(config)!r})"))
     except UserError as e:
         raise _in_api_terms(e) from None
 
 
 def evaluate(source: str | Path, **options) -> Evaluation:
-    """`stnexp eval SOURCE`: `options` are the fields of evaluation.EvalRequest (variants, images, labels,
-    checkpoint, canvas, sets, sweep, name, force, out, device), as the flags of the same names."""
+    """`stnexp eval SOURCE`: `options` are the fields of requests.EvalRequest, each the flag of its name
+    (docs/commands.md)."""
     from stnexp.errors import UserError
+    from stnexp.requests import EvalRequest
     from stnexp.results import evaluation
     from stnexp.store import logs
 
-    options = _checked("evaluate", evaluation.EvalRequest, "source", options)
+    options = _checked("evaluate", EvalRequest, "source", options)
     try:
-        markdown, stem = evaluation.evaluate(evaluation.EvalRequest(Path(source), **options), logs.logger())
+        markdown, stem = evaluation.evaluate(EvalRequest(Path(source), **options), logs.logger())
     except UserError as e:
         raise _in_api_terms(e) from None
     return Evaluation(markdown, json.loads(stem.with_name(stem.name + ".json").read_text()), stem)

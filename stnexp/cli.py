@@ -1,17 +1,19 @@
-"""The `stnexp` command: parse the flags (declared once per command, TRAIN_FLAGS and EVAL_FLAGS), make the
+"""The `stnexp` command: parse the flags (train's and eval's declared once, in requests.py), make the
 request, call one function, print. torch is imported inside the commands, so `stnexp --help` stays fast."""
 
 from __future__ import annotations
 
 import codecs
-import inspect
+import functools
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Annotated, Any, Callable, List, Optional
 
 import typer
+
+from stnexp.requests import EvalRequest, TrainRequest, flag_of
 
 app = typer.Typer(
     add_completion=False,
@@ -25,10 +27,6 @@ config_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode=None, help="Show the resolved config or its JSON Schema."
 )
 app.add_typer(config_app, name="config")
-
-SET = typer.Option(
-    None, "--set", metavar="KEY=VALUE", help="override a config key: key.path=value (value parsed as YAML); repeatable"
-)
 
 
 def _echo(text: str, err: bool = False, nl: bool = True) -> None:
@@ -99,230 +97,179 @@ def _guard(fn, log_path: Optional[Path] = None):
         _fail(f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{where}", 1)
 
 
+def _guarded(command: Callable) -> Callable:
+    """Every command's body runs under _guard: one decorator, under @app.command (Typer reads the options
+    from the wrapped function's parameters)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return _guard(lambda: command(*args, **kwargs))
+
+    return run
+
+
+def _flag(request: type, field: str):
+    """The typer Argument or Option of a request field, as requests.py declares it (flag, metavar, help)."""
+    declared = flag_of(request, field)
+    if declared.name is None:
+        return typer.Argument(metavar=declared.metavar, help=declared.help, show_default=False)
+    return typer.Option(declared.name, metavar=declared.metavar, help=declared.help)
+
+
 def _config(path: Path, sets: Optional[List[str]]):
     from stnexp import config
 
     return config.load(path, sets or [])
 
 
-def _command(name: str, short_help: str, flags: dict[str, tuple[Any, Any]]):
-    """Register the decorated body as command `name` whose options are `flags` (field: (type, typer
-    Argument or Option)): the command passes the body what it was given, by field, and the body makes its
-    request object of it. The flags are declared once, in the table, not as a dozen parameters."""
-
-    def register(body: Callable[[dict], None]) -> Callable[[dict], None]:
-        def command(**given: Any) -> None:
-            _guard(lambda: body(given))
-
-        parameters = [
-            inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-            for field, (kind, option) in flags.items()
-        ]
-        command.__signature__ = inspect.Signature(parameters)  # what typer reads the options from
-        command.__doc__, command.__name__ = body.__doc__, name
-        app.command(name, short_help=short_help)(command)
-        return body
-
-    return register
+# The parameters of a command are its flags: one each (so more than six), each declared in requests.py.
+T, E = TrainRequest, EvalRequest
 
 
-def _option(kind, flag: str, metavar: str, help: str):
-    """A flag with a value (None when not given): its type and its typer.Option."""
-    return kind, typer.Option(None, flag, metavar=metavar, help=help)
-
-
-def _switch(flag: str, help: str):
-    """A flag without a value: False unless given."""
-    return bool, typer.Option(False, flag, help=help)
-
-
-# the flags, one entry each with its help beside it (laid out by hand: a table reads better than ruff's layout)
-# fmt: off
-TRAIN_FLAGS = {
-    "config": (Path, typer.Argument(..., metavar="CFG|RUN_DIR", help="YAML experiment config, or with --resume a "
-                                    "run directory (or a config's run folder: its newest run)")),
-    "sets": (Optional[List[str]], SET),
-    "device": _option(Optional[str], "--device", "D", "override `device`: auto | cpu | cuda | cuda:N | mps"),
-    "out": _option(Optional[Path], "--out", "DIR", "run directory (default <out>/<name>/<timestamp>)"),
-    "resume": _switch("--resume", "continue the run in --out or RUN_DIR (default: the newest run of this config) "
-                      "from its last checkpoints"),
-    "force": _switch("--force", "overwrite the run in --out (only a stnexp run directory, only the files that run "
-                     "wrote)"),
-    "sweep": _option(Optional[List[str]], "--sweep", "KEY=V1,V2", "train once per value of KEY (cross product over "
-                     "repeated --sweep) as child runs of one folder, with one sweep table"),
-    "shard": _option(Optional[str], "--shard", "I/N", "with --sweep: train only every N-th child from child I "
-                     "(0-based), joining the sweep in --out if another shard made it; one process per shard (a job "
-                     "array's tasks, say)"),
-}
-# fmt: on
-
-
-@_command("train", "Train the models of a config side by side; write tables, checkpoints, pictures.", TRAIN_FLAGS)
-def train(given: dict) -> None:
+@app.command("train", short_help="Train the models of a config side by side; write tables, checkpoints, pictures.")
+@_guarded
+def train(
+    config: Annotated[Path, _flag(T, "config")],
+    sets: Annotated[Optional[List[str]], _flag(T, "sets")] = None,
+    device: Annotated[Optional[str], _flag(T, "device")] = None,
+    out: Annotated[Optional[Path], _flag(T, "out")] = None,
+    resume: Annotated[bool, _flag(T, "resume")] = False,
+    force: Annotated[bool, _flag(T, "force")] = False,
+    sweep: Annotated[Optional[List[str]], _flag(T, "sweep")] = None,
+    shard: Annotated[Optional[str], _flag(T, "shard")] = None,
+) -> None:
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
-    from stnexp.training import command as train_command
-    from stnexp.training import loop
+    from stnexp.training import command, loop
 
-    req = train_command.TrainRequest(
-        **{**given, "sets": tuple(given["sets"] or ()), "sweep": tuple(given["sweep"] or ())},
-        command=" ".join(sys.argv),
-    )
+    asked = (tuple(sets or ()), device, out, resume, force, tuple(sweep or ()), shard)
     try:
-        train_command.start(req)
+        command.start(TrainRequest(config, *asked, command=" ".join(sys.argv)))
     except loop.Interrupted as e:
         raise typer.Exit(128 + e.signum)  # 130 after Ctrl-C, 143 after SIGTERM, as a shell reports them
 
 
-# fmt: off
-EVAL_FLAGS = {
-    "source": (Path, typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="a run directory (or a config's run "
-                                    "folder: its newest run) or one checkpoint file")),
-    "variants": _option(Optional[List[str]], "--variant", "NAME", "test on this variant (the run's, a --set one, or "
-                        "a preset); repeatable"),
-    "images": _option(Optional[Path], "--images", "F", "external test images: IDX file, uint8 N x H x W (gzip or "
-                      "raw)"),
-    "labels": _option(Optional[Path], "--labels", "F", "external test labels: IDX file, N labels"),
-    "checkpoint": (str, typer.Option("best", "--checkpoint", metavar="best|last", help="which checkpoints of a run: "
-                                     "best | last")),
-    "canvas": _option(Optional[str], "--canvas", "model|N", "draw the variants on each model's own canvas (model, "
-                      "the default where a variant's differs) or on N x N px"),
-    "sets": _option(Optional[List[str]], "--set", "KEY=VALUE", "an ad-hoc variant: data.variants.NAME={...} (as in a "
-                    "config); repeatable"),
-    "sweep": _option(Optional[str], "--sweep", "KEY=A:B:STEP", "re-distort each model's own test digits with "
-                     "rotation, scale or shift fixed at each value from A to B (e.g. rotation=-180:180:15); a table "
-                     "and a plot"),
-    "name": _option(Optional[str], "--name", "NAME", "the evaluation's name (default: from what it scores, e.g. "
-                    "best-on-rts+translated)"),
-    "force": _switch("--force", "replace an earlier evaluation of the same name"),
-    "out": _option(Optional[Path], "--out", "DIR", "folder for NAME.{md,csv,json} and index.md (default: the run's "
-                   "evals/)"),
-    "device": _option(Optional[str], "--device", "D", "auto | cpu | cuda | cuda:N | mps (default: the run's device, "
-                      "where this machine has it)"),
-}
-# fmt: on
-
-
-@_command("eval", "Score trained models on their own, other or external test sets.", EVAL_FLAGS)
-def eval_(given: dict) -> None:
+@app.command("eval", short_help="Score trained models on their own, other or external test sets.")
+@_guarded
+def eval_(
+    source: Annotated[Path, _flag(E, "source")],
+    variants: Annotated[Optional[List[str]], _flag(E, "variants")] = None,
+    images: Annotated[Optional[Path], _flag(E, "images")] = None,
+    labels: Annotated[Optional[Path], _flag(E, "labels")] = None,
+    checkpoint: Annotated[str, _flag(E, "checkpoint")] = "best",
+    canvas: Annotated[Optional[str], _flag(E, "canvas")] = None,
+    sets: Annotated[Optional[List[str]], _flag(E, "sets")] = None,
+    sweep: Annotated[Optional[str], _flag(E, "sweep")] = None,
+    name: Annotated[Optional[str], _flag(E, "name")] = None,
+    force: Annotated[bool, _flag(E, "force")] = False,
+    out: Annotated[Optional[Path], _flag(E, "out")] = None,
+    device: Annotated[Optional[str], _flag(E, "device")] = None,
+) -> None:
     """Score trained models on their test sets, on other or ad-hoc variants, or on an external IDX test
     set; each evaluation keeps its own files under its name."""
     from stnexp.results import evaluation
     from stnexp.store import logs
 
-    req = evaluation.EvalRequest(
-        **{**given, "variants": tuple(given["variants"] or ()), "sets": tuple(given["sets"] or ())}
-    )
-    md, target = evaluation.evaluate(req, logs.logger())
+    asked = (tuple(variants or ()), images, labels, checkpoint, canvas, tuple(sets or ()), sweep, name, force, out)
+    md, target = evaluation.evaluate(EvalRequest(source, *asked, device), logs.logger())
     _echo(md)
     _echo(f"wrote {target}.md")
 
 
+PAPER_HELP = (
+    "the paper's layout (rows FCN ... ST-CNN TPS, columns R RTS P E TC), the paper's number beside each of ours"
+)
+
+
 @app.command(short_help="Merge the results of runs into one table, optionally beside the paper's Table 1.")
+@_guarded
 def report(
-    run_dirs: List[Path] = typer.Argument(
-        ..., metavar="RUN_DIR...", help="run directories whose results to merge (a sweep folder: all its children)"
-    ),
-    paper: bool = typer.Option(
-        False,
-        "--paper",
-        help="the paper's layout (rows FCN ... ST-CNN TPS, columns R RTS P E TC), the paper's number beside each of "
-        "ours",
-    ),
-    out: Optional[Path] = typer.Option(
-        None,
-        "--out",
-        metavar="DIR",
-        help="write the report to DIR: report.md with each run's analysis and pictures (copied to DIR/images)",
-    ),
-    html: bool = typer.Option(
-        False, "--html", help="also DIR/report.html: one self-contained page, pictures embedded (needs --out)"
-    ),
+    run_dirs: Annotated[
+        List[Path],
+        typer.Argument(
+            metavar="RUN_DIR...", help="run directories whose results to merge (a sweep folder: all its children)"
+        ),
+    ],
+    paper: Annotated[bool, typer.Option("--paper", help=PAPER_HELP)] = False,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="write the report to DIR: report.md with each run's analysis and pictures (copied to DIR/images)",
+        ),
+    ] = None,
+    html: Annotated[
+        bool,
+        typer.Option("--html", help="also DIR/report.html: one self-contained page, pictures embedded (needs --out)"),
+    ] = False,
 ):
     """Merge the best-checkpoint results of one or many runs into one table (mean +- std over seeds); with
     --paper in the layout of the STN paper's Table 1, each cell beside the paper's number. With --out, a
     full report in DIR: the table, each run's analysis and its pictures, as Markdown (and --html)."""
+    from stnexp.results import report as rp
+    from stnexp.store import logs
 
-    def body():
-        from stnexp.errors import UserError
-        from stnexp.results import report as rp
-        from stnexp.store import logs
-        from stnexp.training import sweeps
-
-        if html and out is None:
-            raise UserError("--html: name the folder to write it to with --out DIR")
-        log = logs.logger()
-        found = sweeps.reported(run_dirs, log)
-        table = rp.make(found, paper)
-        _echo(table)
-        if out is not None:
-            figures = (rp.table1_figure(found, Path(out)),) if paper else ()
-            rp.write_report(found, table, Path(out), html, figures=figures)
-            _echo(f"wrote {Path(out) / 'report.md'}" + (f" and {Path(out) / 'report.html'}" if html else ""))
-
-    _guard(body)
+    for text in rp.run(run_dirs, paper, out, html, logs.logger()):
+        _echo(text)
 
 
 @app.command("runs", short_help="List the runs under a folder: variants, models, best errors, status.")
-def runs_(out: Path = typer.Argument(Path("runs"), metavar="[OUT]", help="folder holding runs (default: runs)")):
+@_guarded
+def runs_(
+    out: Annotated[Path, typer.Argument(metavar="[OUT]", help="folder holding runs (default: runs)")] = Path("runs"),
+):
     """List every run under OUT (default runs/), newest first: its start, variants, models with their test
     error (best checkpoints, mean over seeds) and status: finished, interrupted or running."""
+    from stnexp.results import listing
 
-    def body():
-        from stnexp.results import listing
+    _echo(listing.runs_table(out), nl=False)
 
-        _echo(listing.runs_table(out), nl=False)
 
-    _guard(body)
+SET = typer.Option(
+    "--set", metavar="KEY=VALUE", help="override a config key: key.path=value (value parsed as YAML); repeatable"
+)
+CFG = typer.Argument(metavar="CFG", help="YAML experiment config")
 
 
 @app.command(short_help="Write one PNG per variant: test digits beside their distorted versions.")
+@_guarded
 def preview(
-    config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"),
-    out: Optional[Path] = typer.Option(
-        None, "--out", metavar="DIR", help="folder for the PNGs (default <out>/<name>/preview)"
-    ),
-    n: int = typer.Option(64, "--n", min=1, max=1024, metavar="N", help="digits per picture (1-1024)"),
-    set_: Optional[List[str]] = SET,
+    config_file: Annotated[Path, CFG],
+    out: Annotated[
+        Optional[Path], typer.Option("--out", metavar="DIR", help="folder for the PNGs (default <out>/<name>/preview)")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", min=1, max=1024, metavar="N", help="digits per picture (1-1024)")] = 64,
+    set_: Annotated[Optional[List[str]], SET] = None,
 ):
     """Write one PNG per variant: test digits beside their distorted versions."""
+    from stnexp.results import preview as pv
 
-    def body():
-        from stnexp.results import preview as pv
-
-        cfg = _config(config_file, set_)
-        for path in pv.write_previews(cfg, out, n):
-            _echo(str(path))
-
-    _guard(body)
+    for path in pv.write_previews(_config(config_file, set_), out, n):
+        _echo(str(path))
 
 
 @config_app.command("show")
-def config_show(
-    config_file: Path = typer.Argument(..., metavar="CFG", help="YAML experiment config"),
-    set_: Optional[List[str]] = SET,
-):
+@_guarded
+def config_show(config_file: Annotated[Path, CFG], set_: Annotated[Optional[List[str]], SET] = None):
     """Print the resolved config (defaults and presets filled in, --set applied) and each model's
     parameter count on each variant."""
+    from stnexp import config, models
+    from stnexp.results import tables
 
-    def body():
-        from stnexp import config, models
-        from stnexp.results import tables
-
-        cfg = _config(config_file, set_)
-        _echo(config.dump(cfg), nl=False)
-        _echo(tables.param_comment(models.param_counts(cfg), {v: cfg.variant(v).canvas for v in cfg.data.variants}))
-
-    _guard(body)
+    cfg = _config(config_file, set_)
+    _echo(config.dump(cfg), nl=False)
+    _echo(tables.param_comment(models.param_counts(cfg), {v: cfg.variant(v).canvas for v in cfg.data.variants}))
 
 
 @config_app.command("schema")
+@_guarded
 def config_schema():
     """Print the config's JSON Schema (for editor validation of YAML configs)."""
     import json
 
     from stnexp import config
 
-    _guard(lambda: typer.echo(json.dumps(config.schema(), indent=2)))
+    typer.echo(json.dumps(config.schema(), indent=2))
 
 
 # what a terminal that cannot show a character gets instead

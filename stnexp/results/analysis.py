@@ -323,14 +323,34 @@ class Rectified:
     undone: dict[str, torch.Tensor]
 
 
+def unmeasured(model, params: dict) -> str | None:
+    """Why rectification is not measured for `model` on a test set whose digits drew `params` (None: it
+    is): it reads each digit's true pose and the transformer's affine theta, so it needs both."""
+    stn = getattr(model, "stn", None)
+    if stn is None:
+        return "no transformer"
+    if transforms.FAMILIES[stn.transform].theta is None:
+        return f"the {stn.transform} family has no affine theta to compare with the pose"
+    other = sorted(set(params) - set(pose.NAMES))
+    if other:
+        return f"the variant warps more than the pose ({', '.join(other)}), so a digit's distortion is no pose"
+    missing = sorted(set(pose.NAMES) - set(params))
+    return f"the test set keeps no true {', '.join(missing)} of its digits" if missing else None
+
+
+def unmeasured_markdown(rows: list[dict]) -> str:
+    lines = [f"- {r['model']} on {r['variant']}, seed {r['seed']}: {r['why']}" for r in rows]
+    return "**Rectification not measured**:\n\n" + "\n".join(lines) + "\n"
+
+
 def rectification(model, images: torch.Tensor, params: dict, canvas: int, batch: int = 1000) -> Rectified | None:
     """The spread of each residual before (the true distortion) and after the model's transformer, for a
     transformer of an affine family on a variant whose only warp is the pose; else None. At conv1 theta
     warps the feature maps: it is read in the image's coordinates (see `_in_image`)."""
-    stn = getattr(model, "stn", None)
-    family = transforms.FAMILIES[stn.transform] if stn is not None else None
-    if family is None or family.theta is None or set(params) != set(pose.NAMES):
+    if unmeasured(model, params) is not None:
         return None
+    stn = model.stn
+    family = transforms.FAMILIES[stn.transform]
     was = model.training
     model.eval()
     with torch.inference_mode():

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from stnexp import config as C
 from stnexp import pose
 from stnexp.errors import UserError
+from stnexp.requests import EvalRequest
 from stnexp.results import outputs, tables
 from stnexp.results.scoring import Scores, TestSets, read_external, record, score, variant_canvas
 from stnexp.store import artifacts as A
@@ -45,44 +46,20 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
     return key, values
 
 
-@dataclass(frozen=True)
-class EvalRequest:
-    """What `stnexp eval` is asked, one field per flag (cli.py declares the flags; stnexp.evaluate takes
-    the same): a run directory (or a config's run folder, or one checkpoint); the variants to test on;
-    an external IDX set (`images` with `labels`); best or last checkpoints; the canvas (`model` or a side
-    in px); ad-hoc variants as --set items; a pose sweep; the evaluation's name, --force, --out, --device."""
-
-    source: Path
-    variants: tuple[str, ...] = ()
-    images: Path | None = None
-    labels: Path | None = None
-    checkpoint: str = "best"
-    canvas: str | int | None = None
-    sets: tuple[str, ...] = ()
-    sweep: str | None = None
-    name: str | None = None
-    force: bool = False
-    out: Path | None = None
-    device: str | None = None
-
-    def checked(self) -> EvalRequest:
-        """The request with its canvas parsed, or UserError naming the flag that is wrong."""
-        if self.checkpoint not in A.CHECKPOINT_KINDS:
-            raise UserError(f"--checkpoint: expected best or last, got {self.checkpoint!r}")
-        if self.device is not None:
-            try:
-                C.Config._device(self.device)  # the same rule as the config key
-            except ValueError as e:
-                raise UserError(f"--device: {e}") from None
-        if (self.images is None) != (self.labels is None):
-            raise UserError("--images and --labels go together")
-        if self.name is not None and not C.NAME.match(self.name):
-            raise UserError(f"--name {C._cut(repr(self.name))}: {C.NAME_RULE}")
-        return replace(self, canvas=_canvas(self.canvas))
-
-    @property
-    def external(self) -> tuple[Path, Path] | None:
-        return (self.images, self.labels) if self.images is not None else None
+def checked(req: EvalRequest) -> EvalRequest:
+    """The request with its canvas parsed, or UserError naming the flag that is wrong."""
+    if req.checkpoint not in A.CHECKPOINT_KINDS:
+        raise UserError(f"--checkpoint: expected best or last, got {req.checkpoint!r}")
+    if req.device is not None:
+        try:
+            C.Config._device(req.device)  # the same rule as the config key
+        except ValueError as e:
+            raise UserError(f"--device: {e}") from None
+    if (req.images is None) != (req.labels is None):
+        raise UserError("--images and --labels go together")
+    if req.name is not None and not C.NAME.match(req.name):
+        raise UserError(f"--name {C._cut(repr(req.name))}: {C.NAME_RULE}")
+    return replace(req, canvas=_canvas(req.canvas))
 
 
 def _canvas(value: str | int | None) -> str | int | None:
@@ -205,7 +182,7 @@ def evaluate(req: EvalRequest, log) -> tuple[str, Path]:
     """`stnexp eval`: score, then keep the table under the evaluation's name (given, or made from what was
     scored) with a line in the folder's index; an existing name only with --force. Returns the table and
     the written files' stem."""
-    req = req.checked()
+    req = checked(req)
     variants, external, sweep, canvas, which = list(req.variants), req.external, req.sweep, req.canvas, req.checkpoint
     extra = C.variants_from_sets(list(req.sets))
     if external is not None and (variants or extra or canvas is not None or sweep):

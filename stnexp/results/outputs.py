@@ -53,11 +53,11 @@ def finish(run: Trained, interrupted: bool) -> list[dict]:
     with _timed(run.log, "transformer pictures"):
         write_transformers(run.dir, scores)
     with _timed(run.log, "rectification"):
-        rectified = write_rectification(run.dir, scores)
+        rectified, unmeasured = write_rectification(run.dir, scores)
     with _timed(run.log, "analysis"):
         binned = analysis.binned(scores.right, scores.poses)
         paired = analysis.paired_rows(scores.right, scores.errors)
-        write_analysis(run.dir, paired, rectified, binned, analysis.across_seeds(scores.errors))
+        write_analysis(run.dir, paired, rectified, binned, analysis.across_seeds(scores.errors), unmeasured)
     with _timed(run.log, "invariance figures"):
         write_invariance(run.dir, binned)
     with _timed(run.log, "curves"):
@@ -115,18 +115,23 @@ def write_transformers(run_dir: Path, scores: scoring.Scores) -> None:
             )
 
 
-def write_rectification(run_dir: Path, scores: scoring.Scores) -> list[dict]:
+def write_rectification(run_dir: Path, scores: scoring.Scores) -> tuple[list[dict], list[dict]]:
     """How much of each test digit's pose every transformer undid (a row each, for analysis.md), and its
-    scatter, rectification/<variant>/<model>-s<seed>.png."""
-    rectified = []
+    scatter, rectification/<variant>/<model>-s<seed>.png; and for each transformer where it cannot be
+    measured, why."""
+    rectified, unmeasured = [], []
     for key, (model, precision) in scores.transformers.items():
         test = scores.tests[key[:2]]
+        which = {"variant": key[0], "seed": key[1], "model": key[2]}
+        why = analysis.unmeasured(model, test.params)
+        if why is not None:
+            unmeasured.append({**which, "why": why})
+            continue
         with running_at(precision, test.images.device):
             r = analysis.rectification(model, test.images, test.params, test.images.shape[-1])
-        if r is not None:
-            rectified.append({"variant": key[0], "seed": key[1], "model": key[2], **r.row})
-            write_scatter(run_dir, key, r, model.stn.transform)
-    return rectified
+        rectified.append({**which, **r.row})
+        write_scatter(run_dir, key, r, model.stn.transform)
+    return rectified, unmeasured
 
 
 def write_invariance(run_dir: Path, binned: list[dict]) -> None:
@@ -194,20 +199,30 @@ def write_scatter(run_dir: Path, key: tuple[str, int, str], r: analysis.Rectifie
 
 
 def write_analysis(
-    run_dir: Path, paired: list[dict], rectified: list[dict], binned: list[dict], seeds: list[dict] | None = None
+    run_dir: Path,
+    paired: list[dict],
+    rectified: list[dict],
+    binned: list[dict],
+    seeds: list[dict] | None = None,
+    unmeasured: list[dict] = (),
 ) -> None:
     """analysis.md and .json: McNemar per pair of models, a paired t-test across seeds (3 seeds or more),
-    rectification per transformer, and the error by the true distortion."""
+    rectification per transformer (and where it is not measured, why), and the error by the true
+    distortion."""
     parts = [analysis.paired_markdown(paired)] if paired else []
     if seeds:
         parts.append(analysis.across_seeds_markdown(seeds))
     if rectified:
         parts.append(analysis.rectification_markdown(rectified))
+    if unmeasured:
+        parts.append(analysis.unmeasured_markdown(unmeasured))
     if binned:
         parts.append(analysis.binned_markdown(binned))
     if parts:
         atomic.write_text(A.ANALYSIS.file(run_dir, ".md"), "\n".join(parts))
         found = {"paired": paired, "across_seeds": seeds or [], "rectification": rectified, "by_distortion": binned}
+        if unmeasured:
+            found["rectification_not_measured"] = list(unmeasured)
         atomic.write_text(A.ANALYSIS.file(run_dir, ".json"), json.dumps(found, indent=2) + "\n")
 
 

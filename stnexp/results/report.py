@@ -12,7 +12,7 @@ from stnexp import config as C
 from stnexp.errors import UserError
 from stnexp.results import page, paper, tables
 from stnexp.store import artifacts as A
-from stnexp.store import files
+from stnexp.store import files, runs, sweep_plan
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,50 @@ class Source:
     trained: int | None  # steps completed by every group (fewer than `iterations` in an interrupted run)
     steps: dict[tuple[str, int], int]  # steps completed by each (variant, seed) group, from metrics.csv
     precision: str  # as the run resolved it (amp: auto is bf16 on one CPU and fp32 on another)
+
+
+def run(paths: list[Path], as_paper: bool, out: Path | None, html: bool, log) -> list[str]:
+    """`stnexp report`: the merged table of the runs `paths` stand for (reported()), and with `out` the
+    report written there (with `as_paper` its table1.png). Returns what the command prints."""
+    if html and out is None:
+        raise UserError("--html: name the folder to write it to with --out DIR")
+    found = reported(paths, log)
+    table = make(found, as_paper)
+    if out is None:
+        return [table]
+    figures = (table1_figure(found, Path(out)),) if as_paper else ()
+    write_report(found, table, Path(out), html, figures=figures)
+    return [table, f"wrote {Path(out) / 'report.md'}" + (f" and {Path(out) / 'report.html'}" if html else "")]
+
+
+def reported(paths: list[Path], log) -> list[Path]:
+    """What `stnexp report` reads for the paths it is given: a sweep folder stands for its children (in
+    the plan's order, those that are runs), a sweep's own tables (as `SWEEP/*` names them) are skipped,
+    and anything else is a run or a config's run folder (runs.find_run)."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        spec = sweep_plan.read(path) if path.is_dir() else None
+        if spec is not None:
+            # a child still training (another shard's, say) or never started is named, not an error
+            planned = sweep_plan.children(path, spec)
+            scored = [c for c in planned if files.is_run(c) and A.RESULTS.file(c, ".json").is_file()]
+            waiting = [c.name for c in planned if c not in scored]
+            if not scored:
+                raise UserError(f"{path}: a sweep none of whose {len(planned)} child runs has scored its models yet")
+            log.info(
+                f"{path}: a sweep, reporting its {len(scored)} scored child run(s)"
+                + (f"; not scored yet: {', '.join(waiting)}" if waiting else "")
+            )
+            out += scored
+        elif (
+            path.is_file()
+            and path.name in {p.name for p in A.SWEEP_TABLE.paths(path.parent)}
+            and sweep_plan.read(path.parent) is not None
+        ):
+            log.info(f"{path}: the sweep's own table, skipped")
+        else:
+            out.append(runs.find_run(path, log))
+    return list(dict.fromkeys(out))
 
 
 def read(path: Path) -> Source:

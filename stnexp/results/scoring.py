@@ -153,7 +153,7 @@ class Scored(NamedTuple):
     model: Model
     rows: list[dict]
     right: list[torch.Tensor]  # per row: which test digits the model got right
-    tests: list[TestSet]  # per row: the set it was scored on
+    tests: list[TestSet | None]  # per row: the set it was scored on, where it is the checkpoint's own variant
 
 
 Key = tuple[str, int, str]  # (variant, seed, model): one trained model
@@ -185,7 +185,7 @@ def record(scored: Iterable[Scored]) -> Scores:
         rows += s.rows
         ck = s.checkpoint
         for row, got, test in zip(s.rows, s.right, s.tests):
-            if ck["kind"] != "best" or test.external or test.name != ck["variant"] or test.params is None:
+            if ck["kind"] != "best" or test is None or test.params is None:
                 continue
             key = (ck["variant"], ck["seed"], ck["model_name"])
             right[key], errors[key], tests[key[:2]] = got, row["error"], test
@@ -224,7 +224,8 @@ def score(
             if key not in counted:
                 counted[key] = right(model, test.images, test.labels, dtype_of(precision))
             rights.append(counted[key])
-            sets.append(test)
+            # only the checkpoint's own test set is kept, for the record: a sweep's are let go once scored
+            sets.append(test if test.name == ck["variant"] and not test.external else None)
             rows.append(_row(ck, path, model, test, int(counted[key].sum()), precision))
         yield Scored(path, ck, model, rows, rights, sets)
 

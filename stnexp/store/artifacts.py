@@ -1,12 +1,7 @@
 """Every file a run directory (or a sweep folder) holds: its name, folder, file pattern, who writes it and
 who reads it. Train, eval, report, `runs`, sweeps and --force ask this table; no other module spells a
-run file's name.
-
-    <run>/  config.yaml  env.json  train.log  metrics.csv  results.{md,csv,json}  analysis.{md,json}
-            report.html  .stnexp-run (the marker: version and state)  .stnexp-lock
-            checkpoints/<variant>/<model>-s<seed>-{best,last}.pt
-            stn/ rectification/ <variant>/<model>-s<seed>.{png,pdf}   curves/ invariance/ <variant>/s<seed>.{png,pdf}
-            evals/<name>.{md,csv,json[,png,pdf]} and evals/index.md   tb/<variant>/s<seed>/<model>/
+run file's name. docs/commands.md's table of a run directory's files is generated from it
+(scripts/commands_reference.py files).
 """
 
 from __future__ import annotations

@@ -1,34 +1,17 @@
-"""The `train` command as a request (cli.py's flags, stnexp.train's arguments) and where it goes: one run
-(launch.py) or a sweep of child runs (sweeps.py). It sits above both, so that neither imports the other's
+"""Where the `train` command's request (requests.TrainRequest) goes: one run (launch.py) or a sweep of
+child runs (sweeps.py). It sits above both, so that neither imports the other's
 caller."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from stnexp import config as C
 from stnexp.errors import UserError
+from stnexp.requests import TrainRequest
 from stnexp.store import artifacts as A
 from stnexp.store import logs, runs
 from stnexp.training import launch, sweeps
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    """What `stnexp train` is asked, one field per flag (cli.py declares the flags; stnexp.train takes the
-    same): a config file (or with `resume` a run directory), --set overrides, --device, --out, --resume,
-    --force, --sweep and --shard, and the command line for train.log."""
-
-    config: Path
-    sets: tuple[str, ...] = ()
-    device: str | None = None
-    out: Path | None = None
-    resume: bool = False
-    force: bool = False
-    sweep: tuple[str, ...] = ()
-    shard: str | None = None
-    command: str = ""
 
 
 def start(req: TrainRequest) -> Path:

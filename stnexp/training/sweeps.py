@@ -263,33 +263,3 @@ def _overwrite(out: Path, old: dict | None, force: bool) -> None:
             runs.clear(child, remove_dir=True)
     for path in A.SWEEP_TABLE.paths(out):
         path.unlink(missing_ok=True)
-
-
-def reported(paths: list[Path], log) -> list[Path]:
-    """What `stnexp report` reads for the paths it is given: a sweep folder stands for its children (in
-    the plan's order, those that are runs), a sweep's own tables (as `SWEEP/*` names them) are skipped,
-    and anything else is a run or a config's run folder (runs.find_run)."""
-    out: list[Path] = []
-    for path in map(Path, paths):
-        spec = sweep_plan.read(path) if path.is_dir() else None
-        if spec is not None:
-            # a child still training (another shard's, say) or never started is named, not an error
-            planned = sweep_plan.children(path, spec)
-            scored = [c for c in planned if files.is_run(c) and A.RESULTS.file(c, ".json").is_file()]
-            waiting = [c.name for c in planned if c not in scored]
-            if not scored:
-                raise UserError(f"{path}: a sweep none of whose {len(planned)} child runs has scored its models yet")
-            log.info(
-                f"{path}: a sweep, reporting its {len(scored)} scored child run(s)"
-                + (f"; not scored yet: {', '.join(waiting)}" if waiting else "")
-            )
-            out += scored
-        elif (
-            path.is_file()
-            and path.name in {p.name for p in A.SWEEP_TABLE.paths(path.parent)}
-            and sweep_plan.read(path.parent) is not None
-        ):
-            log.info(f"{path}: the sweep's own table, skipped")
-        else:
-            out.append(runs.find_run(path, log))
-    return list(dict.fromkeys(out))
