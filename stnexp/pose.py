@@ -50,30 +50,39 @@ def _to_the_right(value: float, like: torch.Tensor) -> torch.Tensor:
 
 
 ANGLE = Part(
-    "angle", "degrees", "rotation", "rotation", lambda v: v, _every, "angle", "degrees", "cannot rotate", circular=True
+    name="angle",
+    unit="degrees",
+    sweep="rotation",
+    range_key="rotation",
+    measure=lambda v: v,
+    fix=_every,
+    residual="angle",
+    residual_unit="degrees",
+    cannot="cannot rotate",
+    circular=True,
 )
 SCALE = Part(
-    "scale",
-    "factor",
-    "scale",
-    "scale",
-    lambda v: v,
-    _every,
-    "log_scale",
-    "log of the factor",
-    "cannot scale",
+    name="scale",
+    unit="factor",
+    sweep="scale",
+    range_key="scale",
+    measure=lambda v: v,
+    fix=_every,
+    residual="log_scale",
+    residual_unit="log of the factor",
+    cannot="cannot scale",
     positive=True,
 )
 SHIFT = Part(
-    "shift",
-    "px from the centre",
-    "shift",
-    "translation",
-    lambda v: v.norm(dim=1),
-    _to_the_right,
-    "shift",
-    "px from the centre",
-    "cannot shift",
+    name="shift",
+    unit="px from the centre",
+    sweep="shift",
+    range_key="translation",
+    measure=lambda v: v.norm(dim=1),
+    fix=_to_the_right,
+    residual="shift",
+    residual_unit="px from the centre",
+    cannot="cannot shift",
 )
 PARTS = (ANGLE, SCALE, SHIFT)
 NAMES = tuple(p.name for p in PARTS)

@@ -371,7 +371,7 @@ def test_pooling_averages_the_transformers_output_before_the_layers_behind():
     from stnexp import geometry
 
     assert torch.allclose(sampled, F.avg_pool2d(geometry.sample(x, grid), 2), atol=1e-6)
-    assert net(x).shape == (2, 10) and backbones.plan(stn(out_size=60, pool=2), 42).side == 2
+    assert net(x).shape == (2, 10) and backbones.sizes(stn(out_size=60, pool=2), 42).side == 2
 
 
 def test_parameter_counts_of_a_config_are_those_of_the_built_models(tmp_path):
@@ -440,7 +440,7 @@ def test_the_ptn_cnn_backbone_is_polar_transformer_networks_plain_cnn_with_an_op
 
 
 def test_the_localisation_net_takes_a_width_and_batch_norm_and_keeps_its_old_layers_by_default():
-    from stnexp.models.blocks import TransformerConfig
+    from stnexp.models.config_blocks import TransformerConfig
     from stnexp.models.transformer import Transformer
 
     old = Transformer(1, 42, 42, TransformerConfig(), "conv")

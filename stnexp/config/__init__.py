@@ -3,7 +3,7 @@
 schema.py declares every key with its default and a description (the config reference in
 docs/config.md and `stnexp config schema` are generated from it); loading.py reads YAML, applies --set
 and validates; messages.py cuts the values an error repeats. This package may import the backbone
-registry (stnexp.models.backbones and models.blocks, for the models' schemas and sizes) and errors;
+registry (stnexp.models.backbones and models.config_blocks, for the models' schemas and sizes) and errors;
 nothing else of stnexp.
 """
 
@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from stnexp.config.loading import (
     MAX_BYTES,
     STN_KEYS,
-    _describe,
     apply_sets,
+    describe,
     load,
     parse_set,
     read_yaml,
@@ -21,7 +21,7 @@ from stnexp.config.loading import (
     validate,
     variants_from_sets,
 )
-from stnexp.config.messages import SHOWN, _cut, _first_line, _shown
+from stnexp.config.messages import SHOWN, cut, first_line, shown
 from stnexp.config.schema import (
     ARCHS,
     MAX_SEEDS,
@@ -39,7 +39,7 @@ from stnexp.config.schema import (
     dump,
     schema,
 )
-from stnexp.models.blocks import MAX_SIDE, Channels, Strict, TransformerConfig
+from stnexp.models.config_blocks import MAX_SIDE, Channels, Strict, TransformerConfig
 
 __all__ = [
     "ValidationError",
@@ -49,7 +49,7 @@ __all__ = [
     "TransformerConfig",
     "MAX_BYTES",
     "STN_KEYS",
-    "_describe",
+    "describe",
     "apply_sets",
     "load",
     "parse_set",
@@ -58,9 +58,9 @@ __all__ = [
     "validate",
     "variants_from_sets",
     "SHOWN",
-    "_cut",
-    "_first_line",
-    "_shown",
+    "cut",
+    "first_line",
+    "shown",
     "ARCHS",
     "MAX_SEEDS",
     "NAME",

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from stnexp.config.messages import _cut, _did_you_mean, _first_line, _shown
+from stnexp.config.messages import cut, did_you_mean, first_line, shown
 from stnexp.config.schema import ARCHS, Config, VariantConfig
 from stnexp.errors import UserError
 from stnexp.models import backbones
@@ -44,7 +44,7 @@ class _Loader(yaml.SafeLoader):
 
 class _DuplicateKey(yaml.YAMLError):
     def __init__(self, key: Any, mark):
-        super().__init__(f"line {mark.line + 1}: key {_shown(key)} given twice in one mapping")
+        super().__init__(f"line {mark.line + 1}: key {shown(key)} given twice in one mapping")
 
 
 _Loader.add_implicit_resolver(
@@ -61,19 +61,19 @@ def _parse(text: str) -> Any:
 def parse_set(item: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (['a', 'b', 'c'], value parsed as YAML)."""
     if "=" not in item:
-        raise UserError(f"--set {_cut(item)}: expected key.path=value")
+        raise UserError(f"--set {cut(item)}: expected key.path=value")
     key, _, text = item.partition("=")
     path = key.strip().split(".")
     if not all(path):
-        raise UserError(f"--set {_cut(item)}: empty key in {_shown(key)}")
+        raise UserError(f"--set {cut(item)}: empty key in {shown(key)}")
     try:
         value = _parse(text) if text.strip() else None
     except _DuplicateKey as e:
-        raise UserError(f"--set {_cut(item)}: {e}") from None
+        raise UserError(f"--set {cut(item)}: {e}") from None
     except yaml.YAMLError as e:
-        raise UserError(f"--set {_cut(item)}: value is not valid YAML ({str(e).splitlines()[0]})") from None
+        raise UserError(f"--set {cut(item)}: value is not valid YAML ({str(e).splitlines()[0]})") from None
     except RecursionError:
-        raise UserError(f"--set {_cut(item)}: value is nested too deeply") from None
+        raise UserError(f"--set {cut(item)}: value is nested too deeply") from None
     return path, value
 
 
@@ -93,7 +93,7 @@ def apply_sets(raw: dict, sets: list[str]) -> dict:
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise UserError(f"--set {_cut(item)}: {_cut('.'.join(path[: i + 1]))} is not a mapping")
+                raise UserError(f"--set {cut(item)}: {cut('.'.join(path[: i + 1]))} is not a mapping")
             node = child
         node[path[-1]] = value
     return raw
@@ -110,7 +110,7 @@ def variants_from_sets(sets: list[str]) -> dict[str, VariantConfig]:
     try:
         return Config.model_validate(raw).data.variants if raw else {}
     except ValidationError as e:
-        raise UserError("\n".join(_describe(err) for err in e.errors())) from None
+        raise UserError("\n".join(describe(err) for err in e.errors())) from None
 
 
 def read_yaml(path: Path) -> dict:
@@ -130,7 +130,7 @@ def read_yaml(path: Path) -> dict:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise UserError(f"{path}: YAML syntax error at {where}: {e.problem}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not readable as YAML: {_first_line(e)}") from None
+        raise UserError(f"{path}: not readable as YAML: {first_line(e)}") from None
     if raw is None:
         raise UserError(f"{path}: the config is empty")
     if not isinstance(raw, dict):
@@ -151,7 +151,7 @@ def validate(raw: dict) -> Config:
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
-        raise UserError("\n".join(_describe(err) for err in e.errors())) from None
+        raise UserError("\n".join(describe(err) for err in e.errors())) from None
     except RecursionError:
         raise UserError("(config): nested too deeply to be a config") from None
     problems = size_problems(cfg)
@@ -182,18 +182,18 @@ def size_problems(cfg: Config) -> list[str]:
     return out
 
 
-def _describe(err: dict) -> str:
+def describe(err: dict) -> str:
     loc = _clean_loc(err["loc"])
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         fields = _fields_at(Config, err["loc"][:-1])
-        return f"{'.'.join(loc)}: unknown key{_did_you_mean(loc[-1], fields)}"
+        return f"{'.'.join(loc)}: unknown key{did_you_mean(loc[-1], fields)}"
     if kind == "union_tag_invalid":
         return f"{'.'.join(loc + ['arch'])}: unknown arch {err['ctx']['tag']!r} (choose from {', '.join(ARCHS)})"
     if kind == "union_tag_not_found":
         return f"{'.'.join(loc + ['arch'])}: missing (choose from {', '.join(ARCHS)})"
     if kind == "literal_error":
-        return f"{'.'.join(loc)}: expected {err['ctx']['expected']}, got {_shown(err['input'])}"
+        return f"{'.'.join(loc)}: expected {err['ctx']['expected']}, got {shown(err['input'])}"
     msg = msg.removeprefix("Value error, ")
     for key in ("preset", "patch_size", "at"):  # raised by validators that see more than their key
         if msg.startswith(f"{key}: "):
@@ -201,7 +201,7 @@ def _describe(err: dict) -> str:
     got = (
         ""
         if kind.startswith("value_error") or "input" not in err or isinstance(err["input"], dict)
-        else f", got {_shown(err['input'])}"
+        else f", got {shown(err['input'])}"
     )
     return f"{'.'.join(loc) or '(config)'}: {msg[0].lower() + msg[1:]}{got}"
 

@@ -14,25 +14,25 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 8, 8, 8
 _REPR.maxstring = _REPR.maxother = SHOWN
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A value as an error message repeats it: a bounded repr (a huge or deeply nested value is never
     walked whole), cut to SHOWN characters."""
-    return _cut(_REPR.repr(value))
+    return cut(_REPR.repr(value))
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: Exception) -> str:
     """An exception's message on one line (YAML's and the network's span several): the first line, and
     the last where it says why."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     if not lines:
         return type(e).__name__
-    return _cut(lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}")
+    return cut(lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}")
 
 
-def _cut(text: str) -> str:
+def cut(text: str) -> str:
     return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
 
 
-def _did_you_mean(word: str, options: Any) -> str:
+def did_you_mean(word: str, options: Any) -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

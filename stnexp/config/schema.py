@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import Field, create_model, field_validator, model_validator
 
-from stnexp.config.messages import _cut, _did_you_mean, _shown
+from stnexp.config.messages import cut, did_you_mean, shown
 from stnexp.models import backbones
 
 # re-exported: every block's schema by its config name (config.FCNConfig)
 from stnexp.models.backbones import CNNConfig, FCNConfig  # noqa: F401
-from stnexp.models.blocks import MAX_SIDE, Channels, Strict, TransformerConfig  # noqa: F401
+from stnexp.models.config_blocks import MAX_SIDE, Channels, Strict, TransformerConfig  # noqa: F401
 
 # Each preset is a full set of distortion ranges; a variant may name one and override any range.
 # fmt: off
@@ -50,9 +50,9 @@ def _range(value: Any, positive: bool) -> tuple[float, float]:
         lo, hi = float(value[0]), float(value[1])
         ok = lo <= hi and (lo > 0 or not positive)
     if not ok:
-        shown = _shown(list(value)) if isinstance(value, (list, tuple)) else _shown(value)
+        said = shown(list(value)) if isinstance(value, (list, tuple)) else shown(value)
         rule = "0 < min <= max" if positive else "min <= max"
-        raise ValueError(f"expected [min, max] of finite numbers with {rule}, got {shown}")
+        raise ValueError(f"expected [min, max] of finite numbers with {rule}, got {said}")
     return lo, hi
 
 
@@ -111,7 +111,7 @@ class VariantConfig(Strict):
         if isinstance(data, dict) and data.get("preset") is not None:
             name = data["preset"]
             if name not in PRESETS:
-                hint = _did_you_mean(str(name), PRESETS)
+                hint = did_you_mean(str(name), PRESETS)
                 raise ValueError(f"preset: unknown preset {name!r}{hint} (choose from {', '.join(PRESETS)})")
             data = {**PRESETS[name], **data}
         return data
@@ -137,7 +137,7 @@ class VariantConfig(Strict):
     def _translation(cls, v: Any) -> Any:
         if v == "fit" or (_finite(v) and v >= 0):
             return v
-        raise ValueError(f"expected a finite shift >= 0 in px or 'fit', got {_shown(v)}")
+        raise ValueError(f"expected a finite shift >= 0 in px or 'fit', got {shown(v)}")
 
 
 class DataConfig(Strict):
@@ -181,7 +181,7 @@ class DataConfig(Strict):
         out = {}
         for name, spec in v.items():
             if not isinstance(name, str) or not NAME.match(name):
-                raise ValueError(f"variant name {_cut(repr(name))} {NAME_RULE}")
+                raise ValueError(f"variant name {cut(repr(name))} {NAME_RULE}")
             spec = {} if spec is None else spec
             if isinstance(spec, dict) and "preset" not in spec and name in PRESETS:
                 spec = {**spec, "preset": name}
@@ -360,7 +360,7 @@ class Config(Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         if not NAME.match(v):
-            raise ValueError(f"{NAME_RULE}, got {_cut(repr(v))}")
+            raise ValueError(f"{NAME_RULE}, got {cut(repr(v))}")
         return v
 
     @field_validator("device")
@@ -378,7 +378,7 @@ class Config(Strict):
                 raise ValueError("at least one model is needed")
             for name in v:
                 if not isinstance(name, str) or not NAME.match(name):
-                    raise ValueError(f"model name {_cut(repr(name))} {NAME_RULE}")
+                    raise ValueError(f"model name {cut(repr(name))} {NAME_RULE}")
         return v
 
     @field_validator("models", mode="after")
@@ -406,6 +406,12 @@ class Config(Strict):
     def digest(self) -> str:
         """A hash of results_view(): checkpoints carry it, so resuming under another config is caught."""
         return hashlib.sha256(json.dumps(self.results_view(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def steps(self) -> tuple[int, int]:
+        """How long training is, the one rule of it: (optimizer steps per epoch: whole batches of the
+        training digits, at least one; total steps: train.iterations, or train.epochs epochs, 10 if neither)."""
+        per_epoch = max(1, self.data.train_size // self.train.batch_size)
+        return per_epoch, self.train.iterations or (self.train.epochs or 10) * per_epoch
 
 
 # ---------------------------------------------------------------- loading

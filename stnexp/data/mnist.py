@@ -101,6 +101,6 @@ def fetch(root: Path) -> None:
         MNIST(str(root), train=True, download=True)
         MNIST(str(root), train=False, download=True)
     except Exception as e:  # network errors come in many types; the message is what matters
-        from stnexp.config import _first_line
+        from stnexp.config import first_line
 
-        raise UserError(f"data.download: could not download MNIST into {root}: {_first_line(e)}") from None
+        raise UserError(f"data.download: could not download MNIST into {root}: {first_line(e)}") from None

@@ -1,7 +1,7 @@
 """The classifiers: the backbone registry (backbones.py), the spatial transformer block (transformer.py),
 its transform families (transforms.py), stnexp's CPU kernels (kernels.py, spectral.py) and a model built
 of them (network.py, whose names this package re-exports: models.build, models.n_params), and the config
-blocks they share with stnexp.config (blocks.py). It may import the bottom modules (geometry, pose,
+blocks they share with stnexp.config (config_blocks.py). It may import the bottom modules (geometry, pose,
 errors) and torch; never config, data, training or results.
 """
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from stnexp import geometry
 from stnexp.models import transforms
-from stnexp.models.blocks import Channels, Strict, TransformerConfig
+from stnexp.models.config_blocks import Channels, Strict, TransformerConfig
 from stnexp.models.kernels import Conv, ImageConv
 from stnexp.models.transformer import Transformer, loc_side
 
@@ -293,7 +293,7 @@ def loc_kind(cfg: BackboneConfig) -> str:
     return cfg.stn.loc or BACKBONES[cfg.arch].loc
 
 
-def plan(cfg: BackboneConfig, in_size: int) -> Plan:
+def sizes(cfg: BackboneConfig, in_size: int) -> Plan:
     """The layer sizes of model `cfg` on in_size x in_size images: the one place that knows them."""
     stn, backbone = cfg.stn, BACKBONES[cfg.arch]
     loc_in = stn_out = None
@@ -317,15 +317,15 @@ def plan(cfg: BackboneConfig, in_size: int) -> Plan:
 
 
 def checked_plan(cfg: BackboneConfig, in_size: int) -> Plan:
-    """plan(), or ValueError saying what does not fit (config validation reports it to users first)."""
-    p = plan(cfg, in_size)
+    """sizes(), or ValueError saying what does not fit (config validation reports it to users first)."""
+    p = sizes(cfg, in_size)
     if p.problem:
         raise ValueError(f"{in_size}x{in_size} images do not fit this model: {p.problem}")
     return p
 
 
 def fits(cfg: BackboneConfig, in_size: int) -> bool:
-    return plan(cfg, in_size).problem is None
+    return sizes(cfg, in_size).problem is None
 
 
 def smallest_input(cfg: BackboneConfig) -> Optional[int]:

@@ -11,7 +11,7 @@ from torch import nn
 
 from stnexp import geometry
 from stnexp.models import transforms
-from stnexp.models.blocks import TransformerConfig
+from stnexp.models.config_blocks import TransformerConfig
 
 
 def loc_padding(size: int) -> int:

@@ -36,7 +36,7 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
     finite = start is not None and all(math.isfinite(v) and abs(v) <= SWEEP_LIMIT for v in (start, stop, step))
     if key not in pose.BY_SWEEP or not eq or not finite or step <= 0 or stop < start or (stop - start) / step > 1000:
         raise UserError(
-            f"--sweep {C._cut(text)!r}: expected {'|'.join(pose.BY_SWEEP)}=START:STOP:STEP, finite numbers within "
+            f"--sweep {C.cut(text)!r}: expected {'|'.join(pose.BY_SWEEP)}=START:STOP:STEP, finite numbers within "
             f"+-{SWEEP_LIMIT:g}, START <= STOP, STEP > 0 and at most 1000 steps (e.g. rotation=-180:180:15)"
         )
     count = int(math.floor((stop - start) / step + 1e-9)) + 1
@@ -58,7 +58,7 @@ def checked(req: EvalRequest) -> EvalRequest:
     if (req.images is None) != (req.labels is None):
         raise UserError("--images and --labels go together")
     if req.name is not None and not C.NAME.match(req.name):
-        raise UserError(f"--name {C._cut(repr(req.name))}: {C.NAME_RULE}")
+        raise UserError(f"--name {C.cut(repr(req.name))}: {C.NAME_RULE}")
     return replace(req, canvas=_canvas(req.canvas))
 
 

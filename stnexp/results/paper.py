@@ -142,8 +142,7 @@ def deviations(cfg: Config, trained: int | None = None, precision: str | None = 
     names: a model that is not the paper's gets no paper row). `trained`: the steps the run completed;
     `precision`: what the run resolved `train.amp` to (unknown before it runs: only `bf16` is listed)."""
     t, out = cfg.train, []
-    per_epoch = max(1, cfg.data.train_size // min(t.batch_size, cfg.data.train_size))
-    steps = t.iterations or (t.epochs or 10) * per_epoch
+    per_epoch, steps = cfg.steps()
     if cfg.data.root is not None:
         out.append(f"data.root {cfg.data.root}: digits other than the bundled MNIST (no paper numbers beside them)")
     if steps != PROTOCOL.iterations:

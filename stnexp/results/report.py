@@ -81,9 +81,7 @@ def read(path: Path) -> Source:
     if rows is None:
         raise UserError(f"{path}: no {A.RESULTS.file(path, '.json').name} (the run has not scored its models yet)")
     cfg = C.load(A.CONFIG.path(path))
-    t = cfg.train
-    per_epoch = max(1, cfg.data.train_size // min(t.batch_size, cfg.data.train_size))
-    iterations = t.iterations or (t.epochs or 10) * per_epoch
+    iterations = cfg.steps()[1]
     env = A.read_env(path)
     device = str(env.get("device_name") or env.get("device") or "?")
     best = [r for r in rows if r["checkpoint"] == "best"]

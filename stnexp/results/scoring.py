@@ -126,7 +126,7 @@ def _spec(cfg: C.Config, variant: str, canvas: int | None, extra: dict) -> C.Var
             spec = C.VariantConfig.model_validate({**spec.model_dump(), "canvas": canvas})
         except C.ValidationError as e:
             raise UserError(
-                f"--canvas {canvas}: variant {variant}: " + "; ".join(C._describe(err) for err in e.errors())
+                f"--canvas {canvas}: variant {variant}: " + "; ".join(C.describe(err) for err in e.errors())
             ) from None
     return spec
 

@@ -86,155 +86,172 @@ def _a(
 # ---------------------------------------------------------------- a run directory
 
 MARKER = _a(
-    "marker",
-    ".stnexp-run",
-    "",
-    "store.runs.prepare, store.runs.set_state",
-    "store.runs.state",
-    "written first: what --force recognises a run by; its version and state (training, finished, interrupted)",
+    name="marker",
+    pattern=".stnexp-run",
+    suffixes="",
+    writer="store.runs.prepare, store.runs.set_state",
+    reader="store.runs.state",
+    what="written first: what --force recognises a run by; its version and state (training, finished, interrupted)",
 )
 LOCK = _a(
-    "lock",
-    ".stnexp-lock",
-    "",
-    "store.runs.prepare",
-    "store.runs.status",
-    "held (flock) by the process training into the run",
+    name="lock",
+    pattern=".stnexp-lock",
+    suffixes="",
+    writer="store.runs.prepare",
+    reader="store.runs.status",
+    what="held (flock) by the process training into the run",
 )
 CONFIG = _a(
-    "config",
-    "config.yaml",
-    "",
-    "training.launch.train_into",
-    "config.load",
-    "the resolved config (what --resume compares against)",
+    name="config",
+    pattern="config.yaml",
+    suffixes="",
+    writer="training.launch.train_into",
+    reader="config.load",
+    what="the resolved config (what --resume compares against)",
 )
 ENV = _a(
-    "env", "env.json", "", "store.env.write_env", "store.artifacts.read_env", "versions, device, command line, start"
+    name="env",
+    pattern="env.json",
+    suffixes="",
+    writer="store.env.write_env",
+    reader="store.artifacts.read_env",
+    what="versions, device, command line, start",
 )
-LOG = _a("log", "train.log", "", "store.logs.logger", None, "everything printed, plus warnings and tracebacks")
+LOG = _a(
+    name="log",
+    pattern="train.log",
+    suffixes="",
+    writer="store.logs.logger",
+    reader=None,
+    what="everything printed, plus warnings and tracebacks",
+)
 METRICS = _a(
-    "metrics",
-    "metrics.csv",
-    "",
-    "store.artifacts.write_metrics",
-    "store.artifacts.read_metrics",
-    "one row per epoch per variant, seed and model",
+    name="metrics",
+    pattern="metrics.csv",
+    suffixes="",
+    writer="store.artifacts.write_metrics",
+    reader="store.artifacts.read_metrics",
+    what="one row per epoch per variant, seed and model",
 )
 RESULTS = _a(
-    "results",
-    "results",
-    TABLE_SUFFIXES,
-    "results.tables.write_tables",
-    "store.artifacts.read_results",
-    "the test scores of `train`",
+    name="results",
+    pattern="results",
+    suffixes=TABLE_SUFFIXES,
+    writer="results.tables.write_tables",
+    reader="store.artifacts.read_results",
+    what="the test scores of `train`",
 )
 EVAL_0_2 = _a(
-    "eval (0.2.0.dev0)",
-    "eval",
-    TABLE_SUFFIXES,
-    "(stnexp eval up to 0.2.0.dev0)",
-    None,
-    "where `stnexp eval` wrote its scores before evaluations had names",
+    name="eval (0.2.0.dev0)",
+    pattern="eval",
+    suffixes=TABLE_SUFFIXES,
+    writer="(stnexp eval up to 0.2.0.dev0)",
+    reader=None,
+    what="where `stnexp eval` wrote its scores before evaluations had names",
 )
 ANALYSIS = _a(
-    "analysis",
-    "analysis",
-    (".md", ".json"),
-    "results.outputs.write_analysis",
-    "results.report.write_report",
-    "paired significance, rectification and error by distortion of the best checkpoints",
+    name="analysis",
+    pattern="analysis",
+    suffixes=(".md", ".json"),
+    writer="results.outputs.write_analysis",
+    reader="results.report.write_report",
+    what="paired significance, rectification and error by distortion of the best checkpoints",
 )
 REPORT = _a(
-    "report",
-    "report.html",
-    "",
-    "results.report.write_report",
-    None,
-    "the run's report in one page, written at the end of train",
+    name="report",
+    pattern="report.html",
+    suffixes="",
+    writer="results.report.write_report",
+    reader=None,
+    what="the run's report in one page, written at the end of train",
 )
 CHECKPOINT = _a(
-    "checkpoint",
-    "checkpoints/{variant}/{model}-s{seed}-{kind}",
-    ".pt",
-    "training.loop.save",
-    "store.checkpoints.load",
-    "a model's weights, optimizer and schedule state, config and history; kind best or last",
+    name="checkpoint",
+    pattern="checkpoints/{variant}/{model}-s{seed}-{kind}",
+    suffixes=".pt",
+    writer="training.loop.save",
+    reader="store.checkpoints.load",
+    what="a model's weights, optimizer and schedule state, config and history; kind best or last",
 )
 STN = _a(
-    "transformer pictures",
-    "stn/{variant}/{model}-s{seed}",
-    FIGURE_SUFFIXES,
-    "results.pictures.transformer",
-    "results.report.pictures_of",
-    "test digits beside what the transformer made of them",
+    name="transformer pictures",
+    pattern="stn/{variant}/{model}-s{seed}",
+    suffixes=FIGURE_SUFFIXES,
+    writer="results.pictures.transformer",
+    reader="results.report.pictures_of",
+    what="test digits beside what the transformer made of them",
 )
 STN_0_1 = _a(
-    "transformer pictures (0.1)",
-    "stn/{variant}-{model}-s{seed}",
-    ".png",
-    "(stnexp 0.1)",
-    None,
-    "where version 0.1 put them (variant a + model b-c met variant a-b + model c there)",
+    name="transformer pictures (0.1)",
+    pattern="stn/{variant}-{model}-s{seed}",
+    suffixes=".png",
+    writer="(stnexp 0.1)",
+    reader=None,
+    what="where version 0.1 put them (variant a + model b-c met variant a-b + model c there)",
 )
 CURVES = _a(
-    "curves",
-    "curves/{variant}/s{seed}",
-    FIGURE_SUFFIXES,
-    "results.pictures.curves",
-    "results.report.pictures_of",
-    "training curves of the models of one (variant, seed)",
+    name="curves",
+    pattern="curves/{variant}/s{seed}",
+    suffixes=FIGURE_SUFFIXES,
+    writer="results.pictures.curves",
+    reader="results.report.pictures_of",
+    what="training curves of the models of one (variant, seed)",
 )
 INVARIANCE = _a(
-    "invariance",
-    "invariance/{variant}/s{seed}",
-    FIGURE_SUFFIXES,
-    "results.pictures.invariance",
-    "results.report.pictures_of",
-    "test error by the true distortion, every model",
+    name="invariance",
+    pattern="invariance/{variant}/s{seed}",
+    suffixes=FIGURE_SUFFIXES,
+    writer="results.pictures.invariance",
+    reader="results.report.pictures_of",
+    what="test error by the true distortion, every model",
 )
 RECTIFICATION = _a(
-    "rectification",
-    "rectification/{variant}/{model}-s{seed}",
-    FIGURE_SUFFIXES,
-    "results.pictures.scatter",
-    "results.report.pictures_of",
-    "how much of each digit's pose the transformer undid",
+    name="rectification",
+    pattern="rectification/{variant}/{model}-s{seed}",
+    suffixes=FIGURE_SUFFIXES,
+    writer="results.pictures.scatter",
+    reader="results.report.pictures_of",
+    what="how much of each digit's pose the transformer undid",
 )
 TB = _a(
-    "tensorboard",
-    "tb/{variant}/s{seed}/{model}/events.out.tfevents.*",
-    "",
-    "training.board.Board",
-    None,
-    "TensorBoard event files (train.tensorboard)",
+    name="tensorboard",
+    pattern="tb/{variant}/s{seed}/{model}/events.out.tfevents.*",
+    suffixes="",
+    writer="training.board.Board",
+    reader=None,
+    what="TensorBoard event files (train.tensorboard)",
 )
 EVAL = _a(
-    "evaluation", "evals/{name}", TABLE_SUFFIXES, "results.tables.write_tables", None, "each `stnexp eval`, by name"
+    name="evaluation",
+    pattern="evals/{name}",
+    suffixes=TABLE_SUFFIXES,
+    writer="results.tables.write_tables",
+    reader=None,
+    what="each `stnexp eval`, by name",
 )
 EVAL_SWEEP = _a(
-    "evaluation sweep",
-    "evals/{name}",
-    FIGURE_SUFFIXES,
-    "results.pictures.sweep",
-    "results.report.pictures_of",
-    "an `stnexp eval --sweep`'s plot",
+    name="evaluation sweep",
+    pattern="evals/{name}",
+    suffixes=FIGURE_SUFFIXES,
+    writer="results.pictures.sweep",
+    reader="results.report.pictures_of",
+    what="an `stnexp eval --sweep`'s plot",
 )
 EVAL_INDEX = _a(
-    "evaluations index",
-    "evals/index",
-    ".md",
-    "store.evals.index_eval",
-    "store.evals.eval_names",
-    "a line per evaluation",
+    name="evaluations index",
+    pattern="evals/index",
+    suffixes=".md",
+    writer="store.evals.index_eval",
+    reader="store.evals.eval_names",
+    what="a line per evaluation",
 )
 INDEX_LOCK = _a(
-    "evaluations index lock",
-    "evals/.index",
-    ".lock",
-    "store.evals.index_eval",
-    None,
-    "held while an eval adds its line to evals/index.md",
+    name="evaluations index lock",
+    pattern="evals/.index",
+    suffixes=".lock",
+    writer="store.evals.index_eval",
+    reader=None,
+    what="held while an eval adds its line to evals/index.md",
 )
 
 RUN = [
@@ -266,28 +283,28 @@ FIGURES = [CURVES, INVARIANCE, STN, STN_0_1, RECTIFICATION, EVAL_SWEEP]
 # ---------------------------------------------------------------- a sweep folder
 
 SWEEP_PLAN = _a(
-    "sweep plan",
-    ".stnexp-sweep",
-    "",
-    "training.sweeps.run",
-    "store.sweep_plan.read",
-    "what --resume and shards join: the config, --set, --sweep and the children",
+    name="sweep plan",
+    pattern=".stnexp-sweep",
+    suffixes="",
+    writer="training.sweeps.run",
+    reader="store.sweep_plan.read",
+    what="what --resume and shards join: the config, --set, --sweep and the children",
 )
 SWEEP_TABLE = _a(
-    "sweep table",
-    "sweep",
-    TABLE_SUFFIXES + FIGURE_SUFFIXES,
-    "results.sweep_table.write",
-    None,
-    "one row per child, model and variant",
+    name="sweep table",
+    pattern="sweep",
+    suffixes=TABLE_SUFFIXES + FIGURE_SUFFIXES,
+    writer="results.sweep_table.write",
+    reader=None,
+    what="one row per child, model and variant",
 )
 SWEEP_LOCK = _a(
-    "sweep lock",
-    ".stnexp-sweep",
-    ".lock",
-    "training.sweeps.run",
-    None,
-    "shards that start together take turns on it to make or join the plan, and to write the table",
+    name="sweep lock",
+    pattern=".stnexp-sweep",
+    suffixes=".lock",
+    writer="training.sweeps.run",
+    reader=None,
+    what="shards that start together take turns on it to make or join the plan, and to write the table",
 )
 SWEEP = [SWEEP_PLAN, SWEEP_TABLE, SWEEP_LOCK]
 
@@ -374,7 +391,7 @@ def is_result(r) -> bool:
 
 def read_results(run: Path) -> list[dict] | None:
     """results.json's rows (None when the run has not written it); UserError when it is not stnexp's."""
-    from stnexp.config import _first_line
+    from stnexp.config import first_line
 
     path = RESULTS.file(run, ".json")
     if not path.is_file():
@@ -382,7 +399,7 @@ def read_results(run: Path) -> list[dict] | None:
     try:
         rows = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as e:
-        raise UserError(f"{path}: unreadable ({_first_line(e)})") from None
+        raise UserError(f"{path}: unreadable ({first_line(e)})") from None
     if not isinstance(rows, list) or not all(is_result(r) for r in rows):
         raise UserError(f"{path}: not a results table written by stnexp")
     return rows

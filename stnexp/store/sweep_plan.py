@@ -30,7 +30,7 @@ def children(folder: Path, spec: dict) -> list[Path]:
     for name in names:
         if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
             raise UserError(
-                f"{A.SWEEP_PLAN.path(folder)}: names {C._cut(str(name))!r} as a child, which is not a folder inside "
+                f"{A.SWEEP_PLAN.path(folder)}: names {C.cut(str(name))!r} as a child, which is not a folder inside "
                 "the sweep"
             )
         if (folder / name).is_symlink():

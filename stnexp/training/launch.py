@@ -38,7 +38,7 @@ def train_into(cfg: Config, out: Path | None, resume: bool, force: bool, command
     after Ctrl-C (the run is resumable)."""
     from stnexp.device import resolve
 
-    spot = parallel.plan(cfg.train.parallel)
+    spot = parallel.rank_of(cfg.train.parallel)
     torch_device = resolve(cfg.device if spot is None else parallel.device_of(cfg.device, spot[2]))
     board.check(cfg.train.tensorboard)
     target = Target(out, resume, force, command)

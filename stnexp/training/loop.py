@@ -61,7 +61,7 @@ class Run:
     stop: threading.Event
     split: data.Split
     tb: board.Board | None = None  # train.tensorboard: the open event writers
-    mode: modes.Single = field(default_factory=modes.Single)  # how the processes share the work (modes.py)
+    mode: modes.Process = field(default_factory=modes.Single)  # how the processes share the work (modes.py)
     bundles_after: int = 0  # groups (or lockstep bundles) still to train after the current one: the time left
 
     @property
@@ -170,8 +170,7 @@ def make_group(run: Run, vname: str, seed: int) -> Group:
     cfg = run.cfg
     spec = cfg.variant(vname)
     stream = data.Stream(run.split.train, spec, seed, vname, cfg.train.batch_size, cfg.data.resample_train)
-    per_epoch = len(stream)
-    total = cfg.train.iterations or (cfg.train.epochs or 10) * per_epoch
+    per_epoch, total = cfg.steps()
     length = Length(per_epoch, total, math.ceil(total / per_epoch))
     group_members = [members.build(cfg, name, vname, seed, length, run.device) for name in cfg.models]
     for m in group_members:

@@ -28,8 +28,9 @@ AGREE_EVERY = 50  # steps between the data-parallel ranks' agreement on Ctrl-C a
 # ---------------------------------------------------------------- processes
 
 
-class Single:
-    """One process: it trains every group, writes every file and decides alone when to stop."""
+class Process:
+    """How the processes of a run share its work, as each of them sees it. What a mode does not override
+    is what one process alone does: train every group, write every file, decide alone when to stop."""
 
     world: parallel.World | None = None
     checks_progress = True  # a loss that stops being finite is caught at each progress read
@@ -84,7 +85,11 @@ class Single:
         return interrupted
 
 
-class Jobs(Single):
+class Single(Process):
+    """One process: it trains every group, writes every file and decides alone when to stop."""
+
+
+class Jobs(Process):
     """torchrun, `train.parallel: jobs`: every rank trains its share of the groups on its own device."""
 
     def mine(self, groups: list) -> list:
@@ -121,7 +126,7 @@ class Jobs(Single):
         return interrupted
 
 
-class Data(Single):
+class Data(Process):
     """torchrun, `train.parallel: data`: every rank steps every model on its shard of each batch
     (DistributedDataParallel averages the gradients); rank 0 holds the same weights and writes."""
 
@@ -190,7 +195,7 @@ def check_divergence(run, group, m: Member, loss: float, epoch: int) -> None:
         )
 
 
-def process(world: parallel.World | None) -> Single:
+def process(world: parallel.World | None) -> Process:
     return {None: Single, "jobs": Jobs, "data": Data}[world.mode if world else None](world)
 
 

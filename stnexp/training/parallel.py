@@ -67,7 +67,7 @@ def _launch_env() -> tuple[int, int, int]:
     return rank, size, local
 
 
-def plan(mode: str) -> tuple[int, int, int] | None:
+def rank_of(mode: str) -> tuple[int, int, int] | None:
     """(rank, size, local rank) under torchrun for `train.parallel: mode`; None to run as one process.
     Every rank checks the same things, so each refuses alike and none waits for another."""
     if not launched():

@@ -35,7 +35,7 @@ def parse(item: str) -> tuple[str, list[str]]:
     key, eq, text = item.partition("=")
     key = key.strip()
     if not eq or not key or not text.strip():
-        raise UserError(f"--sweep {C._cut(item)}: expected KEY=V1,V2,...")
+        raise UserError(f"--sweep {C.cut(item)}: expected KEY=V1,V2,...")
     values, depth, start = [], 0, 0
     for i, ch in enumerate(text + ","):
         if ch in "[{(":
@@ -48,17 +48,17 @@ def parse(item: str) -> tuple[str, list[str]]:
             values.append(text[start:i].strip())
             start = i + 1
     if depth != 0:
-        raise UserError(f"--sweep {C._cut(item)}: unbalanced brackets")
+        raise UserError(f"--sweep {C.cut(item)}: unbalanced brackets")
     if any(not v for v in values):
-        raise UserError(f"--sweep {C._cut(item)}: an empty value")
+        raise UserError(f"--sweep {C.cut(item)}: an empty value")
     for v in values:
         C.parse_set(f"{key}={v}")  # a value that is not YAML is refused here, naming the option
     if len(set(values)) != len(values):
-        raise UserError(f"--sweep {C._cut(item)}: a value given twice")
+        raise UserError(f"--sweep {C.cut(item)}: a value given twice")
     return key, values
 
 
-def plan(sweeps: list[str]) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
+def combinations(sweeps: list[str]) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
     """The swept keys and the children: (folder name, {key: value}) per combination, in order."""
     parsed = [parse(s) for s in sweeps]
     keys = [k for k, _ in parsed]
@@ -96,7 +96,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         return None
     m = re.fullmatch(r"([0-9]{1,6})/([0-9]{1,6})", text)  # ASCII digits: \d takes any script's
     if not m or not int(m[1]) < int(m[2]):
-        raise UserError(f"--shard {C._cut(text)}: expected I/N with 0 <= I < N, e.g. 0/4")
+        raise UserError(f"--shard {C.cut(text)}: expected I/N with 0 <= I < N, e.g. 0/4")
     return int(m[1]), int(m[2])
 
 
@@ -110,7 +110,7 @@ def run(cfg_path: Path, sets: list[str], sweeps: list[str], how: Request) -> Pat
         raise UserError("--shard and --force exclude each other: one shard would clear what the others trained")
     if how.shard is not None and how.out is None:
         raise UserError("--shard: name the sweep folder that every shard shares with --out")
-    keys, children = plan(sweeps)
+    keys, children = combinations(sweeps)
     cfgs = {name: C.load(cfg_path, sets + [f"{k}={v}" for k, v in values.items()]) for name, values in children}
     base = C.load(cfg_path, sets)
     _check(cfgs)
