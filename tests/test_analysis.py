@@ -117,6 +117,10 @@ def test_where_rectification_is_not_measured_analysis_md_says_why(tmp_path):
     assert analysis.unmeasured(aff, pose_only) is None
     assert analysis.unmeasured(cnn, pose_only) == "no transformer"
     assert "tps family has no affine theta" in analysis.unmeasured(tps, pose_only)
+    at_conv1 = models.build(config.CNNConfig(arch="cnn", stn=config.TransformerConfig(at="conv1")), 28)
+    assert analysis.unmeasured(at_conv1, pose_only) is None  # the CNN declares its conv1 frame
+    at_conv1.conv1_kernel = None  # a backbone that does not: no silently wrong frame, a reason
+    assert "declares no conv1 frame" in analysis.unmeasured(at_conv1, pose_only)
     why = analysis.unmeasured(aff, projective)
     assert why.startswith("the variant warps more than the pose (") and "corners" in why
     assert analysis.rectification(aff, torch.rand(8, 1, 28, 28), projective, 28) is None
@@ -175,7 +179,9 @@ def test_a_conv1_transformers_theta_read_in_image_coordinates_moves_the_image_as
     theta = torch.tensor([[[0.8, 0.0, 0.6], [0.0, 0.8, -0.3]]])
     with torch.no_grad():
         warped_maps = geometry.sample(m.block1(blob), geometry.affine_grid(theta, 17))
-        maps_of_warped = m.block1(geometry.sample(blob, geometry.affine_grid(analysis._in_image(theta, 42), 42)))
+        maps_of_warped = m.block1(
+            geometry.sample(blob, geometry.affine_grid(analysis._in_image(theta, 42, m.conv1_kernel), 42))
+        )
         maps_of_naive = m.block1(geometry.sample(blob, geometry.affine_grid(theta, 42)))
     assert (centre(warped_maps) - centre(maps_of_warped)).abs().max() < 0.15
     assert (centre(warped_maps) - centre(maps_of_naive)).abs().max() > 0.5  # the raw theta would misplace it

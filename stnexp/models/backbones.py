@@ -121,10 +121,17 @@ def after_block(size: int, kernel: int) -> int:
 
 
 class _Transforming(nn.Module):
-    """What the pictures and analyses ask of any model with a transformer."""
+    """The contract of every backbone's module, what training, the pictures and the analyses ask of it:
+    `at` and `stn` (its transformer, None without one); `dropout`, the nn.Dropout before its classifier
+    (p = 0: none; with p > 0 each model draws from its own random stream); and, for a backbone that
+    takes a transformer at conv1, `conv1_kernel`: the valid KxK conv (then a pool of 2) before it, which
+    fixes where its feature maps lie in the image (analysis reads conv1 thetas in that frame; a backbone
+    without it gets no rectification at conv1, and says so)."""
 
     at: Optional[str]
     stn: Optional[Transformer]
+    dropout: nn.Dropout
+    conv1_kernel: Optional[int] = None
 
     def loc_input(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -149,6 +156,8 @@ class CNN(_Transforming):
     """conv 9x9 -> ReLU -> pool 2 -> conv 7x7 -> ReLU -> pool 2 -> linear (valid convolutions), with an
     optional spatial transformer at the input (warps the image) or after conv1 (warps its feature maps).
     Layer names are the same with and without it, so a CNN's weights load into an ST-CNN."""
+
+    conv1_kernel = CONV1_KERNEL
 
     def __init__(self, cfg: CNNConfig, p: Plan):
         super().__init__()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from stnexp import pose
-from stnexp.models import backbones, transforms
+from stnexp.models import transforms
 from stnexp.results import tables
 
 ALPHA = 0.05
@@ -331,6 +331,8 @@ def unmeasured(model, params: dict) -> str | None:
         return "no transformer"
     if transforms.FAMILIES[stn.transform].theta is None:
         return f"the {stn.transform} family has no affine theta to compare with the pose"
+    if model.at == "conv1" and getattr(model, "conv1_kernel", None) is None:
+        return "its backbone declares no conv1 frame (conv1_kernel) to read a conv1 theta in"
     other = sorted(set(params) - set(pose.NAMES))
     if other:
         return f"the variant warps more than the pose ({', '.join(other)}), so a digit's distortion is no pose"
@@ -362,7 +364,7 @@ def rectification(model, images: torch.Tensor, params: dict, canvas: int, batch:
         )
     model.train(was)
     if model.at == "conv1":
-        theta = _in_image(theta, canvas)
+        theta = _in_image(theta, canvas, model.conv1_kernel)
     p = {k: v.to(theta.device) for k, v in params.items()}
     eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=theta.device).expand_as(theta)
     before, after = (pose.residual(t, p, canvas) for t in (eye, theta))
@@ -389,12 +391,12 @@ def rectification(model, images: torch.Tensor, params: dict, canvas: int, batch:
     return Rectified(row, {k: v.cpu() for k, v in true.items()}, {k: v.cpu() for k, v in undone.items()})
 
 
-def _in_image(theta: torch.Tensor, canvas: int) -> torch.Tensor:
+def _in_image(theta: torch.Tensor, canvas: int, kernel: int) -> torch.Tensor:
     """A conv1 transformer's theta in the image's normalised coordinates. Feature map pixel j (after the
     valid KxK convolution and the 2x2 pool) is centred on image pixel 2j + 0.5 + (K - 1) / 2, so the
     maps span (canvas - K + 1) / canvas of the image around the same centre: the linear part is the same
     in both frames, the shift shrinks by that ratio."""
-    ratio = (canvas - backbones.CONV1_KERNEL + 1) / canvas
+    ratio = (canvas - kernel + 1) / canvas
     return torch.cat([theta[:, :, :2], theta[:, :, 2:] * ratio], 2)
 
 
