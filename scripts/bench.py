@@ -189,9 +189,9 @@ def stnexp_path(cfg, split, device):
 def fused_case(seeds: int, n: int, batch: int, device, amp: str, graphs: bool, pairs: int) -> None:
     """S models of one architecture (seeds 0..S-1, each on its own batch stream) stepped one after
     another, as a run of S seeds trains them today, against one stacked step of all S and against one
-    graph of all their steps (fused.py), in alternation. The batches are made beforehand, the same for
+    graph of all their steps (stacked.py), in alternation. The batches are made beforehand, the same for
     all: the step alone is measured."""
-    from stnexp.training import fused, members
+    from stnexp.training import fused, members, stacked
     from stnexp.training.step import TrainStep
 
     cfg = config.validate(
@@ -235,7 +235,7 @@ def fused_case(seeds: int, n: int, batch: int, device, amp: str, graphs: bool, p
         stack = None
         if len(names) == 1:
             mcfg = cfg.models[names[0]]
-            stack = fused.Stack(
+            stack = stacked.Stack(
                 [members.build(cfg, names[0], "rts", s, length, device) for s in cfg.seeds],
                 cfg.train,
                 mcfg,
@@ -545,7 +545,7 @@ def main():
         "--fused",
         type=int,
         metavar="S",
-        help="instead: S seeds of each model stepped one after another against one fused, stacked step (fused.py)",
+        help="instead: S seeds of each model stepped one after another against one fused, stacked step (stacked.py)",
     )
     ap.add_argument(
         "--profile",

@@ -65,7 +65,7 @@ def base_grid(size: int | tuple[int, int], device: torch.device | str = "cpu") -
 def affine_grid(theta: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """N x h x w x 2 grid of the 2x3 matrices theta (output coordinates -> input coordinates): torch's
     affine_grid written out as its own base grid times theta, bit for bit its values on the CPU. As a
-    plain batched matmul it has a batching rule, so models stepped together under vmap (fused.py) build
+    plain batched matmul it has a batching rule, so models stepped together under vmap (stacked.py) build
     their grids in one op; torch's has none, ran once per model and warned of a "performance drop"."""
     h, w = _size(size)
     with _fp32(theta.device):

@@ -1,4 +1,4 @@
-"""Models stepped as one (fused.py: a stack, or Together) take the steps each model takes on its own,
+"""Models stepped as one (stacked.py: a stack, or fused.py: Together) take the steps each model takes on its own,
 and `train.fuse: on` gives a run the numbers of an unfused one."""
 
 import math
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stnexp import config
-from stnexp.training import fused, members
+from stnexp.training import fused, members, stacked
 from stnexp.training.step import TrainStep
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -59,8 +59,8 @@ def test_a_stack_of_three_seeds_steps_as_the_three_models_do_alone(device, stn):
     own = [members.build(cfg, "m", "rts", s, length, dev) for s in cfg.seeds]
     alone = [TrainStep(members.build(cfg, "m", "rts", s, length, dev), cfg.train, None) for s in cfg.seeds]
     start = [[p.detach().clone() for p in m.model.parameters()] for m in own]
-    stack = fused.Stack(own, cfg.train, cfg.models["m"], None, 8, 8)
-    assert fused.fusable(own) and len(stack.opt.param_groups) == (1 if stn is None else 2)
+    stack = stacked.Stack(own, cfg.train, cfg.models["m"], None, 8, 8)
+    assert stacked.fusable(own) and len(stack.opt.param_groups) == (1 if stn is None else 2)
     rtol = 1e-5 if device == "cpu" else 1e-3
     g = torch.Generator().manual_seed(0)
     # three steps: on random images the sampler's pixel boundaries make float-rounding differences grow
@@ -109,10 +109,10 @@ def test_models_with_dropout_or_different_shapes_are_not_fused():
     )
     length = members.Length(1, 1, 1)
     build = lambda name, seed: members.build(cfg, name, "rts", seed, length, torch.device("cpu"))  # noqa: E731
-    assert fused.fusable([build("a", 0), build("a", 1)])
-    assert not fused.fusable([build("d", 0), build("d", 1)])
-    assert not fused.fusable([build("a", 0), build("b", 0)])
-    assert not fused.fusable([build("a", 0)])
+    assert stacked.fusable([build("a", 0), build("a", 1)])
+    assert not stacked.fusable([build("d", 0), build("d", 1)])
+    assert not stacked.fusable([build("a", 0), build("b", 0)])
+    assert not stacked.fusable([build("a", 0)])
 
 
 def _two_seeds(device: str, sizes: tuple[int, int], third: dict, **train):

@@ -167,7 +167,7 @@ def test_affine_grid_is_torchs_bit_for_bit_and_needs_no_loop_under_vmap(size):
     h, w = (size, size) if isinstance(size, int) else size
     theta = torch.randn(7, 2, 3)
     assert torch.equal(geometry.affine_grid(theta, size), F.affine_grid(theta, [7, 1, h, w], align_corners=False))
-    # models stepped together (fused.py): one grid per model, with no fallback to a loop and its warning
+    # models stepped together (stacked.py): one grid per model, with no fallback to a loop and its warning
     thetas = torch.randn(3, 7, 2, 3, requires_grad=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -4,7 +4,7 @@
 training steps on the CPU take faster paths: conv2's forward and backward through the DFT
 (spectral.conv2d), and conv1's gradient with respect to the images as a depthwise convolution. Their
 measured reasons are in RESULTS.md and docs/performance.md. Evaluation (no gradient: scores stay
-nn.Conv2d's), CUDA (cuDNN), bf16 autocast (oneDNN's AMX kernels) and vmap (fused.Stack) take nn.Conv2d's
+nn.Conv2d's), CUDA (cuDNN), bf16 autocast (oneDNN's AMX kernels) and vmap (stacked.Stack) take nn.Conv2d's
 own path.
 
 The switch: `kernels.enabled()`, `kernels.set_enabled(False)` or `with kernels.switched(False):` run

@@ -14,7 +14,7 @@ from stnexp.training.members import Member, own_rng
 
 class Sums:
     """An epoch's running loss and correct-prediction count, on the device (read a few times a second);
-    one per model (`shape` (): a model; (S,): a stack of S models, fused.py)."""
+    one per model (`shape` (): a model; (S,): a stack of S models, stacked.py)."""
 
     def __init__(self, device: torch.device, shape: tuple[int, ...] = ()):
         self.loss = torch.zeros(shape, device=device)
