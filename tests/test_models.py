@@ -315,14 +315,14 @@ def test_weight_decay_reaches_conv_and_linear_weights_only():
         names[id(p)] for n in ("model-no-decay", "loc-no-decay") for p in groups[n]["params"]
     }
     assert sum(len(g["params"]) for g in groups.values()) == len(names)
-    # the fused trainer's holder (each parameter stacked over seeds) splits the same way
-    from stnexp.training import fused
+    # the stacked trainer's holder (each parameter stacked over seeds) splits the same way
+    from stnexp.training import stacked
 
     holder = copy.deepcopy(net)
     for name, param in net.named_parameters():
-        fused._set(holder, name, torch.nn.Parameter(torch.stack([param.detach()] * 2)))
-    stacked = {id(p): n for n, p in holder.named_parameters()}
-    split = {g["name"]: [stacked[id(p)] for p in g["params"]] for g in models.param_groups(holder, 0.1, 0.5, 1e-3)}
+        stacked._set(holder, name, torch.nn.Parameter(torch.stack([param.detach()] * 2)))
+    held = {id(p): n for n, p in holder.named_parameters()}
+    split = {g["name"]: [held[id(p)] for p in g["params"]] for g in models.param_groups(holder, 0.1, 0.5, 1e-3)}
     assert split == {k: [names[id(p)] for p in g["params"]] for k, g in groups.items()}
     # the optimizer decays the identity bias of the regressor not at all
     cfg = config.validate({"train": {"weight_decay": 0.1, "optimizer": "adamw"}})
