@@ -137,3 +137,14 @@ def test_training_batches_of_a_cluttered_variant_cut_patches_from_the_training_d
                 assert rows.numel() >= 6 and cols.numel() >= 6  # whole patches, never cut smaller
                 patches += 1
     assert patches > 0  # 4 batches of 64 with 6 patches each: about 6 from digit 0
+
+
+def test_every_variant_key_belongs_to_one_kind_of_distortion():
+    """A kind owns its keys (its class in config/schema.py, named by its Kind): each key of a variant,
+    besides the preset and the canvas, is one kind's, and a variant is all of them."""
+    from stnexp import config
+    from stnexp.data import distortions
+
+    owned = [key for kind in distortions.KINDS.values() for key in kind.keys.model_fields]
+    assert sorted(owned) == sorted(set(config.VariantConfig.model_fields) - {"preset", "canvas"})
+    assert all(issubclass(config.VariantConfig, kind.keys) for kind in distortions.KINDS.values())

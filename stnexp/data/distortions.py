@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import torch
 
 from stnexp import geometry, pose, seeds
-from stnexp.config import VariantConfig
+from stnexp.config import ClutterKeys, ElasticKeys, PoseKeys, ProjectiveKeys, VariantConfig
 
 IN_SIZE = 28  # MNIST digits are 28 x 28
 
@@ -34,13 +34,16 @@ Params = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of distortion: `used(spec)` says whether a variant applies it, `identity(spec)` whether
-    it then leaves every digit as it is, `sample(gen, spec, boxes, pool)` draws its parameters for
-    len(boxes) digits (boxes: geometry.ink_boxes of the digits; pool: how many digits the split holds).
+    """One kind of distortion: `keys`, the class of its config keys (config/schema.py: its own, as a
+    backbone's schema is; VariantConfig is all of them); `used(spec)` says whether a variant applies it,
+    `identity(spec)` whether it then leaves every digit as it is, `sample(gen, spec, boxes, pool)` draws
+    its parameters for len(boxes) digits (boxes: geometry.ink_boxes of the digits; pool: how many digits
+    the split holds).
     A warping kind has `warp(params, spec, points)`: where each of `points` (P x 2 or N x P x 2, the
     canvas after this kind, normalised) reads the canvas before it, N x P x 2. A painting kind has
     `paint(images, params, spec, pool)`, applied to the sampled canvas."""
 
+    keys: type
     used: Callable[[VariantConfig], bool]
     identity: Callable[[VariantConfig], bool]
     sample: Callable[[torch.Generator, VariantConfig, torch.Tensor, int], Params]
@@ -154,10 +157,12 @@ def _clutter_paint(images: torch.Tensor, params: Params, spec: VariantConfig, po
 
 # pose is the base of every variant: it puts the digit on the canvas. The order is the order of application.
 KINDS: dict[str, Kind] = {
-    "pose": Kind(lambda spec: True, _pose_identity, _pose_sample, warp=_pose_warp),
-    "projective": Kind(lambda spec: spec.corner_jitter > 0, _never, _projective_sample, warp=_projective_warp),
-    "elastic": Kind(lambda spec: spec.elastic_jitter > 0, _never, _elastic_sample, warp=_elastic_warp),
-    "clutter": Kind(lambda spec: spec.patches > 0, _never, _clutter_sample, paint=_clutter_paint),
+    "pose": Kind(PoseKeys, lambda spec: True, _pose_identity, _pose_sample, warp=_pose_warp),
+    "projective": Kind(
+        ProjectiveKeys, lambda spec: spec.corner_jitter > 0, _never, _projective_sample, warp=_projective_warp
+    ),
+    "elastic": Kind(ElasticKeys, lambda spec: spec.elastic_jitter > 0, _never, _elastic_sample, warp=_elastic_warp),
+    "clutter": Kind(ClutterKeys, lambda spec: spec.patches > 0, _never, _clutter_sample, paint=_clutter_paint),
 }
 
 
