@@ -31,25 +31,6 @@ def theta_from_params(angle: torch.Tensor, scale: torch.Tensor, tx: torch.Tensor
     return torch.stack([torch.stack([c, -s, tx], -1), torch.stack([s, c, ty], -1)], -2)
 
 
-def distortion_theta(
-    angle_deg: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, in_size: int, out_size: int
-) -> torch.Tensor:
-    """Theta that places an in_size digit into an out_size canvas: turned counter-clockwise by angle_deg,
-    scaled by `scale`, its centre moved by `shift` (N x 2, pixels, x right and y down).
-
-    The forward placement p_out = scale * R(angle) p_in + shift is inverted here, since grid_sample asks
-    where each output pixel comes from. Square images only, so rotations stay rotations (no shear).
-    """
-    a = angle_deg * (math.pi / 180.0)
-    zoom = out_size / (in_size * scale)
-    # -(2 / (in_size * scale)) * R_cw(a) @ shift: the shift expressed in the input's normalised units
-    k = -2.0 / (in_size * scale)
-    c, s = torch.cos(a), torch.sin(a)
-    tx = k * (c * shift[:, 0] - s * shift[:, 1])
-    ty = k * (s * shift[:, 0] + c * shift[:, 1])
-    return theta_from_params(a, zoom, tx, ty)
-
-
 def _size(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 

@@ -2,12 +2,13 @@
 variant's drawn parameters, its unit, the variant key that sets its range, how `eval --sweep` fixes it,
 how a digit's value is measured for the error-by-distortion tables, and how it is read back from a
 sampling matrix (theta) as a residual. Distortions, analysis, eval, pictures and transforms ask this;
-adding a part (shear, say) is an entry here plus its draw (distortions.py) and its place in the matrix
-(geometry.distortion_theta).
+adding a part (shear, say) is an entry here with its place in the matrix (distortion_theta) and its
+read-back (residual), its draw (data/distortions.py) and its range key (config/variants.py's PoseKeys).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -96,9 +97,28 @@ UNITS = {
 }
 
 
+def distortion_theta(
+    angle_deg: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, in_size: int, out_size: int
+) -> torch.Tensor:
+    """Theta that places an in_size digit into an out_size canvas: turned counter-clockwise by angle_deg,
+    scaled by `scale`, its centre moved by `shift` (N x 2, pixels, x right and y down).
+
+    The forward placement p_out = scale * R(angle) p_in + shift is inverted here, since grid_sample asks
+    where each output pixel comes from. Square images only, so rotations stay rotations (no shear).
+    """
+    a = angle_deg * (math.pi / 180.0)
+    zoom = out_size / (in_size * scale)
+    # -(2 / (in_size * scale)) * R_cw(a) @ shift: the shift expressed in the input's normalised units
+    k = -2.0 / (in_size * scale)
+    c, s = torch.cos(a), torch.sin(a)
+    tx = k * (c * shift[:, 0] - s * shift[:, 1])
+    ty = k * (s * shift[:, 0] + c * shift[:, 1])
+    return geometry.theta_from_params(a, zoom, tx, ty)
+
+
 def theta(params: dict[str, torch.Tensor], in_size: int, out_size: int) -> torch.Tensor:
     """The sampling matrix that places each in_size digit on an out_size canvas in its pose."""
-    return geometry.distortion_theta(params[ANGLE.name], params[SCALE.name], params[SHIFT.name], in_size, out_size)
+    return distortion_theta(params[ANGLE.name], params[SCALE.name], params[SHIFT.name], in_size, out_size)
 
 
 def residual(theta_model: torch.Tensor, params: dict[str, torch.Tensor], canvas: int) -> dict[str, torch.Tensor]:

@@ -60,7 +60,7 @@ def test_with_no_transformer_the_residual_is_the_distortion_itself():
 
 def test_a_transformer_that_undoes_each_distortion_leaves_every_digit_in_one_pose():
     angle, scale, shift = _poses()
-    d = geometry.distortion_theta(angle, scale, shift, 28, 42).double()
+    d = pose.distortion_theta(angle, scale, shift, 28, 42).double()
     full = torch.cat([d, torch.tensor([0.0, 0.0, 1.0], dtype=d.dtype).expand(len(d), 1, 3)], 1)
     undo = torch.linalg.inv(full)[:, :2]  # what the classifier sees is the undistorted digit
     r = pose.residual(undo, {"angle": angle, "scale": scale, "shift": shift}, 42)
@@ -72,7 +72,7 @@ def test_a_transformer_that_undoes_each_distortion_then_applies_a_fixed_map_leav
     the distortion's inverse followed by a fixed E leaves E for every digit. The reversed composition,
     transformer o distortion = D^-1 E D, keeps E's angle and scale but not its shift, so this catches it."""
     angle, scale, shift = _poses()
-    d = geometry.distortion_theta(angle, scale, shift, 28, 42).double()
+    d = pose.distortion_theta(angle, scale, shift, 28, 42).double()
     row = torch.tensor([0.0, 0.0, 1.0], dtype=d.dtype).expand(len(d), 1, 3)
     a = math.radians(20.0)
     e = torch.tensor(
@@ -217,7 +217,7 @@ def test_the_scatter_puts_a_transformer_that_undoes_the_pose_on_the_diagonal_and
 
     angle, scale, shift = _poses(300)
     params = {"angle": angle, "scale": scale, "shift": shift}
-    d = geometry.distortion_theta(angle, scale, shift, 28, 42).double()
+    d = pose.distortion_theta(angle, scale, shift, 28, 42).double()
     undo = torch.linalg.inv(torch.cat([d, torch.tensor([0.0, 0.0, 1.0], dtype=d.dtype).expand(len(d), 1, 3)], 1))[
         :, :2
     ].float()

@@ -129,7 +129,7 @@ def test_a_model_names_its_canvas_for_digits_of_another_size_and_on_canvas_place
     import torch
 
     import stnexp
-    from stnexp import geometry
+    from stnexp import geometry, pose
 
     st = stnexp.load(tiny_run / "checkpoints" / "rts" / "st-cnn-s0-best.pt")
     digits = torch.rand(2, 1, 28, 28)
@@ -142,7 +142,7 @@ def test_a_model_names_its_canvas_for_digits_of_another_size_and_on_canvas_place
     assert torch.isclose(placed.sum(), digits.sum())  # zeros around them (the sums add in another order)
     assert st.model(placed).shape == (2, 10)
     # where a test set places a digit of no rotation, scale 1 and no shift: the same pixels
-    theta = geometry.distortion_theta(torch.zeros(2), torch.ones(2), torch.zeros(2, 2), 28, 42)
+    theta = pose.distortion_theta(torch.zeros(2), torch.ones(2), torch.zeros(2, 2), 28, 42)
     grid = torch.nn.functional.affine_grid(theta, (2, 1, 42, 42), align_corners=geometry.ALIGN_CORNERS)
     assert torch.allclose(geometry.sample(digits, grid), placed, atol=1e-5)
     with pytest.raises(ValueError, match="do not fit on a 28 x 28 canvas"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stnexp import config, data, geometry
+from stnexp import config, data, geometry, pose
 from stnexp.cli import app
 from stnexp.data import mnist
 from stnexp.training import loop, members
@@ -23,7 +23,7 @@ def test_identity_and_rotation_on_cuda():
     z = torch.zeros(4, device="cuda")
     warp = lambda theta: geometry.sample(x, geometry.affine_grid(theta, 28))  # noqa: E731
     assert torch.allclose(warp(geometry.theta_from_params(z, z + 1, z, z)), x, atol=1e-5)
-    theta = geometry.distortion_theta(z + 90, z + 1, torch.zeros(4, 2, device="cuda"), 28, 28)
+    theta = pose.distortion_theta(z + 90, z + 1, torch.zeros(4, 2, device="cuda"), 28, 28)
     assert torch.allclose(warp(theta), torch.rot90(x, 1, (-2, -1)), atol=1e-5)
 
 

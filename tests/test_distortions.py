@@ -140,7 +140,7 @@ def test_training_batches_of_a_cluttered_variant_cut_patches_from_the_training_d
 
 
 def test_every_variant_key_belongs_to_one_kind_of_distortion():
-    """A kind owns its keys (its class in config/schema.py, named by its Kind): each key of a variant,
+    """A kind owns its keys (its class in config/variants.py, named by its Kind): each key of a variant,
     besides the preset and the canvas, is one kind's, and a variant is all of them."""
     from stnexp import config
     from stnexp.data import distortions

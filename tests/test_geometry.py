@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from stnexp import config, data, geometry
+from stnexp import config, data, geometry, pose
 from stnexp.data import distortions, mnist
 
 
@@ -28,13 +28,13 @@ def test_identity_theta_returns_the_input():
 
 def test_90_degree_rotation_equals_rot90():
     x = torch.rand(4, 1, 28, 28)
-    theta = geometry.distortion_theta(torch.full((4,), 90.0), torch.ones(4), torch.zeros(4, 2), 28, 28)
+    theta = pose.distortion_theta(torch.full((4,), 90.0), torch.ones(4), torch.zeros(4, 2), 28, 28)
     assert torch.allclose(warp(x, theta, 28), torch.rot90(x, 1, (-2, -1)), atol=1e-5)
 
 
 def test_shift_moves_the_digit_by_whole_pixels():
     x = torch.rand(1, 1, 28, 28)
-    theta = geometry.distortion_theta(torch.zeros(1), torch.ones(1), torch.tensor([[3.0, -2.0]]), 28, 28)
+    theta = pose.distortion_theta(torch.zeros(1), torch.ones(1), torch.tensor([[3.0, -2.0]]), 28, 28)
     out = warp(x, theta, 28)
     # 3 px to the right, 2 px up (y points down)
     assert torch.allclose(out[..., :-2, 3:], x[..., 2:, :-3], atol=1e-5)
@@ -106,7 +106,7 @@ def test_identity_homography_and_tps_return_the_input():
 
 
 def test_a_homography_with_last_row_001_is_its_affine_grid():
-    theta = geometry.distortion_theta(
+    theta = pose.distortion_theta(
         torch.tensor([30.0, -60.0]), torch.tensor([0.8, 1.1]), torch.tensor([[2.0, -3.0], [0.0, 4.0]]), 28, 42
     )
     matrix = torch.cat([theta, torch.tensor([0.0, 0.0, 1.0]).expand(2, 1, 3)], 1)

@@ -34,7 +34,7 @@ Params = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of distortion: `keys`, the class of its config keys (config/schema.py: its own, as a
+    """One kind of distortion: `keys`, the class of its config keys (config/variants.py: its own, as a
     backbone's schema is; VariantConfig is all of them); `used(spec)` says whether a variant applies it,
     `identity(spec)` whether it then leaves every digit as it is, `sample(gen, spec, boxes, pool)` draws
     its parameters for len(boxes) digits (boxes: geometry.ink_boxes of the digits; pool: how many digits
