@@ -141,9 +141,9 @@ def train(
     """Train every model of CFG side by side on each variant and seed; write tables, checkpoints, pictures."""
     from stnexp.training import command, loop
 
-    asked = (tuple(sets or ()), device, out, resume, force, tuple(sweep or ()), shard)
+    asked = dict(sets=tuple(sets or ()), device=device, out=out, resume=resume, force=force, shard=shard)
     try:
-        command.start(TrainRequest(config, *asked, command=" ".join(sys.argv)))
+        command.start(TrainRequest(config, **asked, sweep=tuple(sweep or ()), command=" ".join(sys.argv)))
     except loop.Interrupted as e:
         raise typer.Exit(128 + e.signum)  # 130 after Ctrl-C, 143 after SIGTERM, as a shell reports them
 
@@ -169,8 +169,10 @@ def eval_(
     from stnexp.results import evaluation
     from stnexp.store import logs
 
-    asked = (tuple(variants or ()), images, labels, checkpoint, canvas, tuple(sets or ()), sweep, name, force, out)
-    md, target = evaluation.evaluate(EvalRequest(source, *asked, device), logs.logger())
+    listed = dict(variants=tuple(variants or ()), sets=tuple(sets or ()))
+    asked = dict(images=images, labels=labels, checkpoint=checkpoint, canvas=canvas, sweep=sweep, name=name)
+    req = EvalRequest(source, **listed, **asked, force=force, out=out, device=device)
+    md, target = evaluation.evaluate(req, logs.logger())
     _echo(md)
     _echo(f"wrote {target}.md")
 
