@@ -53,7 +53,7 @@ def _fail(lines: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _guard(fn, log_path: Optional[Path] = None):
+def _guard(fn):
     """Run a command body: bad input -> exit 2 with its one-line messages; anything unexpected -> exit 1
     with a one-line summary, the traceback going to train.log (or shown with STNEXP_DEBUG=1)."""
     from stnexp.errors import SharedError, UserError

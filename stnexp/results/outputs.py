@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -204,7 +204,7 @@ def write_analysis(
     rectified: list[dict],
     binned: list[dict],
     seeds: list[dict] | None = None,
-    unmeasured: list[dict] = (),
+    unmeasured: Sequence[dict] = (),
 ) -> None:
     """analysis.md and .json: McNemar per pair of models, a paired t-test across seeds (3 seeds or more),
     rectification per transformer (and where it is not measured, why), and the error by the true
