@@ -757,3 +757,14 @@ def test_a_run_directory_deleted_while_it_trains_stops_the_run_and_is_not_made_a
     r = cli("train", "configs/smoke.yaml", "--out", out, sets=TINY)
     assert r.exit_code == 2 and f"{out}: the run directory (or its config.yaml) went away while it trained" in r.output
     assert not out.exists()
+
+
+def test_the_process_ends_with_its_whole_output_and_its_exit_code_when_piped(tmp_path):
+    """main() ends the process with os._exit once the command is done (the interpreter's teardown is
+    skipped): what was printed into a pipe, and the exit code, must come out whole."""
+    shown = CliRunner().invoke(app, ["config", "show", "configs/smoke.yaml"])
+    p = subprocess.run([sys.executable, "-m", "stnexp", "config", "show", "configs/smoke.yaml"], capture_output=True)
+    assert p.returncode == 0 and p.stdout.decode() == shown.output and len(p.stdout) > 500
+    missing = tmp_path / "missing.yaml"
+    p = subprocess.run([sys.executable, "-m", "stnexp", "config", "show", str(missing)], capture_output=True)
+    assert p.returncode == 2 and p.stderr.decode().startswith(f"error: {missing}"), p.stderr.decode()

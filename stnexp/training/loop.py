@@ -24,7 +24,7 @@ from stnexp import data
 from stnexp.config import Config
 from stnexp.device import autocast_dtype, configure, describe, precision
 from stnexp.errors import UserError
-from stnexp.results import outputs
+from stnexp.results import outputs, pictures
 from stnexp.store import artifacts as A
 from stnexp.store import checkpoints
 from stnexp.store.logs import duration
@@ -105,9 +105,7 @@ def train(
     """Train every (variant, seed) group of the config into `run_dir`, resuming what its checkpoints hold;
     then score best and last checkpoints on the test sets and write the result tables. Under torchrun
     (`world`) this rank trains its share (modes.py) and rank 0 alone scores and writes the tables."""
-    # the first optimizer imports torch._dynamo (about 2 s on a 2-core CPU): imported here, beside the
-    # loading and distorting of the digits, it is ready when the models are built
-    threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True).start()
+    threading.Thread(target=_import_ahead, daemon=True).start()
     configure(device, cfg.train.deterministic)
     dtype = autocast_dtype(cfg.train.amp, device)
     log.info(f"device {device} ({describe(device)}), precision {'bf16 autocast' if dtype else 'fp32'}")
@@ -130,6 +128,14 @@ def train(
         raise Interrupted(nothing=not rows)  # nothing: Ctrl-C before any epoch ended, no checkpoint
     log.info(f"finished in {duration(time.perf_counter() - t0)}; run directory: {run.dir}")
     return rows
+
+
+def _import_ahead() -> None:
+    """What the run will import anyway, imported beside the loading of the digits and the first steps: the
+    first optimizer imports torch._dynamo (about 1 s on a 2-core CPU), the figures at the end matplotlib
+    (about 0.3 s)."""
+    importlib.import_module("torch._dynamo")
+    pictures.pyplot()
 
 
 def _train_all(run: Run, mine: list[tuple[str, int]], fuse: bool) -> tuple[list[dict], bool]:
