@@ -164,11 +164,13 @@ def tps_grid(targets: torch.Tensor, size: int | tuple[int, int], k: int) -> torc
         return (_TPS_GRID_WEIGHTS[key] @ targets.float()).reshape(-1, h, w, 2)
 
 
-def sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Bilinear sampling of `images` (N x C x h x w) at `grid` (N x H x W x 2), zero padding, float32."""
+def sample(images: torch.Tensor, grid: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
+    """Bilinear sampling of `images` (N x C x h x w) at `grid` (N x H x W x 2), float32; outside the
+    images zeros (the canvas's background), or with `padding="border"` their edge (for inputs already
+    normalised, whose background is not 0)."""
     with _fp32(images.device):
         return F.grid_sample(
-            images.float(), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=ALIGN_CORNERS
+            images.float(), grid.float(), mode="bilinear", padding_mode=padding, align_corners=ALIGN_CORNERS
         )
 
 

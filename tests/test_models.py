@@ -497,3 +497,63 @@ def test_a_regressed_homography_never_folds_the_image_and_a_mild_one_passes_unch
     mild = torch.tensor([[1.1, 0.1, 0.05, -0.1, 0.9, 0.0, 0.2, -0.3]])
     exact = geometry.projective_grid(torch.cat([mild, torch.ones(1, 1)], 1).view(1, 3, 3), 28)
     assert torch.equal(transforms.grid("projective", mild, 28), exact)
+
+
+def _turn(degrees: float) -> torch.Tensor:
+    a = torch.tensor(degrees).deg2rad()
+    return torch.tensor([[a.cos(), -a.sin(), 0.0], [a.sin(), a.cos(), 0.0]])
+
+
+def test_compositional_stages_start_at_the_identity_and_compose_each_warp_by_matrix_product():
+    from stnexp.models.config_blocks import TransformerConfig
+    from stnexp.models.transformer import Transformer
+
+    one = Transformer(1, 42, 42, TransformerConfig(loc_norm="batch"), "conv")
+    two = Transformer(1, 42, 42, TransformerConfig(loc_norm="batch", stages=2), "conv")
+    assert set(one.state_dict()) < set(two.state_dict())  # a single warp keeps its names: old checkpoints load
+    assert all(k.startswith("refine.0.") for k in set(two.state_dict()) - set(one.state_dict()))
+    x = torch.rand(5, 1, 42, 42)
+    two.eval()
+    assert torch.allclose(two.params(x), torch.tensor([1.0, 0, 0, 0, 1, 0]).expand(5, 6))
+    # the first stage shifts, the second turns: output point u is read at shift(turn(u))
+    shift = torch.tensor([[1.0, 0.0, 0.3], [0.0, 1.0, -0.2]])
+    turn = _turn(30)
+    with torch.no_grad():
+        two.regress.bias.copy_(shift.flatten())
+        two.refine[0]["regress"].bias.copy_(turn.flatten())
+    u = torch.tensor([0.5, -0.25, 1.0])
+    want = shift @ torch.cat([turn @ u, torch.ones(1)])
+    got = two.params(x).view(-1, 2, 3)[0] @ u
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_a_later_stage_looks_at_the_input_as_the_warps_before_it_place_it():
+    from stnexp import geometry
+    from stnexp.models.config_blocks import TransformerConfig
+    from stnexp.models.transformer import Transformer
+
+    two = Transformer(1, 42, 42, TransformerConfig(stages=2), "conv").eval()
+    shift = torch.tensor([1.0, 0.0, 0.4, 0.0, 1.0, 0.1])
+    with torch.no_grad():
+        two.regress.bias.copy_(shift)
+    seen = []
+    two.refine[0]["loc"].register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    x = torch.rand(3, 1, 42, 42)
+    two.params(x)
+    want = geometry.sample(x, transforms.grid("affine", shift.expand(3, 6), (42, 42)), padding="border")
+    assert torch.equal(seen[0], want)
+
+
+def test_stages_compose_affine_matrices_only_and_weight_decay_spares_every_regressor():
+    from stnexp.config.loading import validate
+    from stnexp.errors import UserError
+
+    with pytest.raises((UserError, ValueError), match="stages: 2 composes 2x3 matrices"):
+        validate({"name": "t", "models": {"a": {"arch": "cnn", "stn": {"transform": "similarity", "stages": 2}}}})
+    net = models.build(config.CNNConfig(arch="cnn", stn=config.TransformerConfig(stages=3)), 42)
+    decayed = {
+        id(p) for g in models.param_groups(net, 0.1, 1.0, weight_decay=1e-3) if g["weight_decay"] for p in g["params"]
+    }
+    regressors = net.stn.regressors()
+    assert len(regressors) == 3 and not any(id(r.weight) in decayed for r in regressors)
+    assert id(net.stn.refine[1]["loc"][1].weight) in decayed  # a later stage's conv decays like the first's

@@ -41,7 +41,7 @@ class CNNConfig(Strict):
     norm: Literal["none", "batch"] = Field("none", description="normalisation after each conv: none | batch")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
     stn: Optional[TransformerConfig] = Field(
-        None, description="a spatial transformer in the model: `{transform, at, out_size, loc_lr_scale}`; empty = none"
+        None, description="a spatial transformer in the model (the `stn.*` keys below); empty = none"
     )
 
 
@@ -58,8 +58,7 @@ class FCNConfig(Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
     stn: Optional[TransformerConfig] = Field(
         None,
-        description="a spatial transformer at the input: `{transform, out_size, loc, pool, loc_lr_scale}` (`at` must "
-        "be `input`); empty = none",
+        description="a spatial transformer at the input (the `stn.*` keys below; `at` must be `input`); empty = none",
     )
 
     _input_only = field_validator("stn")(classmethod(lambda cls, v: _at_input(v, "an fcn has no conv1, so its")))
@@ -79,8 +78,7 @@ class PTNConfig(Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
     stn: Optional[TransformerConfig] = Field(
         None,
-        description="a spatial transformer at the input: `{transform, out_size, loc, pool, loc_lr_scale, loc_norm, "
-        "loc_width}` (`at` must be `input`); empty = none",
+        description="a spatial transformer at the input (the `stn.*` keys below; `at` must be `input`); empty = none",
     )
 
     _input_only = field_validator("stn")(classmethod(lambda cls, v: _at_input(v, "a ptn-cnn's")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stnexp.models import transforms
 
@@ -57,3 +57,21 @@ class TransformerConfig(Strict):
         description="average-pool the transformer's output by this factor before the layers behind it (the paper: 2 "
         "for RTS and TC)",
     )
+    stages: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="compositional warps (Lin and Lucey, CVPR 2017): each stage after the first has its own "
+        "localisation net, looks at the input as the warps so far place it and regresses one more affine matrix, "
+        "composed with them by matrix product; the input is sampled once, through the product. `transform: affine` "
+        "only; 1 = the paper's single warp",
+    )
+
+    @model_validator(mode="after")
+    def _stages_compose(self) -> "TransformerConfig":
+        if self.stages > 1 and self.transform != "affine":
+            raise ValueError(
+                f"stages: {self.stages} composes 2x3 matrices, which only `transform: affine` regresses (got "
+                f"{self.transform})"
+            )
+        return self

@@ -58,10 +58,11 @@ def param_groups(model: Model, lr: float, loc_lr_scale: float, weight_decay: flo
         return [{"params": params, "lr": at, "name": name} for name, params, at in parts]
     # by module, not by shape: the fused trainer stacks seeds, so a bias there has two dimensions
     norms = (nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm, nn.GroupNorm)
+    regressors = {id(m) for m in model.stn.regressors()} if model.stn is not None else set()
     decay = {
         id(p)
         for module in model.modules()
-        if not isinstance(module, norms) and module is not getattr(model.stn, "regress", None)
+        if not isinstance(module, norms) and id(module) not in regressors
         for pname, p in module.named_parameters(recurse=False)
         if pname == "weight"
     }
