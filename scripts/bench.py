@@ -148,10 +148,11 @@ def step_flops(model, batch: int, in_size: int, device) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_flops(device, side: int = 2048, reps: int = 10) -> float:
-    """FLOP/s of a large fp32 matrix product on `device`: what this machine's arithmetic can reach, to
-    set beside what a training step reaches."""
-    a, b = torch.rand(side, side, device=device), torch.rand(side, side, device=device)
+def matmul_flops(device, dtype=None, side: int = 2048, reps: int = 10) -> float:
+    """FLOP/s of a large matrix product on `device` in `dtype` (None: fp32), the precision the step trains
+    at: what this machine's arithmetic can reach, to set beside what a training step reaches."""
+    dtype = dtype or torch.float32
+    a, b = (torch.rand(side, side, device=device, dtype=dtype) for _ in range(2))
     a @ b
     sync(device)
     t0 = time.perf_counter()
@@ -637,9 +638,10 @@ def main():
     eval_rate = len(members) * len(test.labels) / (time.perf_counter() - t0)
 
     # how far from the machine's arithmetic limit a step runs: its counted FLOPs per image times images/s,
-    # against a large fp32 matmul on the same device (docs/performance.md, "How close to the limit")
+    # against a large matmul on the same device at the step's precision (docs/performance.md, "How close to
+    # the limit"): with bf16 autocast, a bf16 one, which on a CPU with bf16 instructions is 3x fp32's
     per_image = {m.name: step_flops(m.model, args.batch, spec.canvas, device) / args.batch for m in members}
-    peak = matmul_flops(device)
+    peak = matmul_flops(device, dtype)
     graphs = device.type == "cuda" and not args.no_cuda_graphs
     print(
         f"settings (b): precision {'bf16 autocast' if dtype else 'fp32'}, channels_last {dev.channels_last(device)}, "
@@ -680,7 +682,8 @@ def main():
         + f"; both side by side {side_by_side / 1e9:.1f} GFLOP/s"
     )
     print(
-        f"a 2048x2048 fp32 matmul on this device: {peak / 1e9:.1f} GFLOP/s; the side-by-side step reaches "
+        f"a 2048x2048 {'bf16' if dtype else 'fp32'} matmul on this device: {peak / 1e9:.1f} GFLOP/s; the "
+        "side-by-side step reaches "
         f"{100 * side_by_side / peak:.0f}% of it"
     )
     both_b = statistics.median(walls)
