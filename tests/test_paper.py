@@ -91,7 +91,7 @@ def test_deviations_name_each_departure_from_the_papers_protocol():
     assert "interrupted after 1,000 iterations" in got
     assert "train.lr 0.1 (the paper: 0.01)" in got and "train.schedule onecycle (the paper: step)" in got
     assert "train.label_smoothing 0.1 (the paper: 0.0)" in got
-    assert "st-cnn: localisation net at 0.1 x the lr (the paper reports no multiplier for MNIST)" in got
+    assert "st-cnn: localisation net at 0.3 x the lr (the paper reports no multiplier for MNIST)" in got
     short = config.load("configs/paper/rts.yaml", sets=["train.iterations=15000", "train.every=5000", "seeds=[0]"])
     assert paper.deviations(short) == [
         "15,000 iterations (the paper: 150,000)",
