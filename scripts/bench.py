@@ -639,7 +639,7 @@ def main():
 
     # how far from the machine's arithmetic limit a step runs: its counted FLOPs per image times images/s,
     # against a large matmul on the same device at the step's precision (docs/performance.md, "How close to
-    # the limit"): with bf16 autocast, a bf16 one, which on a CPU with bf16 instructions is 3x fp32's
+    # the limit"): with bf16 autocast, a bf16 one, which on a Zen 5 EPYC ran 3-4x fp32's
     per_image = {m.name: step_flops(m.model, args.batch, spec.canvas, device) / args.batch for m in members}
     peak = matmul_flops(device, dtype)
     graphs = device.type == "cuda" and not args.no_cuda_graphs
